@@ -1,0 +1,673 @@
+//! The ledger: the SQLite file that is framesync's only state. Opening it applies the
+//! migrations in `sql/` and checks the durability settings; every write is a short
+//! `BEGIN IMMEDIATE` transaction, so a kill at any instant leaves a consistent ledger.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+use rusqlite::{Connection, OpenFlags, OptionalExtension, TransactionBehavior, params};
+
+use crate::frames::{Epoch, Frame};
+
+/// Migrations in order; the ledger's `user_version` is the number applied. Never edit one
+/// that has shipped: append a new file.
+const MIGRATIONS: &[&str] = &[include_str!("../sql/0001_init.sql")];
+
+/// How long a write waits for another process's transaction before giving up.
+pub const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The ledger cannot be used: not SQLite, from a newer framesync, on a network filesystem,
+/// or another pipeline's. framesync exits with code 3 and never writes over such a file.
+#[derive(Debug, thiserror::Error)]
+#[error("ledger {path}: {problem}")]
+pub struct Unusable {
+    pub path: PathBuf,
+    pub problem: String,
+}
+
+/// `synchronous` for the ledger: NORMAL survives any process crash; FULL also survives
+/// power loss at the cost of an fsync per commit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Sync {
+    Normal,
+    Full,
+}
+
+pub struct Ledger {
+    conn: Connection,
+    path: PathBuf,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FrameState {
+    Missing,
+    Pulled,
+    Pushing,
+    Delivered,
+}
+
+impl FrameState {
+    fn parse(text: &str) -> Self {
+        match text {
+            "missing" => Self::Missing,
+            "pulled" => Self::Pulled,
+            "pushing" => Self::Pushing,
+            _ => Self::Delivered,
+        }
+    }
+}
+
+/// A frame row that is not delivered, as the planner needs it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OpenFrame {
+    pub start: Epoch,
+    pub state: FrameState,
+    pub next_attempt: Option<Epoch>,
+}
+
+/// A record as it is staged by a pull.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StagedRecord {
+    pub uid: String,
+    pub ts_ms: Option<i64>,
+    pub body: String,
+}
+
+/// A staged record not yet acknowledged nor dead-lettered.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Pending {
+    pub seq: i64,
+    pub uid: String,
+    pub body: String,
+}
+
+/// What a pull found beside the records to stage.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct PullCounts {
+    pub out_of_frame: i64,
+    pub duplicates: i64,
+}
+
+/// A record that failed validation before it could be staged or sent.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DeadLetter {
+    pub uid: String,
+    pub reason: &'static str,
+    pub status: Option<u16>,
+    pub response: Option<String>,
+    pub detail: String,
+    pub body: String,
+}
+
+/// One run's figures, written to the `runs` row when it ends.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RunFigures {
+    pub frames_pulled: i64,
+    pub frames_delivered: i64,
+    pub records_pulled: i64,
+    pub records_pushed: i64,
+    pub dead_letters: i64,
+    pub errors: i64,
+}
+
+impl Ledger {
+    /// Opens (creating if absent) and migrates the ledger at `path`.
+    pub fn open(path: &Path, sync: Sync) -> Result<Self> {
+        let unusable = |problem: String| Unusable { path: path.to_path_buf(), problem };
+        if let Some(fs) = crate::netfs::network_filesystem(path) {
+            return Err(unusable(format!(
+                "it is on a {fs} network filesystem, where SQLite's locking and WAL are unsafe; keep the ledger on a local disk"
+            ))
+            .into());
+        }
+        let conn = Connection::open_with_flags(
+            path,
+            OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_CREATE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )
+        .map_err(|e| unusable(format!("cannot open it: {e}")))?;
+        let mut ledger = Self { conn, path: path.to_path_buf() };
+        ledger.configure(sync).map_err(|e| unusable(format!("{e:#}")))?;
+        ledger.migrate()?;
+        Ok(ledger)
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Read access for status, views and tests.
+    pub fn conn(&self) -> &Connection {
+        &self.conn
+    }
+
+    fn configure(&self, sync: Sync) -> Result<()> {
+        self.conn.busy_timeout(BUSY_TIMEOUT)?;
+        // The first statement to touch the file: "file is not a database" surfaces here.
+        let mode: String = self
+            .conn
+            .query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))
+            .context("it is not a SQLite database (or it is corrupt); framesync will not write over it")?;
+        if !mode.eq_ignore_ascii_case("wal") {
+            bail!("journal_mode is {mode}, not wal (is the file or its folder read-only?)");
+        }
+        let want = match sync {
+            Sync::Normal => 1,
+            Sync::Full => 2,
+        };
+        self.conn.pragma_update(None, "synchronous", want)?;
+        self.conn.pragma_update(None, "foreign_keys", true)?;
+        let got: i64 = self.conn.query_row("PRAGMA synchronous", [], |r| r.get(0))?;
+        let fk: i64 = self.conn.query_row("PRAGMA foreign_keys", [], |r| r.get(0))?;
+        if got != want || fk != 1 {
+            bail!("the ledger settings did not take effect (synchronous={got}, foreign_keys={fk})");
+        }
+        Ok(())
+    }
+
+    fn migrate(&mut self) -> Result<()> {
+        let unusable = |problem: String| Unusable { path: self.path.clone(), problem };
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Exclusive)
+            .map_err(|e| unusable(format!("cannot start the migration: {e}")))?;
+        let version: usize = tx.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+        if version > MIGRATIONS.len() {
+            return Err(unusable(format!(
+                "its schema version is {version}, newer than this framesync knows ({}); upgrade framesync",
+                MIGRATIONS.len()
+            ))
+            .into());
+        }
+        if version == 0 {
+            let tables: i64 = tx.query_row("SELECT COUNT(*) FROM sqlite_master", [], |r| r.get(0))?;
+            if tables > 0 {
+                return Err(unusable("it holds tables but is not a framesync ledger; pick another path".into()).into());
+            }
+        }
+        for (i, sql) in MIGRATIONS.iter().enumerate().skip(version) {
+            tx.execute_batch(sql).with_context(|| format!("migration {} failed", i + 1))?;
+            tx.pragma_update(None, "user_version", i + 1)?;
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    fn write(&mut self) -> Result<rusqlite::Transaction<'_>> {
+        Ok(self.conn.transaction_with_behavior(TransactionBehavior::Immediate)?)
+    }
+
+    /// Records the pipeline's settings, refusing a frame size other than the ledger's own.
+    pub fn sync_pipeline(&mut self, frame_size: i64, reference: Epoch, delay: i64, now: Epoch) -> Result<()> {
+        let path = self.path.clone();
+        let tx = self.write()?;
+        let size: Option<i64> =
+            tx.query_row("SELECT frame_size FROM pipeline WHERE id = 1", [], |r| r.get(0)).optional()?;
+        if let Some(size) = size.filter(|s| *s != frame_size) {
+            return Err(Unusable {
+                path,
+                problem: format!(
+                    "it was built with {size}s frames and the config says {frame_size}s; frames of another size would not line up — keep frames.size = \"{size}s\" or start a new ledger"
+                ),
+            }
+            .into());
+        }
+        tx.execute(
+            "INSERT INTO pipeline (id, frame_size, reference, delay, updated_at) VALUES (1, ?1, ?2, ?3, ?4)
+             ON CONFLICT (id) DO UPDATE SET reference = ?2, delay = ?3, updated_at = ?4",
+            params![frame_size, reference, delay, now],
+        )?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    // ---- runs ------------------------------------------------------------------------------
+
+    pub fn begin_run(&mut self, command: &str, now: Epoch) -> Result<i64> {
+        let tx = self.write()?;
+        tx.execute(
+            "INSERT INTO runs (command, pid, started_at) VALUES (?1, ?2, ?3)",
+            params![command, std::process::id(), now],
+        )?;
+        let id = tx.last_insert_rowid();
+        tx.commit()?;
+        Ok(id)
+    }
+
+    pub fn end_run(&mut self, id: i64, figures: &RunFigures, exit_code: i32, message: Option<&str>, now: Epoch) -> Result<()> {
+        let tx = self.write()?;
+        tx.execute(
+            "UPDATE runs SET ended_at = ?2, frames_pulled = ?3, frames_delivered = ?4, records_pulled = ?5,
+                 records_pushed = ?6, dead_letters = ?7, errors = ?8, exit_code = ?9, message = ?10
+             WHERE id = ?1",
+            params![
+                id,
+                now,
+                figures.frames_pulled,
+                figures.frames_delivered,
+                figures.records_pulled,
+                figures.records_pushed,
+                figures.dead_letters,
+                figures.errors,
+                exit_code,
+                message
+            ],
+        )?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    // ---- facts for the planner ---------------------------------------------------------------
+
+    /// Delivered spans overlapping `[from, to)`, in order.
+    pub fn delivered_spans(&self, from: Epoch, to: Epoch) -> Result<Vec<(Epoch, Epoch)>> {
+        let mut stmt = self
+            .conn
+            .prepare_cached("SELECT start, end FROM delivered_spans WHERE end > ?1 AND start < ?2 ORDER BY start")?;
+        let rows = stmt.query_map(params![from, to], |r| Ok((r.get(0)?, r.get(1)?)))?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// Every frame row that is not delivered.
+    pub fn open_frames(&self) -> Result<Vec<OpenFrame>> {
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT start, state, next_attempt FROM frames WHERE state <> 'delivered' ORDER BY start",
+        )?;
+        let rows = stmt.query_map([], |r| {
+            Ok(OpenFrame { start: r.get(0)?, state: FrameState::parse(&r.get::<_, String>(1)?), next_attempt: r.get(2)? })
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    pub fn frame_state(&self, start: Epoch) -> Result<Option<FrameState>> {
+        Ok(self
+            .conn
+            .query_row("SELECT state FROM frames WHERE start = ?1", [start], |r| r.get::<_, String>(0))
+            .optional()?
+            .map(|s| FrameState::parse(&s)))
+    }
+
+    // ---- pull ------------------------------------------------------------------------------
+
+    /// Stages all records of a frame in one transaction: the frame becomes `pulled` with every
+    /// record, or stays as it was. Invalid records are dead-lettered in the same transaction.
+    pub fn stage_frame(
+        &mut self,
+        frame: Frame,
+        records: &[StagedRecord],
+        invalid: &[DeadLetter],
+        counts: &PullCounts,
+        now: Epoch,
+    ) -> Result<()> {
+        let tx = self.write()?;
+        let state: Option<String> =
+            tx.query_row("SELECT state FROM frames WHERE start = ?1", [frame.start], |r| r.get(0)).optional()?;
+        if matches!(state.as_deref(), Some("pulled" | "pushing" | "delivered")) {
+            bail!("frame {frame} is already {}; it is not pulled twice", state.unwrap_or_default());
+        }
+        tx.execute(
+            "INSERT INTO frames (start, end, state, records, out_of_frame, duplicates, pulled_at, updated_at)
+             VALUES (?1, ?2, 'pulled', ?3, ?4, ?5, ?6, ?6)
+             ON CONFLICT (start) DO UPDATE SET state = 'pulled', records = ?3, out_of_frame = ?4, duplicates = ?5,
+                 attempts = 0, last_error = NULL, next_attempt = NULL, sent_through = -1, pulled_at = ?6, updated_at = ?6",
+            params![frame.start, frame.end(), (records.len() + invalid.len()) as i64, counts.out_of_frame, counts.duplicates, now],
+        )?;
+        {
+            let mut insert = tx.prepare_cached("INSERT INTO staged (frame, seq, uid, ts, body) VALUES (?1, ?2, ?3, ?4, ?5)")?;
+            for (seq, record) in records.iter().enumerate() {
+                insert.execute(params![frame.start, seq as i64, record.uid, record.ts_ms, record.body])?;
+            }
+        }
+        for letter in invalid {
+            insert_dead_letter(&tx, frame.start, letter, now)?;
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// Records a failed pull: the frame stays missing, with its error and next attempt.
+    pub fn pull_failed(&mut self, frame: Frame, error: &str, next_attempt: Epoch, now: Epoch) -> Result<()> {
+        let tx = self.write()?;
+        tx.execute(
+            "INSERT INTO frames (start, end, state, attempts, last_error, next_attempt, updated_at)
+             VALUES (?1, ?2, 'missing', 1, ?3, ?4, ?5)
+             ON CONFLICT (start) DO UPDATE SET attempts = attempts + 1, last_error = ?3, next_attempt = ?4, updated_at = ?5
+             WHERE state = 'missing'",
+            params![frame.start, frame.end(), error, next_attempt, now],
+        )?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// Attempts so far for a frame (0 when it has no row).
+    pub fn attempts(&self, start: Epoch) -> Result<i64> {
+        Ok(self
+            .conn
+            .query_row("SELECT attempts FROM frames WHERE start = ?1", [start], |r| r.get(0))
+            .optional()?
+            .unwrap_or(0))
+    }
+
+    // ---- push ------------------------------------------------------------------------------
+
+    /// Staged records of a frame that are neither acknowledged nor dead-lettered, in order,
+    /// and the highest seq that may already have reached the RS.
+    pub fn pending(&self, start: Epoch) -> Result<(Vec<Pending>, i64)> {
+        let sent_through: i64 =
+            self.conn.query_row("SELECT sent_through FROM frames WHERE start = ?1", [start], |r| r.get(0))?;
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT s.seq, s.uid, s.body FROM staged s
+             WHERE s.frame = ?1
+               AND NOT EXISTS (SELECT 1 FROM delivered d WHERE d.uid = s.uid)
+               AND NOT EXISTS (SELECT 1 FROM dead_letters x WHERE x.uid = s.uid)
+             ORDER BY s.seq",
+        )?;
+        let rows = stmt.query_map([start], |r| Ok(Pending { seq: r.get(0)?, uid: r.get(1)?, body: r.get(2)? }))?;
+        Ok((rows.collect::<Result<_, _>>()?, sent_through))
+    }
+
+    /// Notes, before sending, that records up to `seq` may reach the RS: after a crash their fate
+    /// is unknown and they are looked up (where the RS offers a lookup) before being re-sent.
+    pub fn mark_sending(&mut self, start: Epoch, seq: i64, now: Epoch) -> Result<()> {
+        let tx = self.write()?;
+        tx.execute(
+            "UPDATE frames SET state = 'pushing', sent_through = MAX(sent_through, ?2), updated_at = ?3
+             WHERE start = ?1 AND state IN ('pulled', 'pushing')",
+            params![start, seq, now],
+        )?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// Records UIDs the RS acknowledged. Called only after the acknowledgement arrived.
+    pub fn acknowledge(&mut self, start: Epoch, uids: &[&str], now: Epoch) -> Result<()> {
+        let tx = self.write()?;
+        let mut added = 0;
+        {
+            let mut insert = tx.prepare_cached("INSERT OR IGNORE INTO delivered (uid, frame, at) VALUES (?1, ?2, ?3)")?;
+            for uid in uids {
+                added += insert.execute(params![uid, start, now])?;
+            }
+        }
+        tx.execute(
+            "UPDATE frames SET pushed = pushed + ?2, attempts = 0, updated_at = ?3 WHERE start = ?1",
+            params![start, added as i64, now],
+        )?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    pub fn dead_letter(&mut self, start: Epoch, letter: &DeadLetter, now: Epoch) -> Result<()> {
+        let tx = self.write()?;
+        insert_dead_letter(&tx, start, letter, now)?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// Records a failed push: the frame keeps its progress and waits until `next_attempt`.
+    pub fn push_failed(&mut self, start: Epoch, error: &str, next_attempt: Epoch, now: Epoch) -> Result<()> {
+        let tx = self.write()?;
+        tx.execute(
+            "UPDATE frames SET attempts = attempts + 1, last_error = ?2, next_attempt = ?3, updated_at = ?4
+             WHERE start = ?1 AND state <> 'delivered'",
+            params![start, error, next_attempt, now],
+        )?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// Marks the frame delivered if every staged record is acknowledged or dead-lettered:
+    /// deletes its staged records and merges it into the delivered spans, in one transaction.
+    /// Returns false (and changes nothing) while records are pending.
+    pub fn complete_frame(&mut self, frame: Frame, next_recheck: Option<Epoch>, now: Epoch) -> Result<bool> {
+        let tx = self.write()?;
+        let pending: i64 = tx.query_row(
+            "SELECT COUNT(*) FROM staged s WHERE s.frame = ?1
+               AND NOT EXISTS (SELECT 1 FROM delivered d WHERE d.uid = s.uid)
+               AND NOT EXISTS (SELECT 1 FROM dead_letters x WHERE x.uid = s.uid)",
+            [frame.start],
+            |r| r.get(0),
+        )?;
+        if pending > 0 {
+            return Ok(false);
+        }
+        tx.execute("DELETE FROM staged WHERE frame = ?1", [frame.start])?;
+        let updated = tx.execute(
+            "UPDATE frames SET state = 'delivered', attempts = 0, last_error = NULL, next_attempt = NULL,
+                 delivered_at = COALESCE(delivered_at, ?2), next_recheck = ?3, updated_at = ?2
+             WHERE start = ?1 AND state IN ('pulled', 'pushing')",
+            params![frame.start, now, next_recheck],
+        )?;
+        if updated == 1 {
+            merge_span(&tx, frame.start, frame.end())?;
+        }
+        tx.commit()?;
+        Ok(updated == 1)
+    }
+}
+
+fn insert_dead_letter(tx: &rusqlite::Transaction, frame: Epoch, letter: &DeadLetter, now: Epoch) -> Result<()> {
+    tx.prepare_cached(
+        "INSERT INTO dead_letters (frame, uid, reason, status, response, detail, body, at)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8) ON CONFLICT (uid) DO NOTHING",
+    )?
+    .execute(params![
+        frame,
+        letter.uid,
+        letter.reason,
+        letter.status,
+        letter.response,
+        letter.detail,
+        letter.body,
+        now
+    ])?;
+    tx.execute("UPDATE frames SET dead = dead + 1 WHERE start = ?1", [frame])?;
+    Ok(())
+}
+
+/// Adds `[start, end)` to the delivered spans, merging with the neighbours it touches.
+fn merge_span(tx: &rusqlite::Transaction, start: Epoch, end: Epoch) -> Result<()> {
+    let covering: Option<i64> = tx
+        .query_row(
+            "SELECT start FROM delivered_spans WHERE start <= ?1 AND end >= ?2 LIMIT 1",
+            params![start, end],
+            |r| r.get(0),
+        )
+        .optional()?;
+    if covering.is_some() {
+        return Ok(());
+    }
+    let left: Option<i64> =
+        tx.query_row("SELECT start FROM delivered_spans WHERE end = ?1", [start], |r| r.get(0)).optional()?;
+    let right: Option<i64> =
+        tx.query_row("SELECT end FROM delivered_spans WHERE start = ?1", [end], |r| r.get(0)).optional()?;
+    let new_start = left.unwrap_or(start);
+    let new_end = right.unwrap_or(end);
+    if left.is_some() {
+        tx.execute("DELETE FROM delivered_spans WHERE start = ?1", [new_start])?;
+    }
+    if right.is_some() {
+        tx.execute("DELETE FROM delivered_spans WHERE start = ?1", [end])?;
+    }
+    tx.execute("INSERT INTO delivered_spans (start, end) VALUES (?1, ?2)", params![new_start, new_end])?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::frames::FrameSize;
+
+    fn ledger() -> (tempfile::TempDir, Ledger) {
+        let dir = tempfile::tempdir().unwrap();
+        let ledger = Ledger::open(&dir.path().join("l.db"), Sync::Normal).unwrap();
+        (dir, ledger)
+    }
+
+    fn frame(start: i64) -> Frame {
+        FrameSize::new(60).unwrap().frame_at(start)
+    }
+
+    fn rec(uid: &str) -> StagedRecord {
+        StagedRecord { uid: uid.into(), ts_ms: None, body: format!("{{\"id\":\"{uid}\"}}") }
+    }
+
+    fn stage(l: &mut Ledger, start: i64, uids: &[&str]) {
+        let records: Vec<_> = uids.iter().map(|u| rec(u)).collect();
+        l.stage_frame(frame(start), &records, &[], &PullCounts::default(), 0).unwrap();
+    }
+
+    fn spans(l: &Ledger) -> Vec<(i64, i64)> {
+        l.delivered_spans(i64::MIN, i64::MAX).unwrap()
+    }
+
+    fn staged_count(l: &Ledger, start: i64) -> i64 {
+        l.conn.query_row("SELECT COUNT(*) FROM staged WHERE frame = ?1", [start], |r| r.get(0)).unwrap()
+    }
+
+    #[test]
+    fn a_new_ledger_is_migrated_and_in_wal_mode() {
+        let (_dir, l) = ledger();
+        let v: i64 = l.conn.query_row("PRAGMA user_version", [], |r| r.get(0)).unwrap();
+        assert_eq!(v as usize, MIGRATIONS.len());
+        let mode: String = l.conn.query_row("PRAGMA journal_mode", [], |r| r.get(0)).unwrap();
+        assert_eq!(mode, "wal");
+    }
+
+    #[test]
+    fn reopening_keeps_what_was_written() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("l.db");
+        let mut l = Ledger::open(&path, Sync::Normal).unwrap();
+        stage(&mut l, 0, &["a"]);
+        drop(l);
+        let l = Ledger::open(&path, Sync::Full).unwrap();
+        assert_eq!(l.frame_state(0).unwrap(), Some(FrameState::Pulled));
+    }
+
+    #[test]
+    fn a_frame_is_delivered_only_when_every_record_is_acknowledged_or_dead() {
+        let (_dir, mut l) = ledger();
+        stage(&mut l, 60, &["a", "b", "c"]);
+        l.mark_sending(60, 2, 0).unwrap();
+        l.acknowledge(60, &["a"], 0).unwrap();
+        assert!(!l.complete_frame(frame(60), None, 0).unwrap());
+        let dead = DeadLetter {
+            uid: "b".into(),
+            reason: "rejected",
+            status: Some(400),
+            response: Some("bad".into()),
+            detail: "HTTP 400".into(),
+            body: "{}".into(),
+        };
+        l.dead_letter(60, &dead, 0).unwrap();
+        let (pending, sent_through) = l.pending(60).unwrap();
+        assert_eq!(pending.iter().map(|p| p.uid.as_str()).collect::<Vec<_>>(), ["c"]);
+        assert_eq!(sent_through, 2);
+        assert!(!l.complete_frame(frame(60), None, 0).unwrap());
+        l.acknowledge(60, &["c"], 0).unwrap();
+        assert!(l.complete_frame(frame(60), None, 0).unwrap());
+        assert_eq!(l.frame_state(60).unwrap(), Some(FrameState::Delivered));
+        assert_eq!(staged_count(&l, 60), 0, "a delivered frame has no staged records");
+        assert_eq!(spans(&l), vec![(60, 120)]);
+    }
+
+    #[test]
+    fn delivered_spans_merge_with_both_neighbours() {
+        let (_dir, mut l) = ledger();
+        for start in [0, 120, 60, 240] {
+            stage(&mut l, start, &[]);
+            assert!(l.complete_frame(frame(start), None, 0).unwrap());
+        }
+        assert_eq!(spans(&l), vec![(0, 180), (240, 300)]);
+        stage(&mut l, 180, &[]);
+        l.complete_frame(frame(180), None, 0).unwrap();
+        assert_eq!(spans(&l), vec![(0, 300)]);
+    }
+
+    #[test]
+    fn a_delivered_frame_is_never_staged_again() {
+        let (_dir, mut l) = ledger();
+        stage(&mut l, 0, &["a"]);
+        l.acknowledge(0, &["a"], 0).unwrap();
+        l.complete_frame(frame(0), None, 0).unwrap();
+        let e = l.stage_frame(frame(0), &[rec("a")], &[], &PullCounts::default(), 0).unwrap_err();
+        assert!(e.to_string().contains("already delivered"), "{e}");
+    }
+
+    #[test]
+    fn an_acknowledged_uid_is_not_pending_even_when_pulled_again_in_another_frame() {
+        let (_dir, mut l) = ledger();
+        stage(&mut l, 0, &["a"]);
+        l.acknowledge(0, &["a"], 0).unwrap();
+        stage(&mut l, 60, &["a", "b"]);
+        let (pending, _) = l.pending(60).unwrap();
+        assert_eq!(pending.iter().map(|p| p.uid.as_str()).collect::<Vec<_>>(), ["b"]);
+    }
+
+    #[test]
+    fn a_failed_pull_counts_attempts_and_a_later_pull_clears_them() {
+        let (_dir, mut l) = ledger();
+        l.pull_failed(frame(0), "HTTP 500", 100, 0).unwrap();
+        l.pull_failed(frame(0), "HTTP 500", 200, 0).unwrap();
+        assert_eq!(l.attempts(0).unwrap(), 2);
+        assert_eq!(l.open_frames().unwrap(), vec![OpenFrame { start: 0, state: FrameState::Missing, next_attempt: Some(200) }]);
+        stage(&mut l, 0, &["a"]);
+        assert_eq!(l.attempts(0).unwrap(), 0);
+        assert_eq!(l.frame_state(0).unwrap(), Some(FrameState::Pulled));
+    }
+
+    #[test]
+    fn the_frame_size_of_a_ledger_cannot_change() {
+        let (_dir, mut l) = ledger();
+        l.sync_pipeline(60, 0, 120, 0).unwrap();
+        l.sync_pipeline(60, 3600, 60, 0).unwrap();
+        let e = l.sync_pipeline(300, 0, 120, 0).unwrap_err();
+        assert!(e.downcast_ref::<Unusable>().is_some() && e.to_string().contains("60s frames"), "{e}");
+    }
+
+    #[test]
+    fn a_file_that_is_not_sqlite_is_refused_and_left_alone() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("l.db");
+        std::fs::write(&path, "this is not a database, it is a text file with enough bytes to look like one").unwrap();
+        let before = std::fs::read(&path).unwrap();
+        let e = Ledger::open(&path, Sync::Normal).err().unwrap();
+        assert!(e.downcast_ref::<Unusable>().is_some(), "{e:#}");
+        assert!(format!("{e:#}").contains("not a SQLite database"), "{e:#}");
+        assert_eq!(std::fs::read(&path).unwrap(), before);
+    }
+
+    #[test]
+    fn a_ledger_from_a_newer_framesync_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("l.db");
+        drop(Ledger::open(&path, Sync::Normal).unwrap());
+        Connection::open(&path).unwrap().pragma_update(None, "user_version", 99).unwrap();
+        let e = Ledger::open(&path, Sync::Normal).err().unwrap();
+        assert!(e.to_string().contains("newer"), "{e}");
+    }
+
+    #[test]
+    fn another_applications_database_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("l.db");
+        Connection::open(&path).unwrap().execute_batch("CREATE TABLE orders (id INTEGER)").unwrap();
+        let e = Ledger::open(&path, Sync::Normal).err().unwrap();
+        assert!(e.to_string().contains("not a framesync ledger"), "{e}");
+    }
+
+    #[test]
+    fn the_operator_views_answer_on_a_fresh_ledger() {
+        let (_dir, mut l) = ledger();
+        let now = chrono::Utc::now().timestamp();
+        l.sync_pipeline(60, now - 3600, 120, now).unwrap();
+        let frames: i64 = l.conn.query_row("SELECT SUM(frames) FROM missing_ranges", [], |r| r.get(0)).unwrap();
+        assert!((55..=60).contains(&frames), "{frames}");
+        let lag: i64 = l.conn.query_row("SELECT lag_seconds FROM lag", [], |r| r.get(0)).unwrap();
+        assert!(lag >= 3600, "{lag}");
+        for view in ["frame_summary", "failing_frames", "recent_runs"] {
+            l.conn.prepare(&format!("SELECT * FROM {view}")).unwrap();
+        }
+    }
+}

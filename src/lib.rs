@@ -1,0 +1,26 @@
+//! framesync moves records from a sending server's HTTP API to a receiving server's HTTP API by
+//! time frames, keeping a SQLite ledger so that no record is lost and none is doubled.
+//!
+//! A run: take the lock ([`lock`]), open the ledger ([`ledger`]), plan the frames ([`plan`]),
+//! pull them from the SS ([`source`]), push them to the RS ([`sink`]) — the work itself is in
+//! [`job`] — and record the run. The commands are in [`cmd`].
+
+pub mod cmd;
+pub mod config;
+pub mod frames;
+pub mod http;
+pub mod job;
+pub mod ledger;
+pub mod lock;
+pub mod mapping;
+pub mod netfs;
+pub mod plan;
+pub mod record;
+pub mod redact;
+pub mod sink;
+pub mod source;
+
+/// A usage or config error: framesync exits 2.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct Usage(pub String);

@@ -1,0 +1,86 @@
+//! The run locks: an OS lock on a file of its own beside the ledger (never the ledger itself,
+//! whose SQLite locks any closed handle would drop). The OS releases it when the process dies,
+//! so there are no stale locks; the file is never deleted.
+
+use std::fs::{File, OpenOptions, TryLockError};
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result};
+
+/// Which half of the job a lock guards: `pull` and `push` may run side by side.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Side {
+    Pull,
+    Push,
+}
+
+/// Another run holds the lock. framesync exits 75 (EX_TEMPFAIL), silently by default.
+#[derive(Debug, thiserror::Error)]
+#[error("another framesync run holds {}", .0.display())]
+pub struct Held(pub PathBuf);
+
+/// A held lock; dropping it releases the lock.
+#[derive(Debug)]
+pub struct Lock {
+    _file: File,
+}
+
+pub fn path(ledger: &Path, side: Side) -> PathBuf {
+    let suffix = match side {
+        Side::Pull => ".pull.lock",
+        Side::Push => ".push.lock",
+    };
+    let mut name = ledger.as_os_str().to_owned();
+    name.push(suffix);
+    PathBuf::from(name)
+}
+
+/// Takes the lock for `side` or fails at once with [`Held`].
+pub fn acquire(ledger: &Path, side: Side) -> Result<Lock> {
+    let path = path(ledger, side);
+    let file = OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .with_context(|| format!("cannot open the lock file {} (does its folder exist and is it writable?)", path.display()))?;
+    match file.try_lock() {
+        Ok(()) => Ok(Lock { _file: file }),
+        Err(TryLockError::WouldBlock) => Err(Held(path).into()),
+        Err(TryLockError::Error(e)) => Err(e).with_context(|| format!("cannot lock {}", path.display())),
+    }
+}
+
+/// Takes the locks of all `sides`, in a fixed order so two runs never wait on each other.
+pub fn acquire_all(ledger: &Path, sides: &[Side]) -> Result<Vec<Lock>> {
+    let mut sorted = sides.to_vec();
+    sorted.sort_by_key(|s| matches!(s, Side::Push));
+    sorted.dedup();
+    sorted.into_iter().map(|side| acquire(ledger, side)).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_second_holder_is_refused_until_the_first_lets_go() {
+        let dir = tempfile::tempdir().unwrap();
+        let ledger = dir.path().join("l.db");
+        let first = acquire(&ledger, Side::Pull).unwrap();
+        let e = acquire(&ledger, Side::Pull).unwrap_err();
+        assert!(e.downcast_ref::<Held>().is_some());
+        assert!(acquire(&ledger, Side::Push).is_ok(), "pull and push lock separately");
+        drop(first);
+        assert!(acquire(&ledger, Side::Pull).is_ok());
+        assert!(path(&ledger, Side::Pull).exists(), "the lock file stays");
+    }
+
+    #[test]
+    fn taking_both_fails_if_either_is_held() {
+        let dir = tempfile::tempdir().unwrap();
+        let ledger = dir.path().join("l.db");
+        let _push = acquire(&ledger, Side::Push).unwrap();
+        assert!(acquire_all(&ledger, &[Side::Pull, Side::Push]).is_err());
+    }
+}

@@ -1,0 +1,49 @@
+//! The `framesync` command: parse the arguments, set up logging, run the command, and turn
+//! the result into an exit code — in one place.
+
+use std::io::Write;
+use std::process::ExitCode;
+
+use clap::Parser;
+use framesync::cmd::{self, Cli};
+use framesync::{Usage, ledger, lock};
+
+/// Exit codes (see README): 0 ok, 1 work failed and is recorded, 2 usage or config,
+/// 3 ledger unusable, 75 another run holds the lock.
+fn exit_code(error: &anyhow::Error) -> u8 {
+    if error.downcast_ref::<lock::Held>().is_some() {
+        75
+    } else if error.downcast_ref::<Usage>().is_some() {
+        2
+    } else if error.chain().any(|e| e.is::<ledger::Unusable>() || e.is::<rusqlite::Error>()) {
+        3
+    } else {
+        1
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            let _ = e.print();
+            return ExitCode::from(if e.use_stderr() { 2 } else { 0 });
+        }
+    };
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn"))
+        .format(|buf, record| writeln!(buf, "framesync: {}: {}", record.level().as_str().to_lowercase(), record.args()))
+        .init();
+    match cmd::dispatch(cli) {
+        Ok(code) => ExitCode::from(code),
+        Err(error) => {
+            let code = exit_code(&error);
+            if code == 75 {
+                // Under cron a held lock is normal: the previous run is still going.
+                log::info!("{error:#}; exiting");
+            } else {
+                eprintln!("framesync: error: {error:#}");
+            }
+            ExitCode::from(code)
+        }
+    }
+}

@@ -1,0 +1,369 @@
+//! The sending server (SS) client: one GET per page of a frame, following the next-page link
+//! or cursor until it is absent, turning the pages into records to stage. Parsing is pure
+//! (`parse_page`, `collect`) so it is tested and fuzzed without sockets.
+
+use std::collections::HashMap;
+use std::collections::HashSet;
+use std::time::Duration;
+
+use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
+use serde_json::Value;
+
+use crate::config::{SourceConfig, TimeFormat};
+use crate::frames::{Epoch, Frame};
+use crate::http;
+use crate::ledger::{DeadLetter, PullCounts, StagedRecord};
+use crate::record;
+use crate::redact::Redactor;
+
+/// Everything one pull of a frame produced.
+#[derive(Debug, Default)]
+pub struct Pulled {
+    pub records: Vec<StagedRecord>,
+    /// Records that cannot be staged (no usable UID): dead-lettered with the frame.
+    pub invalid: Vec<DeadLetter>,
+    pub counts: PullCounts,
+    pub pages: usize,
+    /// The SS's clock, from its `Date` header, when it sent one.
+    pub server_date: Option<Epoch>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum PullError {
+    /// The SS asked for quiet (429 or 503): stop pulling for this run.
+    #[error("{message}")]
+    Busy { message: String, retry_after: Option<Duration> },
+    /// Anything else: the frame is retried later with backoff.
+    #[error("{0}")]
+    Failed(String),
+}
+
+/// Pulls one frame. A trait so the run loop is tested without a server.
+pub trait Source {
+    fn pull(&self, frame: Frame) -> Result<Pulled, PullError>;
+}
+
+pub struct HttpSource {
+    agent: ureq::Agent,
+    config: SourceConfig,
+    secrets: Redactor,
+}
+
+impl HttpSource {
+    pub fn new(config: &SourceConfig, secrets: &Redactor) -> Self {
+        Self { agent: http::agent(config.timeout), config: config.clone(), secrets: secrets.clone() }
+    }
+
+    fn get(&self, url: &str) -> Result<(String, Option<Epoch>), PullError> {
+        let shown = self.secrets.scrub(url);
+        let mut request = self.agent.get(url).header("Accept", "application/json");
+        for (name, value) in &self.config.headers {
+            request = request.header(name, value);
+        }
+        let mut response =
+            request.call().map_err(|e| PullError::Failed(self.secrets.scrub(&format!("GET {shown}: {e}"))))?;
+        let status = response.status().as_u16();
+        let date = http::date_header(&response);
+        let retry_after = http::retry_after(&response);
+        let body = response.body_mut().with_config().limit(self.config.max_bytes).read_to_string();
+        let body = match body {
+            Ok(body) => body,
+            Err(ureq::Error::BodyExceedsLimit(limit)) => {
+                return Err(PullError::Failed(format!(
+                    "GET {shown}: the response is larger than source.max_bytes ({limit} bytes); raise it or ask the SS for smaller pages"
+                )));
+            }
+            Err(e) => return Err(PullError::Failed(self.secrets.scrub(&format!("GET {shown}: reading the body: {e}")))),
+        };
+        match status {
+            200..=299 => Ok((body, date)),
+            429 | 503 => Err(PullError::Busy {
+                message: format!("GET {shown}: HTTP {status} (the SS is busy){}", http::retry_note(retry_after)),
+                retry_after,
+            }),
+            _ => Err(PullError::Failed(self.secrets.scrub(&format!(
+                "GET {shown}: HTTP {status}: {}",
+                http::excerpt(&body)
+            )))),
+        }
+    }
+}
+
+impl Source for HttpSource {
+    fn pull(&self, frame: Frame) -> Result<Pulled, PullError> {
+        let first = frame_url(&self.config.url, self.config.time_format, frame);
+        let mut url = first.clone();
+        let mut seen = HashSet::new();
+        let mut pages = Vec::new();
+        let mut server_date = None;
+        let mut total = 0usize;
+        loop {
+            let (body, date) = self.get(&url)?;
+            server_date = server_date.or(date);
+            let page = parse_page(&body, &self.config).map_err(|e| {
+                PullError::Failed(format!("GET {}: {e}", self.secrets.scrub(&url)))
+            })?;
+            total += page.records.len();
+            if total > self.config.max_records {
+                return Err(PullError::Failed(format!(
+                    "frame {frame} has more than source.max_records ({}) records; raise the limit or use smaller frames",
+                    self.config.max_records
+                )));
+            }
+            pages.push(page.records);
+            let Some(next) = page.next else { break };
+            url = next_url(&first, &next, &self.config.cursor_param);
+            if !seen.insert(url.clone()) {
+                return Err(PullError::Failed(format!("frame {frame}: the SS sent the same next page twice (a pagination loop)")));
+            }
+            if pages.len() >= self.config.max_pages {
+                return Err(PullError::Failed(format!(
+                    "frame {frame} has more than source.max_pages ({}) pages",
+                    self.config.max_pages
+                )));
+            }
+        }
+        let page_count = pages.len();
+        let mut pulled = collect(frame, pages.into_iter().flatten(), &self.config);
+        pulled.pages = page_count;
+        pulled.server_date = server_date;
+        Ok(pulled)
+    }
+}
+
+/// The characters left as they are in a URL query value (RFC 3986 unreserved).
+const QUERY_VALUE: &AsciiSet = &NON_ALPHANUMERIC.remove(b'-').remove(b'.').remove(b'_').remove(b'~');
+
+/// Fills `{from}`, `{to}` and `{last}` (the frame's last instant, `to` minus one unit of the
+/// format) into the URL template, URL-encoded.
+pub fn frame_url(template: &str, format: TimeFormat, frame: Frame) -> String {
+    let (from, to) = (frame.start, frame.end());
+    let (from, to, last) = match format {
+        TimeFormat::Rfc3339 => (crate::frames::rfc3339(from), crate::frames::rfc3339(to), crate::frames::rfc3339(to - 1)),
+        TimeFormat::EpochS => (from.to_string(), to.to_string(), (to - 1).to_string()),
+        TimeFormat::EpochMs => ((from * 1000).to_string(), (to * 1000).to_string(), (to * 1000 - 1).to_string()),
+    };
+    let enc = |v: &str| utf8_percent_encode(v, QUERY_VALUE).to_string();
+    template.replace("{from}", &enc(&from)).replace("{to}", &enc(&to)).replace("{last}", &enc(&last))
+}
+
+/// The URL of the next page: an absolute URL, a path on the same server, or a cursor added
+/// to the frame's first URL.
+pub fn next_url(first: &str, next: &str, cursor_param: &str) -> String {
+    if next.starts_with("http://") || next.starts_with("https://") {
+        return next.to_owned();
+    }
+    if next.starts_with('/') {
+        return format!("{}{next}", origin(first));
+    }
+    let joiner = if first.contains('?') { '&' } else { '?' };
+    format!("{first}{joiner}{cursor_param}={}", utf8_percent_encode(next, QUERY_VALUE))
+}
+
+fn origin(url: &str) -> &str {
+    let after_scheme = url.find("://").map_or(0, |i| i + 3);
+    match url[after_scheme..].find('/') {
+        Some(i) => &url[..after_scheme + i],
+        None => url,
+    }
+}
+
+/// One page of an SS answer.
+#[derive(Debug, PartialEq)]
+pub struct Page {
+    pub records: Vec<Value>,
+    pub next: Option<String>,
+}
+
+/// Parses a page body: the records array at `records`, and the next link or cursor at `next`.
+pub fn parse_page(body: &str, config: &SourceConfig) -> Result<Page, String> {
+    let doc: Value = serde_json::from_str(body).map_err(|e| {
+        if e.is_eof() {
+            format!("the body ends early ({e}): a truncated response")
+        } else {
+            format!("the body is not JSON ({e}): {}", http::excerpt(body))
+        }
+    })?;
+    let records = match doc.pointer(&config.records) {
+        Some(Value::Array(items)) => items.clone(),
+        Some(other) => {
+            return Err(format!("{} is {}, not an array of records", where_(&config.records), record::kind(other)));
+        }
+        None => return Err(format!("the body has no records array at {}", where_(&config.records))),
+    };
+    let next = match config.next.as_deref().and_then(|p| doc.pointer(p)) {
+        None | Some(Value::Null) => None,
+        Some(Value::String(s)) if s.is_empty() => None,
+        Some(Value::String(s)) => Some(s.clone()),
+        Some(Value::Number(n)) => Some(n.to_string()),
+        Some(other) => return Err(format!("the next page at {} is {}, not a URL or cursor", config.next.as_deref().unwrap_or(""), record::kind(other))),
+    };
+    Ok(Page { records, next })
+}
+
+fn where_(pointer: &str) -> String {
+    if pointer.is_empty() { "the body".into() } else { format!("{pointer:?}") }
+}
+
+/// Turns a frame's records into staged records: UIDs read, repeats within the frame kept once,
+/// records stamped outside the frame counted, records without a usable UID set aside.
+pub fn collect(frame: Frame, records: impl IntoIterator<Item = Value>, config: &SourceConfig) -> Pulled {
+    let mut pulled = Pulled::default();
+    let mut seen: HashMap<String, u64> = HashMap::new();
+    for value in records {
+        let body = value.to_string();
+        let uid = match record::uid(&value, &config.uid) {
+            Ok(uid) => uid,
+            Err(why) => {
+                pulled.invalid.push(DeadLetter {
+                    uid: format!("invalid:{}", record::content_hash(&value)),
+                    reason: "invalid",
+                    status: None,
+                    response: None,
+                    detail: why,
+                    body,
+                });
+                continue;
+            }
+        };
+        let hash = fingerprint(&body);
+        if let Some(previous) = seen.get(&uid) {
+            pulled.counts.duplicates += 1;
+            if *previous != hash {
+                log::warn!("frame {frame}: UID {uid:?} appears twice with different contents; the first is kept");
+            }
+            continue;
+        }
+        seen.insert(uid.clone(), hash);
+        let ts_ms = timestamp(&value, config);
+        if !ts_ms.is_some_and(|t| frame.contains_ms(t)) && config.timestamp.is_some() {
+            pulled.counts.out_of_frame += 1;
+        }
+        pulled.records.push(StagedRecord { uid, ts_ms, body });
+    }
+    if pulled.counts.out_of_frame > 0 {
+        log::warn!(
+            "frame {frame}: {} records are stamped outside the frame (or have no readable timestamp); kept, as the SS returned them",
+            pulled.counts.out_of_frame
+        );
+    }
+    if pulled.counts.duplicates > 0 {
+        log::warn!("frame {frame}: {} repeated UIDs in one pull were kept once", pulled.counts.duplicates);
+    }
+    pulled
+}
+
+fn timestamp(value: &Value, config: &SourceConfig) -> Option<i64> {
+    let field = value.pointer(config.timestamp.as_deref()?)?;
+    record::time_ms(field, config.timestamp_format).ok()
+}
+
+fn fingerprint(body: &str) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    body.hash(&mut h);
+    h.finish()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Config;
+    use crate::frames::{FrameSize, parse_time};
+    use serde_json::json;
+
+    fn config(records: &str, uid: &str, next: Option<&str>) -> SourceConfig {
+        let text = format!(
+            "ledger = \"l.db\"\n[frames]\nstart = \"2026-11-01T00:00:00Z\"\n[source]\nurl = \"http://h:1/e?from={{from}}&to={{to}}\"\nrecords = \"{records}\"\nuid = \"{uid}\"\ntimestamp = \"/t\"\n{}\n[sink]\nurl = \"http://h:1/rs\"\n",
+            next.map(|n| format!("next = \"{n}\"")).unwrap_or_default()
+        );
+        Config::parse(&text, std::path::Path::new("."), &|_| None).unwrap().source
+    }
+
+    fn frame(text: &str) -> Frame {
+        FrameSize::new(60).unwrap().frame_at(parse_time(text).unwrap())
+    }
+
+    #[test]
+    fn frame_urls_fill_every_placeholder_in_every_format() {
+        let f = frame("2026-11-01T12:00:00Z");
+        let t = "http://h/e?from={from}&to={to}&last={last}";
+        assert_eq!(
+            frame_url(t, TimeFormat::Rfc3339, f),
+            "http://h/e?from=2026-11-01T12%3A00%3A00Z&to=2026-11-01T12%3A01%3A00Z&last=2026-11-01T12%3A00%3A59Z"
+        );
+        assert_eq!(frame_url(t, TimeFormat::EpochS, f), "http://h/e?from=1793534400&to=1793534460&last=1793534459");
+        assert_eq!(
+            frame_url(t, TimeFormat::EpochMs, f),
+            "http://h/e?from=1793534400000&to=1793534460000&last=1793534459999"
+        );
+    }
+
+    #[test]
+    fn next_pages_are_urls_paths_or_cursors() {
+        let first = "http://h:8/e?from=1&to=2";
+        assert_eq!(next_url(first, "https://x/y", "cursor"), "https://x/y");
+        assert_eq!(next_url(first, "/e?page=2", "cursor"), "http://h:8/e?page=2");
+        assert_eq!(next_url(first, "abc+/=", "c"), "http://h:8/e?from=1&to=2&c=abc%2B%2F%3D");
+        assert_eq!(next_url("http://h/e", "7", "page"), "http://h/e?page=7");
+    }
+
+    #[test]
+    fn pages_give_their_records_and_next_link() {
+        let c = config("/items", "/id", Some("/next"));
+        let page = parse_page(r#"{"items":[{"id":1}],"next":"/p2"}"#, &c).unwrap();
+        assert_eq!(page, Page { records: vec![json!({"id": 1})], next: Some("/p2".into()) });
+        let last = parse_page(r#"{"items":[],"next":null}"#, &c).unwrap();
+        assert_eq!(last.next, None);
+        let bare = config("", "/id", None);
+        assert_eq!(parse_page(r#"[{"id":1},{"id":2}]"#, &bare).unwrap().records.len(), 2);
+    }
+
+    #[test]
+    fn bad_pages_say_what_is_wrong() {
+        let c = config("/items", "/id", Some("/next"));
+        let cases = [
+            ("<html>oops</html>", "not JSON"),
+            (r#"{"items":[{"id":1}"#, "truncated"),
+            (r#"{"data":[]}"#, "no records array at \"/items\""),
+            (r#"{"items":{"id":1}}"#, "an object, not an array"),
+            (r#"{"items":[],"next":{"a":1}}"#, "not a URL or cursor"),
+        ];
+        for (body, want) in cases {
+            let e = parse_page(body, &c).unwrap_err();
+            assert!(e.contains(want), "{want:?} not in {e:?}");
+        }
+    }
+
+    #[test]
+    fn collecting_keeps_repeats_once_and_sets_aside_records_without_uid() {
+        let c = config("/items", "/id", None);
+        let f = frame("1970-01-01T00:00:00Z");
+        let pulled = collect(
+            f,
+            vec![
+                json!({"id": "a", "t": 1}),
+                json!({"id": "a", "t": 1}),
+                json!({"id": 7, "t": 2}),
+                json!({"t": 3}),
+                json!({"id": "ünï-✓", "t": 120}),
+            ],
+            &c,
+        );
+        let uids: Vec<_> = pulled.records.iter().map(|r| r.uid.as_str()).collect();
+        assert_eq!(uids, ["a", "7", "ünï-✓"]);
+        assert_eq!(pulled.counts.duplicates, 1);
+        assert_eq!(pulled.counts.out_of_frame, 1, "t=120s is outside 00:00..00:01");
+        assert_eq!(pulled.invalid.len(), 1);
+        assert!(pulled.invalid[0].detail.contains("no UID at /id"));
+        assert_eq!(pulled.records[0].ts_ms, Some(1000));
+    }
+
+    #[test]
+    fn hashed_uids_identify_records_by_content() {
+        let c = config("", "hash", None);
+        let pulled = collect(frame("1970-01-01T00:00:00Z"), vec![json!({"a": 1, "t": 1}), json!({"t": 1, "a": 1})], &c);
+        assert_eq!(pulled.records.len(), 1, "the same content is the same record");
+        assert_eq!(pulled.records[0].uid.len(), 64);
+    }
+}
