@@ -362,3 +362,367 @@ impl<'a> Job<'a> {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::cell::RefCell;
+    use std::collections::HashMap;
+
+    use super::*;
+    use crate::config::SinkMode;
+    use crate::ledger::{FrameState, PullCounts, StagedRecord, Sync};
+    use crate::plan::{Facts, Scope, Settings, plan};
+    use crate::source::Pulled;
+
+    const T0: Epoch = 1_793_534_400; // 2026-11-01T12:00:00Z
+
+    struct FakeClock(Epoch);
+    impl Clock for FakeClock {
+        fn now(&self) -> Epoch {
+            self.0
+        }
+    }
+
+    /// An SS with fixed records per frame, or a fixed error.
+    #[derive(Default)]
+    struct FakeSource {
+        frames: HashMap<Epoch, Vec<&'static str>>,
+        busy: bool,
+        broken: bool,
+        calls: RefCell<Vec<Epoch>>,
+    }
+
+    impl Source for FakeSource {
+        fn pull(&self, frame: Frame) -> Result<Pulled, PullError> {
+            self.calls.borrow_mut().push(frame.start);
+            if self.busy {
+                return Err(PullError::Busy { message: "HTTP 429".into(), retry_after: Some(Duration::from_secs(600)) });
+            }
+            if self.broken {
+                return Err(PullError::Failed("HTTP 500".into()));
+            }
+            let uids = self.frames.get(&frame.start).cloned().unwrap_or_default();
+            let records = uids
+                .iter()
+                .map(|u| StagedRecord { uid: u.to_string(), ts_ms: None, body: format!(r#"{{"id":"{u}","n":1}}"#) })
+                .collect();
+            Ok(Pulled { records, invalid: vec![], counts: PullCounts::default(), pages: 1, server_date: None })
+        }
+    }
+
+    /// An RS answering from a script: a UID maps to the verdicts of its successive sends.
+    struct FakeSink {
+        mode: SinkMode,
+        batch_size: usize,
+        script: RefCell<HashMap<String, Vec<Verdict>>>,
+        stored: RefCell<Vec<String>>,
+        sent: RefCell<Vec<Vec<String>>>,
+        lookup: Option<HashSet<String>>,
+        looked_up: RefCell<Vec<String>>,
+    }
+
+    impl FakeSink {
+        fn new() -> Self {
+            Self {
+                mode: SinkMode::Record,
+                batch_size: 1,
+                script: RefCell::default(),
+                stored: RefCell::default(),
+                sent: RefCell::default(),
+                lookup: None,
+                looked_up: RefCell::default(),
+            }
+        }
+
+        fn answer(self, uid: &str, verdicts: Vec<Verdict>) -> Self {
+            self.script.borrow_mut().insert(uid.into(), verdicts);
+            self
+        }
+
+        fn sent_uids(&self) -> Vec<String> {
+            self.sent.borrow().iter().flatten().cloned().collect()
+        }
+    }
+
+    fn retry() -> Verdict {
+        Verdict::RetryLater { reason: "HTTP 503".into(), retry_after: None }
+    }
+
+    fn rejected() -> Verdict {
+        Verdict::Rejected { status: 400, response: "bad record".into() }
+    }
+
+    impl Sink for FakeSink {
+        fn mode(&self) -> SinkMode {
+            self.mode
+        }
+        fn batch_size(&self) -> usize {
+            self.batch_size
+        }
+        fn send(&self, records: &[Outgoing]) -> Verdict {
+            self.sent.borrow_mut().push(records.iter().map(|r| r.uid.clone()).collect());
+            for r in records {
+                let mut script = self.script.borrow_mut();
+                if let Some(next) = script.get_mut(&r.uid).filter(|v| !v.is_empty()) {
+                    let verdict = next.remove(0);
+                    if verdict != Verdict::Acknowledged {
+                        return verdict;
+                    }
+                }
+            }
+            self.stored.borrow_mut().extend(records.iter().map(|r| r.uid.clone()));
+            Verdict::Acknowledged
+        }
+        fn has_lookup(&self) -> bool {
+            self.lookup.is_some()
+        }
+        fn lookup(&self, uid: &str) -> Result<bool, String> {
+            self.looked_up.borrow_mut().push(uid.into());
+            Ok(self.lookup.as_ref().is_some_and(|l| l.contains(uid)))
+        }
+    }
+
+    fn config(extra_sink: &str) -> Config {
+        let text = format!(
+            r#"
+ledger = "unused.db"
+[frames]
+start = "2026-11-01T12:00:00Z"
+delay = "1m"
+[source]
+url = "http://127.0.0.1:1/ss?from={{from}}&to={{to}}"
+uid = "/id"
+[sink]
+url = "http://127.0.0.1:1/rs"
+retries = 0
+{extra_sink}
+[run]
+retry_base = "30s"
+"#
+        );
+        Config::parse(&text, std::path::Path::new("."), &|_| None).unwrap()
+    }
+
+    struct World {
+        _dir: tempfile::TempDir,
+        ledger: Ledger,
+        config: Config,
+    }
+
+    impl World {
+        fn new(config: Config) -> Self {
+            let dir = tempfile::tempdir().unwrap();
+            let ledger = Ledger::open(&dir.path().join("l.db"), Sync::Normal).unwrap();
+            Self { _dir: dir, ledger, config }
+        }
+
+        fn run(&mut self, source: &FakeSource, sink: &FakeSink, now: Epoch, scope: Scope) -> Outcome {
+            let settings = Settings {
+                reference: self.config.frames.start,
+                size: self.config.frames.size,
+                delay: self.config.frames.delay,
+                fresh: self.config.run.fresh,
+                backfill_window: None,
+                max_frames: self.config.run.max_frames,
+            };
+            let facts = Facts {
+                spans: self.ledger.delivered_spans(i64::MIN, i64::MAX).unwrap(),
+                open: self.ledger.open_frames().unwrap(),
+            };
+            let plan = plan(&settings, &facts, now, scope);
+            let clock = FakeClock(now);
+            Job::new(&self.config, &mut self.ledger, source, sink, &clock).execute(&plan, scope == Scope::Run).unwrap()
+        }
+
+        fn state(&self, start: Epoch) -> Option<FrameState> {
+            self.ledger.frame_state(start).unwrap()
+        }
+
+        fn count(&self, sql: &str) -> i64 {
+            self.ledger.conn().query_row(sql, [], |r| r.get(0)).unwrap()
+        }
+    }
+
+    fn source(frames: &[(Epoch, Vec<&'static str>)]) -> FakeSource {
+        FakeSource { frames: frames.iter().cloned().collect(), ..FakeSource::default() }
+    }
+
+    #[test]
+    fn every_record_is_delivered_once_and_a_second_run_does_nothing() {
+        let mut w = World::new(config(""));
+        let src = source(&[(T0, vec!["a", "b"]), (T0 + 60, vec!["c"]), (T0 + 120, vec![])]);
+        let sink = FakeSink::new();
+        let outcome = w.run(&src, &sink, T0 + 240, Scope::Run);
+        assert_eq!(outcome.exit_code(), 0);
+        assert_eq!(*sink.stored.borrow(), ["a", "b", "c"]);
+        assert_eq!(outcome.figures.frames_delivered, 3);
+        assert_eq!(w.count("SELECT COUNT(*) FROM delivered"), 3);
+        assert_eq!(w.count("SELECT COUNT(*) FROM staged"), 0);
+        let again = w.run(&src, &sink, T0 + 240, Scope::Run);
+        assert_eq!(again.figures, RunFigures::default());
+        assert_eq!(src.calls.borrow().len(), 3, "nothing pulled twice");
+    }
+
+    #[test]
+    fn a_failing_rs_keeps_the_frames_progress_and_a_later_run_sends_only_the_rest() {
+        let mut w = World::new(config(""));
+        let src = source(&[(T0, vec!["a", "b", "c"])]);
+        let sink = FakeSink::new().answer("b", vec![retry()]);
+        let first = w.run(&src, &sink, T0 + 120, Scope::Run);
+        assert_eq!(first.exit_code(), 1);
+        assert_eq!(w.state(T0), Some(FrameState::Pushing));
+        assert_eq!(w.count("SELECT attempts FROM frames"), 1);
+        assert_eq!(w.count("SELECT next_attempt FROM frames"), T0 + 120 + 30, "backoff from retry_base");
+        // Not due yet: nothing is sent.
+        w.run(&src, &sink, T0 + 130, Scope::Run);
+        assert_eq!(sink.sent_uids(), ["a", "b"]);
+        let later = w.run(&src, &sink, T0 + 200, Scope::Run);
+        assert_eq!(later.exit_code(), 0);
+        assert_eq!(sink.sent_uids(), ["a", "b", "b", "c"], "a is not sent again");
+        assert_eq!(w.state(T0), Some(FrameState::Delivered));
+        assert_eq!(src.calls.borrow().iter().filter(|s| **s == T0).count(), 1, "the frame is not pulled again");
+    }
+
+    #[test]
+    fn backoff_doubles_with_each_failed_attempt() {
+        let mut w = World::new(config(""));
+        let src = source(&[(T0, vec!["a"])]);
+        let sink = FakeSink::new().answer("a", vec![retry(), retry(), retry()]);
+        let mut now = T0 + 120;
+        let mut waits = vec![];
+        for _ in 0..3 {
+            w.run(&src, &sink, now, Scope::Run);
+            let next = w.count("SELECT next_attempt FROM frames");
+            waits.push(next - now);
+            now = next;
+        }
+        assert_eq!(waits, [30, 60, 120]);
+    }
+
+    #[test]
+    fn a_rejected_record_is_dead_lettered_and_its_frame_completes() {
+        let mut w = World::new(config(""));
+        let src = source(&[(T0, vec!["a", "bad", "c"])]);
+        let sink = FakeSink::new().answer("bad", vec![rejected()]);
+        let outcome = w.run(&src, &sink, T0 + 120, Scope::Run);
+        assert_eq!(outcome.exit_code(), 0);
+        assert_eq!(w.state(T0), Some(FrameState::Delivered));
+        assert_eq!(*sink.stored.borrow(), ["a", "c"]);
+        let (status, response): (i64, String) = w
+            .ledger
+            .conn()
+            .query_row("SELECT status, response FROM dead_letters WHERE uid = 'bad'", [], |r| Ok((r.get(0)?, r.get(1)?)))
+            .unwrap();
+        assert_eq!((status, response.as_str()), (400, "bad record"));
+        assert_eq!(w.count("SELECT dead FROM frames"), 1);
+    }
+
+    #[test]
+    fn a_rejected_batch_is_split_so_only_the_bad_record_is_dead_lettered() {
+        let mut w = World::new(config("mode = \"batch\"\nbatch_size = 10"));
+        let src = source(&[(T0, vec!["a", "bad", "c"])]);
+        let mut sink = FakeSink::new().answer("bad", vec![rejected(), rejected()]);
+        sink.mode = SinkMode::Batch;
+        sink.batch_size = 10;
+        w.run(&src, &sink, T0 + 120, Scope::Run);
+        assert_eq!(*sink.sent.borrow(), vec![vec!["a", "bad", "c"], vec!["a"], vec!["bad"], vec!["c"]]);
+        assert_eq!(*sink.stored.borrow(), ["a", "c"]);
+        assert_eq!(w.count("SELECT COUNT(*) FROM dead_letters"), 1);
+        assert_eq!(w.state(T0), Some(FrameState::Delivered));
+    }
+
+    #[test]
+    fn records_whose_fate_is_unknown_are_looked_up_before_being_sent_again() {
+        let mut w = World::new(config(""));
+        let src = source(&[(T0, vec!["a", "b", "c"])]);
+        // The first run stages the frame and marks every record possibly sent, then the RS fails on a.
+        let sink = FakeSink::new().answer("a", vec![retry()]);
+        w.run(&src, &sink, T0 + 120, Scope::Run);
+        // The RS in fact stored a and b (lost answers); the next run asks before sending.
+        let mut sink2 = FakeSink::new();
+        sink2.lookup = Some(["a".to_string(), "b".to_string()].into());
+        let outcome = w.run(&src, &sink2, T0 + 600, Scope::Run);
+        assert_eq!(outcome.exit_code(), 0);
+        assert_eq!(*sink2.looked_up.borrow(), ["a", "b", "c"]);
+        assert_eq!(sink2.sent_uids(), ["c"], "present records are not sent again");
+        assert_eq!(w.count("SELECT COUNT(*) FROM delivered"), 3);
+        assert_eq!(w.state(T0), Some(FrameState::Delivered));
+    }
+
+    #[test]
+    fn without_a_lookup_unknown_records_are_sent_again_with_the_same_key() {
+        let mut w = World::new(config(""));
+        let src = source(&[(T0, vec!["a", "b"])]);
+        let sink = FakeSink::new().answer("a", vec![retry()]);
+        w.run(&src, &sink, T0 + 120, Scope::Run);
+        let sink2 = FakeSink::new();
+        w.run(&src, &sink2, T0 + 600, Scope::Run);
+        assert_eq!(sink2.sent_uids(), ["a", "b"]);
+        assert!(sink2.looked_up.borrow().is_empty());
+    }
+
+    #[test]
+    fn a_busy_ss_stops_pulling_for_the_run_and_is_left_alone_for_its_retry_after() {
+        let mut w = World::new(config(""));
+        let src = FakeSource { busy: true, ..FakeSource::default() };
+        let outcome = w.run(&src, &FakeSink::new(), T0 + 600, Scope::Run);
+        assert_eq!(outcome.exit_code(), 1);
+        assert_eq!(src.calls.borrow().len(), 1, "one request, then quiet");
+        assert_eq!(w.state(T0), Some(FrameState::Missing));
+        assert_eq!(w.count("SELECT next_attempt FROM frames"), T0 + 600 + 600);
+        assert_eq!(w.count("SELECT COUNT(*) FROM staged"), 0);
+    }
+
+    #[test]
+    fn a_broken_ss_is_given_up_on_after_three_frames_in_a_row() {
+        let mut w = World::new(config(""));
+        let src = FakeSource { broken: true, ..FakeSource::default() };
+        let outcome = w.run(&src, &FakeSink::new(), T0 + 600, Scope::Run);
+        assert_eq!(src.calls.borrow().len(), 3);
+        assert_eq!(outcome.failures.len(), 3);
+        assert!(outcome.failures[0].contains("HTTP 500"));
+        assert_eq!(w.count("SELECT COUNT(*) FROM frames WHERE state = 'missing' AND last_error = 'HTTP 500'"), 3);
+    }
+
+    #[test]
+    fn a_record_the_mapping_cannot_satisfy_is_dead_lettered_not_sent() {
+        let mut w = World::new(config("map = { event = \"/id\", amount = \"/amount\" }"));
+        let src = source(&[(T0, vec!["a"])]);
+        let sink = FakeSink::new();
+        w.run(&src, &sink, T0 + 120, Scope::Run);
+        assert!(sink.sent.borrow().is_empty());
+        let detail: String =
+            w.ledger.conn().query_row("SELECT detail FROM dead_letters", [], |r| r.get(0)).unwrap();
+        assert!(detail.contains("/amount"), "{detail}");
+        assert_eq!(w.state(T0), Some(FrameState::Delivered));
+    }
+
+    #[test]
+    fn pull_stages_without_pushing_and_push_delivers_what_pull_staged() {
+        let mut w = World::new(config(""));
+        let src = source(&[(T0, vec!["a"]), (T0 + 60, vec![])]);
+        let sink = FakeSink::new();
+        w.run(&src, &sink, T0 + 180, Scope::Pull);
+        assert!(sink.sent.borrow().is_empty());
+        assert_eq!(w.state(T0), Some(FrameState::Pulled));
+        assert_eq!(w.state(T0 + 60), Some(FrameState::Delivered), "an empty frame needs no push");
+        let outcome = w.run(&src, &sink, T0 + 180, Scope::Push);
+        assert_eq!(outcome.figures.records_pushed, 1);
+        assert_eq!(w.state(T0), Some(FrameState::Delivered));
+        assert_eq!(src.calls.borrow().len(), 2, "push pulls nothing");
+    }
+
+    #[test]
+    fn secrets_never_reach_the_ledger() {
+        let mut config = config("");
+        config.secrets.add("s3cret-token");
+        let mut w = World::new(config);
+        let src = source(&[(T0, vec!["a"])]);
+        let sink = FakeSink::new()
+            .answer("a", vec![Verdict::RetryLater { reason: "POST http://rs/?key=s3cret-token: refused".into(), retry_after: None }]);
+        let outcome = w.run(&src, &sink, T0 + 120, Scope::Run);
+        let error: String = w.ledger.conn().query_row("SELECT last_error FROM frames", [], |r| r.get(0)).unwrap();
+        assert!(!error.contains("s3cret") && error.contains("***"), "{error}");
+        assert!(!outcome.failures[0].contains("s3cret"));
+    }
+}
