@@ -301,8 +301,8 @@ pub fn process_env(name: &str) -> Option<String> {
 
 impl Config {
     pub fn load(path: &Path, env: Env) -> Result<Self> {
-        let text = std::fs::read_to_string(path)
-            .with_context(|| format!("cannot read the config file {}", path.display()))?;
+        let text =
+            std::fs::read_to_string(path).with_context(|| format!("cannot read the config file {}", path.display()))?;
         let base = path.parent().unwrap_or(Path::new("."));
         Self::parse(&text, base, env).with_context(|| format!("bad config {}", path.display()))
     }
@@ -347,17 +347,16 @@ fn source_config(raw: RawSource, env: Env, secrets: &mut Redactor) -> Result<Sou
     check_url("source.url", &url)?;
     check_placeholders("source.url", &url, &["from", "to", "last"])?;
     if !url.contains("{from}") && !url.contains("{last}") {
-        bail!("source.url: the URL must contain {{from}} and {{to}} (or {{last}}) so each frame is asked for its own time range");
+        bail!(
+            "source.url: the URL must contain {{from}} and {{to}} (or {{last}}) so each frame is asked for its own time range"
+        );
     }
     let uid = match raw.uid.as_str() {
         "hash" => UidRule::Hash,
         ptr => UidRule::Field(pointer("source.uid", ptr, false)?),
     };
-    let timestamp_format = raw
-        .timestamp_format
-        .as_deref()
-        .map(|t| TimeFormat::parse("source.timestamp_format", t))
-        .transpose()?;
+    let timestamp_format =
+        raw.timestamp_format.as_deref().map(|t| TimeFormat::parse("source.timestamp_format", t)).transpose()?;
     if raw.max_records == 0 || raw.max_pages == 0 || raw.max_bytes == 0 {
         bail!("source.max_records, source.max_pages and source.max_bytes must be at least 1");
     }
@@ -458,7 +457,9 @@ fn run_config(raw: RawRun, base: &Path, frames: &FramesConfig) -> Result<RunConf
         sync: match raw.synchronous.as_str() {
             "normal" => Sync::Normal,
             "full" => Sync::Full,
-            other => bail!("run.synchronous: {other:?} is not a setting; use \"normal\" (survives any crash of framesync) or \"full\" (also survives power loss, slower)"),
+            other => bail!(
+                "run.synchronous: {other:?} is not a setting; use \"normal\" (survives any crash of framesync) or \"full\" (also survives power loss, slower)"
+            ),
         },
     })
 }
@@ -507,7 +508,10 @@ fn check_placeholders(key: &str, url: &str, allowed: &[&str]) -> Result<()> {
         let name = &after[..close];
         if !allowed.contains(&name) {
             let known: Vec<String> = allowed.iter().map(|a| format!("{{{a}}}")).collect();
-            bail!("{key}: unknown placeholder {{{name}}}; this URL may use {}", if known.is_empty() { "none".into() } else { known.join(", ") });
+            bail!(
+                "{key}: unknown placeholder {{{name}}}; this URL may use {}",
+                if known.is_empty() { "none".into() } else { known.join(", ") }
+            );
         }
         rest = &after[close + 1..];
     }
@@ -526,8 +530,9 @@ fn expand(key: &str, text: &str, env: Env, secrets: &mut Redactor) -> Result<Str
         if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
             bail!("{key}: ${{{name}}} is not an environment variable name");
         }
-        let value = env(name)
-            .ok_or_else(|| anyhow!("{key}: the environment variable {name} is not set (export it before running framesync)"))?;
+        let value = env(name).ok_or_else(|| {
+            anyhow!("{key}: the environment variable {name} is not set (export it before running framesync)")
+        })?;
         secrets.add(&value);
         out.push_str(&value);
         rest = &after[close + 1..];
@@ -536,7 +541,12 @@ fn expand(key: &str, text: &str, env: Env, secrets: &mut Redactor) -> Result<Str
     Ok(out)
 }
 
-fn headers(key: &str, raw: BTreeMap<String, String>, env: Env, secrets: &mut Redactor) -> Result<Vec<(String, String)>> {
+fn headers(
+    key: &str,
+    raw: BTreeMap<String, String>,
+    env: Env,
+    secrets: &mut Redactor,
+) -> Result<Vec<(String, String)>> {
     raw.into_iter()
         .map(|(name, value)| {
             let value = expand(&format!("{key}.{name}"), &value, env, secrets)?;

@@ -20,9 +20,7 @@ impl FrameSize {
             return Err(format!("{seconds}s is too small: a frame is at least 1s"));
         }
         if DAY % seconds != 0 {
-            return Err(format!(
-                "{seconds}s does not divide a day: pick a size such as 1m, 5m, 15m or 1h"
-            ));
+            return Err(format!("{seconds}s does not divide a day: pick a size such as 1m, 5m, 15m or 1h"));
         }
         Ok(Self(seconds))
     }

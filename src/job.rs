@@ -181,7 +181,9 @@ impl<'a> Job<'a> {
         if let Some(date) = server_date {
             let skew = date - self.clock.now();
             if skew.abs() > SKEW_WARNING {
-                log::warn!("the SS clock is {skew}s off this machine's clock; frames are planned from this machine's clock");
+                log::warn!(
+                    "the SS clock is {skew}s off this machine's clock; frames are planned from this machine's clock"
+                );
             }
         }
     }
@@ -226,7 +228,12 @@ impl<'a> Job<'a> {
     /// Looks up records whose fate is unknown, where the RS has a lookup: the present ones are
     /// acknowledged without sending. Without a lookup they are re-sent with the same key.
     /// None when the lookup itself failed (the frame is retried later).
-    fn resolve_unknown(&mut self, frame: Frame, pending: Vec<Pending>, unknown: &HashSet<i64>) -> Result<Option<Vec<Pending>>> {
+    fn resolve_unknown(
+        &mut self,
+        frame: Frame,
+        pending: Vec<Pending>,
+        unknown: &HashSet<i64>,
+    ) -> Result<Option<Vec<Pending>>> {
         if unknown.is_empty() || !self.sink.has_lookup() {
             return Ok(Some(pending));
         }
@@ -281,7 +288,10 @@ impl<'a> Job<'a> {
             }
             Verdict::Rejected { status, .. } => {
                 // One bad record must not sink its batch: send each alone to find it.
-                log::info!("frame {frame}: a batch of {} was rejected (HTTP {status}); sending its records one by one", outgoing.len());
+                log::info!(
+                    "frame {frame}: a batch of {} was rejected (HTTP {status}); sending its records one by one",
+                    outgoing.len()
+                );
                 for record in records {
                     if !self.send(frame, std::slice::from_ref(record))? {
                         return Ok(false);
@@ -396,7 +406,10 @@ mod tests {
         fn pull(&self, frame: Frame) -> Result<Pulled, PullError> {
             self.calls.borrow_mut().push(frame.start);
             if self.busy {
-                return Err(PullError::Busy { message: "HTTP 429".into(), retry_after: Some(Duration::from_secs(600)) });
+                return Err(PullError::Busy {
+                    message: "HTTP 429".into(),
+                    retry_after: Some(Duration::from_secs(600)),
+                });
             }
             if self.broken {
                 return Err(PullError::Failed("HTTP 500".into()));
@@ -611,7 +624,9 @@ retry_base = "30s"
         let (status, response): (i64, String) = w
             .ledger
             .conn()
-            .query_row("SELECT status, response FROM dead_letters WHERE uid = 'bad'", [], |r| Ok((r.get(0)?, r.get(1)?)))
+            .query_row("SELECT status, response FROM dead_letters WHERE uid = 'bad'", [], |r| {
+                Ok((r.get(0)?, r.get(1)?))
+            })
             .unwrap();
         assert_eq!((status, response.as_str()), (400, "bad record"));
         assert_eq!(w.count("SELECT dead FROM frames"), 1);
@@ -691,8 +706,7 @@ retry_base = "30s"
         let sink = FakeSink::new();
         w.run(&src, &sink, T0 + 120, Scope::Run);
         assert!(sink.sent.borrow().is_empty());
-        let detail: String =
-            w.ledger.conn().query_row("SELECT detail FROM dead_letters", [], |r| r.get(0)).unwrap();
+        let detail: String = w.ledger.conn().query_row("SELECT detail FROM dead_letters", [], |r| r.get(0)).unwrap();
         assert!(detail.contains("/amount"), "{detail}");
         assert_eq!(w.state(T0), Some(FrameState::Delivered));
     }
@@ -718,8 +732,10 @@ retry_base = "30s"
         config.secrets.add("s3cret-token");
         let mut w = World::new(config);
         let src = source(&[(T0, vec!["a"])]);
-        let sink = FakeSink::new()
-            .answer("a", vec![Verdict::RetryLater { reason: "POST http://rs/?key=s3cret-token: refused".into(), retry_after: None }]);
+        let sink = FakeSink::new().answer(
+            "a",
+            vec![Verdict::RetryLater { reason: "POST http://rs/?key=s3cret-token: refused".into(), retry_after: None }],
+        );
         let outcome = w.run(&src, &sink, T0 + 120, Scope::Run);
         let error: String = w.ledger.conn().query_row("SELECT last_error FROM frames", [], |r| r.get(0)).unwrap();
         assert!(!error.contains("s3cret") && error.contains("***"), "{error}");

@@ -234,7 +234,14 @@ impl Ledger {
         Ok(id)
     }
 
-    pub fn end_run(&mut self, id: i64, figures: &RunFigures, exit_code: i32, message: Option<&str>, now: Epoch) -> Result<()> {
+    pub fn end_run(
+        &mut self,
+        id: i64,
+        figures: &RunFigures,
+        exit_code: i32,
+        message: Option<&str>,
+        now: Epoch,
+    ) -> Result<()> {
         let tx = self.write()?;
         tx.execute(
             "UPDATE runs SET ended_at = ?2, frames_pulled = ?3, frames_delivered = ?4, records_pulled = ?5,
@@ -274,7 +281,11 @@ impl Ledger {
             "SELECT start, state, next_attempt FROM frames WHERE state <> 'delivered' ORDER BY start",
         )?;
         let rows = stmt.query_map([], |r| {
-            Ok(OpenFrame { start: r.get(0)?, state: FrameState::parse(&r.get::<_, String>(1)?), next_attempt: r.get(2)? })
+            Ok(OpenFrame {
+                start: r.get(0)?,
+                state: FrameState::parse(&r.get::<_, String>(1)?),
+                next_attempt: r.get(2)?,
+            })
         })?;
         Ok(rows.collect::<Result<_, _>>()?)
     }
@@ -313,7 +324,8 @@ impl Ledger {
             params![frame.start, frame.end(), (records.len() + invalid.len()) as i64, counts.out_of_frame, counts.duplicates, now],
         )?;
         {
-            let mut insert = tx.prepare_cached("INSERT INTO staged (frame, seq, uid, ts, body) VALUES (?1, ?2, ?3, ?4, ?5)")?;
+            let mut insert =
+                tx.prepare_cached("INSERT INTO staged (frame, seq, uid, ts, body) VALUES (?1, ?2, ?3, ?4, ?5)")?;
             for (seq, record) in records.iter().enumerate() {
                 insert.execute(params![frame.start, seq as i64, record.uid, record.ts_ms, record.body])?;
             }
@@ -384,7 +396,8 @@ impl Ledger {
         let tx = self.write()?;
         let mut added = 0;
         {
-            let mut insert = tx.prepare_cached("INSERT OR IGNORE INTO delivered (uid, frame, at) VALUES (?1, ?2, ?3)")?;
+            let mut insert =
+                tx.prepare_cached("INSERT OR IGNORE INTO delivered (uid, frame, at) VALUES (?1, ?2, ?3)")?;
             for uid in uids {
                 added += insert.execute(params![uid, start, now])?;
             }
@@ -611,7 +624,10 @@ mod tests {
         l.pull_failed(frame(0), "HTTP 500", 100, 0).unwrap();
         l.pull_failed(frame(0), "HTTP 500", 200, 0).unwrap();
         assert_eq!(l.attempts(0).unwrap(), 2);
-        assert_eq!(l.open_frames().unwrap(), vec![OpenFrame { start: 0, state: FrameState::Missing, next_attempt: Some(200) }]);
+        assert_eq!(
+            l.open_frames().unwrap(),
+            vec![OpenFrame { start: 0, state: FrameState::Missing, next_attempt: Some(200) }]
+        );
         stage(&mut l, 0, &["a"]);
         assert_eq!(l.attempts(0).unwrap(), 0);
         assert_eq!(l.frame_state(0).unwrap(), Some(FrameState::Pulled));

@@ -38,12 +38,9 @@ pub fn path(ledger: &Path, side: Side) -> PathBuf {
 /// Takes the lock for `side` or fails at once with [`Held`].
 pub fn acquire(ledger: &Path, side: Side) -> Result<Lock> {
     let path = path(ledger, side);
-    let file = OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(&path)
-        .with_context(|| format!("cannot open the lock file {} (does its folder exist and is it writable?)", path.display()))?;
+    let file = OpenOptions::new().create(true).truncate(false).write(true).open(&path).with_context(|| {
+        format!("cannot open the lock file {} (does its folder exist and is it writable?)", path.display())
+    })?;
     match file.try_lock() {
         Ok(()) => Ok(Lock { _file: file }),
         Err(TryLockError::WouldBlock) => Err(Held(path).into()),

@@ -62,7 +62,9 @@ impl Mapping {
 
 fn rule(key: &str, spec: &toml::Value) -> Result<Rule> {
     match spec {
-        toml::Value::String(pointer) => Ok(Rule::From { pointer: pointer_of(key, pointer)?, time: None, optional: false }),
+        toml::Value::String(pointer) => {
+            Ok(Rule::From { pointer: pointer_of(key, pointer)?, time: None, optional: false })
+        }
         toml::Value::Table(t) => {
             for name in t.keys() {
                 if !["from", "const", "time", "optional"].contains(&name.as_str()) {
@@ -71,13 +73,17 @@ fn rule(key: &str, spec: &toml::Value) -> Result<Rule> {
             }
             match (t.get("from"), t.get("const")) {
                 (Some(_), Some(_)) => bail!("{key}: give either from or const, not both"),
-                (None, Some(value)) => Ok(Rule::Const(serde_json::to_value(value).map_err(|e| anyhow!("{key}.const: {e}"))?)),
+                (None, Some(value)) => {
+                    Ok(Rule::Const(serde_json::to_value(value).map_err(|e| anyhow!("{key}.const: {e}"))?))
+                }
                 (Some(toml::Value::String(pointer)), None) => Ok(Rule::From {
                     pointer: pointer_of(key, pointer)?,
                     time: match t.get("time") {
                         None => None,
                         Some(toml::Value::String(f)) => Some(TimeFormat::parse(&format!("{key}.time"), f)?),
-                        Some(other) => bail!("{key}.time: {other} is not a time format; use rfc3339, epoch_s or epoch_ms"),
+                        Some(other) => {
+                            bail!("{key}.time: {other} is not a time format; use rfc3339, epoch_s or epoch_ms")
+                        }
                     },
                     optional: match t.get("optional") {
                         None => false,
@@ -89,7 +95,9 @@ fn rule(key: &str, spec: &toml::Value) -> Result<Rule> {
                 (None, None) => bail!("{key}: needs from = \"/pointer\" or const = value"),
             }
         }
-        other => bail!("{key}: {other} is neither a JSON pointer such as \"/id\" nor a table such as {{ const = \"x\" }}"),
+        other => {
+            bail!("{key}: {other} is neither a JSON pointer such as \"/id\" nor a table such as {{ const = \"x\" }}")
+        }
     }
 }
 

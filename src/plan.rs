@@ -101,12 +101,8 @@ fn plan_pulls(settings: &Settings, facts: &Facts, now: Epoch, plan: &mut Plan) {
         return;
     }
     // Frames with a row that is not pullable now: staged, or failed and waiting for its retry.
-    let blocked: HashSet<Epoch> = facts
-        .open
-        .iter()
-        .filter(|f| f.state != FrameState::Missing || !due(f, now))
-        .map(|f| f.start)
-        .collect();
+    let blocked: HashSet<Epoch> =
+        facts.open.iter().filter(|f| f.state != FrameState::Missing || !due(f, now)).map(|f| f.start).collect();
     let gaps = gaps(&facts.spans, reference, horizon);
     let missing_total: u64 = gaps.iter().map(|(s, e)| ((e - s) / size) as u64).sum();
     let fresh_from = settings.size.align_down(horizon - settings.fresh).max(reference);

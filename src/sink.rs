@@ -33,7 +33,10 @@ pub fn classify(status: u16, already_there: &[u16], response: &str, retry_after:
             retry_after,
         },
         400..=499 => Verdict::Rejected { status, response: http::excerpt(response) },
-        _ => Verdict::RetryLater { reason: format!("unexpected HTTP {status}: {}", http::excerpt(response)), retry_after },
+        _ => Verdict::RetryLater {
+            reason: format!("unexpected HTTP {status}: {}", http::excerpt(response)),
+            retry_after,
+        },
     }
 }
 
@@ -72,7 +75,9 @@ const PATH_SEGMENT: &AsciiSet = &NON_ALPHANUMERIC.remove(b'-').remove(b'.').remo
 /// A request sent again carries the same key, so an RS that honors keys stores it once.
 pub fn idempotency_key(records: &[Outgoing], mode: SinkMode) -> String {
     match (mode, records) {
-        (SinkMode::Record, [one]) | (SinkMode::Batch, [one]) => utf8_percent_encode(&one.uid, HEADER_UNSAFE).to_string(),
+        (SinkMode::Record, [one]) | (SinkMode::Batch, [one]) => {
+            utf8_percent_encode(&one.uid, HEADER_UNSAFE).to_string()
+        }
         _ => {
             let mut hash = Sha256::new();
             for r in records {
@@ -135,10 +140,13 @@ impl Sink for HttpSink {
         let retry_after = http::retry_after(&response);
         let text = response.body_mut().with_config().limit(64 * 1024).read_to_string().unwrap_or_default();
         match classify(status, &self.config.already_there, &text, retry_after) {
-            Verdict::RetryLater { reason, retry_after } => {
-                Verdict::RetryLater { reason: self.secrets.scrub(&format!("POST {}: {reason}", self.config.url)), retry_after }
+            Verdict::RetryLater { reason, retry_after } => Verdict::RetryLater {
+                reason: self.secrets.scrub(&format!("POST {}: {reason}", self.config.url)),
+                retry_after,
+            },
+            Verdict::Rejected { status, response } => {
+                Verdict::Rejected { status, response: self.secrets.scrub(&response) }
             }
-            Verdict::Rejected { status, response } => Verdict::Rejected { status, response: self.secrets.scrub(&response) },
             acknowledged => acknowledged,
         }
     }
@@ -194,7 +202,10 @@ mod tests {
         let v = classify(429, &[], "slow down", Some(Duration::from_secs(30)));
         assert_eq!(
             v,
-            Verdict::RetryLater { reason: "HTTP 429, Retry-After 30s: slow down".into(), retry_after: Some(Duration::from_secs(30)) }
+            Verdict::RetryLater {
+                reason: "HTTP 429, Retry-After 30s: slow down".into(),
+                retry_after: Some(Duration::from_secs(30))
+            }
         );
     }
 

@@ -73,7 +73,9 @@ impl HttpSource {
                     "GET {shown}: the response is larger than source.max_bytes ({limit} bytes); raise it or ask the SS for smaller pages"
                 )));
             }
-            Err(e) => return Err(PullError::Failed(self.secrets.scrub(&format!("GET {shown}: reading the body: {e}")))),
+            Err(e) => {
+                return Err(PullError::Failed(self.secrets.scrub(&format!("GET {shown}: reading the body: {e}"))));
+            }
         };
         match status {
             200..=299 => Ok((body, date)),
@@ -81,10 +83,9 @@ impl HttpSource {
                 message: format!("GET {shown}: HTTP {status} (the SS is busy){}", http::retry_note(retry_after)),
                 retry_after,
             }),
-            _ => Err(PullError::Failed(self.secrets.scrub(&format!(
-                "GET {shown}: HTTP {status}: {}",
-                http::excerpt(&body)
-            )))),
+            _ => Err(PullError::Failed(
+                self.secrets.scrub(&format!("GET {shown}: HTTP {status}: {}", http::excerpt(&body))),
+            )),
         }
     }
 }
@@ -100,9 +101,8 @@ impl Source for HttpSource {
         loop {
             let (body, date) = self.get(&url)?;
             server_date = server_date.or(date);
-            let page = parse_page(&body, &self.config).map_err(|e| {
-                PullError::Failed(format!("GET {}: {e}", self.secrets.scrub(&url)))
-            })?;
+            let page = parse_page(&body, &self.config)
+                .map_err(|e| PullError::Failed(format!("GET {}: {e}", self.secrets.scrub(&url))))?;
             total += page.records.len();
             if total > self.config.max_records {
                 return Err(PullError::Failed(format!(
@@ -114,7 +114,9 @@ impl Source for HttpSource {
             let Some(next) = page.next else { break };
             url = next_url(&first, &next, &self.config.cursor_param);
             if !seen.insert(url.clone()) {
-                return Err(PullError::Failed(format!("frame {frame}: the SS sent the same next page twice (a pagination loop)")));
+                return Err(PullError::Failed(format!(
+                    "frame {frame}: the SS sent the same next page twice (a pagination loop)"
+                )));
             }
             if pages.len() >= self.config.max_pages {
                 return Err(PullError::Failed(format!(
@@ -139,7 +141,9 @@ const QUERY_VALUE: &AsciiSet = &NON_ALPHANUMERIC.remove(b'-').remove(b'.').remov
 pub fn frame_url(template: &str, format: TimeFormat, frame: Frame) -> String {
     let (from, to) = (frame.start, frame.end());
     let (from, to, last) = match format {
-        TimeFormat::Rfc3339 => (crate::frames::rfc3339(from), crate::frames::rfc3339(to), crate::frames::rfc3339(to - 1)),
+        TimeFormat::Rfc3339 => {
+            (crate::frames::rfc3339(from), crate::frames::rfc3339(to), crate::frames::rfc3339(to - 1))
+        }
         TimeFormat::EpochS => (from.to_string(), to.to_string(), (to - 1).to_string()),
         TimeFormat::EpochMs => ((from * 1000).to_string(), (to * 1000).to_string(), (to * 1000 - 1).to_string()),
     };
@@ -196,7 +200,13 @@ pub fn parse_page(body: &str, config: &SourceConfig) -> Result<Page, String> {
         Some(Value::String(s)) if s.is_empty() => None,
         Some(Value::String(s)) => Some(s.clone()),
         Some(Value::Number(n)) => Some(n.to_string()),
-        Some(other) => return Err(format!("the next page at {} is {}, not a URL or cursor", config.next.as_deref().unwrap_or(""), record::kind(other))),
+        Some(other) => {
+            return Err(format!(
+                "the next page at {} is {}, not a URL or cursor",
+                config.next.as_deref().unwrap_or(""),
+                record::kind(other)
+            ));
+        }
     };
     Ok(Page { records, next })
 }

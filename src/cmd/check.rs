@@ -22,7 +22,9 @@ pub fn check(config: &Config) -> Result<u8> {
     let now = SystemClock.now();
     let frame = config.frames.size.frame_at(eligible_until(config.frames.size, now, config.frames.delay) - 1);
     match HttpSource::new(&config.source, &config.secrets).pull(frame) {
-        Ok(pulled) => println!("source: ok, frame {frame} has {} records in {} pages", pulled.records.len(), pulled.pages),
+        Ok(pulled) => {
+            println!("source: ok, frame {frame} has {} records in {} pages", pulled.records.len(), pulled.pages)
+        }
         Err(e) => {
             failed = true;
             println!("source: FAILED: {e}");

@@ -17,7 +17,10 @@ pub fn init(path: PathBuf) -> Result<u8> {
     let ledger = path.parent().unwrap_or(Path::new(".")).join("framesync.db");
     Ledger::open(&ledger, Sync::Normal)?;
     println!("wrote {} and created the ledger {}", path.display(), ledger.display());
-    println!("next: edit the [source] and [sink] URLs, export SS_TOKEN and RS_TOKEN, then `framesync --config {} check`", path.display());
+    println!(
+        "next: edit the [source] and [sink] URLs, export SS_TOKEN and RS_TOKEN, then `framesync --config {} check`",
+        path.display()
+    );
     Ok(0)
 }
 

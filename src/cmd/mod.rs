@@ -14,7 +14,11 @@ mod run;
 mod status;
 
 #[derive(Debug, Parser)]
-#[command(name = "framesync", version, about = "Moves records from a sending HTTP API to a receiving HTTP API by time frames, losing none and doubling none.")]
+#[command(
+    name = "framesync",
+    version,
+    about = "Moves records from a sending HTTP API to a receiving HTTP API by time frames, losing none and doubling none."
+)]
 pub struct Cli {
     /// The config file (TOML).
     #[arg(long, global = true, env = "FRAMESYNC_CONFIG", value_name = "FILE")]

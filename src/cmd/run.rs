@@ -82,7 +82,10 @@ pub fn make_plan(config: &Config, ledger: &Ledger, scope: Scope, now: i64) -> Re
         max_frames: config.run.max_frames,
     };
     let horizon = crate::frames::eligible_until(settings.size, now, settings.delay);
-    let facts = Facts { spans: ledger.delivered_spans(settings.reference, horizon.max(settings.reference))?, open: ledger.open_frames()? };
+    let facts = Facts {
+        spans: ledger.delivered_spans(settings.reference, horizon.max(settings.reference))?,
+        open: ledger.open_frames()?,
+    };
     Ok(plan::plan(&settings, &facts, now, scope))
 }
 

@@ -70,20 +70,39 @@ pub fn status(config: &Config, args: &Args) -> Result<u8> {
 fn read(conn: &Connection) -> Result<Status> {
     let lag = conn
         .query_row("SELECT eligible_until, complete_until, lag_seconds, missing_frames FROM lag", [], |r| {
-            Ok(Lag { eligible_until: r.get(0)?, complete_until: r.get(1)?, lag_seconds: r.get(2)?, missing_frames: r.get(3)? })
+            Ok(Lag {
+                eligible_until: r.get(0)?,
+                complete_until: r.get(1)?,
+                lag_seconds: r.get(2)?,
+                missing_frames: r.get(3)?,
+            })
         })
         .ok();
     let missing = rows(conn, "SELECT from_time, to_time, frames FROM missing_ranges LIMIT 20", |r| {
         Ok(Range { from: r.get(0)?, to: r.get(1)?, frames: r.get(2)? })
     })?;
-    let failing = rows(conn, "SELECT frame, state, attempts, last_error, next_attempt FROM failing_frames LIMIT 20", |r| {
-        Ok(Failing { frame: r.get(0)?, state: r.get(1)?, attempts: r.get(2)?, last_error: r.get(3)?, next_attempt: r.get(4)? })
-    })?;
+    let failing =
+        rows(conn, "SELECT frame, state, attempts, last_error, next_attempt FROM failing_frames LIMIT 20", |r| {
+            Ok(Failing {
+                frame: r.get(0)?,
+                state: r.get(1)?,
+                attempts: r.get(2)?,
+                last_error: r.get(3)?,
+                next_attempt: r.get(4)?,
+            })
+        })?;
     let dead_letters = conn.query_row("SELECT COUNT(*) FROM dead_letters", [], |r| r.get(0))?;
-    let last_run = rows(conn, "SELECT command, started, exit_code, records_pushed, message FROM recent_runs LIMIT 1", |r| {
-        Ok(LastRun { command: r.get(0)?, started: r.get(1)?, exit_code: r.get(2)?, records_pushed: r.get(3)?, message: r.get(4)? })
-    })?
-    .pop();
+    let last_run =
+        rows(conn, "SELECT command, started, exit_code, records_pushed, message FROM recent_runs LIMIT 1", |r| {
+            Ok(LastRun {
+                command: r.get(0)?,
+                started: r.get(1)?,
+                exit_code: r.get(2)?,
+                records_pushed: r.get(3)?,
+                message: r.get(4)?,
+            })
+        })?
+        .pop();
     Ok(Status { lag, missing, failing, dead_letters, last_run })
 }
 
@@ -95,7 +114,10 @@ fn rows<T>(conn: &Connection, sql: &str, map: impl FnMut(&rusqlite::Row) -> rusq
 
 fn print_text(s: &Status) {
     match &s.last_run {
-        Some(r) => println!("last run:  {} at {}, exit {}, {} records pushed", r.command, r.started, r.exit_code, r.records_pushed),
+        Some(r) => println!(
+            "last run:  {} at {}, exit {}, {} records pushed",
+            r.command, r.started, r.exit_code, r.records_pushed
+        ),
         None => println!("last run:  none yet"),
     }
     if let Some(lag) = &s.lag {
