@@ -615,7 +615,7 @@ url = "http://127.0.0.1:1/rs"
     }
 
     fn error(text: &str) -> String {
-        format!("{:#}", parse(text).err().expect("the config should be refused"))
+        format!("{:#}", parse(text).expect_err("the config should be refused"))
     }
 
     #[test]

@@ -460,21 +460,25 @@ impl Ledger {
 }
 
 fn insert_dead_letter(tx: &rusqlite::Transaction, frame: Epoch, letter: &DeadLetter, now: Epoch) -> Result<()> {
-    tx.prepare_cached(
-        "INSERT INTO dead_letters (frame, uid, reason, status, response, detail, body, at)
+    let added = tx
+        .prepare_cached(
+            "INSERT INTO dead_letters (frame, uid, reason, status, response, detail, body, at)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8) ON CONFLICT (uid) DO NOTHING",
-    )?
-    .execute(params![
-        frame,
-        letter.uid,
-        letter.reason,
-        letter.status,
-        letter.response,
-        letter.detail,
-        letter.body,
-        now
-    ])?;
-    tx.execute("UPDATE frames SET dead = dead + 1 WHERE start = ?1", [frame])?;
+        )?
+        .execute(params![
+            frame,
+            letter.uid,
+            letter.reason,
+            letter.status,
+            letter.response,
+            letter.detail,
+            letter.body,
+            now
+        ])?;
+    // A record seen again (a re-pull, or the same record in two frames) is dead-lettered once.
+    if added > 0 {
+        tx.execute("UPDATE frames SET dead = dead + 1 WHERE start = ?1", [frame])?;
+    }
     Ok(())
 }
 

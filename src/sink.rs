@@ -193,7 +193,7 @@ mod tests {
         for s in [400, 401, 403, 404, 410, 413, 422] {
             assert!(rejected(s), "{s}");
         }
-        assert!(rejected(409) == false && rejected(422));
+        assert!(!rejected(409) && rejected(422));
         assert_eq!(classify(422, &[409, 422], "", None), Verdict::Acknowledged, "already_there is configurable");
     }
 
