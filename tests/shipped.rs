@@ -1,0 +1,50 @@
+//! What ships is tested: every ready-made query prepares against the migrated schema, and the
+//! example config and crontab parse.
+
+use std::path::Path;
+
+#[test]
+fn every_ready_made_query_prepares_against_the_migrated_schema() {
+    let dir = tempfile::tempdir().unwrap();
+    let ledger = framesync::ledger::Ledger::open(&dir.path().join("l.db"), framesync::ledger::Sync::Normal).unwrap();
+    let mut count = 0;
+    for entry in std::fs::read_dir(Path::new(env!("CARGO_MANIFEST_DIR")).join("sql/queries")).unwrap() {
+        let path = entry.unwrap().path();
+        let sql = std::fs::read_to_string(&path).unwrap();
+        ledger.conn().prepare(&sql).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        count += 1;
+    }
+    assert!(count >= 6, "{count} queries");
+}
+
+#[test]
+fn the_example_config_is_what_init_writes_and_it_parses() {
+    let text = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("framesync.example.toml")).unwrap();
+    assert_eq!(text, framesync::config::EXAMPLE);
+    let env = |name: &str| Some(format!("value-of-{name}"));
+    framesync::config::Config::parse(&text, Path::new("/etc/framesync"), &env).unwrap();
+}
+
+#[test]
+fn every_crontab_example_line_is_a_valid_cron_line_running_framesync() {
+    let text = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("crontab.example")).unwrap();
+    let mut jobs = 0;
+    for line in text.lines().map(str::trim).filter(|l| !l.is_empty()) {
+        let line = line.trim_start_matches("# ");
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        if fields.len() < 6 || !fields[..5].iter().all(|f| valid_cron_field(f)) {
+            continue;
+        }
+        assert_eq!(fields[5], "framesync", "{line}");
+        assert!(["run", "pull", "push"].contains(fields.last().unwrap()), "{line}");
+        jobs += 1;
+    }
+    assert_eq!(jobs, 3);
+}
+
+fn valid_cron_field(field: &str) -> bool {
+    field.split(',').all(|part| {
+        let (range, step) = part.split_once('/').unwrap_or((part, "1"));
+        step.parse::<u32>().is_ok() && (range == "*" || range.split('-').all(|n| n.parse::<u32>().is_ok()))
+    })
+}
