@@ -117,6 +117,8 @@ pub struct RunConfig {
     pub retry_max: i64,
     /// SQLite `synchronous` for the ledger.
     pub sync: Sync,
+    /// How long a ledger write waits for another process's transaction before the run gives up.
+    pub busy_timeout: Duration,
 }
 
 // ---- the file as written -------------------------------------------------------------------
@@ -211,6 +213,8 @@ struct RawRun {
     retry_max: String,
     #[serde(default = "default_synchronous")]
     synchronous: String,
+    #[serde(default = "default_busy_timeout")]
+    busy_timeout: String,
 }
 
 impl Default for RawRun {
@@ -225,6 +229,7 @@ impl Default for RawRun {
             retry_base: default_retry_base(),
             retry_max: default_retry_max(),
             synchronous: default_synchronous(),
+            busy_timeout: default_busy_timeout(),
         }
     }
 }
@@ -288,6 +293,9 @@ fn default_retry_max() -> String {
 }
 fn default_synchronous() -> String {
     "normal".into()
+}
+fn default_busy_timeout() -> String {
+    "10s".into()
 }
 
 // ---- loading -------------------------------------------------------------------------------
@@ -454,6 +462,7 @@ fn run_config(raw: RawRun, base: &Path, frames: &FramesConfig) -> Result<RunConf
         metrics_file: raw.metrics_file.map(|p| resolve(base, &p)),
         retry_base,
         retry_max,
+        busy_timeout: duration("run.busy_timeout", &raw.busy_timeout)?,
         sync: match raw.synchronous.as_str() {
             "normal" => Sync::Normal,
             "full" => Sync::Full,

@@ -24,7 +24,7 @@ pub struct SystemClock;
 
 impl Clock for SystemClock {
     fn now(&self) -> Epoch {
-        chrono::Utc::now().timestamp()
+        crate::hooks::now(chrono::Utc::now().timestamp())
     }
 }
 
@@ -143,6 +143,7 @@ impl<'a> Job<'a> {
                 self.check_skew(pulled.server_date);
                 let now = self.clock.now();
                 self.ledger.stage_frame(frame, &pulled.records, &pulled.invalid, &pulled.counts, now)?;
+                crate::hooks::kill_point("after-stage");
                 log::info!("frame {frame}: pulled {} records in {} pages", pulled.records.len(), pulled.pages);
                 let figures = &mut self.outcome.figures;
                 figures.frames_pulled += 1;
@@ -211,6 +212,7 @@ impl<'a> Job<'a> {
             }
             let last = chunk.last().map_or(sent_through, |p| p.seq);
             self.ledger.mark_sending(frame.start, last, self.clock.now())?;
+            crate::hooks::kill_point("after-mark-sending");
             for records in chunk.chunks(unit) {
                 if !self.send(frame, records)? {
                     return Ok(());
@@ -219,6 +221,7 @@ impl<'a> Job<'a> {
         }
         let now = self.clock.now();
         if self.ledger.complete_frame(frame, self.first_recheck(now), now)? {
+            crate::hooks::kill_point("after-complete");
             log::info!("frame {frame}: delivered");
             self.outcome.figures.frames_delivered += 1;
         }
@@ -266,6 +269,7 @@ impl<'a> Job<'a> {
         }
         match self.send_with_retries(&outgoing) {
             Verdict::Acknowledged => {
+                crate::hooks::kill_point("after-ack");
                 let uids: Vec<&str> = outgoing.iter().map(|o| o.uid.as_str()).collect();
                 self.ledger.acknowledge(frame.start, &uids, self.clock.now())?;
                 self.outcome.figures.records_pushed += uids.len() as i64;
@@ -282,6 +286,7 @@ impl<'a> Job<'a> {
                     body: record.body.clone(),
                 };
                 self.ledger.dead_letter(frame.start, &letter, self.clock.now())?;
+                crate::hooks::kill_point("after-dead-letter");
                 self.outcome.figures.dead_letters += 1;
                 log::warn!("frame {frame}: record {:?} dead-lettered: HTTP {status}: {response}", record.uid);
                 Ok(true)

@@ -35,7 +35,7 @@ pub enum Sync {
 }
 
 pub struct Ledger {
-    conn: Connection,
+    pub(crate) conn: Connection,
     path: PathBuf,
 }
 
@@ -114,6 +114,11 @@ pub struct RunFigures {
 impl Ledger {
     /// Opens (creating if absent) and migrates the ledger at `path`.
     pub fn open(path: &Path, sync: Sync) -> Result<Self> {
+        Self::open_with(path, sync, BUSY_TIMEOUT)
+    }
+
+    /// Opens the ledger; a write waits up to `busy_timeout` for another process's transaction.
+    pub fn open_with(path: &Path, sync: Sync, busy_timeout: Duration) -> Result<Self> {
         let unusable = |problem: String| Unusable { path: path.to_path_buf(), problem };
         if let Some(fs) = crate::netfs::network_filesystem(path) {
             return Err(unusable(format!(
@@ -127,7 +132,7 @@ impl Ledger {
         )
         .map_err(|e| unusable(format!("cannot open it: {e}")))?;
         let mut ledger = Self { conn, path: path.to_path_buf() };
-        ledger.configure(sync).map_err(|e| unusable(format!("{e:#}")))?;
+        ledger.configure(sync, busy_timeout).map_err(|e| unusable(format!("{e:#}")))?;
         ledger.migrate()?;
         Ok(ledger)
     }
@@ -141,8 +146,8 @@ impl Ledger {
         &self.conn
     }
 
-    fn configure(&self, sync: Sync) -> Result<()> {
-        self.conn.busy_timeout(BUSY_TIMEOUT)?;
+    fn configure(&self, sync: Sync, busy_timeout: Duration) -> Result<()> {
+        self.conn.busy_timeout(busy_timeout)?;
         // The first statement to touch the file: "file is not a database" surfaces here.
         let mode: String = self
             .conn
@@ -161,6 +166,9 @@ impl Ledger {
         let fk: i64 = self.conn.query_row("PRAGMA foreign_keys", [], |r| r.get(0))?;
         if got != want || fk != 1 {
             bail!("the ledger settings did not take effect (synchronous={got}, foreign_keys={fk})");
+        }
+        if let Some(pages) = crate::hooks::max_page_count() {
+            self.conn.pragma_update(None, "max_page_count", pages)?;
         }
         Ok(())
     }
@@ -193,7 +201,9 @@ impl Ledger {
         Ok(())
     }
 
-    fn write(&mut self) -> Result<rusqlite::Transaction<'_>> {
+    /// A write transaction (`BEGIN IMMEDIATE`): it takes SQLite's write lock up front, so it
+    /// waits for another writer at the start instead of failing halfway.
+    pub(crate) fn write(&mut self) -> Result<rusqlite::Transaction<'_>> {
         Ok(self.conn.transaction_with_behavior(TransactionBehavior::Immediate)?)
     }
 
@@ -406,6 +416,7 @@ impl Ledger {
             "UPDATE frames SET pushed = pushed + ?2, attempts = 0, updated_at = ?3 WHERE start = ?1",
             params![start, added as i64, now],
         )?;
+        crate::hooks::kill_point("mid-ack-commit");
         tx.commit()?;
         Ok(())
     }
@@ -454,6 +465,7 @@ impl Ledger {
         if updated == 1 {
             merge_span(&tx, frame.start, frame.end())?;
         }
+        crate::hooks::kill_point("mid-complete");
         tx.commit()?;
         Ok(updated == 1)
     }

@@ -8,6 +8,7 @@
 pub mod cmd;
 pub mod config;
 pub mod frames;
+pub mod hooks;
 pub mod http;
 pub mod job;
 pub mod ledger;

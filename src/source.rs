@@ -112,6 +112,7 @@ impl Source for HttpSource {
             }
             pages.push(page.records);
             let Some(next) = page.next else { break };
+            crate::hooks::kill_point("mid-pull");
             url = next_url(&first, &next, &self.config.cursor_param);
             if !seen.insert(url.clone()) {
                 return Err(PullError::Failed(format!(

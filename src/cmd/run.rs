@@ -13,7 +13,9 @@ use crate::source::HttpSource;
 
 pub fn run(config: &Config, scope: Scope, dry_run: bool) -> Result<u8> {
     let _locks = if dry_run { Vec::new() } else { lock::acquire_all(&config.ledger, sides(scope))? };
-    let mut ledger = Ledger::open(&config.ledger, config.run.sync)?;
+    crate::hooks::kill_point("after-lock");
+    crate::hooks::pause_point("after-lock");
+    let mut ledger = Ledger::open_with(&config.ledger, config.run.sync, config.run.busy_timeout)?;
     let clock = SystemClock;
     let now = clock.now();
     let plan = make_plan(config, &ledger, scope, now)?;
@@ -46,6 +48,7 @@ pub fn run(config: &Config, scope: Scope, dry_run: bool) -> Result<u8> {
     };
     let code = outcome.exit_code();
     let message = summary(&outcome.failures);
+    crate::hooks::kill_point("before-end-run");
     ledger.end_run(run_id, &outcome.figures, code, message.as_deref(), clock.now())?;
     if code != 0 {
         eprintln!(

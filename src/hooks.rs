@@ -1,0 +1,95 @@
+//! Test hooks for the crash, lock, clock and disk-full tests. They exist only in a build with
+//! the `test-hooks` feature; in a normal build every function here is an empty inline no-op,
+//! so no environment variable can make a production framesync kill itself.
+//!
+//! - `FRAMESYNC_TEST_KILL_AT=point[:n]`: SIGKILL this process at the n-th (default 1st) pass
+//!   through the named point. Points: see [`POINTS`].
+//! - `FRAMESYNC_TEST_PAUSE_AT=point:ms`: sleep at the named point (e.g. hold the lock).
+//! - `FRAMESYNC_TEST_NOW=epoch` or `+secs` / `-secs`: the clock, absolute or shifted.
+//! - `FRAMESYNC_TEST_MAX_PAGE_COUNT=n`: `PRAGMA max_page_count`, a full disk for the ledger.
+
+/// Every kill point, in the order a run passes them.
+pub const POINTS: &[&str] = &[
+    "after-lock",
+    "mid-pull",
+    "after-stage",
+    "after-mark-sending",
+    "after-ack",
+    "mid-ack-commit",
+    "after-dead-letter",
+    "mid-complete",
+    "after-complete",
+    "mid-prune",
+    "before-end-run",
+];
+
+#[cfg(feature = "test-hooks")]
+mod active {
+    use std::collections::HashMap;
+    use std::sync::Mutex;
+
+    static PASSES: Mutex<Option<HashMap<String, u64>>> = Mutex::new(None);
+
+    fn var(name: &str) -> Option<String> {
+        std::env::var(name).ok().filter(|v| !v.is_empty())
+    }
+
+    pub fn kill_point(point: &str) {
+        debug_assert!(super::POINTS.contains(&point), "unknown kill point {point}");
+        let Some(spec) = var("FRAMESYNC_TEST_KILL_AT") else { return };
+        let (name, nth) = spec.split_once(':').map_or((spec.as_str(), 1), |(n, k)| (n, k.parse().unwrap_or(1)));
+        if name != point {
+            return;
+        }
+        let mut passes = PASSES.lock().unwrap_or_else(|e| e.into_inner());
+        let count = passes.get_or_insert_with(HashMap::new).entry(point.to_owned()).or_insert(0);
+        *count += 1;
+        if *count == nth {
+            let _ = rustix::process::kill_process(rustix::process::getpid(), rustix::process::Signal::KILL);
+        }
+    }
+
+    pub fn pause_point(point: &str) {
+        let Some(spec) = var("FRAMESYNC_TEST_PAUSE_AT") else { return };
+        if let Some((name, ms)) = spec.split_once(':')
+            && name == point
+        {
+            std::thread::sleep(std::time::Duration::from_millis(ms.parse().unwrap_or(0)));
+        }
+    }
+
+    pub fn now(real: i64) -> i64 {
+        match var("FRAMESYNC_TEST_NOW") {
+            Some(v) if v.starts_with('+') || v.starts_with('-') => real + v.parse::<i64>().unwrap_or(0),
+            Some(v) => v.parse().unwrap_or(real),
+            None => real,
+        }
+    }
+
+    pub fn max_page_count() -> Option<u64> {
+        var("FRAMESYNC_TEST_MAX_PAGE_COUNT")?.parse().ok()
+    }
+}
+
+#[cfg(feature = "test-hooks")]
+pub use active::{kill_point, max_page_count, now, pause_point};
+
+#[cfg(not(feature = "test-hooks"))]
+#[inline(always)]
+pub fn kill_point(_point: &str) {}
+
+#[cfg(not(feature = "test-hooks"))]
+#[inline(always)]
+pub fn pause_point(_point: &str) {}
+
+#[cfg(not(feature = "test-hooks"))]
+#[inline(always)]
+pub fn now(real: crate::frames::Epoch) -> crate::frames::Epoch {
+    real
+}
+
+#[cfg(not(feature = "test-hooks"))]
+#[inline(always)]
+pub fn max_page_count() -> Option<u64> {
+    None
+}
