@@ -5,10 +5,11 @@
 //! - `FRAMESYNC_TEST_KILL_AT=point[:n]`: SIGKILL this process at the n-th (default 1st) pass
 //!   through the named point. Points: see [`POINTS`].
 //! - `FRAMESYNC_TEST_PAUSE_AT=point:ms`: sleep at the named point (e.g. hold the lock).
+//! - `FRAMESYNC_TEST_MOUNTINFO=path`: read mounts from this file instead of /proc/self/mountinfo.
 //! - `FRAMESYNC_TEST_NOW=epoch` or `+secs` / `-secs`: the clock, absolute or shifted.
 //! - `FRAMESYNC_TEST_MAX_PAGE_COUNT=n`: `PRAGMA max_page_count`, a full disk for the ledger.
 
-/// Every kill point, in the order a run passes them.
+/// Every kill point, in the order a run passes them. A kill point is also a pause point.
 pub const POINTS: &[&str] = &[
     "after-lock",
     "mid-pull",
@@ -35,6 +36,7 @@ mod active {
     }
 
     pub fn kill_point(point: &str) {
+        pause_point(point);
         debug_assert!(super::POINTS.contains(&point), "unknown kill point {point}");
         let Some(spec) = var("FRAMESYNC_TEST_KILL_AT") else { return };
         let (name, nth) = spec.split_once(':').map_or((spec.as_str(), 1), |(n, k)| (n, k.parse().unwrap_or(1)));
@@ -69,10 +71,14 @@ mod active {
     pub fn max_page_count() -> Option<u64> {
         var("FRAMESYNC_TEST_MAX_PAGE_COUNT")?.parse().ok()
     }
+
+    pub fn mountinfo() -> String {
+        var("FRAMESYNC_TEST_MOUNTINFO").unwrap_or_else(|| "/proc/self/mountinfo".into())
+    }
 }
 
 #[cfg(feature = "test-hooks")]
-pub use active::{kill_point, max_page_count, now, pause_point};
+pub use active::{kill_point, max_page_count, mountinfo, now, pause_point};
 
 #[cfg(not(feature = "test-hooks"))]
 #[inline(always)]
@@ -92,4 +98,10 @@ pub fn now(real: crate::frames::Epoch) -> crate::frames::Epoch {
 #[inline(always)]
 pub fn max_page_count() -> Option<u64> {
     None
+}
+
+#[cfg(not(feature = "test-hooks"))]
+#[inline(always)]
+pub fn mountinfo() -> String {
+    "/proc/self/mountinfo".into()
 }

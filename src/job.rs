@@ -141,6 +141,13 @@ impl<'a> Job<'a> {
             Ok(pulled) => {
                 self.pull_failures_in_a_row = 0;
                 self.check_skew(pulled.server_date);
+                if let Some(message) = self.not_yet_eligible_at_the_ss(frame, pulled.server_date) {
+                    let next = self.next_attempt(frame, None)?;
+                    self.ledger.pull_failed(frame, &message, next, self.clock.now())?;
+                    self.fail(frame, format!("{message}; no more pulls this run"));
+                    self.source_stopped = true;
+                    return Ok(false);
+                }
                 let now = self.clock.now();
                 self.ledger.stage_frame(frame, &pulled.records, &pulled.invalid, &pulled.counts, now)?;
                 crate::hooks::kill_point("after-stage");
@@ -187,6 +194,20 @@ impl<'a> Job<'a> {
                 );
             }
         }
+    }
+
+    /// A frame the SS's own clock says is not yet eligible is never staged: this machine's clock
+    /// is ahead (a jump forward), and staging would deliver the frame before its records exist.
+    fn not_yet_eligible_at_the_ss(&self, frame: Frame, server_date: Option<Epoch>) -> Option<String> {
+        let date = server_date?;
+        (frame.end() + self.config.frames.delay > date).then(|| {
+            format!(
+                "the SS clock says {} — too early for this frame (delay {}s); this machine's clock is {}s ahead of the SS, so nothing was staged",
+                crate::frames::rfc3339(date),
+                self.config.frames.delay,
+                self.clock.now() - date
+            )
+        })
     }
 
     fn first_recheck(&self, now: Epoch) -> Option<Epoch> {
@@ -404,6 +425,7 @@ mod tests {
         frames: HashMap<Epoch, Vec<&'static str>>,
         busy: bool,
         broken: bool,
+        server_date: Option<Epoch>,
         calls: RefCell<Vec<Epoch>>,
     }
 
@@ -424,7 +446,13 @@ mod tests {
                 .iter()
                 .map(|u| StagedRecord { uid: u.to_string(), ts_ms: None, body: format!(r#"{{"id":"{u}","n":1}}"#) })
                 .collect();
-            Ok(Pulled { records, invalid: vec![], counts: PullCounts::default(), pages: 1, server_date: None })
+            Ok(Pulled {
+                records,
+                invalid: vec![],
+                counts: PullCounts::default(),
+                pages: 1,
+                server_date: self.server_date,
+            })
         }
     }
 
@@ -691,6 +719,18 @@ retry_base = "30s"
         assert_eq!(w.state(T0), Some(FrameState::Missing));
         assert_eq!(w.count("SELECT next_attempt FROM frames"), T0 + 600 + 600);
         assert_eq!(w.count("SELECT COUNT(*) FROM staged"), 0);
+    }
+
+    #[test]
+    fn a_clock_ahead_of_the_ss_never_stages_a_frame_the_ss_says_is_still_open() {
+        let mut w = World::new(config(""));
+        let mut src = source(&[(T0, vec!["a"])]);
+        src.server_date = Some(T0 + 90); // the SS is at 12:01:30; frame 12:00 needs 12:02 (delay 1m)
+        let outcome = w.run(&src, &FakeSink::new(), T0 + 3600, Scope::Run);
+        assert_eq!(outcome.exit_code(), 1);
+        assert!(outcome.failures[0].contains("ahead of the SS"), "{:?}", outcome.failures);
+        assert_eq!(src.calls.borrow().len(), 1, "no more pulls this run");
+        assert_eq!(w.count("SELECT COUNT(*) FROM frames WHERE state <> 'missing'"), 0, "nothing staged or delivered");
     }
 
     #[test]

@@ -22,6 +22,23 @@ fn exit_code(error: &anyhow::Error) -> u8 {
     }
 }
 
+/// What to do about the SQLite errors an operator can fix.
+fn hint(error: &anyhow::Error) -> Option<&'static str> {
+    use rusqlite::ErrorCode::{DatabaseBusy, DatabaseLocked, DiskFull, ReadOnly};
+    let code = error.chain().find_map(|e| match e.downcast_ref::<rusqlite::Error>() {
+        Some(rusqlite::Error::SqliteFailure(f, _)) => Some(f.code),
+        _ => None,
+    })?;
+    match code {
+        DatabaseBusy | DatabaseLocked => Some(
+            "another process held the ledger's write lock longer than run.busy_timeout; nothing was lost, the next run goes on",
+        ),
+        DiskFull => Some("the disk holding the ledger is full; nothing was lost, runs go on once there is room"),
+        ReadOnly => Some("the ledger or its folder is read-only; framesync needs to write both"),
+        _ => None,
+    }
+}
+
 fn main() -> ExitCode {
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
@@ -42,6 +59,9 @@ fn main() -> ExitCode {
                 log::info!("{error:#}; exiting");
             } else {
                 eprintln!("framesync: error: {error:#}");
+                if let Some(hint) = hint(&error) {
+                    eprintln!("framesync: {hint}");
+                }
             }
             ExitCode::from(code)
         }

@@ -29,7 +29,7 @@ const NETWORK_FILESYSTEMS: &[&str] = &[
 pub fn network_filesystem(ledger: &Path) -> Option<String> {
     let folder = ledger.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
     let folder = std::fs::canonicalize(folder).ok()?;
-    let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").ok()?;
+    let mountinfo = std::fs::read_to_string(crate::hooks::mountinfo()).ok()?;
     let fstype = fstype_of(&mountinfo, folder.to_str()?)?;
     NETWORK_FILESYSTEMS.contains(&fstype.as_str()).then_some(fstype)
 }

@@ -14,7 +14,6 @@ use crate::source::HttpSource;
 pub fn run(config: &Config, scope: Scope, dry_run: bool) -> Result<u8> {
     let _locks = if dry_run { Vec::new() } else { lock::acquire_all(&config.ledger, sides(scope))? };
     crate::hooks::kill_point("after-lock");
-    crate::hooks::pause_point("after-lock");
     let mut ledger = Ledger::open_with(&config.ledger, config.run.sync, config.run.busy_timeout)?;
     let clock = SystemClock;
     let now = clock.now();

@@ -116,7 +116,7 @@ pub struct Pipeline {
 }
 
 impl Pipeline {
-    /// `extra` is appended to the config; sections may be re-opened there with TOML dotted keys.
+    /// The `*_extra` lines go into their sections and replace the defaults of the same keys.
     pub fn new(
         sim: &Sim,
         dir: tempfile::TempDir,
@@ -125,37 +125,31 @@ impl Pipeline {
         sink_extra: &str,
         run_extra: &str,
     ) -> Self {
+        let base = sim.base();
+        let source = section(
+            &[
+                ("url", format!("\"{base}/ss/events?from={{from}}&to={{to}}\"")),
+                ("records", "\"/items\"".into()),
+                ("uid", "\"/id\"".into()),
+                ("timestamp", "\"/created_at\"".into()),
+                ("next", "\"/next\"".into()),
+                ("timeout", "\"5s\"".into()),
+            ],
+            source_extra,
+        );
+        let sink = section(&[("url", format!("\"{base}/rs/ingest\"")), ("timeout", "\"5s\"".into())], sink_extra);
+        let run = section(
+            &[
+                ("max_frames", "1000".into()),
+                ("max_seconds", "120".into()),
+                ("retry_base", "\"1s\"".into()),
+                ("retry_max", "\"2s\"".into()),
+            ],
+            run_extra,
+        );
         let text = format!(
-            r#"ledger = "ledger.db"
-
-[frames]
-start = "{start}"
-size = "1m"
-delay = "1m"
-
-[source]
-url = "{base}/ss/events?from={{from}}&to={{to}}"
-records = "/items"
-uid = "/id"
-timestamp = "/created_at"
-next = "/next"
-timeout = "5s"
-{source_extra}
-
-[sink]
-url = "{base}/rs/ingest"
-timeout = "5s"
-{sink_extra}
-
-[run]
-max_frames = 1000
-max_seconds = 120
-retry_base = "1s"
-retry_max = "2s"
-{run_extra}
-"#,
-            start = rfc3339(reference),
-            base = sim.base(),
+            "ledger = \"ledger.db\"\n\n[frames]\nstart = \"{}\"\nsize = \"1m\"\ndelay = \"1m\"\n\n[source]\n{source}\n[sink]\n{sink}\n[run]\n{run}",
+            rfc3339(reference)
         );
         let config = dir.path().join("framesync.toml");
         std::fs::write(&config, text).unwrap();
@@ -223,6 +217,15 @@ retry_max = "2s"
         assert!(expected > 0, "{check:#}");
         expected
     }
+}
+
+/// TOML lines for a section: the defaults whose keys `extra` does not set, then `extra`.
+fn section(defaults: &[(&str, String)], extra: &str) -> String {
+    let set = |key: &str| extra.lines().any(|l| l.split('=').next().is_some_and(|k| k.trim() == key));
+    let mut text: String = defaults.iter().filter(|(k, _)| !set(k)).map(|(k, v)| format!("{k} = {v}\n")).collect();
+    text.push_str(extra);
+    text.push('\n');
+    text
 }
 
 pub fn aligned_minutes_ago(minutes: i64) -> i64 {
