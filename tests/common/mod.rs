@@ -171,20 +171,27 @@ impl Pipeline {
         command
     }
 
-    /// Runs `framesync run` until it exits 0 with nothing missing, or panics after `max` runs.
+    /// Runs `framesync run` until it exits 0 with nothing missing, or panics after `max` runs;
+    /// pauses between runs so frames waiting for a 1s retry become due.
     pub fn run_until_complete(&self, max: usize) -> usize {
+        self.run_until_complete_pausing(max, Duration::from_millis(1100))
+    }
+
+    pub fn run_until_complete_pausing(&self, max: usize, pause: Duration) -> usize {
         for n in 1..=max {
             let out = self.framesync(&["run"]);
             if out.status.code() == Some(0) && self.missing_frames() == 0 {
                 return n;
             }
-            std::thread::sleep(Duration::from_millis(1100));
+            std::thread::sleep(pause);
         }
         panic!("not complete after {max} runs: {}", self.status_text());
     }
 
+    /// A value from the ledger (which must exist: opening it here never creates it).
     pub fn query<T: rusqlite::types::FromSql>(&self, sql: &str) -> T {
-        let conn = rusqlite::Connection::open(self.ledger_path()).unwrap();
+        let flags = rusqlite::OpenFlags::SQLITE_OPEN_READ_WRITE;
+        let conn = rusqlite::Connection::open_with_flags(self.ledger_path(), flags).unwrap();
         conn.busy_timeout(Duration::from_secs(5)).unwrap();
         conn.query_row(sql, [], |r| r.get(0)).unwrap()
     }
