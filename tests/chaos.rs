@@ -110,8 +110,8 @@ fn round(rs: Rs, kills: u64, rng: &mut Rng, tally: &mut Tally) {
         if kill_once(&p, rng, tally) {
             killed += 1;
         }
-        if !p.ledger_path().exists() {
-            continue; // killed before the ledger was created
+        if !p.ledger_path().exists() || p.query::<i64>("PRAGMA user_version") == 0 {
+            continue; // killed before the ledger was created, or while it was being created
         }
         tally.integrity_checks += 1;
         if p.query::<String>("PRAGMA integrity_check") == "ok" {
