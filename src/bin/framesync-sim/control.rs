@@ -9,23 +9,13 @@ use serde::Serialize;
 use serde_json::Value;
 
 use crate::data::{Generator, Range};
-use crate::faults::{FaultKind, FaultUpdate};
+use crate::faults::{FaultKind, FaultSettings, Field};
 use crate::http::Request;
 
 /// A check generates every record of its range in memory: beyond this, split the range.
 pub const MAX_CHECK_RECORDS: i64 = 10_000_000;
 /// How many UIDs each list of the report shows.
 const LIST_LIMIT: usize = 20;
-/// A typo in a fault setting must fail loudly, not leave the fault silently unchanged.
-const FAULT_KEYS: [&str; 7] = [
-    "rs_down",
-    "rs_error_rate",
-    "rs_drop_response_rate",
-    "ss_error_rate",
-    "ss_429_rate",
-    "latency_ms",
-    "retry_after_secs",
-];
 
 #[derive(Debug, Default, PartialEq, Serialize)]
 pub struct CheckReport {
@@ -97,29 +87,30 @@ fn first(uids: &[&str]) -> Vec<String> {
     uids.iter().take(LIST_LIMIT).map(|u| u.to_string()).collect()
 }
 
-/// Reads `POST /control/faults?…`; all values are checked before any is applied.
-pub fn parse_fault_update(request: &Request) -> Result<FaultUpdate, String> {
-    let rate = |key| request.param(key).map(|v| parse_rate(key, v)).transpose();
-    let integer = |key| request.param(key).map(|v| parse_integer(key, v)).transpose();
-    if let Some((key, _)) = request.query.iter().find(|(k, _)| !FAULT_KEYS.contains(&k.as_str())) {
-        return Err(format!("unknown fault setting `{key}`; known: {}", FAULT_KEYS.join(", ")));
+/// Applies `POST /control/faults?…` to `settings`, a copy the caller keeps only on success, so
+/// one bad key or value changes nothing. A typo in a key must fail loudly, not leave the fault
+/// silently unchanged.
+pub fn apply_fault_query(request: &Request, settings: &mut FaultSettings) -> Result<(), String> {
+    for (key, value) in &request.query {
+        let Some(field) = settings.field(key) else {
+            return Err(format!("unknown fault setting `{key}`; known: {}", FaultSettings::KEYS.join(", ")));
+        };
+        match field {
+            Field::Switch(switch) => *switch = parse_switch(key, value)?,
+            Field::Rate(rate) => *rate = parse_rate(key, value)?,
+            Field::Whole(number) => *number = parse_integer(key, value)?,
+            Field::Override(own) if value == "none" => *own = None,
+            Field::Override(own) => *own = Some(parse_integer(key, value)?),
+        }
     }
-    Ok(FaultUpdate {
-        rs_down: request.param("rs_down").map(parse_switch).transpose()?,
-        rs_error_rate: rate("rs_error_rate")?,
-        rs_drop_response_rate: rate("rs_drop_response_rate")?,
-        ss_error_rate: rate("ss_error_rate")?,
-        ss_429_rate: rate("ss_429_rate")?,
-        latency_ms: integer("latency_ms")?,
-        retry_after_secs: integer("retry_after_secs")?,
-    })
+    Ok(())
 }
 
-fn parse_switch(value: &str) -> Result<bool, String> {
+fn parse_switch(key: &str, value: &str) -> Result<bool, String> {
     match value {
         "1" | "true" => Ok(true),
         "0" | "false" => Ok(false),
-        _ => Err(format!("`rs_down` must be 0 or 1, not `{value}`")),
+        _ => Err(format!("`{key}` must be 0 or 1, not `{value}`")),
     }
 }
 
@@ -129,7 +120,8 @@ fn parse_rate(key: &str, value: &str) -> Result<f64, String> {
 }
 
 fn parse_integer(key: &str, value: &str) -> Result<u64, String> {
-    value.parse().map_err(|_| format!("`{key}` must be a whole number, not `{value}`"))
+    let none = if key.starts_with("ss_") || key.starts_with("rs_") { " (or `none`, for the shared value)" } else { "" };
+    value.parse().map_err(|_| format!("`{key}` must be a whole number{none}, not `{value}`"))
 }
 
 /// Request counts per endpoint and answer, and injected faults per kind.
@@ -243,12 +235,33 @@ mod tests {
     }
 
     #[test]
-    fn fault_updates_are_validated_before_anything_changes() {
-        let update = parse_fault_update(&request("/control/faults?rs_down=1&ss_429_rate=0.25")).unwrap();
-        let expected = FaultUpdate { rs_down: Some(true), ss_429_rate: Some(0.25), ..Default::default() };
-        assert_eq!(update, expected);
-        for bad in ["rs_down=2", "rs_error_rate=1.5", "latency_ms=-1", "rs_eror_rate=0.1"] {
-            assert!(parse_fault_update(&request(&format!("/control/faults?{bad}"))).is_err(), "{bad}");
+    fn a_fault_query_sets_the_settings_it_names() {
+        let mut settings = FaultSettings::default();
+        let query = "/control/faults?rs_down=1&ss_5xx_rate=0.25&rs_latency_ms=30&dribble_delay_ms=5";
+        apply_fault_query(&request(query), &mut settings).unwrap();
+        let expected = FaultSettings {
+            rs_down: true,
+            ss_5xx_rate: 0.25,
+            rs_latency_ms: Some(30),
+            dribble_delay_ms: 5,
+            ..FaultSettings::default()
+        };
+        assert_eq!(settings, expected);
+        apply_fault_query(&request("/control/faults?rs_latency_ms=none"), &mut settings).unwrap();
+        assert_eq!(settings.rs_latency_ms, None);
+    }
+
+    #[test]
+    fn bad_fault_keys_and_values_are_refused_by_name() {
+        for (bad, names) in [
+            ("rs_down=2", "`rs_down` must be 0 or 1"),
+            ("rs_error_rate=1.5", "`rs_error_rate` must be a number from 0 to 1"),
+            ("latency_ms=-1", "`latency_ms` must be a whole number, not `-1`"),
+            ("ss_latency_ms=soon", "(or `none`, for the shared value)"),
+            ("rs_eror_rate=0.1", "unknown fault setting `rs_eror_rate`; known: rs_down, ss_reset_rate"),
+        ] {
+            let error = apply_fault_query(&request(&format!("/control/faults?{bad}")), &mut FaultSettings::default());
+            assert!(error.as_ref().unwrap_err().contains(names), "{bad}: {error:?}");
         }
     }
 

@@ -1,9 +1,14 @@
 //! A minimal HTTP/1.1 server (and a one-shot GET client) on `std::net`.
 //!
-//! Hand-rolled on purpose: the simulator must misbehave at the byte level — process a request and
-//! close the socket without answering, close a connection before reading its body, later truncate
+//! Hand-rolled on purpose: the simulator must misbehave at the byte level — reset a connection
+//! before reading its body, process a request and close the socket without answering, truncate
 //! or dribble bodies — and server crates hide exactly those moments. It speaks origin-form
 //! targets, keep-alive and `Content-Length` bodies; chunked request bodies are refused.
+//!
+//! A request head is only peeked at until the handler has planned the request: to reset, the
+//! server drops the socket with the head still unread, and Linux answers a close with unread
+//! bytes in the receive buffer with a TCP RST — for a bodiless GET too, which std's lack of
+//! `SO_LINGER` would otherwise make impossible.
 
 use std::io::{self, BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
@@ -18,6 +23,8 @@ const MAX_HEAD_BYTES: u64 = 64 * 1024;
 const MAX_BODY_BYTES: usize = 64 * 1024 * 1024;
 /// Idle keep-alive connections are closed after this, so abandoned clients don't pin threads.
 const IDLE_TIMEOUT: Duration = Duration::from_secs(300);
+/// The piece of a dribbled body written at a time.
+pub const DRIBBLE_BYTES: usize = 16;
 
 #[derive(Debug)]
 pub struct Request {
@@ -62,10 +69,12 @@ pub struct Response {
 }
 
 impl Response {
+    pub fn new(status: u16, content_type: &str, body: Vec<u8>) -> Response {
+        Response { status, headers: vec![("Content-Type".into(), content_type.into())], body }
+    }
+
     pub fn json(status: u16, value: &Value) -> Response {
-        let body = value.to_string().into_bytes();
-        let headers = vec![("Content-Type".into(), "application/json".into())];
-        Response { status, headers, body }
+        Response::new(status, "application/json", value.to_string().into_bytes())
     }
 
     pub fn error(status: u16, message: impl Into<String>) -> Response {
@@ -78,19 +87,34 @@ impl Response {
     }
 }
 
-/// What a handler does with a request: answer it, or close the socket without a word.
+/// What a handler does with a request.
 #[derive(Debug)]
 pub enum Outcome {
     Respond(Response),
+    /// Close the socket without writing a byte.
     Close,
+    /// Write the head, with the full Content-Length, and the first half of the body; then close.
+    Truncate(Response),
+    /// Write the head, then the body `DRIBBLE_BYTES` at a time with this pause before each piece.
+    Dribble(Response, Duration),
+}
+
+impl Outcome {
+    /// The status the client is sent, if any.
+    pub fn status(&self) -> Option<u16> {
+        match self {
+            Outcome::Respond(r) | Outcome::Truncate(r) | Outcome::Dribble(r, _) => Some(r.status),
+            Outcome::Close => None,
+        }
+    }
 }
 
 pub trait Handler: Send + Sync + 'static {
-    /// Seen after the head, before the body: `true` closes the connection then and there.
-    fn refuse(&self, _head: &Request) -> bool {
-        false
-    }
-    fn handle(&self, request: &Request) -> Outcome;
+    /// What the handler decided about a request from its head, carried to `handle`.
+    type Plan;
+    /// Seen after the head, before the body: `None` resets the connection then and there.
+    fn plan(&self, head: &Request) -> Option<Self::Plan>;
+    fn handle(&self, request: &Request, plan: Self::Plan) -> Outcome;
 }
 
 #[derive(Debug)]
@@ -145,41 +169,135 @@ pub fn serve<H: Handler>(listener: TcpListener, handler: Arc<H>) -> ! {
 
 fn serve_connection<H: Handler>(stream: TcpStream, handler: &H) -> io::Result<()> {
     stream.set_read_timeout(Some(IDLE_TIMEOUT))?;
-    let mut reader = BufReader::new(stream.try_clone()?);
-    let mut writer = stream;
+    let mut scratch = vec![0; MAX_HEAD_BYTES as usize];
     loop {
-        let request = match read_request(&mut reader, |head| handler.refuse(head)) {
-            Ok(Some(request)) => request,
+        let (request, plan) = match next_request(&stream, &mut scratch, handler) {
+            Ok(Some(next)) => next,
+            // `None` is a reset: returning drops the socket with the head unread.
             Ok(None) | Err(ReadError::Closed) => return Ok(()),
             Err(ReadError::Io(e)) => return Err(e),
             Err(ReadError::Reject(status, message)) => {
-                return write_response(&mut writer, &Response::error(status, message), false);
+                return write_response(&mut &stream, &Response::error(status, message), false);
             }
         };
         let keep_alive = request.keep_alive();
-        match handler.handle(&request) {
-            Outcome::Close => return Ok(()),
-            Outcome::Respond(response) => write_response(&mut writer, &response, keep_alive)?,
-        }
-        if !keep_alive {
+        let outcome = handler.handle(&request, plan);
+        if !carry_out(&stream, outcome, keep_alive)? {
             return Ok(());
         }
     }
 }
 
-/// Reads one request; `None` when `refuse` turned it away after its head.
-fn read_request<R: BufRead>(reader: &mut R, refuse: impl Fn(&Request) -> bool) -> Result<Option<Request>, ReadError> {
-    let mut request = read_head(reader)?;
-    if refuse(&request) {
+/// Peeks at the next request's head, asks the handler for a plan, and only then consumes the
+/// head and reads the body. `None` when the plan is a reset; the head is then still unread.
+fn next_request<H: Handler>(
+    stream: &TcpStream,
+    scratch: &mut [u8],
+    handler: &H,
+) -> Result<Option<(Request, H::Plan)>, ReadError> {
+    let (mut request, head_len) = peek_head(stream, scratch)?;
+    let length = match body_length(&request) {
+        Ok(length) => length,
+        Err(e) => {
+            // Consumed, so that closing after the rejection is a FIN that lets the answer through.
+            consume(stream, scratch, head_len)?;
+            return Err(e);
+        }
+    };
+    let Some(plan) = handler.plan(&request) else {
         return Ok(None);
+    };
+    consume(stream, scratch, head_len)?;
+    request.body = vec![0; length];
+    let mut reader = stream;
+    reader.read_exact(&mut request.body)?;
+    Ok(Some((request, plan)))
+}
+
+/// Peeks until a whole request head is in view and parses it; returns it with the number of
+/// peeked bytes that are still unread head. Only the earlier pieces of a head that arrives in
+/// several are consumed here, so at least the head's last byte is always left unread.
+fn peek_head(stream: &TcpStream, scratch: &mut [u8]) -> Result<(Request, usize), ReadError> {
+    let mut earlier = Vec::new();
+    loop {
+        let n = stream.peek(scratch)?;
+        if n == 0 {
+            // Blank lines alone are the end of keep-alive; anything else is a head cut short.
+            let blank = earlier.iter().all(|b| matches!(b, b'\r' | b'\n'));
+            return Err(if blank { ReadError::Closed } else { bad("truncated request head") });
+        }
+        let end = if earlier.is_empty() {
+            head_end(&scratch[..n])
+        } else {
+            head_end(&[&earlier[..], &scratch[..n]].concat()).map(|end| end - earlier.len())
+        };
+        if let Some(end) = end {
+            earlier.extend_from_slice(&scratch[..end]);
+            let parsed = read_head(&mut &earlier[..]);
+            if parsed.is_err() {
+                consume(stream, scratch, end)?;
+            }
+            return parsed.map(|request| (request, end));
+        }
+        consume(stream, scratch, n)?;
+        earlier.extend_from_slice(&scratch[..n]);
+        if earlier.len() as u64 >= MAX_HEAD_BYTES {
+            return Err(ReadError::Reject(431, "request head too large".into()));
+        }
     }
-    request.body = read_body(reader, &request)?;
-    Ok(Some(request))
+}
+
+/// Where a head ends: just past the first blank line that follows a non-blank one (blank lines
+/// before the request line are skipped, RFC 9112 §2.2).
+fn head_end(bytes: &[u8]) -> Option<usize> {
+    let (mut line_start, mut seen_request_line) = (0, false);
+    for (i, _) in bytes.iter().enumerate().filter(|(_, b)| **b == b'\n') {
+        let blank = matches!(&bytes[line_start..i], b"" | b"\r");
+        if blank && seen_request_line {
+            return Some(i + 1);
+        }
+        seen_request_line |= !blank;
+        line_start = i + 1;
+    }
+    None
+}
+
+/// Reads and discards `n` bytes the server has already peeked at.
+fn consume(stream: &TcpStream, scratch: &mut [u8], n: usize) -> io::Result<()> {
+    let mut reader = stream;
+    reader.read_exact(&mut scratch[..n])
+}
+
+/// Writes what the handler decided; `false` when the connection must close afterwards.
+fn carry_out(stream: &TcpStream, outcome: Outcome, keep_alive: bool) -> io::Result<bool> {
+    let mut writer = stream;
+    match outcome {
+        Outcome::Respond(response) => write_response(&mut writer, &response, keep_alive)?,
+        Outcome::Close => return Ok(false),
+        Outcome::Truncate(response) => {
+            writer.write_all(&head(&response, keep_alive))?;
+            writer.write_all(&response.body[..response.body.len() / 2])?;
+            return Ok(false);
+        }
+        Outcome::Dribble(response, pause) => {
+            // Each piece leaves when written, not when Nagle's algorithm lets it.
+            stream.set_nodelay(true)?;
+            writer.write_all(&head(&response, keep_alive))?;
+            for piece in response.body.chunks(DRIBBLE_BYTES) {
+                thread::sleep(pause);
+                writer.write_all(piece)?;
+            }
+        }
+    }
+    Ok(keep_alive)
 }
 
 #[cfg(test)]
 pub fn parse_request(mut bytes: &[u8]) -> Result<Request, ReadError> {
-    read_request(&mut bytes, |_| false).map(|r| r.expect("never refused"))
+    let mut request = read_head(&mut bytes)?;
+    request.body = vec![0; body_length(&request)?];
+    bytes.read_exact(&mut request.body)?;
+    Ok(request)
 }
 
 fn read_head<R: BufRead>(reader: &mut R) -> Result<Request, ReadError> {
@@ -265,7 +383,8 @@ fn parse_header(line: &str) -> Result<(String, String), ReadError> {
     Ok((name.to_string(), value.trim().to_string()))
 }
 
-fn read_body<R: BufRead>(reader: &mut R, request: &Request) -> Result<Vec<u8>, ReadError> {
+/// The body's length as the head declares it, checked before anything else happens.
+fn body_length(request: &Request) -> Result<usize, ReadError> {
     if request.header("transfer-encoding").is_some() {
         let message = "chunked request bodies are not supported: send Content-Length";
         return Err(ReadError::Reject(411, message.into()));
@@ -274,9 +393,7 @@ fn read_body<R: BufRead>(reader: &mut R, request: &Request) -> Result<Vec<u8>, R
     if length > MAX_BODY_BYTES {
         return Err(ReadError::Reject(413, "request body too large".into()));
     }
-    let mut body = vec![0; length];
-    reader.read_exact(&mut body)?;
-    Ok(body)
+    Ok(length)
 }
 
 /// No header means no body; repeated headers must agree (RFC 9112 §6.3).
@@ -291,6 +408,14 @@ fn content_length<'a>(mut values: impl Iterator<Item = &'a str>) -> Result<usize
 }
 
 fn write_response<W: Write>(writer: &mut W, response: &Response, keep_alive: bool) -> io::Result<()> {
+    let mut bytes = head(response, keep_alive);
+    bytes.extend_from_slice(&response.body);
+    writer.write_all(&bytes)?;
+    writer.flush()
+}
+
+/// The status line and headers, with the Content-Length of the whole body.
+fn head(response: &Response, keep_alive: bool) -> Vec<u8> {
     let status = response.status;
     let date = chrono::Utc::now().format("%a, %d %b %Y %H:%M:%S GMT");
     let connection = if keep_alive { "keep-alive" } else { "close" };
@@ -300,10 +425,7 @@ fn write_response<W: Write>(writer: &mut W, response: &Response, keep_alive: boo
         head += &format!("{name}: {value}\r\n");
     }
     head += "\r\n";
-    let mut bytes = head.into_bytes();
-    bytes.extend_from_slice(&response.body);
-    writer.write_all(&bytes)?;
-    writer.flush()
+    head.into_bytes()
 }
 
 fn reason(status: u16) -> &'static str {
@@ -315,10 +437,13 @@ fn reason(status: u16) -> &'static str {
         405 => "Method Not Allowed",
         411 => "Length Required",
         413 => "Content Too Large",
+        422 => "Unprocessable Content",
         429 => "Too Many Requests",
         431 => "Request Header Fields Too Large",
         500 => "Internal Server Error",
+        502 => "Bad Gateway",
         503 => "Service Unavailable",
+        504 => "Gateway Timeout",
         _ => "Unknown",
     }
 }
@@ -415,6 +540,53 @@ mod tests {
     #[test]
     fn a_closed_connection_between_requests_is_not_an_error() {
         assert!(matches!(parse_request(b""), Err(ReadError::Closed)));
+    }
+
+    /// Echoes the body; resets any request for `/reset`.
+    struct Echo;
+
+    impl Handler for Echo {
+        type Plan = ();
+        fn plan(&self, head: &Request) -> Option<()> {
+            (head.path != "/reset").then_some(())
+        }
+        fn handle(&self, request: &Request, _: ()) -> Outcome {
+            Outcome::Respond(Response::new(200, "text/plain", request.body.clone()))
+        }
+    }
+
+    fn echo_server() -> TcpStream {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        thread::spawn(move || serve(listener, Arc::new(Echo)));
+        TcpStream::connect(addr).unwrap()
+    }
+
+    /// Writes each piece apart, so that the server peeks at a head that is not all there yet.
+    fn write_in_pieces(stream: &mut TcpStream, pieces: &[&str]) {
+        for piece in pieces {
+            stream.write_all(piece.as_bytes()).unwrap();
+            thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    #[test]
+    fn a_head_in_pieces_is_served_and_can_still_be_reset() {
+        let mut stream = echo_server();
+        write_in_pieces(&mut stream, &["\r\nPOST /echo HTTP/1.1\r\nContent-Le", "ngth: 3\r\n\r", "\nabc"]);
+        let answer = read_response(&mut BufReader::new(&stream)).unwrap();
+        assert_eq!(answer, (200, b"abc".to_vec()));
+        write_in_pieces(&mut stream, &["GET /reset HTTP/1.1\r\n", "\r\n"]);
+        let mut buf = [0; 16];
+        assert_eq!((&stream).read(&mut buf).unwrap_err().kind(), io::ErrorKind::ConnectionReset);
+    }
+
+    #[test]
+    fn a_head_over_64k_gets_431_over_the_socket() {
+        let mut stream = echo_server();
+        let huge = format!("GET / HTTP/1.1\r\nX: {}\r\n\r\n", "a".repeat(70_000));
+        stream.write_all(huge.as_bytes()).unwrap();
+        assert_eq!(read_response(&mut BufReader::new(&stream)).unwrap().0, 431);
     }
 
     #[test]

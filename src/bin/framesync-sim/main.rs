@@ -1,6 +1,7 @@
 //! `framesync-sim`: a sending server (SS) with deterministic data and a receiving server (RS)
-//! with its own SQLite database, on one port, with fault injection on both sides. The demo,
-//! the integration and crash tests and the benchmarks run it as a real process.
+//! with its own SQLite database, on one port, with fault injection on both sides (`faults` says
+//! what a client sees for each fault; `serve --help` lists the flags and `/control/faults` keys).
+//! The demo, the integration and crash tests and the benchmarks run it as a real process.
 //!
 //! `serve` runs the servers until killed; `check` asks a running simulator whether the RS
 //! database holds exactly what the SS serves for a time range (exit 0 if so, 1 if not).
@@ -42,7 +43,18 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Serve the SS (/ss/events), the RS (/rs/ingest) and /control/* until killed.
-    Serve(ServeArgs),
+    ///
+    /// Fault injection: each rate is the fraction of one side's requests that meet that fault,
+    /// decided from --seed and the side's request count. A request meets at most one fault (one
+    /// roll walks the rates in the order listed), so a side's rates must add up to at most 1.
+    /// Latency adds to any fault but a reset. /control/stats counts every injected fault.
+    ///
+    /// Every fault setting can be changed at run time with `POST /control/faults?KEY=VALUE&...`,
+    /// KEY being the flag's name in snake_case (`--ss-5xx-rate` is `ss_5xx_rate`), except:
+    /// durations are whole milliseconds (`latency_ms`, `ss_latency_ms`, `rs_latency_ms`,
+    /// `latency_jitter_ms`, `dribble_delay_ms`; `ss_latency_ms=none` falls back to `latency_ms`),
+    /// `retry_after_secs` is seconds, and `rs_down=1` resets every RS connection until `rs_down=0`.
+    Serve(Box<ServeArgs>),
     /// Ask a running simulator whether the RS holds exactly the SS's records of a range.
     Check(CheckArgs),
 }
@@ -85,24 +97,112 @@ struct ServeArgs {
     /// JSON pointer to a record's UID in what the RS receives.
     #[arg(long, default_value = "/id", value_parser = json_pointer)]
     rs_uid_pointer: String,
-    /// Fraction of RS requests answered 503 without processing.
-    #[arg(long, default_value_t = 0.0, value_parser = fraction)]
-    rs_error_rate: f64,
-    /// Fraction of RS requests processed, then closed without an answer.
-    #[arg(long, default_value_t = 0.0, value_parser = fraction)]
-    rs_drop_response_rate: f64,
+    #[command(flatten)]
+    faults: FaultArgs,
+}
+
+/// The flags of `FaultSettings`, in the order a roll walks the rates; explained in `serve --help`.
+#[derive(Args)]
+#[command(next_help_heading = "Fault injection")]
+struct FaultArgs {
+    /// Fraction of SS requests whose connection is reset after the request head: TCP RST, no byte of answer.
+    #[arg(long, default_value_t = 0.0, value_name = "RATE", value_parser = fraction)]
+    ss_reset_rate: f64,
+    /// Fraction of SS requests closed without a byte of answer (EOF).
+    #[arg(long, default_value_t = 0.0, value_name = "RATE", value_parser = fraction)]
+    ss_empty_rate: f64,
     /// Fraction of SS requests answered 500.
-    #[arg(long, default_value_t = 0.0, value_parser = fraction)]
+    #[arg(long, default_value_t = 0.0, value_name = "RATE", value_parser = fraction)]
     ss_error_rate: f64,
-    /// Fraction of SS requests answered 429.
-    #[arg(long = "ss-429-rate", default_value_t = 0.0, value_parser = fraction)]
+    /// Fraction of SS requests answered 500, 502, 503 or 504.
+    #[arg(long = "ss-5xx-rate", default_value_t = 0.0, value_name = "RATE", value_parser = fraction)]
+    ss_5xx_rate: f64,
+    /// Fraction of SS requests answered 429 with Retry-After.
+    #[arg(long = "ss-429-rate", default_value_t = 0.0, value_name = "RATE", value_parser = fraction)]
     ss_429_rate: f64,
-    /// Retry-After of injected 429s, in seconds.
-    #[arg(long, default_value_t = 1)]
-    retry_after: u64,
-    /// Added to every SS and RS response.
-    #[arg(long, default_value = "0s", value_parser = humantime::parse_duration)]
+    /// Fraction of SS answers cut off halfway through the body: full Content-Length, half the body, close.
+    #[arg(long, default_value_t = 0.0, value_name = "RATE", value_parser = fraction)]
+    ss_truncate_rate: f64,
+    /// Fraction of SS answers that are a 200 whose body is not JSON (HTML, or the page cut in half).
+    #[arg(long, default_value_t = 0.0, value_name = "RATE", value_parser = fraction)]
+    ss_malformed_rate: f64,
+    /// Fraction of SS answers whose body is written a few bytes at a time, --dribble-delay apart.
+    #[arg(long, default_value_t = 0.0, value_name = "RATE", value_parser = fraction)]
+    ss_dribble_rate: f64,
+    /// Fraction of RS requests reset after the request head, body unread, nothing stored: TCP RST.
+    #[arg(long, default_value_t = 0.0, value_name = "RATE", value_parser = fraction)]
+    rs_reset_rate: f64,
+    /// Fraction of RS requests read whole, not stored, closed without a byte of answer (EOF).
+    #[arg(long, default_value_t = 0.0, value_name = "RATE", value_parser = fraction)]
+    rs_empty_rate: f64,
+    /// Fraction of RS requests answered 503, nothing stored.
+    #[arg(long, default_value_t = 0.0, value_name = "RATE", value_parser = fraction)]
+    rs_error_rate: f64,
+    /// Fraction of RS requests answered 500, 502, 503 or 504, nothing stored.
+    #[arg(long = "rs-5xx-rate", default_value_t = 0.0, value_name = "RATE", value_parser = fraction)]
+    rs_5xx_rate: f64,
+    /// Fraction of RS requests answered 400 or 422, nothing stored.
+    #[arg(long = "rs-4xx-rate", default_value_t = 0.0, value_name = "RATE", value_parser = fraction)]
+    rs_4xx_rate: f64,
+    /// Fraction of RS requests answered 429 with Retry-After, nothing stored.
+    #[arg(long = "rs-429-rate", default_value_t = 0.0, value_name = "RATE", value_parser = fraction)]
+    rs_429_rate: f64,
+    /// Fraction of RS requests stored, then closed without an answer: the lost response.
+    #[arg(long, default_value_t = 0.0, value_name = "RATE", value_parser = fraction)]
+    rs_drop_response_rate: f64,
+    /// Slept before every SS and RS answer, faulty or not (but not before a reset).
+    #[arg(long, default_value = "0s", value_name = "DURATION", value_parser = humantime::parse_duration)]
     latency: Duration,
+    /// The SS's latency, instead of --latency.
+    #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
+    ss_latency: Option<Duration>,
+    /// The RS's latency, instead of --latency.
+    #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
+    rs_latency: Option<Duration>,
+    /// Up to this much more latency, drawn per request (uniform, from the seed).
+    #[arg(long, default_value = "0s", value_name = "DURATION", value_parser = humantime::parse_duration)]
+    latency_jitter: Duration,
+    /// Retry-After of injected 429s, SS and RS, in seconds.
+    #[arg(long, default_value_t = 1, value_name = "SECONDS")]
+    retry_after: u64,
+    /// The pause between the pieces of a dribbled body.
+    #[arg(long, default_value = "50ms", value_name = "DURATION", value_parser = humantime::parse_duration)]
+    dribble_delay: Duration,
+}
+
+impl FaultArgs {
+    fn settings(&self) -> Result<FaultSettings> {
+        let settings = FaultSettings {
+            rs_down: false,
+            ss_reset_rate: self.ss_reset_rate,
+            ss_empty_rate: self.ss_empty_rate,
+            ss_error_rate: self.ss_error_rate,
+            ss_5xx_rate: self.ss_5xx_rate,
+            ss_429_rate: self.ss_429_rate,
+            ss_truncate_rate: self.ss_truncate_rate,
+            ss_malformed_rate: self.ss_malformed_rate,
+            ss_dribble_rate: self.ss_dribble_rate,
+            rs_reset_rate: self.rs_reset_rate,
+            rs_empty_rate: self.rs_empty_rate,
+            rs_error_rate: self.rs_error_rate,
+            rs_5xx_rate: self.rs_5xx_rate,
+            rs_4xx_rate: self.rs_4xx_rate,
+            rs_429_rate: self.rs_429_rate,
+            rs_drop_response_rate: self.rs_drop_response_rate,
+            latency_ms: millis(self.latency, "--latency")?,
+            ss_latency_ms: self.ss_latency.map(|d| millis(d, "--ss-latency")).transpose()?,
+            rs_latency_ms: self.rs_latency.map(|d| millis(d, "--rs-latency")).transpose()?,
+            latency_jitter_ms: millis(self.latency_jitter, "--latency-jitter")?,
+            retry_after_secs: self.retry_after,
+            dribble_delay_ms: millis(self.dribble_delay, "--dribble-delay")?,
+        };
+        settings.validate().map_err(|e| anyhow::anyhow!("{e} (the --ss-*-rate and --rs-*-rate flags)"))?;
+        Ok(settings)
+    }
+}
+
+fn millis(duration: Duration, flag: &str) -> Result<u64> {
+    u64::try_from(duration.as_millis()).with_context(|| format!("{flag} is too long"))
 }
 
 #[derive(Args)]
@@ -143,19 +243,11 @@ fn build_app(args: &ServeArgs) -> Result<App> {
         seed: args.seed,
         per_minute: args.records_per_minute,
         late_fraction: args.late_fraction,
-        max_lateness_ms: u64::try_from(args.max_lateness.as_millis()).context("--max-lateness is too long")?,
+        max_lateness_ms: millis(args.max_lateness, "--max-lateness")?,
         poison_fraction: args.poison_fraction,
         uid_style: args.uid_style,
     };
-    let faults = FaultSettings {
-        rs_down: false,
-        rs_error_rate: args.rs_error_rate,
-        rs_drop_response_rate: args.rs_drop_response_rate,
-        ss_error_rate: args.ss_error_rate,
-        ss_429_rate: args.ss_429_rate,
-        latency_ms: u64::try_from(args.latency.as_millis()).context("--latency is too long")?,
-        retry_after_secs: args.retry_after,
-    };
+    let faults = args.faults.settings()?;
     Ok(App {
         ss: Ss::new(generator.clone(), args.page_size as usize),
         generator,
