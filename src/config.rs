@@ -85,6 +85,10 @@ pub struct SourceConfig {
     pub max_records: usize,
     pub max_pages: usize,
     pub headers: Vec<(String, String)>,
+    /// At most this many requests per second to the SS.
+    pub max_rps: Option<f64>,
+    /// A page slower than this means the SS is under load: pulling stops for the run.
+    pub slow_after: Option<Duration>,
 }
 
 #[derive(Debug, Clone)]
@@ -98,6 +102,8 @@ pub struct SinkConfig {
     pub timeout: Duration,
     pub headers: Vec<(String, String)>,
     pub map: Option<Mapping>,
+    /// At most this many requests per second to the RS (lookups included).
+    pub max_rps: Option<f64>,
     /// Immediate retries of a request that failed in a retryable way, before giving up for the run.
     pub retries: u32,
 }
@@ -170,6 +176,8 @@ struct RawSource {
     max_pages: usize,
     #[serde(default)]
     headers: BTreeMap<String, String>,
+    max_rps: Option<f64>,
+    slow_after: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -192,6 +200,7 @@ struct RawSink {
     map: Option<toml::Table>,
     #[serde(default = "default_retries")]
     retries: u32,
+    max_rps: Option<f64>,
 }
 
 #[derive(Deserialize)]
@@ -382,6 +391,8 @@ fn source_config(raw: RawSource, env: Env, secrets: &mut Redactor) -> Result<Sou
         max_records: raw.max_records,
         max_pages: raw.max_pages,
         headers: headers("source.headers", raw.headers, env, secrets)?,
+        max_rps: rate("source.max_rps", raw.max_rps)?,
+        slow_after: raw.slow_after.map(|d| duration("source.slow_after", &d)).transpose()?,
     })
 }
 
@@ -426,6 +437,7 @@ fn sink_config(raw: RawSink, env: Env, secrets: &mut Redactor) -> Result<SinkCon
         timeout: duration("sink.timeout", &raw.timeout)?,
         headers: headers("sink.headers", raw.headers, env, secrets)?,
         map: raw.map.map(|m| Mapping::from_toml("sink.map", &m)).transpose()?,
+        max_rps: rate("sink.max_rps", raw.max_rps)?,
         retries: raw.retries,
     })
 }
@@ -474,6 +486,13 @@ fn run_config(raw: RawRun, base: &Path, frames: &FramesConfig) -> Result<RunConf
 }
 
 // ---- value checks --------------------------------------------------------------------------
+
+fn rate(key: &str, value: Option<f64>) -> Result<Option<f64>> {
+    match value {
+        Some(r) if !(r.is_finite() && r > 0.0) => bail!("{key}: {r} is not a positive number of requests per second"),
+        other => Ok(other),
+    }
+}
 
 fn duration(key: &str, text: &str) -> Result<Duration> {
     humantime::parse_duration(text.trim())

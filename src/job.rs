@@ -12,8 +12,9 @@ use crate::config::Config;
 use crate::frames::{Epoch, Frame};
 use crate::ledger::{DeadLetter, Ledger, Pending, RunFigures};
 use crate::plan::{Plan, Step};
+use crate::servers::Server;
 use crate::sink::{Outgoing, Sink, Verdict};
-use crate::source::{PullError, Source};
+use crate::source::{PullError, Pulled, Source};
 
 /// The time of day, injected so tests can move it.
 pub trait Clock {
@@ -55,11 +56,13 @@ pub struct Job<'a> {
     source: &'a dyn Source,
     sink: &'a dyn Sink,
     clock: &'a dyn Clock,
-    deadline: Instant,
+    deadline: Option<Instant>,
+    progress: Option<&'a dyn Fn(usize, usize)>,
     outcome: Outcome,
     source_stopped: bool,
     sink_stopped: bool,
     pull_failures_in_a_row: u32,
+    skew_recorded: bool,
 }
 
 impl<'a> Job<'a> {
@@ -76,16 +79,31 @@ impl<'a> Job<'a> {
             source,
             sink,
             clock,
-            deadline: Instant::now() + config.run.max_seconds,
+            deadline: Some(Instant::now() + config.run.max_seconds),
+            progress: None,
             outcome: Outcome::default(),
             source_stopped: false,
             sink_stopped: false,
             pull_failures_in_a_row: 0,
+            skew_recorded: false,
         }
+    }
+
+    /// No `max_seconds`: for work started by hand, which runs until it is done.
+    pub fn without_time_limit(mut self) -> Self {
+        self.deadline = None;
+        self
+    }
+
+    /// Calls `progress(done, total)` after each step of the plan.
+    pub fn with_progress(mut self, progress: &'a dyn Fn(usize, usize)) -> Self {
+        self.progress = Some(progress);
+        self
     }
 
     /// Carries out the plan in order; `push_after_pull` is false for the `pull` command.
     pub fn execute(mut self, plan: &Plan, push_after_pull: bool) -> Result<Outcome> {
+        self.respect_quiet()?;
         for (done, step) in plan.steps.iter().enumerate() {
             if self.out_of_time() {
                 log::info!("max_seconds reached; {} planned frames are left for the next run", plan.steps.len() - done);
@@ -101,10 +119,39 @@ impl<'a> Job<'a> {
                         self.push(frame)?;
                     }
                 }
+                Step::Recheck(start) if !self.source_stopped => {
+                    let frame = self.frame(start);
+                    if self.recheck(frame)? && push_after_pull && !self.sink_stopped {
+                        self.push(frame)?;
+                    }
+                }
+                Step::Redeliver(start) if !self.source_stopped => {
+                    let frame = self.frame(start);
+                    if self.redeliver(frame)? && push_after_pull && !self.sink_stopped {
+                        self.push(frame)?;
+                    }
+                }
                 _ => {}
+            }
+            if let Some(progress) = self.progress {
+                progress(done + 1, plan.steps.len());
             }
         }
         Ok(self.outcome)
+    }
+
+    /// A server that asked for quiet in an earlier run gets no request until then.
+    fn respect_quiet(&mut self) -> Result<()> {
+        let now = self.clock.now();
+        if let Some((until, why)) = self.ledger.quiet_until(Server::Source, now)? {
+            log::info!("the SS asked for quiet until {} ({why}); no pulls this run", crate::frames::rfc3339(until));
+            self.source_stopped = true;
+        }
+        if let Some((until, why)) = self.ledger.quiet_until(Server::Sink, now)? {
+            log::info!("the RS asked for quiet until {} ({why}); no pushes this run", crate::frames::rfc3339(until));
+            self.sink_stopped = true;
+        }
+        Ok(())
     }
 
     fn frame(&self, start: Epoch) -> Frame {
@@ -112,7 +159,7 @@ impl<'a> Job<'a> {
     }
 
     fn out_of_time(&mut self) -> bool {
-        let over = Instant::now() >= self.deadline;
+        let over = self.deadline.is_some_and(|deadline| Instant::now() >= deadline);
         self.outcome.out_of_time |= over;
         over
     }
@@ -135,64 +182,123 @@ impl<'a> Job<'a> {
 
     // ---- pull --------------------------------------------------------------------------------
 
-    /// Pulls and stages one frame; true when it is staged.
+    /// Pulls and stages one missing frame; true when it is staged.
     fn pull(&mut self, frame: Frame) -> Result<bool> {
-        match self.source.pull(frame) {
-            Ok(pulled) => {
-                self.pull_failures_in_a_row = 0;
-                self.check_skew(pulled.server_date);
-                if let Some(message) = self.not_yet_eligible_at_the_ss(frame, pulled.server_date) {
-                    let next = self.next_attempt(frame, None)?;
-                    self.ledger.pull_failed(frame, &message, next, self.clock.now())?;
-                    self.fail(frame, format!("{message}; no more pulls this run"));
-                    self.source_stopped = true;
-                    return Ok(false);
-                }
-                let now = self.clock.now();
-                self.ledger.stage_frame(frame, &pulled.records, &pulled.invalid, &pulled.counts, now)?;
-                crate::hooks::kill_point("after-stage");
-                log::info!("frame {frame}: pulled {} records in {} pages", pulled.records.len(), pulled.pages);
-                let figures = &mut self.outcome.figures;
-                figures.frames_pulled += 1;
-                figures.records_pulled += pulled.records.len() as i64;
-                figures.dead_letters += pulled.invalid.len() as i64;
-                for letter in &pulled.invalid {
-                    log::warn!("frame {frame}: a record was dead-lettered: {}", letter.detail);
-                }
-                if pulled.records.is_empty() && self.ledger.complete_frame(frame, self.first_recheck(now), now)? {
-                    self.outcome.figures.frames_delivered += 1;
-                }
-                Ok(true)
-            }
-            Err(PullError::Busy { message, retry_after }) => {
-                let next = self.next_attempt(frame, retry_after)?;
-                self.ledger.pull_failed(frame, &self.config.secrets.scrub(&message), next, self.clock.now())?;
-                self.fail(frame, format!("{message}; no more pulls this run"));
-                self.source_stopped = true;
-                Ok(false)
-            }
-            Err(PullError::Failed(message)) => {
-                let next = self.next_attempt(frame, None)?;
-                self.ledger.pull_failed(frame, &self.config.secrets.scrub(&message), next, self.clock.now())?;
-                self.fail(frame, message);
-                self.pull_failures_in_a_row += 1;
-                if self.pull_failures_in_a_row >= 3 {
-                    log::warn!("the SS failed 3 frames in a row; no more pulls this run");
-                    self.source_stopped = true;
-                }
-                Ok(false)
-            }
+        let Some(pulled) = self.fetch(frame, false)? else { return Ok(false) };
+        let now = self.clock.now();
+        self.ledger.stage_frame(frame, &pulled.records, &pulled.invalid, &pulled.counts, now)?;
+        crate::hooks::kill_point("after-stage");
+        log::info!("frame {frame}: pulled {} records in {} pages", pulled.records.len(), pulled.pages);
+        let figures = &mut self.outcome.figures;
+        figures.frames_pulled += 1;
+        figures.records_pulled += pulled.records.len() as i64;
+        figures.dead_letters += pulled.invalid.len() as i64;
+        for letter in &pulled.invalid {
+            log::warn!("frame {frame}: a record was dead-lettered: {}", letter.detail);
         }
+        if pulled.records.is_empty() && self.ledger.complete_frame(frame, self.first_recheck(now), now)? {
+            self.outcome.figures.frames_delivered += 1;
+        }
+        Ok(true)
     }
 
-    fn check_skew(&self, server_date: Option<Epoch>) {
-        if let Some(date) = server_date {
-            let skew = date - self.clock.now();
-            if skew.abs() > SKEW_WARNING {
-                log::warn!(
-                    "the SS clock is {skew}s off this machine's clock; frames are planned from this machine's clock"
-                );
+    /// Pulls a delivered frame again and stages the records the ledger has not seen; true when
+    /// there are some to push.
+    fn recheck(&mut self, frame: Frame) -> Result<bool> {
+        let Some(pulled) = self.fetch(frame, true)? else { return Ok(false) };
+        let now = self.clock.now();
+        let late = self.ledger.stage_recheck(frame, &pulled.records, &self.config.frames.recheck, now)?;
+        crate::hooks::kill_point("after-stage");
+        self.outcome.figures.frames_pulled += 1;
+        self.outcome.figures.records_pulled += late as i64;
+        if late > 0 {
+            log::info!("frame {frame}: a re-check found {late} late records");
+        }
+        Ok(late > 0)
+    }
+
+    /// Pulls a delivered frame again and stages every record for sending again, with the same
+    /// keys; true when there are records to push.
+    fn redeliver(&mut self, frame: Frame) -> Result<bool> {
+        let Some(pulled) = self.fetch(frame, true)? else { return Ok(false) };
+        let staged = self.ledger.stage_redelivery(frame, &pulled.records, self.clock.now())?;
+        self.outcome.figures.frames_pulled += 1;
+        self.outcome.figures.records_pulled += staged as i64;
+        Ok(staged > 0)
+    }
+
+    /// One pull of a frame, with every way it can fail handled: the failure is recorded (on the
+    /// frame when it is missing; a re-check simply stays due), and pulling stops for the run when
+    /// the SS is busy, broken three frames in a row, or behind this machine's clock.
+    fn fetch(&mut self, frame: Frame, recheck: bool) -> Result<Option<Pulled>> {
+        let (message, retry_after, stop) = match self.source.pull(frame) {
+            Ok(pulled) => {
+                self.pull_failures_in_a_row = 0;
+                self.check_skew(pulled.server_date)?;
+                match self.not_yet_eligible_at_the_ss(frame, pulled.server_date) {
+                    Some(message) => (message, None, true),
+                    None => {
+                        self.check_slow(pulled.slowest);
+                        return Ok(Some(pulled));
+                    }
+                }
             }
+            Err(PullError::Busy { message, retry_after }) => {
+                if let Some(wait) = retry_after {
+                    let now = self.clock.now();
+                    let reason = self.config.secrets.scrub(&message);
+                    self.ledger.set_quiet(Server::Source, now + wait.as_secs() as i64, &reason, now)?;
+                }
+                (message, retry_after, true)
+            }
+            Err(PullError::Failed(message)) => {
+                self.pull_failures_in_a_row += 1;
+                (message, None, self.pull_failures_in_a_row >= 3)
+            }
+        };
+        let message = self.config.secrets.scrub(&message);
+        if !recheck {
+            let next = self.next_attempt(frame, retry_after)?;
+            self.ledger.pull_failed(frame, &message, next, self.clock.now())?;
+        }
+        let what = if recheck { "re-check: " } else { "" };
+        if stop {
+            self.source_stopped = true;
+            self.fail(frame, format!("{what}{message}; no more pulls this run"));
+        } else {
+            self.fail(frame, format!("{what}{message}"));
+        }
+        Ok(None)
+    }
+
+    /// Warns about, and keeps for `status`, the SS clock's skew: once per run.
+    fn check_skew(&mut self, server_date: Option<Epoch>) -> Result<()> {
+        let Some(date) = server_date else { return Ok(()) };
+        if std::mem::replace(&mut self.skew_recorded, true) {
+            return Ok(());
+        }
+        let now = self.clock.now();
+        let skew = date - now;
+        if skew.abs() > SKEW_WARNING {
+            log::warn!(
+                "the SS clock is {skew}s off this machine's clock; frames are planned from this machine's clock"
+            );
+        }
+        self.ledger.record_skew(Server::Source, skew, now)
+    }
+
+    /// A page slower than `source.slow_after` means the SS is under load: this frame is kept,
+    /// and pulling stops for the run so the SS can recover.
+    fn check_slow(&mut self, slowest: Duration) {
+        if let Some(limit) = self.config.source.slow_after
+            && slowest > limit
+        {
+            log::warn!(
+                "an SS page took {:.1}s (source.slow_after is {:.1}s); no more pulls this run",
+                slowest.as_secs_f64(),
+                limit.as_secs_f64()
+            );
+            self.source_stopped = true;
         }
     }
 
@@ -391,6 +497,15 @@ impl<'a> Job<'a> {
     }
 
     fn push_failed(&mut self, frame: Frame, reason: String, retry_after: Option<Duration>) -> Result<()> {
+        if let Some(wait) = retry_after {
+            let now = self.clock.now();
+            self.ledger.set_quiet(
+                Server::Sink,
+                now + wait.as_secs() as i64,
+                &self.config.secrets.scrub(&reason),
+                now,
+            )?;
+        }
         let next = self.next_attempt(frame, retry_after)?;
         self.ledger.push_failed(frame.start, &self.config.secrets.scrub(&reason), next, self.clock.now())?;
         self.fail(frame, format!("{reason}; no more pushes this run"));
@@ -452,6 +567,7 @@ mod tests {
                 counts: PullCounts::default(),
                 pages: 1,
                 server_date: self.server_date,
+                slowest: Duration::ZERO,
             })
         }
     }
@@ -574,6 +690,7 @@ retry_base = "30s"
             let facts = Facts {
                 spans: self.ledger.delivered_spans(i64::MIN, i64::MAX).unwrap(),
                 open: self.ledger.open_frames().unwrap(),
+                due_rechecks: self.ledger.due_rechecks(now, 1000).unwrap(),
             };
             let plan = plan(&settings, &facts, now, scope);
             let clock = FakeClock(now);

@@ -12,7 +12,11 @@ use crate::frames::{Epoch, Frame};
 
 /// Migrations in order; the ledger's `user_version` is the number applied. Never edit one
 /// that has shipped: append a new file.
-const MIGRATIONS: &[&str] = &[include_str!("../sql/0001_init.sql")];
+const MIGRATIONS: &[&str] = &[
+    include_str!("../sql/0001_init.sql"),
+    include_str!("../sql/0002_pruned_totals.sql"),
+    include_str!("../sql/0003_late_data_and_servers.sql"),
+];
 
 /// How long a write waits for another process's transaction before giving up.
 pub const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
@@ -458,7 +462,8 @@ impl Ledger {
         tx.execute("DELETE FROM staged WHERE frame = ?1", [frame.start])?;
         let updated = tx.execute(
             "UPDATE frames SET state = 'delivered', attempts = 0, last_error = NULL, next_attempt = NULL,
-                 delivered_at = COALESCE(delivered_at, ?2), next_recheck = ?3, updated_at = ?2
+                 delivered_at = COALESCE(delivered_at, ?2),
+                 next_recheck = CASE WHEN delivered_at IS NULL THEN ?3 ELSE next_recheck END, updated_at = ?2
              WHERE start = ?1 AND state IN ('pulled', 'pushing')",
             params![frame.start, now, next_recheck],
         )?;

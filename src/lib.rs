@@ -7,6 +7,7 @@
 
 pub mod cmd;
 pub mod config;
+pub mod dead_letters;
 pub mod frames;
 pub mod hooks;
 pub mod http;
@@ -14,12 +15,17 @@ pub mod job;
 pub mod ledger;
 pub mod lock;
 pub mod mapping;
+pub mod metrics;
 pub mod netfs;
 pub mod plan;
+pub mod prune;
+pub mod recheck;
 pub mod record;
 pub mod redact;
+pub mod servers;
 pub mod sink;
 pub mod source;
+pub mod timeline;
 
 /// A usage or config error: framesync exits 2.
 #[derive(Debug, thiserror::Error)]

@@ -26,6 +26,8 @@ pub struct Facts {
     pub spans: Vec<(Epoch, Epoch)>,
     /// Frame rows that are not delivered.
     pub open: Vec<OpenFrame>,
+    /// Delivered frames whose re-check is due, oldest first.
+    pub due_rechecks: Vec<Epoch>,
 }
 
 /// Which half of the job a command does.
@@ -45,12 +47,29 @@ pub enum Step {
     Push(Epoch),
     /// The frame is missing: pull it (and, in a run, push it).
     Pull(Epoch),
+    /// The frame is delivered and due for a re-check: pull it again and push what is new.
+    Recheck(Epoch),
+    /// The frame is delivered, and an operator asked for it again (`backfill --redeliver`):
+    /// pull it and push every record, with the same Idempotency-Keys as the first time.
+    Redeliver(Epoch),
+}
+
+impl std::fmt::Display for Step {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let what = match self {
+            Step::Push(_) => "push",
+            Step::Pull(_) => "pull",
+            Step::Recheck(_) => "re-check",
+            Step::Redeliver(_) => "re-deliver",
+        };
+        write!(f, "{what:<10} {}", crate::frames::rfc3339(self.start()))
+    }
 }
 
 impl Step {
     pub fn start(self) -> Epoch {
         match self {
-            Step::Push(s) | Step::Pull(s) => s,
+            Step::Push(s) | Step::Pull(s) | Step::Recheck(s) | Step::Redeliver(s) => s,
         }
     }
 }
@@ -67,17 +86,72 @@ pub struct Plan {
 }
 
 pub fn plan(settings: &Settings, facts: &Facts, now: Epoch, scope: Scope) -> Plan {
+    let size = settings.size.seconds();
     let horizon = eligible_until(settings.size, now, settings.delay);
+    let reference = settings.reference;
+    let fresh_from = settings.size.align_down(horizon - settings.fresh).max(reference);
     let budget = settings.max_frames;
-    let mut steps = Vec::new();
-    if scope != Scope::Pull {
-        steps.extend(resumable(facts, now).map(Step::Push).take(budget));
+    let pulls = scope != Scope::Push && horizon > reference;
+    let resumes: Vec<Epoch> = if scope == Scope::Pull { Vec::new() } else { resumable(facts, now).collect() };
+    let gaps = if pulls { gaps(&facts.spans, reference, horizon) } else { Vec::new() };
+    // Frames with a row that cannot be pulled now: staged, or failed and waiting for its retry.
+    let blocked: HashSet<Epoch> =
+        facts.open.iter().filter(|f| f.state != FrameState::Missing || !due(f, now)).map(|f| f.start).collect();
+    let pullable = |from, to| frames_in(&gaps, from, to, size).filter(|s| !blocked.contains(s));
+
+    // 1. Fresh frames, staged or missing, in time order; the newest win when they exceed the budget.
+    let mut steps: Vec<Step> = resumes.iter().filter(|&&s| s >= fresh_from).map(|&s| Step::Push(s)).collect();
+    steps.extend(pullable(fresh_from, horizon).map(Step::Pull));
+    steps.sort_by_key(|s| s.start());
+    steps.drain(..steps.len().saturating_sub(budget));
+    // 2. Older staged frames (crash recovery, retries), oldest first.
+    let room = budget - steps.len();
+    steps.extend(resumes.iter().filter(|&&s| s < fresh_from).take(room).map(|&s| Step::Push(s)));
+    // 3. Re-checks that are due.
+    if pulls {
+        let room = budget - steps.len();
+        steps.extend(facts.due_rechecks.iter().take(room).map(|&s| Step::Recheck(s)));
     }
-    let mut plan = Plan { steps, horizon, deferred: 0, outside_window: false };
-    if scope != Scope::Push {
-        plan_pulls(settings, facts, now, &mut plan);
+    // 4. The oldest gaps, inside the backfill window.
+    let outside_window = !in_window(settings.backfill_window, now);
+    if pulls && !outside_window {
+        let room = budget - steps.len();
+        steps.extend(pullable(reference, fresh_from).take(room).map(Step::Pull));
     }
-    plan
+    let missing: u64 = gaps.iter().map(|(s, e)| ((e - s) / size) as u64).sum();
+    let pulled = steps.iter().filter(|s| matches!(s, Step::Pull(_))).count() as u64;
+    Plan { steps, horizon, deferred: missing.saturating_sub(pulled), outside_window }
+}
+
+/// A backfill by hand: every frame of `[from, to)` up to the horizon, in time order — staged
+/// frames pushed, missing ones pulled (retry times and the backfill window do not apply to an
+/// operator), delivered ones skipped, or pulled and sent again when `redeliver` is set.
+pub fn backfill(
+    size: FrameSize,
+    facts: &Facts,
+    from: Epoch,
+    to: Epoch,
+    now: Epoch,
+    delay: i64,
+    redeliver: bool,
+) -> Plan {
+    let horizon = eligible_until(size, now, delay);
+    let staged: HashSet<Epoch> = facts
+        .open
+        .iter()
+        .filter(|f| matches!(f.state, FrameState::Pulled | FrameState::Pushing))
+        .map(|f| f.start)
+        .collect();
+    let delivered = |start: Epoch| facts.spans.iter().any(|&(s, e)| s <= start && start < e);
+    let steps = (size.align_down(from)..to.min(horizon))
+        .step_by(size.seconds() as usize)
+        .filter_map(|start| match () {
+            _ if staged.contains(&start) => Some(Step::Push(start)),
+            _ if delivered(start) => redeliver.then_some(Step::Redeliver(start)),
+            _ => Some(Step::Pull(start)),
+        })
+        .collect();
+    Plan { steps, horizon, deferred: 0, outside_window: false }
 }
 
 /// Frames with staged records whose retry time has come, oldest first.
@@ -91,34 +165,6 @@ fn resumable(facts: &Facts, now: Epoch) -> impl Iterator<Item = Epoch> + '_ {
 
 fn due(frame: &OpenFrame, now: Epoch) -> bool {
     frame.next_attempt.is_none_or(|t| t <= now)
-}
-
-/// Adds missing frames: the fresh ones first, then the oldest gaps, within the budget.
-fn plan_pulls(settings: &Settings, facts: &Facts, now: Epoch, plan: &mut Plan) {
-    let size = settings.size.seconds();
-    let (reference, horizon) = (settings.reference, plan.horizon);
-    if horizon <= reference {
-        return;
-    }
-    // Frames with a row that is not pullable now: staged, or failed and waiting for its retry.
-    let blocked: HashSet<Epoch> =
-        facts.open.iter().filter(|f| f.state != FrameState::Missing || !due(f, now)).map(|f| f.start).collect();
-    let gaps = gaps(&facts.spans, reference, horizon);
-    let missing_total: u64 = gaps.iter().map(|(s, e)| ((e - s) / size) as u64).sum();
-    let fresh_from = settings.size.align_down(horizon - settings.fresh).max(reference);
-    let budget = settings.max_frames.saturating_sub(plan.steps.len());
-
-    let mut fresh: Vec<Epoch> = frames_in(&gaps, fresh_from, horizon, size).filter(|s| !blocked.contains(s)).collect();
-    // More fresh frames than budget: the newest matter most to a near-real-time feed.
-    fresh.drain(..fresh.len().saturating_sub(budget));
-    let mut pulls = fresh;
-    plan.outside_window = !in_window(settings.backfill_window, now);
-    if !plan.outside_window {
-        let room = budget - pulls.len();
-        pulls.extend(frames_in(&gaps, reference, fresh_from, size).filter(|s| !blocked.contains(s)).take(room));
-    }
-    plan.deferred = missing_total.saturating_sub(pulls.len() as u64);
-    plan.steps.extend(pulls.into_iter().map(Step::Pull));
 }
 
 /// The complement of the delivered spans within `[from, to)`.
@@ -201,24 +247,42 @@ mod tests {
     #[test]
     fn nothing_is_planned_when_everything_is_delivered() {
         let s = settings("2026-11-01T12:00:00Z");
-        let facts = Facts { spans: vec![(t("2026-11-01T12:00:00Z"), t("2026-11-01T12:08:00Z"))], open: vec![] };
+        let facts = Facts {
+            spans: vec![(t("2026-11-01T12:00:00Z"), t("2026-11-01T12:08:00Z"))],
+            open: vec![],
+            ..Facts::default()
+        };
         let p = plan(&s, &facts, t("2026-11-01T12:10:30Z"), Scope::Run);
         assert!(p.steps.is_empty());
     }
 
     #[test]
-    fn staged_frames_are_pushed_before_anything_is_pulled() {
-        let s = settings("2026-11-01T12:00:00Z");
-        let a = t("2026-11-01T12:03:00Z");
-        let b = t("2026-11-01T12:01:00Z");
+    fn fresh_frames_staged_or_missing_come_first_then_older_staged_frames_then_old_gaps() {
+        let mut s = settings("2026-11-01T00:00:00Z");
+        s.max_frames = 14;
+        let old_staged = t("2026-11-01T03:00:00Z");
+        let fresh_staged = t("2026-11-01T11:55:00Z");
         let facts = Facts {
-            spans: vec![],
-            open: vec![open(b, FrameState::Pushing, None), open(a, FrameState::Pulled, Some(a))],
+            open: vec![open(old_staged, FrameState::Pushing, None), open(fresh_staged, FrameState::Pulled, None)],
+            ..Facts::default()
         };
-        let p = plan(&s, &facts, t("2026-11-01T12:10:30Z"), Scope::Run);
-        assert_eq!(&p.steps[..2], &[Step::Push(b), Step::Push(a)]);
-        assert!(!pulls(&p).contains(&a) && !pulls(&p).contains(&b));
-        assert_eq!(pulls(&p).len(), 6);
+        let p = plan(&s, &facts, t("2026-11-01T12:02:00Z"), Scope::Run);
+        assert_eq!(p.steps[0], Step::Pull(t("2026-11-01T11:50:00Z")));
+        assert_eq!(p.steps[5], Step::Push(fresh_staged), "in time order among the fresh frames");
+        assert_eq!(p.steps[9], Step::Pull(t("2026-11-01T11:59:00Z")));
+        assert_eq!(p.steps[10], Step::Push(old_staged));
+        assert_eq!(p.steps[11..], [0, 1, 2].map(|i| Step::Pull(t("2026-11-01T00:00:00Z") + i * MIN)));
+        assert!(!p.steps.contains(&Step::Pull(old_staged)) && !p.steps.contains(&Step::Pull(fresh_staged)));
+    }
+
+    #[test]
+    fn staged_frames_are_pushed_even_when_the_budget_is_full_of_fresh_frames_later() {
+        let mut s = settings("2026-11-01T00:00:00Z");
+        s.max_frames = 2;
+        let staged = t("2026-11-01T03:00:00Z");
+        let facts = Facts { open: vec![open(staged, FrameState::Pushing, None)], ..Facts::default() };
+        let p = plan(&s, &facts, t("2026-11-01T12:02:00Z"), Scope::Push);
+        assert_eq!(p.steps, vec![Step::Push(staged)], "push has no fresh pulls to compete with");
     }
 
     #[test]
@@ -262,11 +326,13 @@ mod tests {
         let s = settings("2026-11-01T12:00:00Z");
         let f = t("2026-11-01T12:01:00Z");
         let now = t("2026-11-01T12:10:30Z");
-        let waiting = Facts { spans: vec![], open: vec![open(f, FrameState::Missing, Some(now + 30))] };
+        let waiting =
+            Facts { spans: vec![], open: vec![open(f, FrameState::Missing, Some(now + 30))], ..Facts::default() };
         assert!(!pulls(&plan(&s, &waiting, now, Scope::Run)).contains(&f));
-        let due = Facts { spans: vec![], open: vec![open(f, FrameState::Missing, Some(now))] };
+        let due = Facts { spans: vec![], open: vec![open(f, FrameState::Missing, Some(now))], ..Facts::default() };
         assert!(pulls(&plan(&s, &due, now, Scope::Run)).contains(&f));
-        let pushing_later = Facts { spans: vec![], open: vec![open(f, FrameState::Pushing, Some(now + 30))] };
+        let pushing_later =
+            Facts { spans: vec![], open: vec![open(f, FrameState::Pushing, Some(now + 30))], ..Facts::default() };
         let p = plan(&s, &pushing_later, now, Scope::Run);
         assert!(!p.steps.iter().any(|st| st.start() == f), "neither pushed nor pulled again");
     }
@@ -275,10 +341,24 @@ mod tests {
     fn pull_and_push_scopes_keep_to_their_half() {
         let s = settings("2026-11-01T12:00:00Z");
         let f = t("2026-11-01T12:01:00Z");
-        let facts = Facts { spans: vec![], open: vec![open(f, FrameState::Pulled, None)] };
+        let facts = Facts { spans: vec![], open: vec![open(f, FrameState::Pulled, None)], ..Facts::default() };
         let now = t("2026-11-01T12:10:30Z");
         assert_eq!(plan(&s, &facts, now, Scope::Push).steps, vec![Step::Push(f)]);
         assert!(plan(&s, &facts, now, Scope::Pull).steps.iter().all(|st| matches!(st, Step::Pull(_))));
+    }
+
+    #[test]
+    fn due_rechecks_come_after_the_fresh_frames_and_before_the_oldest_gaps() {
+        let mut s = settings("2026-11-01T00:00:00Z");
+        s.max_frames = 13;
+        let recheck = t("2026-11-01T11:00:00Z");
+        let facts = Facts { spans: vec![(recheck, recheck + MIN)], open: vec![], due_rechecks: vec![recheck] };
+        let p = plan(&s, &facts, t("2026-11-01T12:02:00Z"), Scope::Run);
+        assert_eq!(p.steps[9], Step::Pull(t("2026-11-01T11:59:00Z")));
+        assert_eq!(p.steps[10], Step::Recheck(recheck));
+        assert_eq!(p.steps[11], Step::Pull(t("2026-11-01T00:00:00Z")));
+        assert_eq!(p.steps.len(), 13);
+        assert!(plan(&s, &facts, t("2026-11-01T12:02:00Z"), Scope::Push).steps.is_empty(), "push pulls nothing");
     }
 
     #[test]
@@ -295,6 +375,28 @@ mod tests {
         let p = plan(&s, &Facts::default(), t("2026-11-01T12:24:00Z"), Scope::Run);
         // 12:22 aligned to 5m is 12:20: frames 12:05, 12:10, 12:15; the last 10 minutes first.
         assert_eq!(pulls(&p), ["12:10", "12:15", "12:05"].map(|m| t(&format!("2026-11-01T{m}:00Z"))));
+    }
+
+    #[test]
+    fn a_backfill_pulls_missing_frames_pushes_staged_ones_and_skips_delivered_ones_unless_asked() {
+        let size = FrameSize::new(60).unwrap();
+        let t0 = t("2026-11-01T00:00:00Z");
+        let facts = Facts {
+            spans: vec![(t0 + MIN, t0 + 3 * MIN)],
+            open: vec![
+                open(t0 + 3 * MIN, FrameState::Pushing, Some(i64::MAX)),
+                open(t0 + 4 * MIN, FrameState::Missing, Some(i64::MAX)),
+            ],
+            ..Facts::default()
+        };
+        let now = t0 + 8 * MIN; // eligible until 00:06
+        let p = backfill(size, &facts, t0 + 30, t0 + 100 * MIN, now, 120, false);
+        assert_eq!(
+            p.steps,
+            vec![Step::Pull(t0), Step::Push(t0 + 3 * MIN), Step::Pull(t0 + 4 * MIN), Step::Pull(t0 + 5 * MIN)]
+        );
+        let again = backfill(size, &facts, t0, t0 + 3 * MIN, now, 120, true);
+        assert_eq!(again.steps, vec![Step::Pull(t0), Step::Redeliver(t0 + MIN), Step::Redeliver(t0 + 2 * MIN)]);
     }
 
     #[test]
@@ -319,7 +421,7 @@ mod tests {
             cursor = h + MIN;
         }
         spans.push((cursor, horizon));
-        let p = plan(&s, &Facts { spans, open: vec![] }, now, Scope::Run);
+        let p = plan(&s, &Facts { spans, open: vec![], due_rechecks: vec![] }, now, Scope::Run);
         assert_eq!(pulls(&p), holes.to_vec());
     }
 }

@@ -10,6 +10,7 @@ use sha2::{Digest, Sha256};
 use crate::config::{SinkConfig, SinkMode};
 use crate::http;
 use crate::redact::Redactor;
+use crate::servers::Pacer;
 
 /// What an RS answer means for the records it carried. The run loop branches on this.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -63,6 +64,7 @@ pub struct HttpSink {
     agent: ureq::Agent,
     config: SinkConfig,
     secrets: Redactor,
+    pacer: Pacer,
 }
 
 /// Bytes a header value cannot carry as they are (controls, non-ASCII, and `%` itself so the
@@ -92,7 +94,12 @@ pub fn idempotency_key(records: &[Outgoing], mode: SinkMode) -> String {
 
 impl HttpSink {
     pub fn new(config: &SinkConfig, secrets: &Redactor) -> Self {
-        Self { agent: http::agent(config.timeout), config: config.clone(), secrets: secrets.clone() }
+        Self {
+            agent: http::agent(config.timeout),
+            config: config.clone(),
+            secrets: secrets.clone(),
+            pacer: Pacer::new(config.max_rps),
+        }
     }
 
     fn body(&self, records: &[Outgoing]) -> String {
@@ -119,6 +126,7 @@ impl Sink for HttpSink {
     }
 
     fn send(&self, records: &[Outgoing]) -> Verdict {
+        self.pacer.wait();
         let mut request = self
             .agent
             .post(&self.config.url)
@@ -159,6 +167,7 @@ impl Sink for HttpSink {
         let Some(template) = &self.config.lookup_url else { return Ok(false) };
         let url = template.replace("{uid}", &utf8_percent_encode(uid, PATH_SEGMENT).to_string());
         let shown = self.secrets.scrub(&url);
+        self.pacer.wait();
         let mut request = self.agent.get(&url);
         for (name, value) in &self.config.headers {
             request = request.header(name, value);

@@ -15,6 +15,7 @@ use crate::http;
 use crate::ledger::{DeadLetter, PullCounts, StagedRecord};
 use crate::record;
 use crate::redact::Redactor;
+use crate::servers::Pacer;
 
 /// Everything one pull of a frame produced.
 #[derive(Debug, Default)]
@@ -26,6 +27,8 @@ pub struct Pulled {
     pub pages: usize,
     /// The SS's clock, from its `Date` header, when it sent one.
     pub server_date: Option<Epoch>,
+    /// The slowest page.
+    pub slowest: Duration,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -47,15 +50,22 @@ pub struct HttpSource {
     agent: ureq::Agent,
     config: SourceConfig,
     secrets: Redactor,
+    pacer: Pacer,
 }
 
 impl HttpSource {
     pub fn new(config: &SourceConfig, secrets: &Redactor) -> Self {
-        Self { agent: http::agent(config.timeout), config: config.clone(), secrets: secrets.clone() }
+        Self {
+            agent: http::agent(config.timeout),
+            config: config.clone(),
+            secrets: secrets.clone(),
+            pacer: Pacer::new(config.max_rps),
+        }
     }
 
     fn get(&self, url: &str) -> Result<(String, Option<Epoch>), PullError> {
         let shown = self.secrets.scrub(url);
+        self.pacer.wait();
         let mut request = self.agent.get(url).header("Accept", "application/json");
         for (name, value) in &self.config.headers {
             request = request.header(name, value);
@@ -98,8 +108,11 @@ impl Source for HttpSource {
         let mut pages = Vec::new();
         let mut server_date = None;
         let mut total = 0usize;
+        let mut slowest = Duration::ZERO;
         loop {
+            let started = std::time::Instant::now();
             let (body, date) = self.get(&url)?;
+            slowest = slowest.max(started.elapsed());
             server_date = server_date.or(date);
             let page = parse_page(&body, &self.config)
                 .map_err(|e| PullError::Failed(format!("GET {}: {e}", self.secrets.scrub(&url))))?;
@@ -130,6 +143,7 @@ impl Source for HttpSource {
         let mut pulled = collect(frame, pages.into_iter().flatten(), &self.config);
         pulled.pages = page_count;
         pulled.server_date = server_date;
+        pulled.slowest = slowest;
         Ok(pulled)
     }
 }

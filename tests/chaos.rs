@@ -69,6 +69,7 @@ impl Tally {
     }
 }
 
+/// Every fault the simulator has, each rare, so a trial meets a mix of them.
 const SIM_FAULTS: &[&str] = &[
     "--records-per-minute",
     "8",
@@ -79,13 +80,37 @@ const SIM_FAULTS: &[&str] = &[
     "--rs-drop-response-rate",
     "0.02",
     "--rs-error-rate",
-    "0.02",
+    "0.01",
+    "--rs-5xx-rate",
+    "0.01",
+    "--rs-429-rate",
+    "0.01",
+    "--rs-reset-rate",
+    "0.01",
+    "--rs-empty-rate",
+    "0.01",
     "--ss-error-rate",
-    "0.02",
+    "0.01",
+    "--ss-5xx-rate",
+    "0.01",
     "--ss-429-rate",
     "0.01",
+    "--ss-reset-rate",
+    "0.01",
+    "--ss-empty-rate",
+    "0.01",
+    "--ss-truncate-rate",
+    "0.01",
+    "--ss-malformed-rate",
+    "0.01",
+    "--ss-dribble-rate",
+    "0.01",
+    "--dribble-delay",
+    "1ms",
     "--retry-after",
     "0",
+    "--latency-jitter",
+    "2ms",
 ];
 
 /// One round: a fresh simulator and ledger, `kills` killed runs, a clean finish, the check.

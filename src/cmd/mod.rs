@@ -8,10 +8,14 @@ use clap::{Parser, Subcommand};
 use crate::Usage;
 use crate::config::{Config, process_env};
 
+mod backfill;
 mod check;
+mod dead_letters;
 mod init;
+mod prune;
 mod run;
 mod status;
+mod verify;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -35,8 +39,16 @@ pub enum Command {
     Pull(PlanArgs),
     /// Push the frames staged in the ledger (the RS half, for a cron line of its own).
     Push(PlanArgs),
-    /// Show what is delivered, missing and failing.
+    /// Pull and push a time range by hand, with a progress bar; delivered frames only with --redeliver.
+    Backfill(backfill::Args),
+    /// Pull a range from the SS again and compare it with the ledger and the RS; --repair sends what is missing.
+    Verify(verify::Args),
+    /// Show what is delivered, missing and failing, with a timeline of the last 24 hours.
     Status(status::Args),
+    /// List, retry or drop dead letters: records the RS refused for good or that failed validation.
+    DeadLetters(dead_letters::Args),
+    /// Delete delivered UIDs, frame rows and runs older than run.retain now (every run also does it).
+    Prune,
     /// Validate the config and reach both servers, changing nothing.
     Check,
     /// Write a commented example config (to --config, default ./framesync.toml) and create its ledger.
@@ -58,7 +70,21 @@ pub fn dispatch(cli: Cli) -> Result<u8> {
         Command::Push(args) => run::run(&load(cli.config)?, crate::plan::Scope::Push, args.dry_run),
         Command::Status(args) => status::status(&load(cli.config)?, &args),
         Command::Check => check::check(&load(cli.config)?),
+        Command::Backfill(args) => backfill::backfill(&load(cli.config)?, &args),
+        Command::Verify(args) => verify::verify(&load(cli.config)?, &args),
+        Command::DeadLetters(args) => dead_letters::dead_letters(&load(cli.config)?, args),
+        Command::Prune => prune::prune(&load(cli.config)?),
     }
+}
+
+/// The locks for a command run by hand: unlike a cron run, it says so when a run holds them
+/// (and exits 75 all the same).
+fn lock_by_hand(config: &Config, sides: &[crate::lock::Side]) -> Result<Vec<crate::lock::Lock>> {
+    crate::lock::acquire_all(&config.ledger, sides).inspect_err(|e| {
+        if e.downcast_ref::<crate::lock::Held>().is_some() {
+            eprintln!("framesync: {e}; try again when it has finished");
+        }
+    })
 }
 
 fn load(path: Option<PathBuf>) -> Result<Config> {

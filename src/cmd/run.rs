@@ -4,22 +4,27 @@ use anyhow::Result;
 
 use crate::config::Config;
 use crate::frames::rfc3339;
-use crate::job::{Clock, Job, SystemClock};
+use crate::job::{Clock, Job, Outcome, SystemClock};
 use crate::ledger::{Ledger, RunFigures};
 use crate::lock::{self, Side};
-use crate::plan::{self, Facts, Plan, Scope, Settings, Step};
+use crate::plan::{self, Facts, Plan, Scope, Settings};
 use crate::sink::HttpSink;
 use crate::source::HttpSource;
 
 pub fn run(config: &Config, scope: Scope, dry_run: bool) -> Result<u8> {
-    let _locks = if dry_run { Vec::new() } else { lock::acquire_all(&config.ledger, sides(scope))? };
+    let started = std::time::Instant::now();
+    let _locks = if dry_run {
+        Vec::new()
+    } else {
+        lock::acquire_all(&config.ledger, sides(scope)).inspect_err(|e| crate::metrics::count_skip(config, e))?
+    };
     crate::hooks::kill_point("after-lock");
     let mut ledger = Ledger::open_with(&config.ledger, config.run.sync, config.run.busy_timeout)?;
     let clock = SystemClock;
     let now = clock.now();
     let plan = make_plan(config, &ledger, scope, now)?;
     if dry_run {
-        print_plan(&plan, scope);
+        print_plan(&plan, name(scope));
         return Ok(0);
     }
     let frames = &config.frames;
@@ -35,27 +40,66 @@ pub fn run(config: &Config, scope: Scope, dry_run: bool) -> Result<u8> {
     let source = HttpSource::new(&config.source, &config.secrets);
     let sink = HttpSink::new(&config.sink, &config.secrets);
     let outcome = Job::new(config, &mut ledger, &source, &sink, &clock).execute(&plan, scope == Scope::Run);
-    let outcome = match outcome {
+    let mut outcome = match outcome {
         Ok(outcome) => outcome,
         Err(error) => {
             // The ledger failed under the run; recording that may fail too, and the original
             // error is the one to report.
             let message = config.secrets.scrub(&format!("{error:#}"));
             let _ = ledger.end_run(run_id, &RunFigures::default(), 3, Some(&message), clock.now());
+            let _ = crate::metrics::write_if_configured(config, &ledger);
             return Err(error);
         }
     };
+    if scope == Scope::Run
+        && let Err(e) = crate::prune::after_run(config, &mut ledger, clock.now(), started + config.run.max_seconds)
+    {
+        outcome.failures.push(format!("pruning the ledger: {e:#}"));
+    }
     let code = outcome.exit_code();
     let message = summary(&outcome.failures);
     crate::hooks::kill_point("before-end-run");
     ledger.end_run(run_id, &outcome.figures, code, message.as_deref(), clock.now())?;
+    let metrics_written = crate::metrics::write_or_say_why(config, &ledger);
     if code != 0 {
         eprintln!(
             "framesync: {} failure(s) recorded; the frames will be retried by later runs (framesync status shows them)",
             outcome.failures.len()
         );
     }
-    Ok(code as u8)
+    Ok(if metrics_written { code as u8 } else { code.max(1) as u8 })
+}
+
+/// Records a piece of work in the `runs` table around it: begun, then ended with its figures,
+/// exit code and first failure — or, when the ledger itself failed under the work, ended with
+/// exit code 3 as far as the ledger still allows.
+pub(super) fn recorded(
+    config: &Config,
+    ledger: &mut Ledger,
+    name: &str,
+    clock: &dyn Clock,
+    work: impl FnOnce(&mut Ledger) -> Result<Outcome>,
+) -> Result<Outcome> {
+    let run_id = ledger.begin_run(name, clock.now())?;
+    match work(ledger) {
+        Ok(outcome) => {
+            let message = summary(&outcome.failures);
+            ledger.end_run(run_id, &outcome.figures, outcome.exit_code(), message.as_deref(), clock.now())?;
+            if !outcome.failures.is_empty() {
+                eprintln!(
+                    "framesync: {} failure(s) recorded; the frames will be retried by later runs (framesync status shows them)",
+                    outcome.failures.len()
+                );
+            }
+            Ok(outcome)
+        }
+        Err(error) => {
+            // Recording the failure may fail too; the original error is the one to report.
+            let message = config.secrets.scrub(&format!("{error:#}"));
+            let _ = ledger.end_run(run_id, &RunFigures::default(), 3, Some(&message), clock.now());
+            Err(error)
+        }
+    }
 }
 
 fn sides(scope: Scope) -> &'static [Side] {
@@ -87,17 +131,15 @@ pub fn make_plan(config: &Config, ledger: &Ledger, scope: Scope, now: i64) -> Re
     let facts = Facts {
         spans: ledger.delivered_spans(settings.reference, horizon.max(settings.reference))?,
         open: ledger.open_frames()?,
+        due_rechecks: ledger.due_rechecks(now, settings.max_frames)?,
     };
     Ok(plan::plan(&settings, &facts, now, scope))
 }
 
-fn print_plan(plan: &Plan, scope: Scope) {
-    println!("{} plan, eligible until {}:", name(scope), rfc3339(plan.horizon));
+pub fn print_plan(plan: &Plan, name: &str) {
+    println!("{name} plan, eligible until {}:", rfc3339(plan.horizon));
     for step in &plan.steps {
-        match step {
-            Step::Push(start) => println!("  push  {}", rfc3339(*start)),
-            Step::Pull(start) => println!("  pull  {}", rfc3339(*start)),
-        }
+        println!("  {step}");
     }
     if plan.steps.is_empty() {
         println!("  nothing to do");

@@ -1,26 +1,55 @@
-//! `status`: what is delivered, missing and failing, read from the ledger's operator views.
+//! `status`: one screen on a pipeline's health — the last run, lag, missing ranges, failing
+//! frames, dead letters, late data and a timeline of the last 24 hours — read from the
+//! ledger's operator views. `--json` prints the same as a stable, documented object (README).
+
+use std::io::IsTerminal;
 
 use anyhow::Result;
 use rusqlite::Connection;
 use serde::Serialize;
 
 use crate::config::Config;
+use crate::frames::{Epoch, rfc3339};
+use crate::job::{Clock, SystemClock};
 use crate::ledger::Ledger;
+use crate::timeline::{self, Mark, Timeline, Window};
+
+/// Lists in the summary stop here; the counts say how many there are in all.
+const LIST_LIMIT: i64 = 20;
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
     /// Print JSON instead of text.
     #[arg(long)]
     pub json: bool,
+    /// Colour the timeline: auto = on a terminal unless NO_COLOR is set.
+    #[arg(long, value_enum, default_value_t = Colour::Auto)]
+    pub color: Colour,
 }
 
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Colour {
+    Auto,
+    Always,
+    Never,
+}
+
+/// The `--json` shape. Version 1: fields may be added, none is renamed or removed.
 #[derive(Debug, Serialize)]
 struct Status {
+    version: u32,
+    now: String,
+    ledger: String,
+    last_run: Option<LastRun>,
     lag: Option<Lag>,
+    missing_ranges: i64,
     missing: Vec<Range>,
+    failing_frames: i64,
     failing: Vec<Failing>,
     dead_letters: i64,
-    last_run: Option<LastRun>,
+    late: Late,
+    servers: Vec<Server>,
+    timeline: Timeline,
 }
 
 #[derive(Debug, Serialize)]
@@ -51,59 +80,153 @@ struct Failing {
 struct LastRun {
     command: String,
     started: String,
+    seconds: Option<i64>,
     exit_code: String,
     records_pushed: i64,
     message: Option<String>,
 }
 
+/// Records that re-checks found after their frame was first delivered (late data).
+#[derive(Debug, Serialize)]
+struct Late {
+    /// Late records found in the last 24 hours.
+    records_24h: i64,
+    /// How late they were: from their timestamp to the re-check that found them.
+    lateness_p50_seconds: Option<i64>,
+    lateness_p99_seconds: Option<i64>,
+    /// The `frames.delay` that would have caught 99% of them on the first pull lies in this
+    /// range (seconds after the frame's end).
+    delay_needed_at_least_seconds: Option<i64>,
+    delay_needed_at_most_seconds: Option<i64>,
+    /// Delivered frames still waiting for a re-check.
+    frames_awaiting_recheck: i64,
+}
+
+/// What framesync remembers about a server between runs.
+#[derive(Debug, Serialize)]
+struct Server {
+    name: String,
+    /// The server asked for quiet (429/503 with Retry-After): no request before this time.
+    quiet_until: Option<String>,
+    quiet_reason: Option<String>,
+    /// The server's clock minus ours, from its Date header, and when that was measured.
+    clock_skew_seconds: Option<i64>,
+    skew_measured: Option<String>,
+}
+
 pub fn status(config: &Config, args: &Args) -> Result<u8> {
     let ledger = Ledger::open(&config.ledger, config.run.sync)?;
-    let status = read(ledger.conn())?;
+    let now = SystemClock.now();
+    let window = Window { reference: config.frames.start, size: config.frames.size, delay: config.frames.delay, now };
+    let status = read(&ledger, &window, &config.ledger.display().to_string())?;
     if args.json {
         println!("{}", serde_json::to_string_pretty(&status)?);
     } else {
-        print_text(&status);
+        print_text(&status, use_colour(args.color));
     }
     Ok(0)
 }
 
-fn read(conn: &Connection) -> Result<Status> {
-    let lag = conn
-        .query_row("SELECT eligible_until, complete_until, lag_seconds, missing_frames FROM lag", [], |r| {
-            Ok(Lag {
-                eligible_until: r.get(0)?,
-                complete_until: r.get(1)?,
-                lag_seconds: r.get(2)?,
-                missing_frames: r.get(3)?,
-            })
+fn use_colour(choice: Colour) -> bool {
+    match choice {
+        Colour::Always => true,
+        Colour::Never => false,
+        // https://no-color.org: a NO_COLOR that is set and not empty turns colour off.
+        Colour::Auto => std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty()),
+    }
+}
+
+fn read(ledger: &Ledger, window: &Window, path: &str) -> Result<Status> {
+    let conn = ledger.conn();
+    let count = |sql: &str| -> Result<i64> { Ok(conn.query_row(sql, [], |r| r.get(0))?) };
+    Ok(Status {
+        version: 1,
+        now: rfc3339(window.now),
+        ledger: path.to_owned(),
+        last_run: last_run(conn)?,
+        lag: lag(conn)?,
+        missing_ranges: count("SELECT COUNT(*) FROM missing_ranges")?,
+        missing: missing(conn)?,
+        failing_frames: count("SELECT COUNT(*) FROM failing_frames")?,
+        failing: failing(conn)?,
+        dead_letters: count("SELECT COUNT(*) FROM dead_letters")?,
+        late: late(ledger, window.now)?,
+        servers: servers(conn)?,
+        timeline: timeline::read(conn, window)?,
+    })
+}
+
+fn missing(conn: &Connection) -> Result<Vec<Range>> {
+    let sql = format!("SELECT from_time, to_time, frames FROM missing_ranges LIMIT {LIST_LIMIT}");
+    rows(conn, &sql, |r| Ok(Range { from: r.get(0)?, to: r.get(1)?, frames: r.get(2)? }))
+}
+
+fn lag(conn: &Connection) -> Result<Option<Lag>> {
+    let sql = "SELECT eligible_until, complete_until, lag_seconds, missing_frames FROM lag";
+    let lag = rows(conn, sql, |r| {
+        Ok(Lag {
+            eligible_until: r.get(0)?,
+            complete_until: r.get(1)?,
+            lag_seconds: r.get(2)?,
+            missing_frames: r.get(3)?,
         })
-        .ok();
-    let missing = rows(conn, "SELECT from_time, to_time, frames FROM missing_ranges LIMIT 20", |r| {
-        Ok(Range { from: r.get(0)?, to: r.get(1)?, frames: r.get(2)? })
     })?;
-    let failing =
-        rows(conn, "SELECT frame, state, attempts, last_error, next_attempt FROM failing_frames LIMIT 20", |r| {
-            Ok(Failing {
-                frame: r.get(0)?,
-                state: r.get(1)?,
-                attempts: r.get(2)?,
-                last_error: r.get(3)?,
-                next_attempt: r.get(4)?,
-            })
-        })?;
-    let dead_letters = conn.query_row("SELECT COUNT(*) FROM dead_letters", [], |r| r.get(0))?;
-    let last_run =
-        rows(conn, "SELECT command, started, exit_code, records_pushed, message FROM recent_runs LIMIT 1", |r| {
-            Ok(LastRun {
-                command: r.get(0)?,
-                started: r.get(1)?,
-                exit_code: r.get(2)?,
-                records_pushed: r.get(3)?,
-                message: r.get(4)?,
-            })
-        })?
-        .pop();
-    Ok(Status { lag, missing, failing, dead_letters, last_run })
+    Ok(lag.into_iter().next())
+}
+
+fn failing(conn: &Connection) -> Result<Vec<Failing>> {
+    let sql = format!("SELECT frame, state, attempts, last_error, next_attempt FROM failing_frames LIMIT {LIST_LIMIT}");
+    rows(conn, &sql, |r| {
+        Ok(Failing {
+            frame: r.get(0)?,
+            state: r.get(1)?,
+            attempts: r.get(2)?,
+            last_error: r.get(3)?,
+            next_attempt: r.get(4)?,
+        })
+    })
+}
+
+fn last_run(conn: &Connection) -> Result<Option<LastRun>> {
+    let sql = "SELECT command, started, seconds, exit_code, records_pushed, message FROM recent_runs LIMIT 1";
+    let run = rows(conn, sql, |r| {
+        Ok(LastRun {
+            command: r.get(0)?,
+            started: r.get(1)?,
+            seconds: r.get(2)?,
+            exit_code: r.get(3)?,
+            records_pushed: r.get(4)?,
+            message: r.get(5)?,
+        })
+    })?;
+    Ok(run.into_iter().next())
+}
+
+fn late(ledger: &Ledger, now: Epoch) -> Result<Late> {
+    let figures = ledger.late_figures(now - 86_400)?;
+    let frames_awaiting_recheck =
+        ledger.conn().query_row("SELECT COUNT(*) FROM frames WHERE next_recheck IS NOT NULL", [], |r| r.get(0))?;
+    Ok(Late {
+        records_24h: figures.late_records,
+        lateness_p50_seconds: figures.lateness_p50,
+        lateness_p99_seconds: figures.lateness_p99,
+        delay_needed_at_least_seconds: figures.delay_needed_at_least,
+        delay_needed_at_most_seconds: figures.delay_needed_at_most,
+        frames_awaiting_recheck,
+    })
+}
+
+fn servers(conn: &Connection) -> Result<Vec<Server>> {
+    let sql = "SELECT name, quiet_until, quiet_reason, clock_skew, skew_at FROM servers ORDER BY name DESC";
+    rows(conn, sql, |r| {
+        Ok(Server {
+            name: r.get(0)?,
+            quiet_until: r.get::<_, Option<Epoch>>(1)?.map(rfc3339),
+            quiet_reason: r.get(2)?,
+            clock_skew_seconds: r.get(3)?,
+            skew_measured: r.get::<_, Option<Epoch>>(4)?.map(rfc3339),
+        })
+    })
 }
 
 fn rows<T>(conn: &Connection, sql: &str, map: impl FnMut(&rusqlite::Row) -> rusqlite::Result<T>) -> Result<Vec<T>> {
@@ -112,7 +235,42 @@ fn rows<T>(conn: &Connection, sql: &str, map: impl FnMut(&rusqlite::Row) -> rusq
     Ok(rows.collect::<Result<_, _>>()?)
 }
 
-fn print_text(s: &Status) {
+// ---- text ----------------------------------------------------------------------------------
+
+fn print_text(s: &Status, colour: bool) {
+    print_runs_and_lag(s);
+    print_problems(s);
+    print_late(&s.late);
+    print_servers(s);
+    print_timeline(&s.timeline, colour);
+}
+
+fn print_late(late: &Late) {
+    let mut line = format!("late:      {} records found by re-checks in the last 24h", late.records_24h);
+    if let (Some(p50), Some(p99)) = (late.lateness_p50_seconds, late.lateness_p99_seconds) {
+        line += &format!(", {p50}s late at the median, {p99}s at p99");
+    }
+    if let (Some(low), Some(high)) = (late.delay_needed_at_least_seconds, late.delay_needed_at_most_seconds) {
+        line += &format!("; frames.delay between {low}s and {high}s would have caught 99%");
+    }
+    println!("{line}; {} frames await a re-check", late.frames_awaiting_recheck);
+}
+
+/// Only what needs a look: a server asking for quiet now, or a clock off by more than 5 s.
+fn print_servers(s: &Status) {
+    for server in &s.servers {
+        if let Some(until) = server.quiet_until.as_deref().filter(|u| *u > s.now.as_str()) {
+            let reason = server.quiet_reason.as_deref().unwrap_or("");
+            println!("{:<11}asked for quiet until {until}: {reason}", format!("{}:", server.name));
+        }
+        if let Some(skew) = server.clock_skew_seconds.filter(|k| k.abs() > 5) {
+            let side = if skew > 0 { "ahead of" } else { "behind" };
+            println!("{:<11}its clock is {}s {side} this machine's", format!("{}:", server.name), skew.abs());
+        }
+    }
+}
+
+fn print_runs_and_lag(s: &Status) {
     match &s.last_run {
         Some(r) => println!(
             "last run:  {} at {}, exit {}, {} records pushed",
@@ -126,8 +284,17 @@ fn print_text(s: &Status) {
             lag.complete_until, lag.lag_seconds, lag.eligible_until, lag.missing_frames
         );
     }
+}
+
+fn print_problems(s: &Status) {
     for range in &s.missing {
         println!("missing:   {} .. {} ({} frames)", range.from, range.to, range.frames);
+    }
+    if s.missing_ranges > s.missing.len() as i64 {
+        println!(
+            "missing:   ... {} more ranges (SELECT * FROM missing_ranges)",
+            s.missing_ranges - s.missing.len() as i64
+        );
     }
     for f in &s.failing {
         println!(
@@ -139,5 +306,79 @@ fn print_text(s: &Status) {
             f.last_error.as_deref().unwrap_or("")
         );
     }
-    println!("dead letters: {}", s.dead_letters);
+    if s.failing_frames > s.failing.len() as i64 {
+        println!(
+            "failing:   ... {} more frames (SELECT * FROM failing_frames)",
+            s.failing_frames - s.failing.len() as i64
+        );
+    }
+    match s.dead_letters {
+        0 => println!("dead letters: 0"),
+        n => println!("dead letters: {n} (framesync dead-letters list)"),
+    }
+}
+
+const INDENT: &str = "           ";
+
+fn print_timeline(t: &Timeline, colour: bool) {
+    let per = humantime::format_duration(std::time::Duration::from_secs(t.cell_seconds as u64));
+    let from = t.cells.first().map_or("", |c| c.start.as_str());
+    println!("timeline:  24h from {from}, one cell per {per} (UTC), oldest first");
+    if t.cell_seconds == 3600 {
+        println!("{INDENT}{}", ruler(t));
+    }
+    let cells: String = t.cells.iter().map(|c| paint(c.mark(), colour)).collect();
+    println!("{INDENT}{cells}");
+    let legend: Vec<String> = Mark::ALL.iter().map(|m| format!("{} {}", paint(*m, colour), m.name())).collect();
+    println!("{INDENT}{}", legend.join("  "));
+}
+
+/// The hour above every sixth hourly cell.
+fn ruler(t: &Timeline) -> String {
+    let mut line = vec![' '; t.cells.len() + 1];
+    for (i, cell) in t.cells.iter().enumerate() {
+        let hour = &cell.start[11..13];
+        if hour.parse::<u32>().is_ok_and(|h| h % 6 == 0) {
+            line.splice(i..i + 2, hour.chars());
+        }
+    }
+    line.into_iter().collect::<String>().trim_end().to_owned()
+}
+
+fn paint(mark: Mark, colour: bool) -> String {
+    if !colour {
+        return mark.glyph().to_string();
+    }
+    let code = match mark {
+        Mark::Delivered => "32",
+        Mark::Pending => "36",
+        Mark::Missing => "33",
+        Mark::Failing => "1;31",
+        Mark::NotYetDue => "2",
+    };
+    format!("\x1b[{code}m{}\x1b[0m", mark.glyph())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::timeline::Cell;
+
+    fn cell(start: &str, delivered: i64) -> Cell {
+        Cell { start: start.into(), delivered, pending: 0, failing: 0, missing: 0, not_yet_due: 0 }
+    }
+
+    #[test]
+    fn the_ruler_names_every_sixth_hour_above_its_cell() {
+        let cells = (0..24).map(|h| cell(&format!("2026-11-24T{:02}:00:00Z", (h + 11) % 24), 60)).collect();
+        let t = Timeline { cell_seconds: 3600, cells };
+        assert_eq!(ruler(&t), " 12    18    00    06");
+    }
+
+    #[test]
+    fn colour_wraps_each_glyph_and_plain_text_has_no_escapes() {
+        assert_eq!(paint(Mark::Failing, false), "F");
+        assert_eq!(paint(Mark::Failing, true), "\x1b[1;31mF\x1b[0m");
+        assert!(!paint(Mark::Delivered, false).contains('\x1b'));
+    }
 }

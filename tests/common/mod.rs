@@ -125,7 +125,22 @@ impl Pipeline {
         sink_extra: &str,
         run_extra: &str,
     ) -> Self {
+        Self::build(sim, dir, reference, "", source_extra, sink_extra, run_extra)
+    }
+
+    /// Like `new`, with `[frames]` lines too (size, delay, recheck).
+    pub fn build(
+        sim: &Sim,
+        dir: tempfile::TempDir,
+        reference: i64,
+        frames_extra: &str,
+        source_extra: &str,
+        sink_extra: &str,
+        run_extra: &str,
+    ) -> Self {
         let base = sim.base();
+        let start = format!("\"{}\"", rfc3339(reference));
+        let frames = section(&[("start", start), ("size", "\"1m\"".into()), ("delay", "\"1m\"".into())], frames_extra);
         let source = section(
             &[
                 ("url", format!("\"{base}/ss/events?from={{from}}&to={{to}}\"")),
@@ -147,10 +162,8 @@ impl Pipeline {
             ],
             run_extra,
         );
-        let text = format!(
-            "ledger = \"ledger.db\"\n\n[frames]\nstart = \"{}\"\nsize = \"1m\"\ndelay = \"1m\"\n\n[source]\n{source}\n[sink]\n{sink}\n[run]\n{run}",
-            rfc3339(reference)
-        );
+        let text =
+            format!("ledger = \"ledger.db\"\n\n[frames]\n{frames}\n[source]\n{source}\n[sink]\n{sink}\n[run]\n{run}");
         let config = dir.path().join("framesync.toml");
         std::fs::write(&config, text).unwrap();
         Pipeline { dir, config, reference }

@@ -1,0 +1,204 @@
+//! `dead-letters list | retry | drop`: the records the RS refused for good or that failed
+//! validation, selected by filters. `retry` gives them back to their frames for the next
+//! `push` or `run`; `drop` deletes them. Both take the push lock; the rules they follow are in
+//! [`crate::dead_letters`].
+
+use anyhow::Result;
+use clap::Subcommand;
+
+use crate::Usage;
+use crate::config::Config;
+use crate::dead_letters::{Filter, Letter};
+use crate::frames::{Epoch, parse_time};
+use crate::job::{Clock, SystemClock};
+use crate::ledger::Ledger;
+use crate::lock::Side;
+
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    #[command(subcommand)]
+    pub action: Action,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Action {
+    /// List dead letters, newest first.
+    List(ListArgs),
+    /// Stage the selected dead letters again: the next `push` or `run` sends them.
+    Retry(BulkArgs),
+    /// Delete the selected dead letters: they are not sent (they stay counted in frames.dead).
+    Drop(BulkArgs),
+}
+
+#[derive(Debug, clap::Args)]
+pub struct FilterArgs {
+    /// Only dead letters of frames starting at or after this time (RFC 3339 or epoch seconds).
+    #[arg(long, value_name = "TIME", value_parser = time)]
+    pub frame_from: Option<Epoch>,
+    /// Only dead letters of frames starting before this time (RFC 3339 or epoch seconds).
+    #[arg(long, value_name = "TIME", value_parser = time)]
+    pub frame_to: Option<Epoch>,
+    /// Only this reason: rejected (by the RS) or invalid (failed validation, never sent).
+    #[arg(long, value_enum)]
+    pub reason: Option<Reason>,
+    /// Only this HTTP status from the RS.
+    #[arg(long)]
+    pub status: Option<u16>,
+    /// Only the record with this UID.
+    #[arg(long)]
+    pub uid: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub enum Reason {
+    Rejected,
+    Invalid,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct ListArgs {
+    #[command(flatten)]
+    pub filter: FilterArgs,
+    /// Print JSON (with each record's body and the RS's answer) instead of a table.
+    #[arg(long)]
+    pub json: bool,
+    /// Show at most this many.
+    #[arg(long, default_value_t = 100)]
+    pub limit: i64,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct BulkArgs {
+    #[command(flatten)]
+    pub filter: FilterArgs,
+    /// Act on every dead letter (required when no filter is given).
+    #[arg(long)]
+    pub all: bool,
+}
+
+fn time(text: &str) -> Result<Epoch, String> {
+    parse_time(text)
+}
+
+impl FilterArgs {
+    fn filter(&self) -> Filter {
+        Filter {
+            frame_from: self.frame_from,
+            frame_to: self.frame_to,
+            reason: self.reason.map(|r| match r {
+                Reason::Rejected => "rejected".into(),
+                Reason::Invalid => "invalid".into(),
+            }),
+            status: self.status,
+            uid: self.uid.clone(),
+        }
+    }
+}
+
+pub fn dead_letters(config: &Config, args: Args) -> Result<u8> {
+    match args.action {
+        Action::List(list) => self::list(config, &list),
+        Action::Retry(bulk) => retry(config, &bulk),
+        Action::Drop(bulk) => drop(config, &bulk),
+    }
+}
+
+fn list(config: &Config, args: &ListArgs) -> Result<u8> {
+    let ledger = Ledger::open(&config.ledger, config.run.sync)?;
+    let letters = ledger.dead_letters(&args.filter.filter(), args.limit)?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&letters)?);
+    } else {
+        print_table(&letters);
+        if letters.len() as i64 == args.limit {
+            println!("(the newest {}; --limit shows more)", args.limit);
+        }
+    }
+    Ok(0)
+}
+
+/// The filter of a bulk action, refusing none without `--all`.
+fn bulk_filter(args: &BulkArgs, action: &str) -> Result<Filter> {
+    let filter = args.filter.filter();
+    if filter.is_empty() && !args.all {
+        return Err(Usage(format!(
+            "dead-letters {action}: name which dead letters (--uid, --reason, --status, --frame-from, --frame-to), or pass --all for every one"
+        ))
+        .into());
+    }
+    Ok(filter)
+}
+
+fn retry(config: &Config, args: &BulkArgs) -> Result<u8> {
+    let filter = bulk_filter(args, "retry")?;
+    let _lock = super::lock_by_hand(config, &[Side::Push])?;
+    let mut ledger = Ledger::open_with(&config.ledger, config.run.sync, config.run.busy_timeout)?;
+    let r = ledger.retry_dead_letters(&filter, SystemClock.now())?;
+    if r.staged + r.already_delivered == 0 {
+        println!("no dead letter matches");
+        return Ok(0);
+    }
+    println!(
+        "retried {} dead letters: {} staged again ({} delivered frames reopened); the next `framesync push` or `run` sends them",
+        r.staged + r.already_delivered,
+        r.staged,
+        r.frames_reopened
+    );
+    if r.already_delivered > 0 {
+        println!(
+            "{} were acknowledged by the RS meanwhile: their dead letters went, nothing is sent",
+            r.already_delivered
+        );
+    }
+    Ok(0)
+}
+
+fn drop(config: &Config, args: &BulkArgs) -> Result<u8> {
+    let filter = bulk_filter(args, "drop")?;
+    let _lock = super::lock_by_hand(config, &[Side::Push])?;
+    let mut ledger = Ledger::open_with(&config.ledger, config.run.sync, config.run.busy_timeout)?;
+    let d = ledger.drop_dead_letters(&filter)?;
+    println!("dropped {} dead letters (they stay counted in frames.dead)", d.dropped);
+    if d.kept_for_recheck > 0 {
+        println!(
+            "kept {}: their frames await a re-check, which would find the records unknown and send them again; drop them after it",
+            d.kept_for_recheck
+        );
+    }
+    Ok(0)
+}
+
+fn print_table(letters: &[Letter]) {
+    if letters.is_empty() {
+        println!("no dead letters");
+        return;
+    }
+    let uid_width = letters.iter().map(|l| l.uid.chars().count()).max().unwrap_or(3).max(3);
+    println!("{:<6} {:<20} {:<uid_width$} {:<8} {:<6} {:<20} detail", "id", "frame", "uid", "reason", "status", "at");
+    for l in letters {
+        let status = l.status.map_or_else(|| "-".into(), |s| s.to_string());
+        let detail = match &l.response {
+            Some(answer) => format!("{}: {}", l.detail, answer),
+            None => l.detail.clone(),
+        };
+        println!(
+            "{:<6} {:<20} {:<uid_width$} {:<8} {:<6} {:<20} {}",
+            l.id,
+            l.frame,
+            l.uid,
+            l.reason,
+            status,
+            l.at,
+            shorten(&detail, 120)
+        );
+    }
+}
+
+/// One line of at most `max` characters.
+fn shorten(text: &str, max: usize) -> String {
+    let line: String = text.split_whitespace().collect::<Vec<_>>().join(" ");
+    if line.chars().count() <= max {
+        return line;
+    }
+    line.chars().take(max - 1).chain(['…']).collect()
+}

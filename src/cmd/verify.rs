@@ -1,0 +1,219 @@
+//! `verify --from --to [--repair]`: pulls the range from the SS again and compares its UIDs
+//! with the ledger (and, where the RS has a lookup URL, with the RS); prints every difference.
+//! `--repair` sends what is missing. Exit 0 only when nothing differs (or, with `--repair`,
+//! when every difference was repaired).
+
+use std::collections::HashSet;
+
+use anyhow::Result;
+use rusqlite::params;
+
+use crate::config::Config;
+use crate::frames::{Epoch, Frame, rfc3339};
+use crate::job::{Clock, Job, SystemClock};
+use crate::ledger::{FrameState, Ledger, StagedRecord};
+use crate::lock::Side;
+use crate::plan::{Plan, Step};
+use crate::sink::{HttpSink, Sink};
+use crate::source::{HttpSource, Source};
+
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// The first frame to verify (RFC 3339 or epoch seconds).
+    #[arg(long)]
+    pub from: String,
+    /// The end of the range, exclusive.
+    #[arg(long)]
+    pub to: String,
+    /// Send what is missing: records the ledger never saw, and records the RS lookup says it lacks.
+    #[arg(long)]
+    pub repair: bool,
+}
+
+/// What one frame's comparison found.
+#[derive(Debug, Default)]
+struct FrameReport {
+    /// Served by the SS, unknown to the ledger (never delivered, staged or dead-lettered).
+    not_in_ledger: Vec<StagedRecord>,
+    /// Recorded as delivered, but the RS lookup says it does not have them.
+    not_at_rs: Vec<StagedRecord>,
+    /// Delivered for this frame, but the SS no longer serves them for it.
+    not_served: Vec<String>,
+    /// The frame was never delivered.
+    undelivered: Option<&'static str>,
+    error: Option<String>,
+}
+
+impl FrameReport {
+    fn differs(&self) -> bool {
+        self.error.is_some()
+            || self.undelivered.is_some()
+            || !(self.not_in_ledger.is_empty() && self.not_at_rs.is_empty() && self.not_served.is_empty())
+    }
+}
+
+pub fn verify(config: &Config, args: &Args) -> Result<u8> {
+    let (from, to) = super::backfill::range(config, &args.from, &args.to)?;
+    let _locks = if args.repair { super::lock_by_hand(config, &[Side::Pull, Side::Push])? } else { Vec::new() };
+    let mut ledger = Ledger::open_with(&config.ledger, config.run.sync, config.run.busy_timeout)?;
+    let clock = SystemClock;
+    let size = config.frames.size;
+    let horizon = crate::frames::eligible_until(size, clock.now(), config.frames.delay);
+    let source = HttpSource::new(&config.source, &config.secrets);
+    let sink = HttpSink::new(&config.sink, &config.secrets);
+    let mut differing = Vec::new();
+    let mut checked = 0;
+    for start in (from..to.min(horizon)).step_by(size.seconds() as usize) {
+        let frame = size.frame_at(start);
+        let report = compare(&ledger, &source, &sink, frame)?;
+        checked += 1;
+        print_report(frame, &report);
+        if report.differs() {
+            differing.push((frame, report));
+        }
+    }
+    let records: usize = differing.iter().map(|(_, r)| r.not_in_ledger.len() + r.not_at_rs.len()).sum();
+    println!(
+        "verify {}..{}: {checked} frames checked, {} differ, {records} records missing{}",
+        rfc3339(from),
+        rfc3339(to.min(horizon)),
+        differing.len(),
+        if sink.has_lookup() { "" } else { " (no sink.lookup_url: the RS itself was not asked)" }
+    );
+    if differing.is_empty() {
+        return Ok(0);
+    }
+    if !args.repair {
+        return Ok(1);
+    }
+    repair(config, &mut ledger, &source, &sink, &clock, differing)
+}
+
+fn compare(ledger: &Ledger, source: &dyn Source, sink: &dyn Sink, frame: Frame) -> Result<FrameReport> {
+    let mut report = FrameReport::default();
+    let state = ledger.frame_state(frame.start)?;
+    // Delivered, and its rows pruned after run.retain: only the RS can be asked.
+    let pruned = state.is_none() && !ledger.delivered_spans(frame.start, frame.end())?.is_empty();
+    report.undelivered = match state {
+        Some(FrameState::Delivered) => None,
+        Some(FrameState::Pulled | FrameState::Pushing) => Some("staged, not yet delivered"),
+        Some(FrameState::Missing) => Some("missing: its pull failed"),
+        None if pruned => None,
+        None => Some("missing: never pulled"),
+    };
+    let pulled = match source.pull(frame) {
+        Ok(pulled) => pulled,
+        Err(e) => {
+            report.error = Some(format!("cannot pull it from the SS: {e}"));
+            return Ok(report);
+        }
+    };
+    let served: HashSet<&str> = pulled.records.iter().map(|r| r.uid.as_str()).collect();
+    for record in &pulled.records {
+        match known(ledger, &record.uid)? {
+            Known::Unknown if !pruned => report.not_in_ledger.push(record.clone()),
+            Known::Delivered | Known::Unknown if sink.has_lookup() && sink.lookup(&record.uid) == Ok(false) => {
+                report.not_at_rs.push(record.clone())
+            }
+            _ => {}
+        }
+    }
+    let mut stmt = ledger.conn().prepare_cached("SELECT uid FROM delivered WHERE frame = ?1")?;
+    let delivered: Vec<String> = stmt.query_map([frame.start], |r| r.get(0))?.collect::<Result<_, _>>()?;
+    report.not_served = delivered.into_iter().filter(|uid| !served.contains(uid.as_str())).collect();
+    Ok(report)
+}
+
+enum Known {
+    Delivered,
+    Elsewhere,
+    Unknown,
+}
+
+/// Where the ledger knows a UID from: delivered, staged or dead-lettered, in any frame.
+fn known(ledger: &Ledger, uid: &str) -> Result<Known> {
+    let (delivered, other): (bool, bool) = ledger.conn().query_row(
+        "SELECT EXISTS (SELECT 1 FROM delivered WHERE uid = ?1),
+                EXISTS (SELECT 1 FROM staged WHERE uid = ?1) OR EXISTS (SELECT 1 FROM dead_letters WHERE uid = ?1)",
+        params![uid],
+        |r| Ok((r.get(0)?, r.get(1)?)),
+    )?;
+    Ok(match (delivered, other) {
+        (true, _) => Known::Delivered,
+        (false, true) => Known::Elsewhere,
+        (false, false) => Known::Unknown,
+    })
+}
+
+fn print_report(frame: Frame, report: &FrameReport) {
+    let uids = |records: &[StagedRecord]| {
+        records.iter().take(5).map(|r| format!("{:?}", r.uid)).collect::<Vec<_>>().join(", ")
+    };
+    if let Some(error) = &report.error {
+        println!("frame {frame}: {error}");
+    }
+    if let Some(why) = report.undelivered {
+        println!("frame {frame}: {why}");
+    }
+    if !report.not_in_ledger.is_empty() {
+        println!(
+            "frame {frame}: {} records the ledger never saw: {}",
+            report.not_in_ledger.len(),
+            uids(&report.not_in_ledger)
+        );
+    }
+    if !report.not_at_rs.is_empty() {
+        println!(
+            "frame {frame}: {} delivered records the RS does not have: {}",
+            report.not_at_rs.len(),
+            uids(&report.not_at_rs)
+        );
+    }
+    if !report.not_served.is_empty() {
+        let shown: Vec<_> = report.not_served.iter().take(5).map(|u| format!("{u:?}")).collect();
+        println!(
+            "frame {frame}: {} delivered records the SS no longer serves: {}",
+            report.not_served.len(),
+            shown.join(", ")
+        );
+    }
+}
+
+/// Stages what is missing and pushes it; frames never delivered are pulled as in a backfill.
+fn repair(
+    config: &Config,
+    ledger: &mut Ledger,
+    source: &HttpSource,
+    sink: &HttpSink,
+    clock: &SystemClock,
+    differing: Vec<(Frame, FrameReport)>,
+) -> Result<u8> {
+    let mut steps = Vec::new();
+    for (frame, report) in differing {
+        if report.error.is_some() {
+            continue;
+        }
+        match ledger.frame_state(frame.start)? {
+            Some(FrameState::Pulled | FrameState::Pushing) => steps.push(Step::Push(frame.start)),
+            Some(FrameState::Missing) => steps.push(Step::Pull(frame.start)),
+            None if report.undelivered.is_some() => steps.push(Step::Pull(frame.start)),
+            _ => {
+                let records: Vec<StagedRecord> = report.not_in_ledger.into_iter().chain(report.not_at_rs).collect();
+                if !records.is_empty() && ledger.stage_redelivery(frame, &records, clock.now())? > 0 {
+                    steps.push(Step::Push(frame.start));
+                }
+            }
+        }
+    }
+    let plan = Plan { steps, horizon: Epoch::MAX, deferred: 0, outside_window: false };
+    let outcome = super::run::recorded(config, ledger, "verify --repair", clock, |ledger| {
+        Job::new(config, ledger, source, sink, clock).without_time_limit().execute(&plan, true)
+    })?;
+    println!(
+        "repair: {} records pushed, {} frames delivered, {} failures",
+        outcome.figures.records_pushed,
+        outcome.figures.frames_delivered,
+        outcome.failures.len()
+    );
+    Ok(outcome.exit_code() as u8)
+}

@@ -1,0 +1,254 @@
+//! The Prometheus textfile (for node_exporter's textfile collector), written at the end of every
+//! `run`, `pull` and `push` when `run.metrics_file` is set. It is written atomically — a temp
+//! file in the same folder, renamed over the old one — so the collector never reads half a file.
+//! Every figure is read from the ledger, so whichever command writes the file, it describes the
+//! whole pipeline; each series carries `pipeline="<ledger file stem>"`, so the files of several
+//! pipelines can sit in one collector folder.
+//!
+//! Lock-held skips: a run that finds the lock held must exit at once and must not touch the
+//! ledger or the metrics file (the holder owns both). It appends one byte to `<ledger>.skips`
+//! instead — an `O_APPEND` write of one byte never tears and never waits — and the file's
+//! length is the counter the holder's next write reports. The file is never truncated, so the
+//! counter never goes down; it grows by one byte per skipped run.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result};
+use rusqlite::{Connection, OptionalExtension};
+
+use crate::config::Config;
+use crate::frames::Epoch;
+use crate::ledger::Ledger;
+
+/// One sample: a metric, its labels beyond `pipeline`, its value.
+struct Sample {
+    labels: Vec<(&'static str, String)>,
+    value: f64,
+}
+
+/// One metric family: name, type, help, samples.
+struct Family {
+    name: &'static str,
+    kind: &'static str,
+    help: &'static str,
+    samples: Vec<Sample>,
+}
+
+/// Writes the metrics file if the config names one.
+pub fn write_if_configured(config: &Config, ledger: &Ledger) -> Result<()> {
+    let Some(path) = &config.run.metrics_file else { return Ok(()) };
+    let families = gather(ledger.conn(), &config.ledger)?;
+    let text = render(&pipeline_name(&config.ledger), &families);
+    write_atomically(path, &text).with_context(|| format!("cannot write the metrics file {}", path.display()))
+}
+
+/// Writes the metrics file at the end of a run; false (after saying why on stderr) when it
+/// cannot: the run's work is recorded, but its monitoring is blind, so the run exits 1.
+pub fn write_or_say_why(config: &Config, ledger: &Ledger) -> bool {
+    match write_if_configured(config, ledger) {
+        Ok(()) => true,
+        Err(e) => {
+            eprintln!("framesync: {e:#}; the run's work is recorded in the ledger");
+            false
+        }
+    }
+}
+
+/// Counts a run that exited because another run holds the lock (only when metrics are on).
+pub fn count_skip(config: &Config, error: &anyhow::Error) {
+    if config.run.metrics_file.is_none() || error.downcast_ref::<crate::lock::Held>().is_none() {
+        return;
+    }
+    let path = skips_path(&config.ledger);
+    let appended =
+        std::fs::OpenOptions::new().create(true).append(true).open(&path).and_then(|mut f| f.write_all(b"\n"));
+    if let Err(e) = appended {
+        log::warn!("cannot count the skipped run in {}: {e}", path.display());
+    }
+}
+
+pub fn skips_path(ledger: &Path) -> PathBuf {
+    let mut name = ledger.as_os_str().to_owned();
+    name.push(".skips");
+    PathBuf::from(name)
+}
+
+/// The ledger's file name without its extension: `orders` for `/var/lib/framesync/orders.db`.
+fn pipeline_name(ledger: &Path) -> String {
+    ledger.file_stem().map_or_else(|| "framesync".into(), |s| s.to_string_lossy().into_owned())
+}
+
+fn gather(conn: &Connection, ledger: &Path) -> Result<Vec<Family>> {
+    let one = |sql: &str| -> Result<f64> {
+        Ok(conn.query_row(sql, [], |r| r.get::<_, Option<f64>>(0)).optional()?.flatten().unwrap_or(0.0))
+    };
+    let mut families = runs(conn)?;
+    families.extend([
+        single(
+            "framesync_missing_frames",
+            "gauge",
+            "Eligible frames not yet delivered.",
+            one("SELECT missing_frames FROM lag")?,
+        ),
+        single(
+            "framesync_lag_seconds",
+            "gauge",
+            "Seconds since the start of the oldest undelivered frame.",
+            one("SELECT lag_seconds FROM lag")?,
+        ),
+        single(
+            "framesync_failing_frames",
+            "gauge",
+            "Frames waiting for a retry after an error.",
+            one("SELECT COUNT(*) FROM failing_frames")?,
+        ),
+        single(
+            "framesync_dead_letters",
+            "gauge",
+            "Records refused for good, waiting for a person.",
+            one("SELECT COUNT(*) FROM dead_letters")?,
+        ),
+        single(
+            "framesync_records_pushed_total",
+            "counter",
+            "Records the RS acknowledged.",
+            one("SELECT records_pushed FROM totals")?,
+        ),
+        single(
+            "framesync_late_records_total",
+            "counter",
+            "Records found by re-checks after their frame was delivered.",
+            one("SELECT late_records FROM totals")?,
+        ),
+        single(
+            "framesync_lock_skips_total",
+            "counter",
+            "Runs that exited 75 because another run held the lock.",
+            skips(ledger) as f64,
+        ),
+    ]);
+    Ok(families)
+}
+
+fn single(name: &'static str, kind: &'static str, help: &'static str, value: f64) -> Family {
+    Family { name, kind, help, samples: vec![Sample { labels: vec![], value }] }
+}
+
+fn family(name: &'static str, help: &'static str) -> Family {
+    Family { name, kind: "gauge", help, samples: vec![] }
+}
+
+fn skips(ledger: &Path) -> u64 {
+    std::fs::metadata(skips_path(ledger)).map_or(0, |m| m.len())
+}
+
+/// Per command (`run`, `pull`, `push`): the last run's end, exit code and duration, and the
+/// last successful run's end.
+fn runs(conn: &Connection) -> Result<Vec<Family>> {
+    let mut last = family("framesync_last_run_timestamp_seconds", "When the last run ended (Unix time).");
+    let mut code = family("framesync_last_run_exit_code", "The last run's exit code.");
+    let mut duration = family("framesync_last_run_duration_seconds", "How long the last run took.");
+    let mut success =
+        family("framesync_last_success_timestamp_seconds", "When the last run that exited 0 ended (Unix time).");
+    let mut stmt = conn.prepare(
+        "SELECT command, ended_at, exit_code, ended_at - started_at FROM runs
+         WHERE id IN (SELECT MAX(id) FROM runs WHERE ended_at IS NOT NULL GROUP BY command) ORDER BY command",
+    )?;
+    let rows = stmt.query_map([], |r| {
+        Ok((r.get::<_, String>(0)?, r.get::<_, Epoch>(1)?, r.get::<_, i64>(2)?, r.get::<_, i64>(3)?))
+    })?;
+    for row in rows {
+        let (command, ended, exit, seconds) = row?;
+        let labels = || vec![("command", command.clone())];
+        last.samples.push(Sample { labels: labels(), value: ended as f64 });
+        code.samples.push(Sample { labels: labels(), value: exit as f64 });
+        duration.samples.push(Sample { labels: labels(), value: seconds as f64 });
+        if let Some(at) = last_success(conn, &command)? {
+            success.samples.push(Sample { labels: labels(), value: at as f64 });
+        }
+    }
+    Ok(vec![last, code, duration, success])
+}
+
+fn last_success(conn: &Connection, command: &str) -> Result<Option<Epoch>> {
+    Ok(conn
+        .query_row("SELECT MAX(ended_at) FROM runs WHERE command = ?1 AND exit_code = 0", [command], |r| r.get(0))
+        .optional()?
+        .flatten())
+}
+
+/// The text exposition format: HELP and TYPE once per family, its samples right after.
+fn render(pipeline: &str, families: &[Family]) -> String {
+    let mut out = String::new();
+    for family in families.iter().filter(|f| !f.samples.is_empty()) {
+        out.push_str(&format!("# HELP {} {}\n# TYPE {} {}\n", family.name, family.help, family.name, family.kind));
+        for sample in &family.samples {
+            let mut labels = vec![format!("pipeline=\"{}\"", escape(pipeline))];
+            labels.extend(sample.labels.iter().map(|(k, v)| format!("{k}=\"{}\"", escape(v))));
+            out.push_str(&format!("{}{{{}}} {}\n", family.name, labels.join(","), sample.value));
+        }
+    }
+    out
+}
+
+/// A label value: backslash, double quote and newline are escaped.
+fn escape(value: &str) -> String {
+    value.replace('\\', r"\\").replace('"', "\\\"").replace('\n', r"\n")
+}
+
+/// A temp file beside the target (same filesystem, so the rename is atomic), fsynced, renamed.
+/// Its name does not end in `.prom`, so the collector never reads it.
+fn write_atomically(path: &Path, text: &str) -> Result<()> {
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(format!(".{}.tmp", std::process::id()));
+    let tmp = PathBuf::from(tmp);
+    let result = (|| -> std::io::Result<()> {
+        let mut file = std::fs::File::create(&tmp)?;
+        file.write_all(text.as_bytes())?;
+        file.sync_all()?;
+        std::fs::rename(&tmp, path)
+    })();
+    if result.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    Ok(result?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn label_values_are_escaped() {
+        assert_eq!(escape(r#"a\b"c"#.to_owned().as_str()), r#"a\\b\"c"#);
+        assert_eq!(escape("x\ny"), r"x\ny");
+    }
+
+    #[test]
+    fn families_without_samples_are_left_out_and_the_others_come_whole() {
+        let families = [
+            Family {
+                name: "a_total",
+                kind: "counter",
+                help: "A.",
+                samples: vec![Sample { labels: vec![], value: 3.0 }],
+            },
+            Family { name: "b", kind: "gauge", help: "B.", samples: vec![] },
+        ];
+        assert_eq!(
+            render("orders", &families),
+            "# HELP a_total A.\n# TYPE a_total counter\na_total{pipeline=\"orders\"} 3\n"
+        );
+    }
+
+    #[test]
+    fn a_write_replaces_the_file_and_leaves_no_temp_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("f.prom");
+        write_atomically(&path, "one\n").unwrap();
+        write_atomically(&path, "two\n").unwrap();
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), "two\n");
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
+    }
+}

@@ -1,0 +1,337 @@
+//! Retention: once a frame and its delivery are older than `run.retain`, the ledger no longer
+//! needs its delivered UIDs nor its frame row; runs and late-record rows older than that go too. `framesync prune`
+//! and the end of every `run` delete them in transactions of at most [`BATCH_ROWS`] rows, so a
+//! big prune never holds the write lock for long and a kill loses at most one batch's work.
+//!
+//! Never pruned:
+//! - `delivered_spans`: the planner and `missing_ranges` read them, so a pruned frame stays
+//!   delivered and never looks missing;
+//! - frames inside the re-check window (`next_recheck` set): a re-check must know every UID the
+//!   frame delivered, or it would send them again;
+//! - the row (not the UIDs) of a frame with dead letters: `dead-letters retry` returns the
+//!   record to that frame, which then pushes only the retried record;
+//! - frames not yet delivered, their staged records, and dead letters (a person decides);
+//! - the newest run and the newest successful run of each command (the metrics read them).
+//!
+//! What the deleted rows counted is added to the `pruned` table in the same transaction, so the
+//! totals built on them (the `totals` view, the metrics' counters) never go down.
+
+use std::time::Instant;
+
+use anyhow::Result;
+use rusqlite::{OptionalExtension, Transaction, params};
+use serde::Serialize;
+
+use crate::config::Config;
+use crate::frames::Epoch;
+use crate::ledger::Ledger;
+
+/// Rows deleted per transaction at most.
+pub const BATCH_ROWS: i64 = 10_000;
+
+/// What a prune deleted.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct Pruned {
+    pub uids: i64,
+    pub frames: i64,
+    pub runs: i64,
+    /// `late_records` rows (found by a re-check longer ago than the retention).
+    pub late_records: i64,
+    /// Late records counted by the deleted frame rows.
+    pub late: i64,
+    /// Records pushed counted by the deleted runs.
+    pub records_pushed: i64,
+    pub transactions: i64,
+    /// Nothing prunable is left (false when the deadline stopped it first).
+    pub finished: bool,
+}
+
+impl Pruned {
+    fn add(&mut self, batch: &Pruned) {
+        self.uids += batch.uids;
+        self.frames += batch.frames;
+        self.runs += batch.runs;
+        self.late_records += batch.late_records;
+        self.late += batch.late;
+        self.records_pushed += batch.records_pushed;
+        self.transactions += batch.transactions;
+        self.finished = batch.finished;
+    }
+
+    pub fn rows(&self) -> i64 {
+        self.uids + self.frames + self.runs + self.late_records
+    }
+}
+
+/// Old frames that stay although they are older than the retention, and why.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct Kept {
+    pub awaiting_recheck: i64,
+    pub with_dead_letters: i64,
+    pub not_delivered: i64,
+}
+
+/// Prunes everything older than `now - retain`, batch after batch, until nothing is left or
+/// `deadline` has passed (at least one batch runs, so a busy pipeline still makes progress).
+pub fn prune(ledger: &mut Ledger, retain: i64, now: Epoch, deadline: Option<Instant>) -> Result<Pruned> {
+    let cutoff = now - retain;
+    let mut total = Pruned::default();
+    loop {
+        let batch = ledger.prune_batch(cutoff, now, BATCH_ROWS)?;
+        total.add(&batch);
+        if batch.finished || deadline.is_some_and(|d| Instant::now() >= d) {
+            return Ok(total);
+        }
+    }
+}
+
+/// The automatic prune at the end of a `run`: until the run's deadline (`run.max_seconds`),
+/// and at least one batch, so a pipeline that always uses its whole budget still prunes.
+pub fn after_run(config: &Config, ledger: &mut Ledger, now: Epoch, deadline: Instant) -> Result<Pruned> {
+    let pruned = prune(ledger, config.run.retain, now, Some(deadline))?;
+    if pruned.rows() > 0 {
+        log::info!(
+            "pruned {} delivered UIDs, {} frame rows, {} runs and {} late-record rows older than run.retain{}",
+            pruned.uids,
+            pruned.frames,
+            pruned.runs,
+            pruned.late_records,
+            if pruned.finished { "" } else { " (more are left for the next run)" }
+        );
+    }
+    Ok(pruned)
+}
+
+/// The frames older than `cutoff` that pruning leaves alone, by reason.
+pub fn kept(ledger: &Ledger, cutoff: Epoch) -> Result<Kept> {
+    Ok(ledger.conn().query_row(
+        "SELECT COALESCE(SUM(state = 'delivered' AND next_recheck IS NOT NULL), 0),
+                COALESCE(SUM(state = 'delivered' AND EXISTS (SELECT 1 FROM dead_letters x WHERE x.frame = f.start)), 0),
+                COALESCE(SUM(state <> 'delivered'), 0)
+         FROM frames f WHERE end <= ?1",
+        [cutoff],
+        |r| Ok(Kept { awaiting_recheck: r.get(0)?, with_dead_letters: r.get(1)?, not_delivered: r.get(2)? }),
+    )?)
+}
+
+impl Ledger {
+    /// One transaction deleting at most `limit` rows of what is older than `cutoff`: the UIDs
+    /// and rows of prunable frames, oldest first, then old runs.
+    pub fn prune_batch(&mut self, cutoff: Epoch, now: Epoch, limit: i64) -> Result<Pruned> {
+        let tx = self.write()?;
+        let mut batch = Pruned { transactions: 1, ..Pruned::default() };
+        let mut budget = limit;
+        prune_frames(&tx, cutoff, &mut budget, &mut batch)?;
+        prune_runs(&tx, cutoff, &mut budget, &mut batch)?;
+        prune_late_records(&tx, cutoff, &mut budget, &mut batch)?;
+        // A batch that found nothing to delete is the sign that nothing prunable is left.
+        batch.finished = batch.rows() == 0;
+        if batch.rows() > 0 {
+            tx.execute(
+                "UPDATE pruned SET runs = runs + ?1, records_pushed = records_pushed + ?2, frames = frames + ?3,
+                     late = late + ?4, uids = uids + ?5, last_at = ?6 WHERE id = 1",
+                params![batch.runs, batch.records_pushed, batch.frames, batch.late, batch.uids, now],
+            )?;
+        }
+        crate::hooks::kill_point("mid-prune");
+        tx.commit()?;
+        Ok(batch)
+    }
+}
+
+/// Deletes the UIDs, then the row, of each prunable frame. A frame whose UIDs do not fit in
+/// the budget keeps its row (and the rest of its UIDs) until the next batch; a frame with dead
+/// letters keeps its row for good (until they are retried or dropped).
+fn prune_frames(tx: &Transaction, cutoff: Epoch, budget: &mut i64, batch: &mut Pruned) -> Result<()> {
+    let frames: Vec<(Epoch, i64, bool)> = {
+        let mut stmt = tx.prepare_cached(
+            "SELECT start, late, dead_letters FROM (
+                 SELECT start, late, EXISTS (SELECT 1 FROM dead_letters x WHERE x.frame = f.start) AS dead_letters
+                 FROM frames f
+                 WHERE start < ?1 AND end <= ?1 AND state = 'delivered' AND next_recheck IS NULL AND delivered_at <= ?1)
+             WHERE NOT dead_letters OR EXISTS (SELECT 1 FROM delivered d WHERE d.frame = start)
+             ORDER BY start LIMIT ?2",
+        )?;
+        stmt.query_map(params![cutoff, *budget], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
+            .collect::<Result<_, _>>()?
+    };
+    let mut delete_uids =
+        tx.prepare_cached("DELETE FROM delivered WHERE uid IN (SELECT uid FROM delivered WHERE frame = ?1 LIMIT ?2)")?;
+    for (start, late, dead_letters) in frames {
+        if *budget < 2 {
+            break;
+        }
+        let room = *budget - 1; // one row is kept for the frame row itself
+        let uids = delete_uids.execute(params![start, room])? as i64;
+        *budget -= uids;
+        batch.uids += uids;
+        if uids == room && has_uids(tx, start)? {
+            break;
+        }
+        if dead_letters {
+            continue;
+        }
+        tx.execute("DELETE FROM frames WHERE start = ?1", [start])?;
+        *budget -= 1;
+        batch.frames += 1;
+        batch.late += late;
+    }
+    Ok(())
+}
+
+fn has_uids(tx: &Transaction, frame: Epoch) -> Result<bool> {
+    Ok(tx.query_row("SELECT 1 FROM delivered WHERE frame = ?1 LIMIT 1", [frame], |_| Ok(())).optional()?.is_some())
+}
+
+/// Deletes old runs, adding what they counted to the `pruned` totals.
+fn prune_runs(tx: &Transaction, cutoff: Epoch, budget: &mut i64, batch: &mut Pruned) -> Result<()> {
+    if *budget == 0 {
+        return Ok(());
+    }
+    let runs: Vec<(i64, i64)> = {
+        let mut stmt = tx.prepare_cached(
+            "SELECT id, records_pushed FROM runs
+             WHERE started_at < ?1
+               AND id NOT IN (SELECT MAX(id) FROM runs GROUP BY command)
+               AND id NOT IN (SELECT MAX(id) FROM runs WHERE exit_code = 0 GROUP BY command)
+             ORDER BY id LIMIT ?2",
+        )?;
+        stmt.query_map(params![cutoff, *budget], |r| Ok((r.get(0)?, r.get(1)?)))?.collect::<Result<_, _>>()?
+    };
+    let mut delete = tx.prepare_cached("DELETE FROM runs WHERE id = ?1")?;
+    for (id, pushed) in runs {
+        delete.execute([id])?;
+        batch.runs += 1;
+        batch.records_pushed += pushed;
+        *budget -= 1;
+    }
+    Ok(())
+}
+
+/// Deletes `late_records` rows found longer ago than the retention: only `status` and the
+/// `late_by_hour` view read them.
+fn prune_late_records(tx: &Transaction, cutoff: Epoch, budget: &mut i64, batch: &mut Pruned) -> Result<()> {
+    let deleted = tx
+        .prepare_cached(
+            "DELETE FROM late_records WHERE uid IN (SELECT uid FROM late_records WHERE found_at < ?1 LIMIT ?2)",
+        )?
+        .execute(params![cutoff, *budget])? as i64;
+    *budget -= deleted;
+    batch.late_records += deleted;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::frames::{Frame, FrameSize};
+    use crate::ledger::{DeadLetter, PullCounts, RunFigures, StagedRecord, Sync};
+
+    const DAY: i64 = 86_400;
+    const T0: Epoch = 1_700_000_040; // a frame boundary
+
+    fn ledger() -> (tempfile::TempDir, Ledger) {
+        let dir = tempfile::tempdir().unwrap();
+        let ledger = Ledger::open(&dir.path().join("l.db"), Sync::Normal).unwrap();
+        (dir, ledger)
+    }
+
+    fn frame(start: Epoch) -> Frame {
+        FrameSize::new(60).unwrap().frame_at(start)
+    }
+
+    /// Stages and delivers a frame at its own time, with `n` acknowledged records.
+    fn deliver(l: &mut Ledger, start: Epoch, n: usize, recheck: Option<Epoch>) {
+        let records: Vec<_> =
+            (0..n).map(|i| StagedRecord { uid: format!("{start}-{i}"), ts_ms: None, body: "{}".into() }).collect();
+        l.stage_frame(frame(start), &records, &[], &PullCounts::default(), start).unwrap();
+        let uids: Vec<String> = records.iter().map(|r| r.uid.clone()).collect();
+        l.acknowledge(start, &uids.iter().map(String::as_str).collect::<Vec<_>>(), start).unwrap();
+        assert!(l.complete_frame(frame(start), recheck, start).unwrap());
+    }
+
+    fn count(l: &Ledger, sql: &str) -> i64 {
+        l.conn().query_row(sql, [], |r| r.get(0)).unwrap()
+    }
+
+    #[test]
+    fn old_delivered_frames_lose_their_uids_and_rows_but_stay_delivered() {
+        let (_dir, mut l) = ledger();
+        for m in 0..10 {
+            deliver(&mut l, T0 + m * 60, 3, None);
+        }
+        let now = T0 + 40 * DAY;
+        let pruned = prune(&mut l, 30 * DAY, now, None).unwrap();
+        assert_eq!((pruned.uids, pruned.frames, pruned.finished), (30, 10, true));
+        assert_eq!(count(&l, "SELECT COUNT(*) FROM delivered"), 0);
+        assert_eq!(count(&l, "SELECT COUNT(*) FROM frames"), 0);
+        assert_eq!(l.delivered_spans(i64::MIN, i64::MAX).unwrap(), vec![(T0, T0 + 600)], "spans are never pruned");
+        assert_eq!(count(&l, "SELECT uids FROM pruned"), 30);
+    }
+
+    #[test]
+    fn frames_in_the_recheck_window_or_recently_delivered_are_kept_and_dead_letters_keep_their_frame_row() {
+        let (_dir, mut l) = ledger();
+        deliver(&mut l, T0, 2, Some(T0 + 60 * DAY)); // still to be re-checked
+        deliver(&mut l, T0 + 60, 2, None);
+        let letter = DeadLetter {
+            uid: "bad".into(),
+            reason: "rejected",
+            status: Some(400),
+            response: None,
+            detail: "HTTP 400".into(),
+            body: "{}".into(),
+        };
+        l.dead_letter(T0 + 60, &letter, T0).unwrap();
+        l.stage_frame(frame(T0 + 120), &[], &[], &PullCounts::default(), T0 + 35 * DAY).unwrap();
+        l.complete_frame(frame(T0 + 120), None, T0 + 35 * DAY).unwrap(); // delivered late, by a backfill
+        deliver(&mut l, T0 + 180, 1, None);
+        let pruned = prune(&mut l, 30 * DAY, T0 + 40 * DAY, None).unwrap();
+        assert_eq!((pruned.frames, pruned.uids), (1, 3), "the plain old frame, and the UIDs of the dead-lettered one");
+        let kept = kept(&l, T0 + 10 * DAY).unwrap();
+        assert_eq!(kept, Kept { awaiting_recheck: 1, with_dead_letters: 1, not_delivered: 0 });
+        assert_eq!(count(&l, "SELECT COUNT(*) FROM delivered"), 2, "the frame awaiting a re-check keeps its UIDs");
+        assert_eq!(count(&l, "SELECT COUNT(*) FROM frames"), 3);
+        let again = prune(&mut l, 30 * DAY, T0 + 40 * DAY, None).unwrap();
+        assert_eq!(
+            (again.rows(), again.transactions),
+            (0, 1),
+            "a frame kept for its dead letters is not looked at again"
+        );
+    }
+
+    #[test]
+    fn a_batch_never_deletes_more_than_its_limit_and_resumes_where_it_stopped() {
+        let (_dir, mut l) = ledger();
+        for m in 0..5 {
+            deliver(&mut l, T0 + m * 60, 4, None);
+        }
+        let now = T0 + 40 * DAY;
+        let mut batches = Vec::new();
+        loop {
+            let batch = l.prune_batch(now - 30 * DAY, now, 3).unwrap();
+            assert!(batch.rows() <= 3, "{batch:?}");
+            batches.push(batch.rows());
+            if batch.finished {
+                break;
+            }
+        }
+        assert_eq!(batches.iter().sum::<i64>(), 25, "20 UIDs and 5 frame rows: {batches:?}");
+        assert_eq!(count(&l, "SELECT COUNT(*) FROM frames"), 0);
+    }
+
+    #[test]
+    fn old_runs_go_but_their_pushed_records_still_count_and_the_newest_runs_stay() {
+        let (_dir, mut l) = ledger();
+        for (i, code) in [0, 0, 1].into_iter().enumerate() {
+            let id = l.begin_run("run", T0 + i as i64).unwrap();
+            let figures = RunFigures { records_pushed: 10, ..RunFigures::default() };
+            l.end_run(id, &figures, code, None, T0 + i as i64).unwrap();
+        }
+        let before = count(&l, "SELECT records_pushed FROM totals");
+        let pruned = prune(&mut l, 30 * DAY, T0 + 40 * DAY, None).unwrap();
+        assert_eq!(pruned.runs, 1, "the newest run (exit 1) and the newest success stay");
+        assert_eq!(count(&l, "SELECT records_pushed FROM totals"), before);
+        assert_eq!(count(&l, "SELECT runs FROM totals"), 3);
+    }
+}

@@ -1,0 +1,291 @@
+//! The timeline of the last 24 hours that `status` draws: one cell per hour (or per frame, for
+//! frames longer than an hour), each counting its frames as delivered, pending, failing,
+//! missing or not yet due. It is computed with SQL over `delivered_spans` and the frame rows of
+//! the window only, so its cost does not grow with the length of the horizon.
+
+use anyhow::Result;
+use rusqlite::{Connection, named_params};
+use serde::Serialize;
+
+use crate::frames::{Epoch, FrameSize, eligible_until, rfc3339};
+
+const DAY: i64 = 86_400;
+const HOUR: i64 = 3_600;
+
+/// What the timeline is drawn from: the pipeline's frames and the time.
+#[derive(Debug, Clone, Copy)]
+pub struct Window {
+    pub reference: Epoch,
+    pub size: FrameSize,
+    pub delay: i64,
+    pub now: Epoch,
+}
+
+/// One cell: its frames by state. `missing` are eligible frames neither delivered, staged nor
+/// failing; `not_yet_due` are frames before the reference time or not yet eligible.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Cell {
+    pub start: String,
+    pub delivered: i64,
+    pub pending: i64,
+    pub failing: i64,
+    pub missing: i64,
+    pub not_yet_due: i64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Timeline {
+    pub cell_seconds: i64,
+    pub cells: Vec<Cell>,
+}
+
+/// How a cell is drawn: its worst state wins, so a single failing frame shows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mark {
+    Failing,
+    Missing,
+    Pending,
+    Delivered,
+    NotYetDue,
+}
+
+impl Mark {
+    pub const ALL: [Mark; 5] = [Mark::Delivered, Mark::Pending, Mark::Missing, Mark::Failing, Mark::NotYetDue];
+
+    pub fn glyph(self) -> char {
+        match self {
+            Mark::Delivered => '#',
+            Mark::Pending => 'P',
+            Mark::Missing => 'M',
+            Mark::Failing => 'F',
+            Mark::NotYetDue => '-',
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Mark::Delivered => "delivered",
+            Mark::Pending => "pending",
+            Mark::Missing => "missing",
+            Mark::Failing => "failing",
+            Mark::NotYetDue => "not yet due",
+        }
+    }
+}
+
+impl Cell {
+    pub fn mark(&self) -> Mark {
+        if self.failing > 0 {
+            Mark::Failing
+        } else if self.missing > 0 {
+            Mark::Missing
+        } else if self.pending > 0 {
+            Mark::Pending
+        } else if self.delivered > 0 {
+            Mark::Delivered
+        } else {
+            Mark::NotYetDue
+        }
+    }
+}
+
+/// The cell length: an hour, or the shortest multiple of the frame size of at least an hour
+/// that divides a day, so that cells hold whole frames and 24 hours hold whole cells.
+pub fn cell_seconds(size: FrameSize) -> i64 {
+    let size = size.seconds();
+    (1..=DAY / size).map(|k| k * size).find(|c| *c >= HOUR && DAY % c == 0).unwrap_or(DAY)
+}
+
+/// Spans are found by their `end` (the `+` keeps SQLite off the `start` key, which would read
+/// every span since the reference time), frames by their `start`: both only within the window.
+/// Per cell: delivered frame-seconds, failing frames, pending frames, and open frames inside a
+/// delivered span (a re-check or a retried dead letter put them back to `pulled`: they count
+/// as pending or failing, not delivered), from the spans and frame rows inside the window.
+/// Frames belong to the cell their start falls in.
+const CELLS_SQL: &str = "
+WITH RECURSIVE cell(i, lo, hi) AS (
+    SELECT 0, :from, :from + :cell
+    UNION ALL
+    SELECT i + 1, hi, hi + :cell FROM cell WHERE i + 1 < :cells
+),
+span AS (
+    SELECT MAX(ds.start, :lo) AS start, MIN(ds.end, :horizon) AS end FROM delivered_spans ds
+    WHERE ds.end > :lo AND +ds.start < :horizon
+),
+open AS MATERIALIZED (
+    SELECT fr.start, fr.state, fr.last_error IS NOT NULL AS failed,
+           EXISTS (SELECT 1 FROM delivered_spans ds WHERE ds.end > fr.start AND +ds.start <= fr.start) AS in_span
+    FROM frames fr
+    WHERE fr.start >= :lo AND fr.start < :to AND fr.state <> 'delivered'
+)
+SELECT c.lo,
+       (SELECT COALESCE(SUM(MIN(sp.end, c.hi) - MAX(sp.start, c.lo)), 0) FROM span sp
+        WHERE sp.end > c.lo AND sp.start < c.hi),
+       (SELECT COUNT(*) FROM open o WHERE o.start >= c.lo AND o.start < c.hi AND o.failed),
+       (SELECT COUNT(*) FROM open o WHERE o.start >= c.lo AND o.start < c.hi AND NOT o.failed
+            AND o.state IN ('pulled', 'pushing')),
+       (SELECT COUNT(*) FROM open o WHERE o.start >= c.lo AND o.start < c.hi AND o.in_span)
+FROM cell c ORDER BY c.lo";
+
+/// The last 24 hours up to the end of the current cell, oldest cell first.
+pub fn read(conn: &Connection, w: &Window) -> Result<Timeline> {
+    let cell = cell_seconds(w.size);
+    let to = w.now.div_euclid(cell) * cell + cell;
+    let from = to - DAY;
+    let lo = from.max(w.reference);
+    let horizon = eligible_until(w.size, w.now, w.delay);
+    let mut stmt = conn.prepare(CELLS_SQL)?;
+    let params = named_params! {
+        ":from": from, ":to": to, ":cell": cell, ":cells": DAY / cell, ":lo": lo, ":horizon": horizon,
+    };
+    let rows = stmt.query_map(params, |r| {
+        Ok(Counts {
+            start: r.get(0)?,
+            delivered_s: r.get(1)?,
+            failing: r.get(2)?,
+            pending: r.get(3)?,
+            reopened: r.get(4)?,
+        })
+    })?;
+    let mut cells = Vec::new();
+    for row in rows {
+        cells.push(cell_counts(w, cell, horizon, &row?));
+    }
+    Ok(Timeline { cell_seconds: cell, cells })
+}
+
+/// What the SQL counts in one cell.
+struct Counts {
+    start: Epoch,
+    delivered_s: i64,
+    failing: i64,
+    pending: i64,
+    reopened: i64,
+}
+
+/// Splits a cell's frames by state; everything eligible that is not accounted for is missing.
+fn cell_counts(w: &Window, cell: i64, horizon: Epoch, c: &Counts) -> Cell {
+    let size = w.size.seconds();
+    let frames = |from: Epoch, to: Epoch| if to > from { (to - from) / size } else { 0 };
+    let (lo, hi) = (c.start, c.start + cell);
+    let eligible = frames(lo.max(w.reference), hi.min(horizon));
+    let delivered = c.delivered_s / size - c.reopened;
+    Cell {
+        start: rfc3339(lo),
+        delivered,
+        pending: c.pending,
+        failing: c.failing,
+        missing: (eligible - delivered - c.failing - c.pending).max(0),
+        not_yet_due: frames(lo, hi) - eligible,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ledger::{Ledger, PullCounts, Sync};
+
+    const T0: Epoch = 1_795_564_800; // 2026-11-25T00:00:00Z
+
+    fn size(s: i64) -> FrameSize {
+        FrameSize::new(s).unwrap()
+    }
+
+    #[test]
+    fn cells_are_hours_or_whole_frames_that_divide_a_day() {
+        assert_eq!(cell_seconds(size(60)), 3600);
+        assert_eq!(cell_seconds(size(1)), 3600);
+        assert_eq!(cell_seconds(size(3600)), 3600);
+        assert_eq!(cell_seconds(size(1600)), 4800);
+        assert_eq!(cell_seconds(size(7200)), 7200);
+        assert_eq!(cell_seconds(size(86_400)), 86_400);
+    }
+
+    fn cell(delivered: i64, pending: i64, failing: i64, missing: i64) -> Cell {
+        Cell { start: String::new(), delivered, pending, failing, missing, not_yet_due: 0 }
+    }
+
+    #[test]
+    fn the_worst_state_of_a_cell_is_the_one_drawn() {
+        assert_eq!(cell(59, 0, 1, 0).mark(), Mark::Failing);
+        assert_eq!(cell(58, 1, 0, 1).mark(), Mark::Missing);
+        assert_eq!(cell(59, 1, 0, 0).mark(), Mark::Pending);
+        assert_eq!(cell(60, 0, 0, 0).mark(), Mark::Delivered);
+        assert_eq!(cell(0, 0, 0, 0).mark(), Mark::NotYetDue);
+    }
+
+    fn ledger() -> (tempfile::TempDir, Ledger) {
+        let dir = tempfile::tempdir().unwrap();
+        let ledger = Ledger::open(&dir.path().join("l.db"), Sync::Normal).unwrap();
+        (dir, ledger)
+    }
+
+    fn deliver(l: &mut Ledger, start: Epoch) {
+        let frame = size(60).frame_at(start);
+        l.stage_frame(frame, &[], &[], &PullCounts::default(), start).unwrap();
+        assert!(l.complete_frame(frame, None, start).unwrap());
+    }
+
+    #[test]
+    fn a_day_with_a_delivered_morning_a_failing_frame_a_staged_frame_and_a_gap() {
+        let (_dir, mut l) = ledger();
+        let reference = T0 + 6 * HOUR;
+        for m in 0..(3 * 60) {
+            deliver(&mut l, reference + m * 60); // 06:00..09:00 delivered
+        }
+        let f = size(60).frame_at(reference + 3 * HOUR); // 09:00 failing
+        l.pull_failed(f, "HTTP 500", T0 + 24 * HOUR, T0).unwrap();
+        let p = size(60).frame_at(reference + 3 * HOUR + 60); // 09:01 staged
+        l.stage_frame(p, &[], &[], &PullCounts::default(), T0).unwrap();
+        let w = Window { reference, size: size(60), delay: 120, now: T0 + 10 * HOUR + 30 * 60 };
+        let t = read(l.conn(), &w).unwrap();
+        assert_eq!(t.cell_seconds, 3600);
+        assert_eq!(t.cells.len(), 24);
+        assert_eq!(t.cells[0].start, "2026-11-24T11:00:00Z", "the window ends with the current hour");
+        let marks: String = t.cells.iter().map(|c| c.mark().glyph()).collect();
+        assert_eq!(marks, "-------------------###FM");
+        let nine = &t.cells[22];
+        assert_eq!((nine.delivered, nine.pending, nine.failing, nine.missing, nine.not_yet_due), (0, 1, 1, 58, 0));
+        let eight = &t.cells[21];
+        assert_eq!((eight.delivered, eight.pending, eight.missing), (60, 0, 0));
+        let now_cell = &t.cells[23];
+        // 10:00..10:28 is eligible at 10:30 with a 2-minute delay; 10:28..11:00 is not yet due.
+        assert_eq!((now_cell.missing, now_cell.not_yet_due), (28, 32));
+    }
+
+    #[test]
+    fn a_delivered_frame_put_back_to_pulled_counts_as_pending_not_delivered() {
+        let (_dir, mut l) = ledger();
+        let reference = T0;
+        for m in 0..60 {
+            deliver(&mut l, reference + m * 60);
+        }
+        l.conn.execute("UPDATE frames SET state = 'pulled' WHERE start = ?1", [T0 + 600]).unwrap();
+        let w = Window { reference, size: size(60), delay: 120, now: T0 + 2 * HOUR };
+        let t = read(l.conn(), &w).unwrap();
+        let first = &t.cells[21];
+        assert_eq!((first.delivered, first.pending, first.missing), (59, 1, 0));
+        assert_eq!(first.mark(), Mark::Pending);
+    }
+
+    #[test]
+    fn the_timeline_reads_only_the_window_through_indexes_never_a_whole_table() {
+        let (_dir, l) = ledger();
+        let mut stmt = l.conn().prepare(&format!("EXPLAIN QUERY PLAN {CELLS_SQL}")).unwrap();
+        let plan: Vec<String> = stmt
+            .query_map([T0, T0, 3600, 24, T0, T0], |r| r.get::<_, String>(3))
+            .unwrap()
+            .map(Result::unwrap)
+            .collect();
+        // `ds` and `fr` are the tables; `cell`, `c`, `o` and `sp` are the window's own rows.
+        let tables = ["delivered_spans", " ds ", " fr ", "frames"];
+        let reads: Vec<&String> = plan.iter().filter(|d| tables.iter().any(|t| format!("{d} ").contains(t))).collect();
+        assert!(!reads.is_empty(), "{plan:#?}");
+        for read in reads {
+            let windowed = read.contains("(end>?)")
+                || read.contains("(start>? AND start<?)")
+                || read.contains("(rowid>? AND rowid<?)");
+            assert!(read.starts_with("SEARCH") && windowed, "{read} is not bounded by the window: {plan:#?}");
+        }
+    }
+}
