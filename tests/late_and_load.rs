@@ -30,8 +30,9 @@ fn late_records_are_found_by_the_recheck_and_delivered_exactly_once() {
         dir.path(),
         &["--records-per-minute", "600", "--late-fraction", "0.05", "--max-lateness", "8s", "--seed", "41"],
     );
-    // Scaled from delay 1m, re-check 10m, lateness up to 5m.
-    let p = second_frames(&sim, dir, 20, "size = \"1s\"\ndelay = \"2s\"\nrecheck = [\"12s\"]", "", "retain = \"1h\"");
+    // Scaled from delay 1m, re-check 10m, lateness up to 5m. The range starts now, so each
+    // frame is first pulled as soon as it is eligible, as cron would, and misses its late records.
+    let p = second_frames(&sim, dir, -1, "size = \"1s\"\ndelay = \"2s\"\nrecheck = [\"12s\"]", "", "retain = \"1h\"");
     let range = (p.reference, p.reference + 20);
     let deadline = Instant::now() + Duration::from_secs(90);
     loop {

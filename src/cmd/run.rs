@@ -36,43 +36,24 @@ pub fn run(config: &Config, scope: Scope, dry_run: bool) -> Result<u8> {
             frames.delay
         );
     }
-    let run_id = ledger.begin_run(name(scope), now)?;
     let source = HttpSource::new(&config.source, &config.secrets);
     let sink = HttpSink::new(&config.sink, &config.secrets);
-    let outcome = Job::new(config, &mut ledger, &source, &sink, &clock).execute(&plan, scope == Scope::Run);
-    let mut outcome = match outcome {
-        Ok(outcome) => outcome,
-        Err(error) => {
-            // The ledger failed under the run; recording that may fail too, and the original
-            // error is the one to report.
-            let message = config.secrets.scrub(&format!("{error:#}"));
-            let _ = ledger.end_run(run_id, &RunFigures::default(), 3, Some(&message), clock.now());
-            let _ = crate::metrics::write_if_configured(config, &ledger);
-            return Err(error);
+    let outcome = recorded(config, &mut ledger, name(scope), &clock, |ledger| {
+        let mut outcome = Job::new(config, ledger, &source, &sink, &clock).execute(&plan, scope == Scope::Run)?;
+        let deadline = started + config.run.max_seconds;
+        if scope == Scope::Run
+            && let Err(e) = crate::prune::after_run(config, ledger, clock.now(), deadline)
+        {
+            outcome.failures.push(format!("pruning the ledger: {e:#}"));
         }
-    };
-    if scope == Scope::Run
-        && let Err(e) = crate::prune::after_run(config, &mut ledger, clock.now(), started + config.run.max_seconds)
-    {
-        outcome.failures.push(format!("pruning the ledger: {e:#}"));
-    }
-    let code = outcome.exit_code();
-    let message = summary(&outcome.failures);
-    crate::hooks::kill_point("before-end-run");
-    ledger.end_run(run_id, &outcome.figures, code, message.as_deref(), clock.now())?;
-    let metrics_written = crate::metrics::write_or_say_why(config, &ledger);
-    if code != 0 {
-        eprintln!(
-            "framesync: {} failure(s) recorded; the frames will be retried by later runs (framesync status shows them)",
-            outcome.failures.len()
-        );
-    }
-    Ok(if metrics_written { code as u8 } else { code.max(1) as u8 })
+        Ok(outcome)
+    })?;
+    Ok(outcome.exit_code() as u8)
 }
 
-/// Records a piece of work in the `runs` table around it: begun, then ended with its figures,
-/// exit code and first failure — or, when the ledger itself failed under the work, ended with
-/// exit code 3 as far as the ledger still allows.
+/// Records a piece of work in the `runs` table around it — begun, then ended with its figures,
+/// exit code and first failure, or with exit code 3 when the ledger itself failed under the
+/// work — and writes the metrics file. A metrics file that cannot be written fails the run.
 pub(super) fn recorded(
     config: &Config,
     ledger: &mut Ledger,
@@ -81,25 +62,29 @@ pub(super) fn recorded(
     work: impl FnOnce(&mut Ledger) -> Result<Outcome>,
 ) -> Result<Outcome> {
     let run_id = ledger.begin_run(name, clock.now())?;
-    match work(ledger) {
-        Ok(outcome) => {
-            let message = summary(&outcome.failures);
-            ledger.end_run(run_id, &outcome.figures, outcome.exit_code(), message.as_deref(), clock.now())?;
-            if !outcome.failures.is_empty() {
-                eprintln!(
-                    "framesync: {} failure(s) recorded; the frames will be retried by later runs (framesync status shows them)",
-                    outcome.failures.len()
-                );
-            }
-            Ok(outcome)
-        }
+    let mut outcome = match work(ledger) {
+        Ok(outcome) => outcome,
         Err(error) => {
             // Recording the failure may fail too; the original error is the one to report.
             let message = config.secrets.scrub(&format!("{error:#}"));
             let _ = ledger.end_run(run_id, &RunFigures::default(), 3, Some(&message), clock.now());
-            Err(error)
+            let _ = crate::metrics::write_if_configured(config, ledger);
+            return Err(error);
         }
+    };
+    crate::hooks::kill_point("before-end-run");
+    let message = summary(&outcome.failures);
+    ledger.end_run(run_id, &outcome.figures, outcome.exit_code(), message.as_deref(), clock.now())?;
+    if !outcome.failures.is_empty() {
+        eprintln!(
+            "framesync: {} failure(s) recorded; the frames will be retried by later runs (framesync status shows them)",
+            outcome.failures.len()
+        );
     }
+    if !crate::metrics::write_or_say_why(config, ledger) {
+        outcome.failures.push("the metrics file could not be written".into());
+    }
+    Ok(outcome)
 }
 
 fn sides(scope: Scope) -> &'static [Side] {
