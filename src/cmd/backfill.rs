@@ -17,14 +17,21 @@ use crate::plan::{self, Facts};
 use crate::sink::HttpSink;
 use crate::source::HttpSource;
 
+/// A time range of frames, given by hand.
 #[derive(Debug, clap::Args)]
-pub struct Args {
-    /// The first frame to backfill (RFC 3339 or epoch seconds; aligned down to a frame).
+pub struct Range {
+    /// The first frame (RFC 3339 or epoch seconds; aligned down to a frame).
     #[arg(long)]
     pub from: String,
     /// The end of the range, exclusive.
     #[arg(long)]
     pub to: String,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    #[command(flatten)]
+    pub range: Range,
     /// Pull and send delivered frames again too, with the same Idempotency-Keys.
     #[arg(long)]
     pub redeliver: bool,
@@ -33,8 +40,14 @@ pub struct Args {
     pub dry_run: bool,
 }
 
-/// Parses `--from`/`--to` into a frame-aligned half-open range.
-pub fn range(config: &Config, from: &str, to: &str) -> Result<(Epoch, Epoch)> {
+impl Range {
+    /// The range as frame-aligned, half-open epoch bounds.
+    pub fn frames(&self, config: &Config) -> Result<(Epoch, Epoch)> {
+        aligned(config, &self.from, &self.to)
+    }
+}
+
+fn aligned(config: &Config, from: &str, to: &str) -> Result<(Epoch, Epoch)> {
     let size = config.frames.size;
     let from = parse_time(from).map_err(|e| Usage(format!("--from: {e}")))?;
     let to = parse_time(to).map_err(|e| Usage(format!("--to: {e}")))?;
@@ -45,7 +58,7 @@ pub fn range(config: &Config, from: &str, to: &str) -> Result<(Epoch, Epoch)> {
 }
 
 pub fn backfill(config: &Config, args: &Args) -> Result<u8> {
-    let (from, to) = range(config, &args.from, &args.to)?;
+    let (from, to) = args.range.frames(config)?;
     let _locks = if args.dry_run { Vec::new() } else { super::lock_by_hand(config, &[Side::Pull, Side::Push])? };
     let mut ledger = Ledger::open_with(&config.ledger, config.run.sync, config.run.busy_timeout)?;
     let clock = SystemClock;

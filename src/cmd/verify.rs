@@ -19,12 +19,8 @@ use crate::source::{HttpSource, Source};
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
-    /// The first frame to verify (RFC 3339 or epoch seconds).
-    #[arg(long)]
-    pub from: String,
-    /// The end of the range, exclusive.
-    #[arg(long)]
-    pub to: String,
+    #[command(flatten)]
+    pub range: super::backfill::Range,
     /// Send what is missing: records the ledger never saw, and records the RS lookup says it lacks.
     #[arg(long)]
     pub repair: bool,
@@ -53,7 +49,7 @@ impl FrameReport {
 }
 
 pub fn verify(config: &Config, args: &Args) -> Result<u8> {
-    let (from, to) = super::backfill::range(config, &args.from, &args.to)?;
+    let (from, to) = args.range.frames(config)?;
     let _locks = if args.repair { super::lock_by_hand(config, &[Side::Pull, Side::Push])? } else { Vec::new() };
     let mut ledger = Ledger::open_with(&config.ledger, config.run.sync, config.run.busy_timeout)?;
     let clock = SystemClock;
