@@ -106,6 +106,11 @@ pub struct SinkConfig {
     pub max_rps: Option<f64>,
     /// Immediate retries of a request that failed in a retryable way, before giving up for the run.
     pub retries: u32,
+    /// Acknowledgements are recorded in one ledger transaction per group, before the next
+    /// request once the group holds this many records or is `ack_group_time` old: the records a
+    /// crash can re-send.
+    pub ack_group: usize,
+    pub ack_group_time: Duration,
 }
 
 #[derive(Debug, Clone)]
@@ -201,6 +206,10 @@ struct RawSink {
     #[serde(default = "default_retries")]
     retries: u32,
     max_rps: Option<f64>,
+    #[serde(default = "default_ack_group")]
+    ack_group: usize,
+    #[serde(default = "default_ack_group_time")]
+    ack_group_time: String,
 }
 
 #[derive(Deserialize)]
@@ -281,6 +290,12 @@ fn default_already_there() -> Vec<u16> {
 }
 fn default_retries() -> u32 {
     2
+}
+fn default_ack_group() -> usize {
+    100
+}
+fn default_ack_group_time() -> String {
+    "100ms".into()
 }
 fn default_max_frames() -> usize {
     60
@@ -420,6 +435,9 @@ fn sink_config(raw: RawSink, env: Env, secrets: &mut Redactor) -> Result<SinkCon
     if raw.batch_size == 0 {
         bail!("sink.batch_size: must be at least 1");
     }
+    if raw.ack_group == 0 {
+        bail!("sink.ack_group: must be at least 1 (1 records every acknowledgement on its own)");
+    }
     if let Some(code) = raw.already_there.iter().find(|c| !(400..500).contains(*c)) {
         bail!("sink.already_there: {code} is not a 4xx status; list codes such as [409]");
     }
@@ -439,6 +457,8 @@ fn sink_config(raw: RawSink, env: Env, secrets: &mut Redactor) -> Result<SinkCon
         map: raw.map.map(|m| Mapping::from_toml("sink.map", &m)).transpose()?,
         max_rps: rate("sink.max_rps", raw.max_rps)?,
         retries: raw.retries,
+        ack_group: raw.ack_group,
+        ack_group_time: duration("sink.ack_group_time", &raw.ack_group_time)?,
     })
 }
 
@@ -663,6 +683,7 @@ url = "http://127.0.0.1:1/rs"
         assert_eq!(config.sink.already_there, vec![409]);
         assert_eq!(config.run.max_frames, 60);
         assert_eq!(config.run.max_seconds, Duration::from_secs(50));
+        assert_eq!((config.sink.ack_group, config.sink.ack_group_time), (100, Duration::from_millis(100)));
     }
 
     #[test]
@@ -684,6 +705,8 @@ url = "http://127.0.0.1:1/rs"
             (minimal("", "").replace("{to}", "{too}"), "{too}"),
             (minimal("", "").replace("start = \"2026-11-01T00:00:30Z\"", "start = \"yesterday\""), "frames.start"),
             (minimal("", "").replace("[source]", "[frames.x]\n[source]"), "x"),
+            (minimal("", "").replace("[run]", "ack_group = 0\n[run]"), "sink.ack_group"),
+            (minimal("", "").replace("[run]", "ack_group_time = \"now\"\n[run]"), "sink.ack_group_time"),
         ];
         for (text, key) in cases {
             assert!(parse(&text).is_err(), "{key}: accepted {text}");

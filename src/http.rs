@@ -1,19 +1,56 @@
 //! What both HTTP clients share: one agent per server (connections are reused across
-//! requests), and reading `Retry-After`, `Date` and short excerpts of bodies for messages.
+//! requests, hosts resolved once), and reading `Retry-After`, `Date` and short excerpts of bodies for messages.
 
-use std::time::Duration;
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
 
 use chrono::DateTime;
+use ureq::unversioned::resolver::{DefaultResolver, ResolvedSocketAddrs, Resolver};
+use ureq::unversioned::transport::{DefaultConnector, NextTimeout};
 
 use crate::frames::Epoch;
 
+/// How long a host's resolved addresses are reused.
+const RESOLVED_FOR: Duration = Duration::from_secs(30);
+
 pub fn agent(timeout: Duration) -> ureq::Agent {
-    ureq::Agent::config_builder()
+    let config = ureq::Agent::config_builder()
         .timeout_global(Some(timeout))
         .http_status_as_error(false)
+        .no_delay(true)
         .user_agent(concat!("framesync/", env!("CARGO_PKG_VERSION")))
-        .build()
-        .into()
+        .build();
+    ureq::Agent::with_parts(config, DefaultConnector::default(), CachingResolver::default())
+}
+
+/// ureq resolves the host before every request, even one that reuses a pooled connection,
+/// and with a timeout set it resolves on a new thread: a thread per request. This resolves
+/// each host once and reuses the answer for `RESOLVED_FOR`.
+#[derive(Debug, Default)]
+struct CachingResolver {
+    resolver: DefaultResolver,
+    resolved: Mutex<HashMap<String, (Instant, ResolvedSocketAddrs)>>,
+}
+
+impl Resolver for CachingResolver {
+    fn resolve(
+        &self,
+        uri: &ureq::http::Uri,
+        config: &ureq::config::Config,
+        timeout: NextTimeout,
+    ) -> Result<ResolvedSocketAddrs, ureq::Error> {
+        let key = format!("{}://{}", uri.scheme_str().unwrap_or(""), uri.authority().map_or("", |a| a.as_str()));
+        let fresh = |at: &Instant| at.elapsed() < RESOLVED_FOR;
+        if let Some((_, addrs)) =
+            self.resolved.lock().unwrap_or_else(|e| e.into_inner()).get(&key).filter(|(at, _)| fresh(at))
+        {
+            return Ok(addrs.clone());
+        }
+        let addrs = self.resolver.resolve(uri, config, timeout)?;
+        self.resolved.lock().unwrap_or_else(|e| e.into_inner()).insert(key, (Instant::now(), addrs.clone()));
+        Ok(addrs)
+    }
 }
 
 /// `Retry-After` as seconds or an HTTP date.

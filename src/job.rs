@@ -63,6 +63,18 @@ pub struct Job<'a> {
     sink_stopped: bool,
     pull_failures_in_a_row: u32,
     skew_recorded: bool,
+    acks: AckGroup,
+}
+
+/// Acknowledged records not yet recorded in the ledger: one transaction per group of at most
+/// `sink.ack_group` records or `sink.ack_group_time`, instead of one per request. A crash loses
+/// the group's acknowledgements, not its records: they lie within the frame's `sent_through`,
+/// so the next run looks them up (where the RS has a lookup) or re-sends them with the same keys.
+#[derive(Default)]
+struct AckGroup {
+    frame: Epoch,
+    uids: Vec<String>,
+    since: Option<Instant>,
 }
 
 impl<'a> Job<'a> {
@@ -86,6 +98,7 @@ impl<'a> Job<'a> {
             sink_stopped: false,
             pull_failures_in_a_row: 0,
             skew_recorded: false,
+            acks: AckGroup::default(),
         }
     }
 
@@ -184,22 +197,57 @@ impl<'a> Job<'a> {
 
     /// Pulls and stages one missing frame; true when it is staged.
     fn pull(&mut self, frame: Frame) -> Result<bool> {
-        let Some(pulled) = self.fetch(frame, false)? else { return Ok(false) };
         let now = self.clock.now();
-        self.ledger.stage_frame(frame, &pulled.records, &pulled.invalid, &pulled.counts, now)?;
+        let (result, staged, invalid) = self.pull_and_stage(frame, now)?;
+        let Some(pulled) = self.judge(frame, result, false)? else { return Ok(false) };
         crate::hooks::kill_point("after-stage");
-        log::info!("frame {frame}: pulled {} records in {} pages", pulled.records.len(), pulled.pages);
+        log::info!("frame {frame}: pulled {staged} records in {} pages", pulled.pages);
         let figures = &mut self.outcome.figures;
         figures.frames_pulled += 1;
-        figures.records_pulled += pulled.records.len() as i64;
-        figures.dead_letters += pulled.invalid.len() as i64;
-        for letter in &pulled.invalid {
-            log::warn!("frame {frame}: a record was dead-lettered: {}", letter.detail);
-        }
-        if pulled.records.is_empty() && self.ledger.complete_frame(frame, self.first_recheck(now), now)? {
+        figures.records_pulled += staged;
+        figures.dead_letters += invalid;
+        if staged == 0 && self.ledger.complete_frame(frame, self.first_recheck(now), now)? {
             self.outcome.figures.frames_delivered += 1;
         }
         Ok(true)
+    }
+
+    /// Stages a frame's pages as they arrive, in one transaction opened at the first page and
+    /// committed only when the pull succeeded and the SS's clock agrees the frame is closed;
+    /// otherwise rolled back. A frame of any size is pulled with one page in memory. Returns the
+    /// pull's result and the records staged and dead-lettered; an error only when the ledger failed.
+    fn pull_and_stage(&mut self, frame: Frame, now: Epoch) -> Result<(Result<Pulled, PullError>, i64, i64)> {
+        let ledger = &mut *self.ledger;
+        let mut staging = None;
+        let mut failure = None;
+        let result = self.source.pull_pages(frame, &mut |records, letters| {
+            let staged = (|| -> Result<()> {
+                let staging = match &mut staging {
+                    Some(staging) => staging,
+                    None => staging.insert(ledger.begin_staging(frame, now)?),
+                };
+                ledger.stage(staging, &records)?;
+                for letter in &letters {
+                    log::warn!("frame {frame}: a record was dead-lettered: {}", letter.detail);
+                    ledger.stage_dead_letter(staging, letter)?;
+                }
+                Ok(())
+            })();
+            staged.map_err(|e| failure = Some(e)).is_ok()
+        });
+        let (staged, invalid) = staging.as_ref().map_or((0, 0), |s| (s.staged(), s.invalid()));
+        let closed =
+            |pulled: &Pulled| not_yet_eligible_at_the_ss(self.config, frame, pulled.server_date, now).is_none();
+        let committed = match (&result, failure) {
+            (_, Some(error)) => Err(error),
+            (Ok(pulled), None) if closed(pulled) => match staging {
+                Some(staging) => self.ledger.commit_staging(staging, &pulled.counts),
+                None => self.ledger.stage_frame(frame, &[], &[], &pulled.counts, now),
+            },
+            _ => Ok(()),
+        };
+        self.ledger.abandon_staging();
+        committed.map(|()| (result, staged, invalid))
     }
 
     /// Pulls a delivered frame again and stages the records the ledger has not seen; true when
@@ -231,11 +279,17 @@ impl<'a> Job<'a> {
     /// frame when it is missing; a re-check simply stays due), and pulling stops for the run when
     /// the SS is busy, broken three frames in a row, or behind this machine's clock.
     fn fetch(&mut self, frame: Frame, recheck: bool) -> Result<Option<Pulled>> {
-        let (message, retry_after, stop) = match self.source.pull(frame) {
+        let result = self.source.pull(frame);
+        self.judge(frame, result, recheck)
+    }
+
+    /// What `fetch` does with a pull's result.
+    fn judge(&mut self, frame: Frame, result: Result<Pulled, PullError>, recheck: bool) -> Result<Option<Pulled>> {
+        let (message, retry_after, stop) = match result {
             Ok(pulled) => {
                 self.pull_failures_in_a_row = 0;
                 self.check_skew(pulled.server_date)?;
-                match self.not_yet_eligible_at_the_ss(frame, pulled.server_date) {
+                match not_yet_eligible_at_the_ss(self.config, frame, pulled.server_date, self.clock.now()) {
                     Some(message) => (message, None, true),
                     None => {
                         self.check_slow(pulled.slowest);
@@ -302,20 +356,6 @@ impl<'a> Job<'a> {
         }
     }
 
-    /// A frame the SS's own clock says is not yet eligible is never staged: this machine's clock
-    /// is ahead (a jump forward), and staging would deliver the frame before its records exist.
-    fn not_yet_eligible_at_the_ss(&self, frame: Frame, server_date: Option<Epoch>) -> Option<String> {
-        let date = server_date?;
-        (frame.end() + self.config.frames.delay > date).then(|| {
-            format!(
-                "the SS clock says {} — too early for this frame (delay {}s); this machine's clock is {}s ahead of the SS, so nothing was staged",
-                crate::frames::rfc3339(date),
-                self.config.frames.delay,
-                self.clock.now() - date
-            )
-        })
-    }
-
     fn first_recheck(&self, now: Epoch) -> Option<Epoch> {
         self.config.frames.recheck.first().map(|after| now + after)
     }
@@ -324,34 +364,85 @@ impl<'a> Job<'a> {
 
     /// Pushes a staged frame's pending records; delivers the frame when none is left.
     fn push(&mut self, frame: Frame) -> Result<()> {
-        let (pending, sent_through) = self.ledger.pending(frame.start)?;
-        // Records that may have reached the RS before a crash or a lost answer.
-        let unknown: HashSet<i64> = pending.iter().filter(|p| p.seq <= sent_through).map(|p| p.seq).collect();
-        let pending = match self.resolve_unknown(frame, pending, &unknown)? {
-            Some(pending) => pending,
-            None => return Ok(()),
-        };
-        let unit = self.sink.batch_size().max(1);
-        let window = SEND_WINDOW.div_ceil(unit) * unit;
-        for chunk in pending.chunks(window) {
-            if self.out_of_time() {
-                return Ok(());
-            }
-            let last = chunk.last().map_or(sent_through, |p| p.seq);
-            self.ledger.mark_sending(frame.start, last, self.clock.now())?;
-            crate::hooks::kill_point("after-mark-sending");
-            for records in chunk.chunks(unit) {
-                if !self.send(frame, records)? {
-                    return Ok(());
-                }
-            }
+        let sent = self.send_pending(frame);
+        if !matches!(sent, Ok(true)) {
+            // Whatever stopped the sending, what the RS acknowledged is recorded.
+            let recorded = self.record_acks();
+            sent?;
+            return recorded;
         }
+        // The last group and the frame's delivery: one transaction.
         let now = self.clock.now();
-        if self.ledger.complete_frame(frame, self.first_recheck(now), now)? {
+        let uids = std::mem::take(&mut self.acks.uids);
+        self.acks.since = None;
+        let last: Vec<&str> = uids.iter().map(String::as_str).collect();
+        let delivered = self.ledger.acknowledge_and_complete(frame, &last, self.first_recheck(now), now)?;
+        self.outcome.figures.records_pushed += last.len() as i64;
+        if delivered {
             crate::hooks::kill_point("after-complete");
             log::info!("frame {frame}: delivered");
             self.outcome.figures.frames_delivered += 1;
         }
+        Ok(())
+    }
+
+    /// Sends the frame's pending records a window at a time; false when pushing stopped (the
+    /// RS failed, or the run is out of time).
+    fn send_pending(&mut self, frame: Frame) -> Result<bool> {
+        let unit = self.sink.batch_size().max(1);
+        let window = SEND_WINDOW.div_ceil(unit) * unit;
+        let mut after = -1;
+        loop {
+            if self.out_of_time() {
+                return Ok(false);
+            }
+            let (pending, sent_through) = self.ledger.pending_after(frame.start, after, window as i64)?;
+            let Some(last) = pending.last().map(|p| p.seq) else { return Ok(true) };
+            after = last;
+            // Records that may have reached the RS before a crash or a lost answer.
+            let unknown: HashSet<i64> = pending.iter().filter(|p| p.seq <= sent_through).map(|p| p.seq).collect();
+            let Some(pending) = self.resolve_unknown(frame, pending, &unknown)? else { return Ok(false) };
+            if last > sent_through {
+                self.ledger.mark_sending(frame.start, last, self.clock.now())?;
+                crate::hooks::kill_point("after-mark-sending");
+            }
+            for records in pending.chunks(unit) {
+                if !self.send(frame, records)? {
+                    return Ok(false);
+                }
+            }
+        }
+    }
+
+    /// Holds acknowledged records for the next group commit.
+    fn acknowledged(&mut self, frame: Frame, uids: impl Iterator<Item = String>) -> Result<()> {
+        if self.acks.frame != frame.start {
+            self.record_acks()?;
+            self.acks.frame = frame.start;
+        }
+        self.acks.since.get_or_insert_with(Instant::now);
+        self.acks.uids.extend(uids);
+        Ok(())
+    }
+
+    /// Records the group if it is full or old enough: before each request, so the frame's last
+    /// group waits for the frame's delivery and is recorded with it.
+    fn record_acks_if_due(&mut self) -> Result<()> {
+        let full = self.acks.uids.len() >= self.config.sink.ack_group;
+        let old = self.acks.since.is_some_and(|since| since.elapsed() >= self.config.sink.ack_group_time);
+        if full || old { self.record_acks() } else { Ok(()) }
+    }
+
+    /// Records the group's UIDs as delivered, in one transaction.
+    fn record_acks(&mut self) -> Result<()> {
+        if self.acks.uids.is_empty() {
+            return Ok(());
+        }
+        let uids: Vec<&str> = self.acks.uids.iter().map(String::as_str).collect();
+        self.ledger.acknowledge(self.acks.frame, &uids, self.clock.now())?;
+        self.outcome.figures.records_pushed += uids.len() as i64;
+        self.acks.uids.clear();
+        self.acks.since = None;
         Ok(())
     }
 
@@ -394,12 +485,12 @@ impl<'a> Job<'a> {
         if outgoing.is_empty() {
             return Ok(true);
         }
+        // A full or older group is recorded before a request (which may take long).
+        self.record_acks_if_due()?;
         match self.send_with_retries(&outgoing) {
             Verdict::Acknowledged => {
                 crate::hooks::kill_point("after-ack");
-                let uids: Vec<&str> = outgoing.iter().map(|o| o.uid.as_str()).collect();
-                self.ledger.acknowledge(frame.start, &uids, self.clock.now())?;
-                self.outcome.figures.records_pushed += uids.len() as i64;
+                self.acknowledged(frame, outgoing.into_iter().map(|o| o.uid))?;
                 Ok(true)
             }
             Verdict::Rejected { status, response } if outgoing.len() == 1 => {
@@ -497,6 +588,7 @@ impl<'a> Job<'a> {
     }
 
     fn push_failed(&mut self, frame: Frame, reason: String, retry_after: Option<Duration>) -> Result<()> {
+        self.record_acks()?;
         if let Some(wait) = retry_after {
             let now = self.clock.now();
             self.ledger.set_quiet(
@@ -512,6 +604,20 @@ impl<'a> Job<'a> {
         self.sink_stopped = true;
         Ok(())
     }
+}
+
+/// A frame the SS's own clock says is not yet eligible is never staged: this machine's clock
+/// is ahead (a jump forward), and staging would deliver the frame before its records exist.
+fn not_yet_eligible_at_the_ss(config: &Config, frame: Frame, server_date: Option<Epoch>, now: Epoch) -> Option<String> {
+    let date = server_date?;
+    (frame.end() + config.frames.delay > date).then(|| {
+        format!(
+            "the SS clock says {} — too early for this frame (delay {}s); this machine's clock is {}s ahead of the SS, so nothing was staged",
+            crate::frames::rfc3339(date),
+            config.frames.delay,
+            now - date
+        )
+    })
 }
 
 #[cfg(test)]

@@ -2,11 +2,13 @@
 //! migrations in `sql/` and checks the durability settings; every write is a short
 //! `BEGIN IMMEDIATE` transaction, so a kill at any instant leaves a consistent ledger.
 
+use std::collections::HashMap;
+use std::hash::{BuildHasher, RandomState};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
-use rusqlite::{Connection, OpenFlags, OptionalExtension, TransactionBehavior, params};
+use rusqlite::{Connection, OpenFlags, OptionalExtension, ToSql, TransactionBehavior, params};
 
 use crate::frames::{Epoch, Frame};
 
@@ -17,6 +19,31 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../sql/0002_pruned_totals.sql"),
     include_str!("../sql/0003_late_data_and_servers.sql"),
 ];
+
+/// Rows per INSERT statement where many are written at once (a power of two): for rows this
+/// small, running a statement costs more than writing a row.
+const ROWS_PER_INSERT: usize = 32;
+const INSERT_DELIVERED: &str = "INSERT OR IGNORE INTO delivered (uid, frame, at) VALUES ";
+const INSERT_STAGED: &str = "INSERT INTO staged (frame, seq, uid, ts, body) VALUES ";
+
+/// Runs `insert` over `values`, `columns` to a row, in statements of `ROWS_PER_INSERT` rows and
+/// then of halving powers of two (so the statement cache holds six per table). Returns the rows
+/// inserted.
+fn insert_rows(conn: &Connection, insert: &str, columns: usize, values: &[&dyn ToSql]) -> Result<usize> {
+    let row = format!("({})", vec!["?"; columns].join(", "));
+    let mut added = 0;
+    let mut rest = values;
+    let mut rows = ROWS_PER_INSERT;
+    while !rest.is_empty() {
+        while rows * columns > rest.len() {
+            rows /= 2;
+        }
+        let (now, later) = rest.split_at(rows * columns);
+        added += conn.prepare_cached(&format!("{insert}{}", vec![row.as_str(); rows].join(", ")))?.execute(now)?;
+        rest = later;
+    }
+    Ok(added)
+}
 
 /// How long a write waits for another process's transaction before giving up.
 pub const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
@@ -152,6 +179,11 @@ impl Ledger {
 
     fn configure(&self, sync: Sync, busy_timeout: Duration) -> Result<()> {
         self.conn.busy_timeout(busy_timeout)?;
+        // The push path alone uses more than rusqlite's default of 16 statements.
+        self.conn.set_prepared_statement_cache_capacity(64);
+        // A stable query plan: otherwise every new value bound to `seq > ?` re-prepares the
+        // statement (the bundled SQLite has STAT4), which costs more than running it.
+        self.conn.set_db_config(rusqlite::config::DbConfig::SQLITE_DBCONFIG_ENABLE_QPSG, true)?;
         // The first statement to touch the file: "file is not a database" surfaces here.
         let mode: String = self
             .conn
@@ -324,42 +356,150 @@ impl Ledger {
         counts: &PullCounts,
         now: Epoch,
     ) -> Result<()> {
-        let tx = self.write()?;
-        let state: Option<String> =
-            tx.query_row("SELECT state FROM frames WHERE start = ?1", [frame.start], |r| r.get(0)).optional()?;
+        let mut staging = self.begin_staging(frame, now)?;
+        let staged = self
+            .stage(&mut staging, records)
+            .and_then(|()| invalid.iter().try_for_each(|letter| self.stage_dead_letter(&mut staging, letter)))
+            .and_then(|()| self.commit_staging(staging, counts));
+        if staged.is_err() {
+            self.abandon_staging();
+        }
+        staged
+    }
+
+    /// Opens the one transaction that stages a frame, page by page (see [`Staging`]).
+    pub fn begin_staging(&mut self, frame: Frame, now: Epoch) -> Result<Staging> {
+        self.conn.execute_batch("BEGIN IMMEDIATE")?;
+        let opened = self.open_for_staging(frame, now);
+        if opened.is_err() {
+            self.abandon_staging();
+        }
+        opened?;
+        Ok(Staging {
+            frame,
+            now,
+            staged: 0,
+            invalid: 0,
+            duplicates: 0,
+            first_by_hash: HashMap::new(),
+            collided: HashMap::new(),
+            hasher: RandomState::new(),
+            hash_mask: u64::MAX,
+        })
+    }
+
+    fn open_for_staging(&mut self, frame: Frame, now: Epoch) -> Result<()> {
+        let state: Option<String> = self
+            .conn
+            .prepare_cached("SELECT state FROM frames WHERE start = ?1")?
+            .query_row([frame.start], |r| r.get(0))
+            .optional()?;
         if matches!(state.as_deref(), Some("pulled" | "pushing" | "delivered")) {
             bail!("frame {frame} is already {}; it is not pulled twice", state.unwrap_or_default());
         }
-        tx.execute(
-            "INSERT INTO frames (start, end, state, records, out_of_frame, duplicates, pulled_at, updated_at)
-             VALUES (?1, ?2, 'pulled', ?3, ?4, ?5, ?6, ?6)
-             ON CONFLICT (start) DO UPDATE SET state = 'pulled', records = ?3, out_of_frame = ?4, duplicates = ?5,
-                 attempts = 0, last_error = NULL, next_attempt = NULL, sent_through = -1, pulled_at = ?6, updated_at = ?6",
-            params![frame.start, frame.end(), (records.len() + invalid.len()) as i64, counts.out_of_frame, counts.duplicates, now],
-        )?;
-        {
-            let mut insert =
-                tx.prepare_cached("INSERT INTO staged (frame, seq, uid, ts, body) VALUES (?1, ?2, ?3, ?4, ?5)")?;
-            for (seq, record) in records.iter().enumerate() {
-                insert.execute(params![frame.start, seq as i64, record.uid, record.ts_ms, record.body])?;
+        self.conn
+            .prepare_cached(
+                "INSERT INTO frames (start, end, state, pulled_at, updated_at) VALUES (?1, ?2, 'pulled', ?3, ?3)
+             ON CONFLICT (start) DO UPDATE SET state = 'pulled', attempts = 0, last_error = NULL,
+                 next_attempt = NULL, sent_through = -1, pulled_at = ?3, updated_at = ?3",
+            )?
+            .execute(params![frame.start, frame.end(), now])?;
+        Ok(())
+    }
+
+    /// Stages records in order, after those already staged; a UID staged earlier in the frame is
+    /// kept once and counted as a duplicate.
+    pub fn stage(&mut self, staging: &mut Staging, records: &[StagedRecord]) -> Result<()> {
+        let mut at = self.conn.prepare_cached("SELECT uid, body FROM staged WHERE frame = ?1 AND seq = ?2")?;
+        let start = staging.frame.start;
+        // Records to insert, ROWS_PER_INSERT at a time: (seq, record).
+        let mut rows: Vec<(i64, &StagedRecord)> = Vec::with_capacity(ROWS_PER_INSERT);
+        let insert = |rows: &mut Vec<(i64, &StagedRecord)>| -> Result<()> {
+            if !rows.is_empty() {
+                let values: Vec<&dyn ToSql> =
+                    rows.iter().flat_map(|(seq, r)| [&start as &dyn ToSql, seq, &r.uid, &r.ts_ms, &r.body]).collect();
+                insert_rows(&self.conn, INSERT_STAGED, 5, &values)?;
+                rows.clear();
+            }
+            Ok(())
+        };
+        for record in records {
+            let hash = staging.hasher.hash_one(&record.uid) & staging.hash_mask;
+            let earlier = match staging.first_by_hash.get(&hash) {
+                None => {
+                    staging.first_by_hash.insert(hash, staging.staged);
+                    None
+                }
+                Some(&seq) => {
+                    insert(&mut rows)?; // the earlier record may be among them
+                    let (uid, body): (String, String) =
+                        at.query_row(params![start, seq], |r| Ok((r.get(0)?, r.get(1)?)))?;
+                    match (uid == record.uid, staging.collided.get(&record.uid)) {
+                        (true, _) => Some(body),
+                        (false, Some(&seq)) => Some(at.query_row(params![start, seq], |r| r.get(1))?),
+                        (false, None) => {
+                            staging.collided.insert(record.uid.clone(), staging.staged);
+                            None
+                        }
+                    }
+                }
+            };
+            if let Some(body) = earlier {
+                staging.duplicates += 1;
+                if body != record.body {
+                    log::warn!(
+                        "frame {}: UID {:?} appears twice with different contents; the first is kept",
+                        staging.frame,
+                        record.uid
+                    );
+                }
+                continue;
+            }
+            rows.push((staging.staged, record));
+            staging.staged += 1;
+            if rows.len() == ROWS_PER_INSERT {
+                insert(&mut rows)?;
             }
         }
-        for letter in invalid {
-            insert_dead_letter(&tx, frame.start, letter, now)?;
-        }
-        tx.commit()?;
+        insert(&mut rows)
+    }
+
+    /// Dead-letters a record that cannot be staged, with its frame.
+    pub fn stage_dead_letter(&mut self, staging: &mut Staging, letter: &DeadLetter) -> Result<()> {
+        staging.invalid += 1;
+        insert_dead_letter(&self.conn, staging.frame.start, letter, staging.now)
+    }
+
+    /// Makes the frame `pulled` with everything staged; `counts` are what the SS client found
+    /// (repeats across pages found while staging are added).
+    pub fn commit_staging(&mut self, staging: Staging, counts: &PullCounts) -> Result<()> {
+        self.conn
+            .prepare_cached("UPDATE frames SET records = ?2, out_of_frame = ?3, duplicates = ?4 WHERE start = ?1")?
+            .execute(params![
+                staging.frame.start,
+                staging.staged + staging.invalid,
+                counts.out_of_frame,
+                counts.duplicates + staging.duplicates
+            ])?;
+        self.conn.execute_batch("COMMIT")?;
         Ok(())
+    }
+
+    /// Rolls back a staging that will not be committed (no-op when none is open): the frame is
+    /// as it was before it.
+    pub fn abandon_staging(&mut self) {
+        if !self.conn.is_autocommit() {
+            let _ = self.conn.execute_batch("ROLLBACK");
+        }
     }
 
     /// Records a failed pull: the frame stays missing, with its error and next attempt.
     pub fn pull_failed(&mut self, frame: Frame, error: &str, next_attempt: Epoch, now: Epoch) -> Result<()> {
         let tx = self.write()?;
-        tx.execute(
-            "INSERT INTO frames (start, end, state, attempts, last_error, next_attempt, updated_at)
+        tx.prepare_cached("INSERT INTO frames (start, end, state, attempts, last_error, next_attempt, updated_at)
              VALUES (?1, ?2, 'missing', 1, ?3, ?4, ?5)
              ON CONFLICT (start) DO UPDATE SET attempts = attempts + 1, last_error = ?3, next_attempt = ?4, updated_at = ?5
-             WHERE state = 'missing'",
-            params![frame.start, frame.end(), error, next_attempt, now],
+             WHERE state = 'missing'")?.execute(params![frame.start, frame.end(), error, next_attempt, now],
         )?;
         tx.commit()?;
         Ok(())
@@ -379,16 +519,26 @@ impl Ledger {
     /// Staged records of a frame that are neither acknowledged nor dead-lettered, in order,
     /// and the highest seq that may already have reached the RS.
     pub fn pending(&self, start: Epoch) -> Result<(Vec<Pending>, i64)> {
-        let sent_through: i64 =
-            self.conn.query_row("SELECT sent_through FROM frames WHERE start = ?1", [start], |r| r.get(0))?;
+        self.pending_after(start, -1, -1)
+    }
+
+    /// Like `pending`, from the record after `seq` on and at most `limit` records (-1: all), so
+    /// a frame of any size is pushed with a window of it in memory.
+    pub fn pending_after(&self, start: Epoch, seq: i64, limit: i64) -> Result<(Vec<Pending>, i64)> {
+        let sent_through: i64 = self
+            .conn
+            .prepare_cached("SELECT sent_through FROM frames WHERE start = ?1")?
+            .query_row([start], |r| r.get(0))?;
         let mut stmt = self.conn.prepare_cached(
             "SELECT s.seq, s.uid, s.body FROM staged s
-             WHERE s.frame = ?1
+             WHERE s.frame = ?1 AND s.seq > ?2
                AND NOT EXISTS (SELECT 1 FROM delivered d WHERE d.uid = s.uid)
                AND NOT EXISTS (SELECT 1 FROM dead_letters x WHERE x.uid = s.uid)
-             ORDER BY s.seq",
+             ORDER BY s.seq LIMIT ?3",
         )?;
-        let rows = stmt.query_map([start], |r| Ok(Pending { seq: r.get(0)?, uid: r.get(1)?, body: r.get(2)? }))?;
+        let rows = stmt.query_map(params![start, seq, limit], |r| {
+            Ok(Pending { seq: r.get(0)?, uid: r.get(1)?, body: r.get(2)? })
+        })?;
         Ok((rows.collect::<Result<_, _>>()?, sent_through))
     }
 
@@ -396,11 +546,11 @@ impl Ledger {
     /// is unknown and they are looked up (where the RS offers a lookup) before being re-sent.
     pub fn mark_sending(&mut self, start: Epoch, seq: i64, now: Epoch) -> Result<()> {
         let tx = self.write()?;
-        tx.execute(
+        tx.prepare_cached(
             "UPDATE frames SET state = 'pushing', sent_through = MAX(sent_through, ?2), updated_at = ?3
              WHERE start = ?1 AND state IN ('pulled', 'pushing')",
-            params![start, seq, now],
-        )?;
+        )?
+        .execute(params![start, seq, now])?;
         tx.commit()?;
         Ok(())
     }
@@ -408,21 +558,32 @@ impl Ledger {
     /// Records UIDs the RS acknowledged. Called only after the acknowledgement arrived.
     pub fn acknowledge(&mut self, start: Epoch, uids: &[&str], now: Epoch) -> Result<()> {
         let tx = self.write()?;
-        let mut added = 0;
-        {
-            let mut insert =
-                tx.prepare_cached("INSERT OR IGNORE INTO delivered (uid, frame, at) VALUES (?1, ?2, ?3)")?;
-            for uid in uids {
-                added += insert.execute(params![uid, start, now])?;
-            }
-        }
-        tx.execute(
-            "UPDATE frames SET pushed = pushed + ?2, attempts = 0, updated_at = ?3 WHERE start = ?1",
-            params![start, added as i64, now],
-        )?;
+        record_acknowledged(&tx, start, uids, now)?;
         crate::hooks::kill_point("mid-ack-commit");
         tx.commit()?;
         Ok(())
+    }
+
+    /// `acknowledge` and `complete_frame` in one transaction: the last acknowledgements of a
+    /// frame are recorded, and the frame delivered if nothing is left. True when delivered.
+    pub fn acknowledge_and_complete(
+        &mut self,
+        frame: Frame,
+        uids: &[&str],
+        next_recheck: Option<Epoch>,
+        now: Epoch,
+    ) -> Result<bool> {
+        let tx = self.write()?;
+        if !uids.is_empty() {
+            record_acknowledged(&tx, frame.start, uids, now)?;
+            crate::hooks::kill_point("mid-ack-commit");
+        }
+        let delivered = deliver_if_complete(&tx, frame, next_recheck, now)?;
+        if delivered.is_some() {
+            crate::hooks::kill_point("mid-complete");
+        }
+        tx.commit()?;
+        Ok(delivered == Some(true))
     }
 
     pub fn dead_letter(&mut self, start: Epoch, letter: &DeadLetter, now: Epoch) -> Result<()> {
@@ -435,11 +596,11 @@ impl Ledger {
     /// Records a failed push: the frame keeps its progress and waits until `next_attempt`.
     pub fn push_failed(&mut self, start: Epoch, error: &str, next_attempt: Epoch, now: Epoch) -> Result<()> {
         let tx = self.write()?;
-        tx.execute(
+        tx.prepare_cached(
             "UPDATE frames SET attempts = attempts + 1, last_error = ?2, next_attempt = ?3, updated_at = ?4
              WHERE start = ?1 AND state <> 'delivered'",
-            params![start, error, next_attempt, now],
-        )?;
+        )?
+        .execute(params![start, error, next_attempt, now])?;
         tx.commit()?;
         Ok(())
     }
@@ -449,34 +610,84 @@ impl Ledger {
     /// Returns false (and changes nothing) while records are pending.
     pub fn complete_frame(&mut self, frame: Frame, next_recheck: Option<Epoch>, now: Epoch) -> Result<bool> {
         let tx = self.write()?;
-        let pending: i64 = tx.query_row(
+        let Some(delivered) = deliver_if_complete(&tx, frame, next_recheck, now)? else { return Ok(false) };
+        crate::hooks::kill_point("mid-complete");
+        tx.commit()?;
+        Ok(delivered)
+    }
+}
+
+/// Records UIDs the RS acknowledged, within a write transaction.
+fn record_acknowledged(tx: &Connection, start: Epoch, uids: &[&str], now: Epoch) -> Result<()> {
+    let values: Vec<&dyn ToSql> = uids.iter().flat_map(|uid| [uid as &dyn ToSql, &start, &now]).collect();
+    let added = insert_rows(tx, INSERT_DELIVERED, 3, &values)?;
+    tx.prepare_cached("UPDATE frames SET pushed = pushed + ?2, attempts = 0, updated_at = ?3 WHERE start = ?1")?
+        .execute(params![start, added as i64, now])?;
+    Ok(())
+}
+
+/// Marks the frame delivered if every staged record is acknowledged or dead-lettered, within a
+/// write transaction: deletes its staged records and merges it into the delivered spans. None
+/// (and nothing changed) while records are pending; else whether the frame became delivered.
+fn deliver_if_complete(tx: &Connection, frame: Frame, next_recheck: Option<Epoch>, now: Epoch) -> Result<Option<bool>> {
+    let pending: i64 = tx
+        .prepare_cached(
             "SELECT COUNT(*) FROM staged s WHERE s.frame = ?1
                AND NOT EXISTS (SELECT 1 FROM delivered d WHERE d.uid = s.uid)
                AND NOT EXISTS (SELECT 1 FROM dead_letters x WHERE x.uid = s.uid)",
-            [frame.start],
-            |r| r.get(0),
-        )?;
-        if pending > 0 {
-            return Ok(false);
-        }
-        tx.execute("DELETE FROM staged WHERE frame = ?1", [frame.start])?;
-        let updated = tx.execute(
+        )?
+        .query_row([frame.start], |r| r.get(0))?;
+    if pending > 0 {
+        return Ok(None);
+    }
+    tx.prepare_cached("DELETE FROM staged WHERE frame = ?1")?.execute([frame.start])?;
+    let updated = tx
+        .prepare_cached(
             "UPDATE frames SET state = 'delivered', attempts = 0, last_error = NULL, next_attempt = NULL,
                  delivered_at = COALESCE(delivered_at, ?2),
                  next_recheck = CASE WHEN delivered_at IS NULL THEN ?3 ELSE next_recheck END, updated_at = ?2
              WHERE start = ?1 AND state IN ('pulled', 'pushing')",
-            params![frame.start, now, next_recheck],
-        )?;
-        if updated == 1 {
-            merge_span(&tx, frame.start, frame.end())?;
-        }
-        crate::hooks::kill_point("mid-complete");
-        tx.commit()?;
-        Ok(updated == 1)
+        )?
+        .execute(params![frame.start, now, next_recheck])?;
+    if updated == 1 {
+        merge_span(tx, frame.start, frame.end())?;
+    }
+    Ok(Some(updated == 1))
+}
+
+/// A frame being staged, page by page, in one open transaction (`Ledger::begin_staging`,
+/// `stage`, `commit_staging`): the frame becomes `pulled` with every record at once; not
+/// committed (a page failed, the process died), the ledger stays as it was. So a frame of any
+/// size is pulled atomically with one page in memory. Finding repeated UIDs holds 16 bytes per
+/// record (the seq of each UID's hash), not the UIDs.
+pub struct Staging {
+    frame: Frame,
+    now: Epoch,
+    staged: i64,
+    invalid: i64,
+    duplicates: i64,
+    /// The seq of the first record staged with each UID hash.
+    first_by_hash: HashMap<u64, i64>,
+    /// UIDs whose hash an earlier, different UID had, with their seq.
+    collided: HashMap<String, i64>,
+    hasher: RandomState,
+    /// All ones; tests clear it to make every UID's hash collide.
+    hash_mask: u64,
+}
+
+impl Staging {
+    /// Records staged so far.
+    pub fn staged(&self) -> i64 {
+        self.staged
+    }
+
+    /// Records dead-lettered so far.
+    pub fn invalid(&self) -> i64 {
+        self.invalid
     }
 }
 
-fn insert_dead_letter(tx: &rusqlite::Transaction, frame: Epoch, letter: &DeadLetter, now: Epoch) -> Result<()> {
+fn insert_dead_letter(tx: &Connection, frame: Epoch, letter: &DeadLetter, now: Epoch) -> Result<()> {
     let added = tx
         .prepare_cached(
             "INSERT INTO dead_letters (frame, uid, reason, status, response, detail, body, at)
@@ -494,13 +705,13 @@ fn insert_dead_letter(tx: &rusqlite::Transaction, frame: Epoch, letter: &DeadLet
         ])?;
     // A record seen again (a re-pull, or the same record in two frames) is dead-lettered once.
     if added > 0 {
-        tx.execute("UPDATE frames SET dead = dead + 1 WHERE start = ?1", [frame])?;
+        tx.prepare_cached("UPDATE frames SET dead = dead + 1 WHERE start = ?1")?.execute([frame])?;
     }
     Ok(())
 }
 
 /// Adds `[start, end)` to the delivered spans, merging with the neighbours it touches.
-fn merge_span(tx: &rusqlite::Transaction, start: Epoch, end: Epoch) -> Result<()> {
+fn merge_span(tx: &Connection, start: Epoch, end: Epoch) -> Result<()> {
     let covering: Option<i64> = tx
         .query_row(
             "SELECT start FROM delivered_spans WHERE start <= ?1 AND end >= ?2 LIMIT 1",
@@ -511,19 +722,24 @@ fn merge_span(tx: &rusqlite::Transaction, start: Epoch, end: Epoch) -> Result<()
     if covering.is_some() {
         return Ok(());
     }
-    let left: Option<i64> =
-        tx.query_row("SELECT start FROM delivered_spans WHERE end = ?1", [start], |r| r.get(0)).optional()?;
-    let right: Option<i64> =
-        tx.query_row("SELECT end FROM delivered_spans WHERE start = ?1", [end], |r| r.get(0)).optional()?;
+    let left: Option<i64> = tx
+        .prepare_cached("SELECT start FROM delivered_spans WHERE end = ?1")?
+        .query_row([start], |r| r.get(0))
+        .optional()?;
+    let right: Option<i64> = tx
+        .prepare_cached("SELECT end FROM delivered_spans WHERE start = ?1")?
+        .query_row([end], |r| r.get(0))
+        .optional()?;
     let new_start = left.unwrap_or(start);
     let new_end = right.unwrap_or(end);
     if left.is_some() {
-        tx.execute("DELETE FROM delivered_spans WHERE start = ?1", [new_start])?;
+        tx.prepare_cached("DELETE FROM delivered_spans WHERE start = ?1")?.execute([new_start])?;
     }
     if right.is_some() {
-        tx.execute("DELETE FROM delivered_spans WHERE start = ?1", [end])?;
+        tx.prepare_cached("DELETE FROM delivered_spans WHERE start = ?1")?.execute([end])?;
     }
-    tx.execute("INSERT INTO delivered_spans (start, end) VALUES (?1, ?2)", params![new_start, new_end])?;
+    tx.prepare_cached("INSERT INTO delivered_spans (start, end) VALUES (?1, ?2)")?
+        .execute(params![new_start, new_end])?;
     Ok(())
 }
 
@@ -604,6 +820,84 @@ mod tests {
         assert_eq!(l.frame_state(60).unwrap(), Some(FrameState::Delivered));
         assert_eq!(staged_count(&l, 60), 0, "a delivered frame has no staged records");
         assert_eq!(spans(&l), vec![(60, 120)]);
+    }
+
+    #[test]
+    fn a_frame_staged_page_by_page_is_pulled_only_when_committed() {
+        let (_dir, mut l) = ledger();
+        let mut staging = l.begin_staging(frame(0), 0).unwrap();
+        l.stage(&mut staging, &[rec("a"), rec("b")]).unwrap();
+        l.abandon_staging();
+        assert_eq!(l.frame_state(0).unwrap(), None, "an abandoned staging leaves no trace");
+        assert_eq!(staged_count(&l, 0), 0);
+
+        let mut staging = l.begin_staging(frame(0), 0).unwrap();
+        l.stage(&mut staging, &[rec("a"), rec("b")]).unwrap();
+        assert_eq!(
+            Connection::open(l.path())
+                .unwrap()
+                .query_row("SELECT COUNT(*) FROM staged", [], |r| r.get::<_, i64>(0))
+                .unwrap(),
+            0,
+            "invisible before the commit"
+        );
+        l.stage(&mut staging, &[rec("b"), rec("c")]).unwrap();
+        assert_eq!(staging.staged(), 3);
+        l.commit_staging(staging, &PullCounts { out_of_frame: 0, duplicates: 2 }).unwrap();
+        assert_eq!(l.frame_state(0).unwrap(), Some(FrameState::Pulled));
+        let (pending, _) = l.pending(0).unwrap();
+        assert_eq!(pending.iter().map(|p| (p.seq, p.uid.as_str())).collect::<Vec<_>>(), [(0, "a"), (1, "b"), (2, "c")]);
+        let (records, duplicates): (i64, i64) =
+            l.conn.query_row("SELECT records, duplicates FROM frames", [], |r| Ok((r.get(0)?, r.get(1)?))).unwrap();
+        assert_eq!((records, duplicates), (3, 3), "a repeat across pages is kept once and counted");
+    }
+
+    #[test]
+    fn repeats_are_found_even_when_every_uid_hash_collides() {
+        let (_dir, mut l) = ledger();
+        let mut staging = l.begin_staging(frame(0), 0).unwrap();
+        staging.hash_mask = 0;
+        l.stage(&mut staging, &[rec("a"), rec("b"), rec("a")]).unwrap();
+        l.stage(&mut staging, &[rec("c"), rec("b"), rec("c")]).unwrap();
+        l.commit_staging(staging, &PullCounts::default()).unwrap();
+        let (pending, _) = l.pending(0).unwrap();
+        assert_eq!(pending.iter().map(|p| p.uid.as_str()).collect::<Vec<_>>(), ["a", "b", "c"]);
+        assert_eq!(l.conn.query_row("SELECT duplicates FROM frames", [], |r| r.get::<_, i64>(0)).unwrap(), 3);
+    }
+
+    #[test]
+    fn many_records_are_staged_and_acknowledged_in_multi_row_statements() {
+        let (_dir, mut l) = ledger();
+        let uids: Vec<String> = (0..101).map(|i| format!("u{i}")).collect();
+        let refs: Vec<&str> = uids.iter().map(String::as_str).collect();
+        stage(&mut l, 0, &refs);
+        assert_eq!(staged_count(&l, 0), 101);
+        l.acknowledge(0, &refs[..70], 0).unwrap();
+        l.acknowledge(0, &refs[60..], 0).unwrap();
+        assert_eq!(l.conn.query_row("SELECT pushed FROM frames", [], |r| r.get::<_, i64>(0)).unwrap(), 101);
+        assert!(l.complete_frame(frame(0), None, 0).unwrap());
+    }
+
+    #[test]
+    fn pending_records_are_read_a_window_at_a_time() {
+        let (_dir, mut l) = ledger();
+        stage(&mut l, 0, &["a", "b", "c", "d"]);
+        l.acknowledge(0, &["b"], 0).unwrap();
+        let window = |after| l.pending_after(0, after, 2).unwrap().0.into_iter().map(|p| p.uid).collect::<Vec<_>>();
+        assert_eq!(window(-1), ["a", "c"]);
+        assert_eq!(window(2), ["d"]);
+        assert!(window(3).is_empty());
+    }
+
+    #[test]
+    fn the_last_acknowledgements_and_the_delivery_commit_together() {
+        let (_dir, mut l) = ledger();
+        stage(&mut l, 0, &["a", "b"]);
+        assert!(!l.acknowledge_and_complete(frame(0), &["a"], None, 0).unwrap(), "b is pending");
+        assert_eq!(l.pending(0).unwrap().0.len(), 1, "a is recorded all the same");
+        assert!(l.acknowledge_and_complete(frame(0), &["b"], None, 0).unwrap());
+        assert_eq!(l.frame_state(0).unwrap(), Some(FrameState::Delivered));
+        assert_eq!(staged_count(&l, 0), 0);
     }
 
     #[test]

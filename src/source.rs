@@ -44,6 +44,28 @@ pub enum PullError {
 /// Pulls one frame. A trait so the run loop is tested without a server.
 pub trait Source {
     fn pull(&self, frame: Frame) -> Result<Pulled, PullError>;
+
+    /// Pulls one frame page by page: `page` gets each page's records (repeats within the page
+    /// kept once) and the records that cannot be staged, as they arrive, and returns false to
+    /// stop. The `Pulled` returned holds the counts and facts, no records.
+    fn pull_pages(
+        &self,
+        frame: Frame,
+        page: &mut dyn FnMut(Vec<StagedRecord>, Vec<DeadLetter>) -> bool,
+    ) -> Result<Pulled, PullError> {
+        let mut pulled = self.pull(frame)?;
+        if !page(std::mem::take(&mut pulled.records), std::mem::take(&mut pulled.invalid)) {
+            return Err(PullError::Failed(format!("frame {frame}: stopped while staging")));
+        }
+        Ok(pulled)
+    }
+}
+
+/// What a walk through a frame's pages learnt beside the records.
+struct Walk {
+    pages: usize,
+    server_date: Option<Epoch>,
+    slowest: Duration,
 }
 
 pub struct HttpSource {
@@ -102,10 +124,48 @@ impl HttpSource {
 
 impl Source for HttpSource {
     fn pull(&self, frame: Frame) -> Result<Pulled, PullError> {
+        let mut pages = Vec::new();
+        let walk = self.walk(frame, &mut |records| {
+            pages.push(records);
+            true
+        })?;
+        let mut pulled = collect(frame, pages.into_iter().flatten(), &self.config);
+        pulled.pages = walk.pages;
+        pulled.server_date = walk.server_date;
+        pulled.slowest = walk.slowest;
+        Ok(pulled)
+    }
+
+    fn pull_pages(
+        &self,
+        frame: Frame,
+        page: &mut dyn FnMut(Vec<StagedRecord>, Vec<DeadLetter>) -> bool,
+    ) -> Result<Pulled, PullError> {
+        let mut counts = PullCounts::default();
+        let walk = self.walk(frame, &mut |records| {
+            let pulled = collect_page(frame, records, &self.config);
+            counts.out_of_frame += pulled.counts.out_of_frame;
+            counts.duplicates += pulled.counts.duplicates;
+            page(pulled.records, pulled.invalid)
+        })?;
+        log_counts(frame, &counts);
+        Ok(Pulled {
+            counts,
+            pages: walk.pages,
+            server_date: walk.server_date,
+            slowest: walk.slowest,
+            ..Pulled::default()
+        })
+    }
+}
+
+impl HttpSource {
+    /// GETs a frame's pages in order, handing each page's records to `page` (false stops).
+    fn walk(&self, frame: Frame, page: &mut dyn FnMut(Vec<Value>) -> bool) -> Result<Walk, PullError> {
         let first = frame_url(&self.config.url, self.config.time_format, frame);
         let mut url = first.clone();
         let mut seen = HashSet::new();
-        let mut pages = Vec::new();
+        let mut pages = 0;
         let mut server_date = None;
         let mut total = 0usize;
         let mut slowest = Duration::ZERO;
@@ -114,17 +174,21 @@ impl Source for HttpSource {
             let (body, date) = self.get(&url)?;
             slowest = slowest.max(started.elapsed());
             server_date = server_date.or(date);
-            let page = parse_page(&body, &self.config)
+            let parsed = parse_page(&body, &self.config)
                 .map_err(|e| PullError::Failed(format!("GET {}: {e}", self.secrets.scrub(&url))))?;
-            total += page.records.len();
+            drop(body);
+            total += parsed.records.len();
             if total > self.config.max_records {
                 return Err(PullError::Failed(format!(
                     "frame {frame} has more than source.max_records ({}) records; raise the limit or use smaller frames",
                     self.config.max_records
                 )));
             }
-            pages.push(page.records);
-            let Some(next) = page.next else { break };
+            pages += 1;
+            if !page(parsed.records) {
+                return Err(PullError::Failed(format!("frame {frame}: stopped while staging")));
+            }
+            let Some(next) = parsed.next else { break };
             crate::hooks::kill_point("mid-pull");
             url = next_url(&first, &next, &self.config.cursor_param);
             if !seen.insert(url.clone()) {
@@ -132,19 +196,14 @@ impl Source for HttpSource {
                     "frame {frame}: the SS sent the same next page twice (a pagination loop)"
                 )));
             }
-            if pages.len() >= self.config.max_pages {
+            if pages >= self.config.max_pages {
                 return Err(PullError::Failed(format!(
                     "frame {frame} has more than source.max_pages ({}) pages",
                     self.config.max_pages
                 )));
             }
         }
-        let page_count = pages.len();
-        let mut pulled = collect(frame, pages.into_iter().flatten(), &self.config);
-        pulled.pages = page_count;
-        pulled.server_date = server_date;
-        pulled.slowest = slowest;
-        Ok(pulled)
+        Ok(Walk { pages, server_date, slowest })
     }
 }
 
@@ -233,6 +292,13 @@ fn where_(pointer: &str) -> String {
 /// Turns a frame's records into staged records: UIDs read, repeats within the frame kept once,
 /// records stamped outside the frame counted, records without a usable UID set aside.
 pub fn collect(frame: Frame, records: impl IntoIterator<Item = Value>, config: &SourceConfig) -> Pulled {
+    let pulled = collect_page(frame, records, config);
+    log_counts(frame, &pulled.counts);
+    pulled
+}
+
+/// `collect` without its warnings, for one page of many.
+fn collect_page(frame: Frame, records: impl IntoIterator<Item = Value>, config: &SourceConfig) -> Pulled {
     let mut pulled = Pulled::default();
     let mut seen: HashMap<String, u64> = HashMap::new();
     for value in records {
@@ -266,16 +332,19 @@ pub fn collect(frame: Frame, records: impl IntoIterator<Item = Value>, config: &
         }
         pulled.records.push(StagedRecord { uid, ts_ms, body });
     }
-    if pulled.counts.out_of_frame > 0 {
+    pulled
+}
+
+fn log_counts(frame: Frame, counts: &PullCounts) {
+    if counts.out_of_frame > 0 {
         log::warn!(
             "frame {frame}: {} records are stamped outside the frame (or have no readable timestamp); kept, as the SS returned them",
-            pulled.counts.out_of_frame
+            counts.out_of_frame
         );
     }
-    if pulled.counts.duplicates > 0 {
-        log::warn!("frame {frame}: {} repeated UIDs in one pull were kept once", pulled.counts.duplicates);
+    if counts.duplicates > 0 {
+        log::warn!("frame {frame}: {} repeated UIDs in one pull were kept once", counts.duplicates);
     }
-    pulled
 }
 
 fn timestamp(value: &Value, config: &SourceConfig) -> Option<i64> {

@@ -1,0 +1,52 @@
+//! The group commit of acknowledgements (`sink.ack_group`, `sink.ack_group_time`): a crash
+//! loses at most one group's acknowledgements, never a record; the group's records are sent
+//! again with the same keys, or looked up first where the RS has a lookup.
+
+#![cfg(feature = "test-hooks")]
+
+mod common;
+
+use common::*;
+
+/// One frame of 40 records: a run killed when the RS has acknowledged its 25th record, then
+/// runs until nothing is missing. Returns the duplicates the RS (which ignores keys) stored.
+fn duplicates_after_a_kill_at_the_25th_ack(sink_extra: &str, lookup: bool) -> i64 {
+    let dir = tempfile::tempdir().unwrap();
+    let sim = Sim::start(dir.path(), &["--records-per-minute", "40", "--rs-ignore-keys", "--seed", "21"]);
+    let mut sink = sink_extra.to_string();
+    if lookup {
+        sink += &format!("\nlookup_url = \"{}/rs/ingest/{{uid}}\"", sim.base());
+    }
+    let p = Pipeline::new(&sim, dir, aligned_minutes_ago(3), "", &sink, "max_frames = 1");
+    let killed = p.command(&["run"]).env("FRAMESYNC_TEST_KILL_AT", "after-ack:25").output().unwrap();
+    assert_eq!(killed.status.code(), None, "killed: {}", stderr(&killed));
+    assert_eq!(sim.stored(), 25, "the RS stored what it acknowledged");
+    p.run_until_complete(5);
+    let check = sim.check(p.reference, p.complete_until());
+    assert_eq!(check["missing"], 0, "{check:#}");
+    assert_eq!(check["extra"], 0, "{check:#}");
+    check["duplicates"].as_i64().unwrap()
+}
+
+#[test]
+fn a_crash_re_sends_at_most_the_group_it_had_not_recorded() {
+    // Groups of 10: 20 records recorded, the 21st to the 25th acknowledged but not recorded.
+    let duplicates = duplicates_after_a_kill_at_the_25th_ack("ack_group = 10\nack_group_time = \"1h\"", false);
+    assert_eq!(duplicates, 5);
+}
+
+#[test]
+fn a_group_of_one_records_every_acknowledgement_on_its_own() {
+    assert_eq!(duplicates_after_a_kill_at_the_25th_ack("ack_group = 1", false), 1);
+}
+
+#[test]
+fn a_group_older_than_ack_group_time_is_recorded_before_the_next_request() {
+    assert_eq!(duplicates_after_a_kill_at_the_25th_ack("ack_group = 1000\nack_group_time = \"0s\"", false), 1);
+}
+
+#[test]
+fn with_a_lookup_the_records_of_a_lost_group_are_looked_up_not_sent_again() {
+    let duplicates = duplicates_after_a_kill_at_the_25th_ack("ack_group = 10\nack_group_time = \"1h\"", true);
+    assert_eq!(duplicates, 0);
+}
