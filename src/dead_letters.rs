@@ -240,18 +240,8 @@ fn reopen(tx: &Transaction, start: Epoch, now: Epoch) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::frames::{Frame, FrameSize};
-    use crate::ledger::{DeadLetter, FrameState, PullCounts, StagedRecord, Sync};
-
-    fn ledger() -> (tempfile::TempDir, Ledger) {
-        let dir = tempfile::tempdir().unwrap();
-        let ledger = Ledger::open(&dir.path().join("l.db"), Sync::Normal).unwrap();
-        (dir, ledger)
-    }
-
-    fn frame(start: Epoch) -> Frame {
-        FrameSize::new(60).unwrap().frame_at(start)
-    }
+    use crate::ledger::testing::{frame, ledger};
+    use crate::ledger::{DeadLetter, FrameState, PullCounts, StagedRecord};
 
     fn letter(uid: &str, reason: &'static str, status: Option<u16>) -> DeadLetter {
         DeadLetter {

@@ -743,20 +743,29 @@ fn merge_span(tx: &Connection, start: Epoch, end: Epoch) -> Result<()> {
     Ok(())
 }
 
+/// What the unit tests of every ledger module share.
 #[cfg(test)]
-mod tests {
+pub(crate) mod testing {
     use super::*;
     use crate::frames::FrameSize;
 
-    fn ledger() -> (tempfile::TempDir, Ledger) {
+    /// A new ledger in a temp dir, removed when the dir is dropped.
+    pub fn ledger() -> (tempfile::TempDir, Ledger) {
         let dir = tempfile::tempdir().unwrap();
         let ledger = Ledger::open(&dir.path().join("l.db"), Sync::Normal).unwrap();
         (dir, ledger)
     }
 
-    fn frame(start: i64) -> Frame {
+    /// The 1-minute frame starting at `start`.
+    pub fn frame(start: Epoch) -> Frame {
         FrameSize::new(60).unwrap().frame_at(start)
     }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::testing::{frame, ledger};
+    use super::*;
 
     fn rec(uid: &str) -> StagedRecord {
         StagedRecord { uid: uid.into(), ts_ms: None, body: format!("{{\"id\":\"{uid}\"}}") }

@@ -224,21 +224,11 @@ fn prune_late_records(tx: &Transaction, cutoff: Epoch, budget: &mut i64, batch: 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::frames::{Frame, FrameSize};
-    use crate::ledger::{DeadLetter, PullCounts, RunFigures, StagedRecord, Sync};
+    use crate::ledger::testing::{frame, ledger};
+    use crate::ledger::{DeadLetter, PullCounts, RunFigures, StagedRecord};
 
     const DAY: i64 = 86_400;
     const T0: Epoch = 1_700_000_040; // a frame boundary
-
-    fn ledger() -> (tempfile::TempDir, Ledger) {
-        let dir = tempfile::tempdir().unwrap();
-        let ledger = Ledger::open(&dir.path().join("l.db"), Sync::Normal).unwrap();
-        (dir, ledger)
-    }
-
-    fn frame(start: Epoch) -> Frame {
-        FrameSize::new(60).unwrap().frame_at(start)
-    }
 
     /// Stages and delivers a frame at its own time, with `n` acknowledged records.
     fn deliver(l: &mut Ledger, start: Epoch, n: usize, recheck: Option<Epoch>) {

@@ -175,15 +175,11 @@ fn percentile(values: &mut [i64], p: usize) -> Option<i64> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::frames::FrameSize;
+    use crate::ledger::testing::frame;
     use crate::ledger::{FrameState, PullCounts, Sync};
 
     fn rec(uid: &str, ts_ms: i64) -> StagedRecord {
         StagedRecord { uid: uid.into(), ts_ms: Some(ts_ms), body: format!("{{\"id\":\"{uid}\"}}") }
-    }
-
-    fn frame(start: i64) -> Frame {
-        FrameSize::new(60).unwrap().frame_at(start)
     }
 
     fn delivered_ledger(uids: &[&str]) -> (tempfile::TempDir, Ledger) {

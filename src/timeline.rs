@@ -183,7 +183,8 @@ fn cell_counts(w: &Window, cell: i64, horizon: Epoch, c: &Counts) -> Cell {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::ledger::{Ledger, PullCounts, Sync};
+    use crate::ledger::testing::ledger;
+    use crate::ledger::{Ledger, PullCounts};
 
     const T0: Epoch = 1_795_564_800; // 2026-11-25T00:00:00Z
 
@@ -212,12 +213,6 @@ mod tests {
         assert_eq!(cell(59, 1, 0, 0).mark(), Mark::Pending);
         assert_eq!(cell(60, 0, 0, 0).mark(), Mark::Delivered);
         assert_eq!(cell(0, 0, 0, 0).mark(), Mark::NotYetDue);
-    }
-
-    fn ledger() -> (tempfile::TempDir, Ledger) {
-        let dir = tempfile::tempdir().unwrap();
-        let ledger = Ledger::open(&dir.path().join("l.db"), Sync::Normal).unwrap();
-        (dir, ledger)
     }
 
     fn deliver(l: &mut Ledger, start: Epoch) {
