@@ -60,6 +60,13 @@ fn late_records_are_found_by_the_recheck_and_delivered_exactly_once() {
     assert_eq!(late, counted);
     let lateness: i64 = p.query("SELECT MAX(found_at - ts / 1000) FROM late_records");
     assert!((1..=60).contains(&lateness), "{lateness}");
+    let status: serde_json::Value = serde_json::from_slice(&p.framesync(&["status", "--json"]).stdout).unwrap();
+    let reported = &status["late"];
+    assert!(reported["records_24h"].as_i64().unwrap() >= late, "{reported:#}");
+    assert!(reported["lateness_p99_seconds"].as_i64().is_some_and(|s| s >= 1), "{reported:#}");
+    assert!(reported["delay_needed_at_most_seconds"].as_i64().is_some(), "{reported:#}");
+    let text = String::from_utf8_lossy(&p.framesync(&["status"]).stdout).into_owned();
+    assert!(text.contains("late:"), "{text}");
     let delivered: i64 =
         p.query(&format!("SELECT COUNT(*) FROM delivered WHERE frame >= {} AND frame < {}", range.0, range.1));
     assert_eq!(delivered, check["expected"].as_i64().unwrap(), "every record once, late ones included");
