@@ -8,6 +8,11 @@
 //! - `FRAMESYNC_TEST_MOUNTINFO=path`: read mounts from this file instead of /proc/self/mountinfo.
 //! - `FRAMESYNC_TEST_NOW=epoch` or `+secs` / `-secs`: the clock, absolute or shifted.
 //! - `FRAMESYNC_TEST_MAX_PAGE_COUNT=n`: `PRAGMA max_page_count`, a full disk for the ledger.
+//!
+//! The in-process simulation kills without a process: [`inprocess::arm`] makes a kill point
+//! of this thread panic with [`inprocess::Killed`], which the simulation catches as the death
+//! of the process — what was not committed is rolled back when the ledger is dropped, as after
+//! a SIGKILL.
 
 /// Every kill point, in the order a run passes them. A kill point is also a pause point.
 pub const POINTS: &[&str] = &[
@@ -35,7 +40,8 @@ mod active {
         std::env::var(name).ok().filter(|v| !v.is_empty())
     }
 
-    pub fn kill_point(point: &str) {
+    pub fn kill_point(point: &'static str) {
+        super::inprocess::pass(point);
         pause_point(point);
         debug_assert!(super::POINTS.contains(&point), "unknown kill point {point}");
         let Some(spec) = var("FRAMESYNC_TEST_KILL_AT") else { return };
@@ -82,7 +88,69 @@ pub use active::{kill_point, max_page_count, mountinfo, now, pause_point};
 
 #[cfg(not(feature = "test-hooks"))]
 #[inline(always)]
-pub fn kill_point(_point: &str) {}
+pub fn kill_point(_point: &'static str) {}
+
+/// Kills inside this process, for the deterministic simulation (see the module doc).
+#[cfg(feature = "test-hooks")]
+pub mod inprocess {
+    use std::cell::{Cell, RefCell};
+    use std::collections::HashMap;
+
+    /// Where this thread dies.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+    pub enum Kill {
+        /// At the `nth` (from 1) pass through the named point.
+        At { point: &'static str, nth: u64 },
+        /// At the `nth` (from 1) pass through any kill point.
+        AtPass(u64),
+    }
+
+    /// The panic payload of an in-process kill: the point it happened at.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+    pub struct Killed(pub &'static str);
+
+    thread_local! {
+        static ARMED: Cell<Option<Kill>> = const { Cell::new(None) };
+        static PASSES: Cell<u64> = const { Cell::new(0) };
+        static BY_POINT: RefCell<HashMap<&'static str, u64>> = RefCell::new(HashMap::new());
+    }
+
+    /// Arms (or with None disarms) this thread's kill, and restarts the pass counts.
+    pub fn arm(kill: Option<Kill>) {
+        ARMED.set(kill);
+        PASSES.set(0);
+        BY_POINT.with_borrow_mut(HashMap::clear);
+    }
+
+    /// Kill points passed on this thread since `arm`.
+    pub fn passes() -> u64 {
+        PASSES.get()
+    }
+
+    /// Dies here: unwinds to the simulation, which drops everything as the OS would.
+    pub fn die(point: &'static str) -> ! {
+        ARMED.set(None);
+        std::panic::panic_any(Killed(point))
+    }
+
+    pub(super) fn pass(point: &'static str) {
+        let pass = PASSES.get() + 1;
+        PASSES.set(pass);
+        let Some(kill) = ARMED.get() else { return };
+        let nth = BY_POINT.with_borrow_mut(|m| {
+            let n = m.entry(point).or_insert(0);
+            *n += 1;
+            *n
+        });
+        let fire = match kill {
+            Kill::At { point: p, nth: n } => p == point && n == nth,
+            Kill::AtPass(n) => n == pass,
+        };
+        if fire {
+            die(point);
+        }
+    }
+}
 
 #[cfg(not(feature = "test-hooks"))]
 #[inline(always)]

@@ -15,13 +15,20 @@ use crate::frames::Epoch;
 const RESOLVED_FOR: Duration = Duration::from_secs(30);
 
 pub fn agent(timeout: Duration) -> ureq::Agent {
-    let config = ureq::Agent::config_builder()
+    ureq::Agent::with_parts(config(timeout), DefaultConnector::default(), CachingResolver::default())
+}
+
+/// The agent settings every client uses: every status is an answer to classify, not an error,
+/// and a redirect is never followed — a 3xx is the answer (a POST redirected to a login page
+/// must not count as delivered).
+pub fn config(timeout: Duration) -> ureq::config::Config {
+    ureq::Agent::config_builder()
         .timeout_global(Some(timeout))
         .http_status_as_error(false)
+        .max_redirects(0)
         .no_delay(true)
         .user_agent(concat!("framesync/", env!("CARGO_PKG_VERSION")))
-        .build();
-    ureq::Agent::with_parts(config, DefaultConnector::default(), CachingResolver::default())
+        .build()
 }
 
 /// ureq resolves the host before every request, even one that reuses a pooled connection,
@@ -53,14 +60,15 @@ impl Resolver for CachingResolver {
     }
 }
 
-/// `Retry-After` as seconds or an HTTP date.
+/// `Retry-After` as seconds or an HTTP date. A date is read against the server's own `Date`
+/// header when it sent one (both come from the same clock), else against this machine's.
 pub fn retry_after<B>(response: &ureq::http::Response<B>) -> Option<Duration> {
     let value = response.headers().get("retry-after")?.to_str().ok()?.trim();
     if let Ok(secs) = value.parse::<u64>() {
         return Some(Duration::from_secs(secs));
     }
     let at = DateTime::parse_from_rfc2822(value).ok()?.timestamp();
-    let now = chrono::Utc::now().timestamp();
+    let now = date_header(response).unwrap_or_else(|| chrono::Utc::now().timestamp());
     Some(Duration::from_secs(at.saturating_sub(now).max(0) as u64))
 }
 

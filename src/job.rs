@@ -4,7 +4,7 @@
 //! the exit code says whether all attempted work succeeded.
 
 use std::collections::HashSet;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::Result;
 
@@ -16,18 +16,7 @@ use crate::servers::Server;
 use crate::sink::{Outgoing, Sink, Verdict};
 use crate::source::{PullError, Pulled, Source};
 
-/// The time of day, injected so tests can move it.
-pub trait Clock {
-    fn now(&self) -> Epoch;
-}
-
-pub struct SystemClock;
-
-impl Clock for SystemClock {
-    fn now(&self) -> Epoch {
-        crate::hooks::now(chrono::Utc::now().timestamp())
-    }
-}
+pub use crate::clock::{Clock, SystemClock};
 
 /// How a run ended: its figures and the failures recorded for later runs.
 #[derive(Debug, Default)]
@@ -56,7 +45,8 @@ pub struct Job<'a> {
     source: &'a dyn Source,
     sink: &'a dyn Sink,
     clock: &'a dyn Clock,
-    deadline: Option<Instant>,
+    /// `run.max_seconds` on the clock's `elapsed`; none for work started by hand.
+    deadline: Option<Duration>,
     progress: Option<&'a dyn Fn(usize, usize)>,
     outcome: Outcome,
     source_stopped: bool,
@@ -74,7 +64,8 @@ pub struct Job<'a> {
 struct AckGroup {
     frame: Epoch,
     uids: Vec<String>,
-    since: Option<Instant>,
+    /// When the first of them was acknowledged, on the clock's `elapsed`.
+    since: Option<Duration>,
 }
 
 impl<'a> Job<'a> {
@@ -91,7 +82,7 @@ impl<'a> Job<'a> {
             source,
             sink,
             clock,
-            deadline: Some(Instant::now() + config.run.max_seconds),
+            deadline: Some(clock.elapsed() + config.run.max_seconds),
             progress: None,
             outcome: Outcome::default(),
             source_stopped: false,
@@ -100,6 +91,12 @@ impl<'a> Job<'a> {
             skew_recorded: false,
             acks: AckGroup::default(),
         }
+    }
+
+    /// The budget ends at `deadline` on the clock's `elapsed` (by default `run.max_seconds` from now).
+    pub fn with_deadline(mut self, deadline: Duration) -> Self {
+        self.deadline = Some(deadline);
+        self
     }
 
     /// No `max_seconds`: for work started by hand, which runs until it is done.
@@ -172,7 +169,7 @@ impl<'a> Job<'a> {
     }
 
     fn out_of_time(&mut self) -> bool {
-        let over = self.deadline.is_some_and(|deadline| Instant::now() >= deadline);
+        let over = self.deadline.is_some_and(|deadline| self.clock.elapsed() >= deadline);
         self.outcome.out_of_time |= over;
         over
     }
@@ -420,7 +417,8 @@ impl<'a> Job<'a> {
             self.record_acks()?;
             self.acks.frame = frame.start;
         }
-        self.acks.since.get_or_insert_with(Instant::now);
+        let now = self.clock.elapsed();
+        self.acks.since.get_or_insert(now);
         self.acks.uids.extend(uids);
         Ok(())
     }
@@ -429,7 +427,7 @@ impl<'a> Job<'a> {
     /// group waits for the frame's delivery and is recorded with it.
     fn record_acks_if_due(&mut self) -> Result<()> {
         let full = self.acks.uids.len() >= self.config.sink.ack_group;
-        let old = self.acks.since.is_some_and(|since| since.elapsed() >= self.config.sink.ack_group_time);
+        let old = self.acks.since.is_some_and(|since| self.clock.elapsed() >= since + self.config.sink.ack_group_time);
         if full || old { self.record_acks() } else { Ok(()) }
     }
 
@@ -571,7 +569,7 @@ impl<'a> Job<'a> {
             if attempt >= self.config.sink.retries || retry_after.is_some_and(|d| d > pause) || self.out_of_time() {
                 return verdict;
             }
-            std::thread::sleep(pause);
+            self.clock.sleep(pause);
             attempt += 1;
             // The failed request may have been processed: where the RS can say so, ask first.
             if self.sink.has_lookup() {

@@ -5,6 +5,7 @@
 //! pull them from the SS ([`source`]), push them to the RS ([`sink`]) — the work itself is in
 //! [`job`] — and record the run. The commands are in [`cmd`].
 
+pub mod clock;
 pub mod cmd;
 pub mod config;
 pub mod dead_letters;

@@ -16,12 +16,13 @@
 //! What the deleted rows counted is added to the `pruned` table in the same transaction, so the
 //! totals built on them (the `totals` view, the metrics' counters) never go down.
 
-use std::time::Instant;
+use std::time::Duration;
 
 use anyhow::Result;
 use rusqlite::{OptionalExtension, Transaction, params};
 use serde::Serialize;
 
+use crate::clock::Clock;
 use crate::config::Config;
 use crate::frames::Epoch;
 use crate::ledger::Ledger;
@@ -72,23 +73,25 @@ pub struct Kept {
 }
 
 /// Prunes everything older than `now - retain`, batch after batch, until nothing is left or
-/// `deadline` has passed (at least one batch runs, so a busy pipeline still makes progress).
-pub fn prune(ledger: &mut Ledger, retain: i64, now: Epoch, deadline: Option<Instant>) -> Result<Pruned> {
+/// `out_of_time` says so (at least one batch runs, so a busy pipeline still makes progress).
+pub fn prune(ledger: &mut Ledger, retain: i64, now: Epoch, out_of_time: &dyn Fn() -> bool) -> Result<Pruned> {
     let cutoff = now - retain;
     let mut total = Pruned::default();
     loop {
         let batch = ledger.prune_batch(cutoff, now, BATCH_ROWS)?;
         total.add(&batch);
-        if batch.finished || deadline.is_some_and(|d| Instant::now() >= d) {
+        if batch.finished || out_of_time() {
             return Ok(total);
         }
     }
 }
 
-/// The automatic prune at the end of a `run`: until the run's deadline (`run.max_seconds`),
-/// and at least one batch, so a pipeline that always uses its whole budget still prunes.
-pub fn after_run(config: &Config, ledger: &mut Ledger, now: Epoch, deadline: Instant) -> Result<Pruned> {
-    let pruned = prune(ledger, config.run.retain, now, Some(deadline))?;
+/// The automatic prune at the end of a `run`: until the run's deadline (`run.max_seconds` after
+/// `started`, on the clock's `elapsed`), and at least one batch, so a pipeline that always uses
+/// its whole budget still prunes.
+pub fn after_run(config: &Config, ledger: &mut Ledger, clock: &dyn Clock, started: Duration) -> Result<Pruned> {
+    let deadline = started + config.run.max_seconds;
+    let pruned = prune(ledger, config.run.retain, clock.now(), &|| clock.elapsed() >= deadline)?;
     if pruned.rows() > 0 {
         log::info!(
             "pruned {} delivered UIDs, {} frame rows, {} runs and {} late-record rows older than run.retain{}",
@@ -251,7 +254,7 @@ mod tests {
             deliver(&mut l, T0 + m * 60, 3, None);
         }
         let now = T0 + 40 * DAY;
-        let pruned = prune(&mut l, 30 * DAY, now, None).unwrap();
+        let pruned = prune(&mut l, 30 * DAY, now, &|| false).unwrap();
         assert_eq!((pruned.uids, pruned.frames, pruned.finished), (30, 10, true));
         assert_eq!(count(&l, "SELECT COUNT(*) FROM delivered"), 0);
         assert_eq!(count(&l, "SELECT COUNT(*) FROM frames"), 0);
@@ -276,13 +279,13 @@ mod tests {
         l.stage_frame(frame(T0 + 120), &[], &[], &PullCounts::default(), T0 + 35 * DAY).unwrap();
         l.complete_frame(frame(T0 + 120), None, T0 + 35 * DAY).unwrap(); // delivered late, by a backfill
         deliver(&mut l, T0 + 180, 1, None);
-        let pruned = prune(&mut l, 30 * DAY, T0 + 40 * DAY, None).unwrap();
+        let pruned = prune(&mut l, 30 * DAY, T0 + 40 * DAY, &|| false).unwrap();
         assert_eq!((pruned.frames, pruned.uids), (1, 3), "the plain old frame, and the UIDs of the dead-lettered one");
         let kept = kept(&l, T0 + 10 * DAY).unwrap();
         assert_eq!(kept, Kept { awaiting_recheck: 1, with_dead_letters: 1, not_delivered: 0 });
         assert_eq!(count(&l, "SELECT COUNT(*) FROM delivered"), 2, "the frame awaiting a re-check keeps its UIDs");
         assert_eq!(count(&l, "SELECT COUNT(*) FROM frames"), 3);
-        let again = prune(&mut l, 30 * DAY, T0 + 40 * DAY, None).unwrap();
+        let again = prune(&mut l, 30 * DAY, T0 + 40 * DAY, &|| false).unwrap();
         assert_eq!(
             (again.rows(), again.transactions),
             (0, 1),
@@ -319,7 +322,7 @@ mod tests {
             l.end_run(id, &figures, code, None, T0 + i as i64).unwrap();
         }
         let before = count(&l, "SELECT records_pushed FROM totals");
-        let pruned = prune(&mut l, 30 * DAY, T0 + 40 * DAY, None).unwrap();
+        let pruned = prune(&mut l, 30 * DAY, T0 + 40 * DAY, &|| false).unwrap();
         assert_eq!(pruned.runs, 1, "the newest run (exit 1) and the newest success stay");
         assert_eq!(count(&l, "SELECT records_pushed FROM totals"), before);
         assert_eq!(count(&l, "SELECT runs FROM totals"), 3);

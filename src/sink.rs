@@ -94,12 +94,12 @@ pub fn idempotency_key(records: &[Outgoing], mode: SinkMode) -> String {
 
 impl HttpSink {
     pub fn new(config: &SinkConfig, secrets: &Redactor) -> Self {
-        Self {
-            agent: http::agent(config.timeout),
-            config: config.clone(),
-            secrets: secrets.clone(),
-            pacer: Pacer::new(config.max_rps),
-        }
+        Self::with_agent(config, secrets, http::agent(config.timeout))
+    }
+
+    /// With an agent of the caller's (the simulation's in-process transport).
+    pub fn with_agent(config: &SinkConfig, secrets: &Redactor, agent: ureq::Agent) -> Self {
+        Self { agent, config: config.clone(), secrets: secrets.clone(), pacer: Pacer::new(config.max_rps) }
     }
 
     fn body(&self, records: &[Outgoing]) -> String {

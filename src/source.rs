@@ -77,12 +77,12 @@ pub struct HttpSource {
 
 impl HttpSource {
     pub fn new(config: &SourceConfig, secrets: &Redactor) -> Self {
-        Self {
-            agent: http::agent(config.timeout),
-            config: config.clone(),
-            secrets: secrets.clone(),
-            pacer: Pacer::new(config.max_rps),
-        }
+        Self::with_agent(config, secrets, http::agent(config.timeout))
+    }
+
+    /// With an agent of the caller's (the simulation's in-process transport).
+    pub fn with_agent(config: &SourceConfig, secrets: &Redactor, agent: ureq::Agent) -> Self {
+        Self { agent, config: config.clone(), secrets: secrets.clone(), pacer: Pacer::new(config.max_rps) }
     }
 
     fn get(&self, url: &str) -> Result<(String, Option<Epoch>), PullError> {

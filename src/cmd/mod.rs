@@ -13,7 +13,7 @@ mod check;
 mod dead_letters;
 mod init;
 mod prune;
-mod run;
+pub mod run;
 mod status;
 mod verify;
 

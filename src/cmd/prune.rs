@@ -17,7 +17,7 @@ pub fn prune(config: &Config) -> Result<u8> {
     let mut ledger = Ledger::open_with(&config.ledger, config.run.sync, config.run.busy_timeout)?;
     let now = SystemClock.now();
     let cutoff = now - config.run.retain;
-    let pruned = crate::prune::prune(&mut ledger, config.run.retain, now, None)?;
+    let pruned = crate::prune::prune(&mut ledger, config.run.retain, now, &|| false)?;
     print_pruned(&pruned, cutoff);
     print_kept(&crate::prune::kept(&ledger, cutoff)?);
     Ok(0)

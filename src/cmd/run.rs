@@ -8,11 +8,12 @@ use crate::job::{Clock, Job, Outcome, SystemClock};
 use crate::ledger::{Ledger, RunFigures};
 use crate::lock::{self, Side};
 use crate::plan::{self, Facts, Plan, Scope, Settings};
-use crate::sink::HttpSink;
-use crate::source::HttpSource;
+use crate::sink::{HttpSink, Sink};
+use crate::source::{HttpSource, Source};
 
 pub fn run(config: &Config, scope: Scope, dry_run: bool) -> Result<u8> {
-    let started = std::time::Instant::now();
+    let clock = SystemClock;
+    let started = clock.elapsed();
     let _locks = if dry_run {
         Vec::new()
     } else {
@@ -20,15 +21,39 @@ pub fn run(config: &Config, scope: Scope, dry_run: bool) -> Result<u8> {
     };
     crate::hooks::kill_point("after-lock");
     let mut ledger = Ledger::open_with(&config.ledger, config.run.sync, config.run.busy_timeout)?;
-    let clock = SystemClock;
-    let now = clock.now();
-    let plan = make_plan(config, &ledger, scope, now)?;
+    let plan = make_plan(config, &ledger, scope, clock.now())?;
     if dry_run {
         print_plan(&plan, name(scope));
         return Ok(0);
     }
+    let source = HttpSource::new(&config.source, &config.secrets);
+    let sink = HttpSink::new(&config.sink, &config.secrets);
+    let outcome =
+        execute(config, &mut ledger, scope, &plan, &Parts { source: &source, sink: &sink, clock: &clock }, started)?;
+    Ok(outcome.exit_code() as u8)
+}
+
+/// What a run works with: the two servers and the clock (the simulation passes its own).
+pub struct Parts<'a> {
+    pub source: &'a dyn Source,
+    pub sink: &'a dyn Sink,
+    pub clock: &'a dyn Clock,
+}
+
+/// A run's work once the locks are held, the ledger open and the plan made: record the
+/// pipeline, carry out the plan, prune (after `run` and `push`), record the run. `started` is
+/// when the run began on the clock's `elapsed`: the budget and the prune deadline count from it.
+pub fn execute(
+    config: &Config,
+    ledger: &mut Ledger,
+    scope: Scope,
+    plan: &Plan,
+    parts: &Parts,
+    started: std::time::Duration,
+) -> Result<Outcome> {
     let frames = &config.frames;
-    ledger.sync_pipeline(frames.size.seconds(), frames.start, frames.delay, now)?;
+    let clock = parts.clock;
+    ledger.sync_pipeline(frames.size.seconds(), frames.start, frames.delay, clock.now())?;
     if frames.start >= plan.horizon && scope != Scope::Push {
         log::warn!(
             "frames.start ({}) is not yet eligible (frames are pulled {}s after they close); nothing to pull until then",
@@ -36,19 +61,18 @@ pub fn run(config: &Config, scope: Scope, dry_run: bool) -> Result<u8> {
             frames.delay
         );
     }
-    let source = HttpSource::new(&config.source, &config.secrets);
-    let sink = HttpSink::new(&config.sink, &config.secrets);
-    let outcome = recorded(config, &mut ledger, name(scope), &clock, |ledger| {
-        let mut outcome = Job::new(config, ledger, &source, &sink, &clock).execute(&plan, scope == Scope::Run)?;
-        let deadline = started + config.run.max_seconds;
-        if scope == Scope::Run
-            && let Err(e) = crate::prune::after_run(config, ledger, clock.now(), deadline)
+    recorded(config, ledger, name(scope), clock, |ledger| {
+        let job =
+            Job::new(config, ledger, parts.source, parts.sink, clock).with_deadline(started + config.run.max_seconds);
+        let mut outcome = job.execute(plan, scope == Scope::Run)?;
+        // `pull` and `push` may run as two cron lines: the push side, which delivers, prunes.
+        if scope != Scope::Pull
+            && let Err(e) = crate::prune::after_run(config, ledger, clock, started)
         {
             outcome.failures.push(format!("pruning the ledger: {e:#}"));
         }
         Ok(outcome)
-    })?;
-    Ok(outcome.exit_code() as u8)
+    })
 }
 
 /// Records a piece of work in the `runs` table around it — begun, then ended with its figures,
