@@ -132,7 +132,7 @@ fn a_hundred_thousand_delivered_records_take_bounded_bytes_each_and_almost_none_
     let start = 1_700_000_040; // 2023-11-14: long past any retention
     deliver(&mut ledger, start, RECORDS, 20); // 20 records a minute: 5,000 frames
     let before = ledger_bytes(&ledger);
-    let pruned = framesync::prune::prune(&mut ledger, 30 * DAY, now(), None).unwrap();
+    let pruned = framesync::prune::prune(&mut ledger, 30 * DAY, now(), &|| false).unwrap();
     assert_eq!(pruned.uids, RECORDS as i64);
     let after = ledger_bytes(&ledger);
     let per_record = |bytes: i64| (bytes - empty) as f64 / RECORDS as f64;
