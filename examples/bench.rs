@@ -17,6 +17,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 use framesync::config::{Config, SinkMode};
+use framesync::delivery::Key;
 use framesync::frames::{Epoch, Frame};
 use framesync::job::{Clock, Job};
 use framesync::ledger::{Ledger, PullCounts, StagedRecord, Sync};
@@ -90,7 +91,7 @@ impl Sink for Null {
     fn batch_size(&self) -> usize {
         1
     }
-    fn send(&self, _records: &[Outgoing]) -> Verdict {
+    fn send(&self, _records: &[Outgoing], _key: &Key) -> Verdict {
         Verdict::Acknowledged
     }
     fn has_lookup(&self) -> bool {

@@ -98,6 +98,8 @@ pub struct SinkConfig {
     pub batch_size: usize,
     pub idempotency_header: String,
     pub already_there: Vec<u16>,
+    /// Statuses that mean "this record is bad": it is dead-lettered and the frame goes on.
+    pub reject: Vec<u16>,
     pub lookup_url: Option<String>,
     pub timeout: Duration,
     pub headers: Vec<(String, String)>,
@@ -111,6 +113,10 @@ pub struct SinkConfig {
     /// crash can re-send.
     pub ack_group: usize,
     pub ack_group_time: Duration,
+    /// A record the RS fails this many times while acknowledging others is dead-lettered.
+    pub max_attempts: u32,
+    /// This many records in a row refused the same way stop pushing for the run.
+    pub max_rejected_in_a_row: u32,
 }
 
 #[derive(Debug, Clone)]
@@ -130,6 +136,8 @@ pub struct RunConfig {
     pub sync: Sync,
     /// How long a ledger write waits for another process's transaction before the run gives up.
     pub busy_timeout: Duration,
+    /// A re-check that fails this many times in a row is given up (and recorded).
+    pub max_recheck_attempts: u32,
 }
 
 // ---- the file as written -------------------------------------------------------------------
@@ -197,6 +205,8 @@ struct RawSink {
     idempotency_header: String,
     #[serde(default = "default_already_there")]
     already_there: Vec<u16>,
+    #[serde(default = "default_reject")]
+    reject: Vec<u16>,
     lookup_url: Option<String>,
     #[serde(default = "default_timeout")]
     timeout: String,
@@ -210,6 +220,10 @@ struct RawSink {
     ack_group: usize,
     #[serde(default = "default_ack_group_time")]
     ack_group_time: String,
+    #[serde(default = "default_max_attempts")]
+    max_attempts: u32,
+    #[serde(default = "default_max_rejected_in_a_row")]
+    max_rejected_in_a_row: u32,
 }
 
 #[derive(Deserialize)]
@@ -233,6 +247,8 @@ struct RawRun {
     synchronous: String,
     #[serde(default = "default_busy_timeout")]
     busy_timeout: String,
+    #[serde(default = "default_max_recheck_attempts")]
+    max_recheck_attempts: u32,
 }
 
 impl Default for RawRun {
@@ -248,6 +264,7 @@ impl Default for RawRun {
             retry_max: default_retry_max(),
             synchronous: default_synchronous(),
             busy_timeout: default_busy_timeout(),
+            max_recheck_attempts: default_max_recheck_attempts(),
         }
     }
 }
@@ -287,6 +304,18 @@ fn default_idempotency_header() -> String {
 }
 fn default_already_there() -> Vec<u16> {
     vec![409]
+}
+fn default_reject() -> Vec<u16> {
+    vec![400, 422]
+}
+fn default_max_attempts() -> u32 {
+    10
+}
+fn default_max_rejected_in_a_row() -> u32 {
+    20
+}
+fn default_max_recheck_attempts() -> u32 {
+    5
 }
 fn default_retries() -> u32 {
     2
@@ -438,8 +467,13 @@ fn sink_config(raw: RawSink, env: Env, secrets: &mut Redactor) -> Result<SinkCon
     if raw.ack_group == 0 {
         bail!("sink.ack_group: must be at least 1 (1 records every acknowledgement on its own)");
     }
-    if let Some(code) = raw.already_there.iter().find(|c| !(400..500).contains(*c)) {
-        bail!("sink.already_there: {code} is not a 4xx status; list codes such as [409]");
+    statuses("sink.already_there", &raw.already_there, "[409]")?;
+    statuses("sink.reject", &raw.reject, "[400, 422]")?;
+    if let Some(code) = raw.reject.iter().find(|c| raw.already_there.contains(c)) {
+        bail!("sink.reject: {code} is also in sink.already_there; a status means one thing");
+    }
+    if raw.max_attempts == 0 || raw.max_rejected_in_a_row == 0 {
+        bail!("sink.max_attempts and sink.max_rejected_in_a_row must be at least 1");
     }
     let idempotency_header = raw.idempotency_header;
     if ureq::http::HeaderName::from_bytes(idempotency_header.as_bytes()).is_err() {
@@ -451,6 +485,7 @@ fn sink_config(raw: RawSink, env: Env, secrets: &mut Redactor) -> Result<SinkCon
         batch_size: raw.batch_size,
         idempotency_header,
         already_there: raw.already_there,
+        reject: raw.reject,
         lookup_url,
         timeout: duration("sink.timeout", &raw.timeout)?,
         headers: headers("sink.headers", raw.headers, env, secrets)?,
@@ -459,6 +494,8 @@ fn sink_config(raw: RawSink, env: Env, secrets: &mut Redactor) -> Result<SinkCon
         retries: raw.retries,
         ack_group: raw.ack_group,
         ack_group_time: duration("sink.ack_group_time", &raw.ack_group_time)?,
+        max_attempts: raw.max_attempts,
+        max_rejected_in_a_row: raw.max_rejected_in_a_row,
     })
 }
 
@@ -495,6 +532,10 @@ fn run_config(raw: RawRun, base: &Path, frames: &FramesConfig) -> Result<RunConf
         retry_base,
         retry_max,
         busy_timeout: duration("run.busy_timeout", &raw.busy_timeout)?,
+        max_recheck_attempts: match raw.max_recheck_attempts {
+            0 => bail!("run.max_recheck_attempts: must be at least 1"),
+            n => n,
+        },
         sync: match raw.synchronous.as_str() {
             "normal" => Sync::Normal,
             "full" => Sync::Full,
@@ -506,6 +547,16 @@ fn run_config(raw: RawRun, base: &Path, frames: &FramesConfig) -> Result<RunConf
 }
 
 // ---- value checks --------------------------------------------------------------------------
+
+/// HTTP statuses a list may hold: 4xx answers that are not "retry later" (408, 425, 429).
+fn statuses(key: &str, codes: &[u16], example: &str) -> Result<()> {
+    match codes.iter().find(|c| !(400..500).contains(*c) || [408, 425, 429].contains(*c)) {
+        Some(code) => {
+            bail!("{key}: {code} cannot be listed; list 4xx statuses other than 408, 425 and 429, such as {example}")
+        }
+        None => Ok(()),
+    }
+}
 
 fn rate(key: &str, value: Option<f64>) -> Result<Option<f64>> {
     match value {

@@ -28,6 +28,7 @@ use anyhow::{Result, bail};
 use rusqlite::{OptionalExtension, Transaction, params};
 use serde::Serialize;
 
+use crate::delivery::DeadReason;
 use crate::frames::{Epoch, rfc3339};
 use crate::ledger::Ledger;
 
@@ -38,7 +39,7 @@ pub struct Filter {
     pub frame_from: Option<Epoch>,
     /// The frame starts before this time.
     pub frame_to: Option<Epoch>,
-    pub reason: Option<String>,
+    pub reason: Option<DeadReason>,
     pub status: Option<u16>,
     pub uid: Option<String>,
 }
@@ -57,7 +58,7 @@ fn bind(stmt: &mut rusqlite::Statement, f: &Filter) -> rusqlite::Result<()> {
     for (name, value) in [
         (":from", f.frame_from.map(rusqlite::types::Value::Integer)),
         (":to", f.frame_to.map(rusqlite::types::Value::Integer)),
-        (":reason", f.reason.clone().map(rusqlite::types::Value::Text)),
+        (":reason", f.reason.map(|r| rusqlite::types::Value::Text(r.as_str().into()))),
         (":status", f.status.map(|s| rusqlite::types::Value::Integer(s.into()))),
         (":uid", f.uid.clone().map(rusqlite::types::Value::Text)),
     ] {
@@ -74,7 +75,7 @@ pub struct Letter {
     pub id: i64,
     pub frame: String,
     pub uid: String,
-    pub reason: String,
+    pub reason: DeadReason,
     pub status: Option<u16>,
     pub detail: String,
     pub response: Option<String>,
@@ -107,6 +108,26 @@ struct Row {
     frame: Epoch,
     uid: String,
     body: String,
+    reason: DeadReason,
+    key: Option<String>,
+}
+
+fn reason(text: &str) -> rusqlite::Result<DeadReason> {
+    DeadReason::parse(text).ok_or_else(|| {
+        rusqlite::Error::FromSqlConversionFailure(
+            3,
+            rusqlite::types::Type::Text,
+            format!("unknown reason {text:?}").into(),
+        )
+    })
+}
+
+/// What `add` did.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct Added {
+    pub added: i64,
+    /// Matching records already acknowledged or dead-lettered: nothing to set aside.
+    pub not_pending: i64,
 }
 
 impl Ledger {
@@ -125,7 +146,7 @@ impl Ledger {
                 id: r.get(0)?,
                 frame: rfc3339(r.get(1)?),
                 uid: r.get(2)?,
-                reason: r.get(3)?,
+                reason: reason(r.get_ref(3)?.as_str()?)?,
                 status: r.get(4)?,
                 detail: r.get(5)?,
                 response: r.get(6)?,
@@ -140,7 +161,7 @@ impl Ledger {
     pub fn retry_dead_letters(&mut self, filter: &Filter, now: Epoch) -> Result<Retried> {
         let tx = self.write()?;
         let mut retried = Retried::default();
-        for letter in select(&tx, filter)? {
+        for letter in with_their_batches(&tx, select(&tx, filter)?)? {
             let state = frame_state(&tx, letter.frame)?;
             if !matches!(state.as_deref(), Some("pulled" | "pushing" | "delivered")) {
                 bail!(
@@ -171,6 +192,46 @@ impl Ledger {
         Ok(retried)
     }
 
+    /// Sets aside by hand the pending staged records with `uid` (in the frame starting at
+    /// `frame`, if given): each becomes a dead letter with reason `manual` and the operator's
+    /// note, under the key it was sent under, and its frame goes on without it.
+    pub fn dead_letter_by_hand(&mut self, uid: &str, frame: Option<Epoch>, note: &str, now: Epoch) -> Result<Added> {
+        let tx = self.write()?;
+        let mut added = Added::default();
+        let rows: Vec<(Epoch, i64, String, Option<String>, i64, i64)> = {
+            let mut stmt = tx.prepare(
+                "SELECT s.frame, s.seq, s.body, s.key, s.attempts, f.sent_through FROM staged s JOIN frames f ON f.start = s.frame
+                 WHERE s.uid = ?1 AND (?2 IS NULL OR s.frame = ?2)",
+            )?;
+            stmt.query_map(params![uid, frame], |r| {
+                Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?))
+            })?
+            .collect::<Result<_, _>>()?
+        };
+        for (start, seq, body, key, attempts, sent_through) in rows {
+            let pending: bool = tx.query_row(
+                "SELECT NOT EXISTS (SELECT 1 FROM delivered WHERE uid = ?1) AND NOT EXISTS (SELECT 1 FROM dead_letters WHERE uid = ?1)",
+                [uid],
+                |r| r.get(0),
+            )?;
+            if !pending {
+                added.not_pending += 1;
+                continue;
+            }
+            // Sent (it may be at the RS) but with no key noted: it went under its own.
+            let key = key.or((seq <= sent_through).then(String::new));
+            tx.execute(
+                "INSERT INTO dead_letters (frame, uid, reason, status, response, detail, body, at, key, attempts)
+                 VALUES (?1, ?2, 'manual', NULL, NULL, ?3, ?4, ?5, ?6, ?7)",
+                params![start, uid, format!("set aside by hand: {note}"), body, now, key, attempts],
+            )?;
+            tx.execute("UPDATE frames SET dead = dead + 1, updated_at = ?2 WHERE start = ?1", params![start, now])?;
+            added.added += 1;
+        }
+        tx.commit()?;
+        Ok(added)
+    }
+
     /// Deletes the matching dead letters (rule in the module doc).
     pub fn drop_dead_letters(&mut self, filter: &Filter) -> Result<Dropped> {
         let tx = self.write()?;
@@ -195,14 +256,48 @@ impl Ledger {
 }
 
 fn select(tx: &Transaction, filter: &Filter) -> Result<Vec<Row>> {
-    let mut stmt = tx.prepare(&format!("SELECT id, frame, uid, body FROM dead_letters WHERE {MATCHES} ORDER BY id"))?;
+    let mut stmt =
+        tx.prepare(&format!("SELECT id, frame, uid, body, reason, key FROM dead_letters WHERE {MATCHES} ORDER BY id"))?;
     bind(&mut stmt, filter)?;
     let mut rows = stmt.raw_query();
     let mut out = Vec::new();
     while let Some(r) = rows.next()? {
-        out.push(Row { id: r.get(0)?, frame: r.get(1)?, uid: r.get(2)?, body: r.get(3)? });
+        out.push(row(r)?);
     }
     Ok(out)
+}
+
+fn row(r: &rusqlite::Row) -> rusqlite::Result<Row> {
+    Ok(Row {
+        id: r.get(0)?,
+        frame: r.get(1)?,
+        uid: r.get(2)?,
+        body: r.get(3)?,
+        reason: reason(r.get_ref(4)?.as_str()?)?,
+        key: r.get(5)?,
+    })
+}
+
+/// The selected dead letters and every other one sent in the same batch: a batch goes again
+/// whole under its key, or an RS that stored part of it under that key would answer the rest
+/// with the stored answer and store nothing.
+fn with_their_batches(tx: &Transaction, mut letters: Vec<Row>) -> Result<Vec<Row>> {
+    let keys: std::collections::BTreeSet<String> =
+        letters.iter().filter_map(|l| l.key.clone()).filter(|k| !k.is_empty()).collect();
+    let ids: std::collections::HashSet<i64> = letters.iter().map(|l| l.id).collect();
+    let mut stmt =
+        tx.prepare_cached("SELECT id, frame, uid, body, reason, key FROM dead_letters WHERE key = ?1 ORDER BY id")?;
+    for key in keys {
+        let mut rows = stmt.query([&key])?;
+        while let Some(r) = rows.next()? {
+            let letter = row(r)?;
+            if !ids.contains(&letter.id) {
+                letters.push(letter);
+            }
+        }
+    }
+    letters.sort_by_key(|l| l.id);
+    Ok(letters)
 }
 
 fn frame_state(tx: &Transaction, start: Epoch) -> Result<Option<String>> {
@@ -214,14 +309,16 @@ fn is_delivered(tx: &Transaction, uid: &str) -> Result<bool> {
 }
 
 /// Stages the dead letter's record at the end of its frame, after anything that may have been
-/// sent, unless the frame still holds it.
+/// sent, unless the frame still holds it — under the key it was sent under, and, when the RS may
+/// have stored it (it failed without an answer, or was set aside by hand), to be looked up first.
 fn restage(tx: &Transaction, letter: &Row) -> Result<()> {
+    let unknown = matches!(letter.reason, DeadReason::Exhausted | DeadReason::Manual);
     tx.execute(
-        "INSERT INTO staged (frame, seq, uid, ts, body)
-         SELECT ?1, MAX(f.sent_through, (SELECT COALESCE(MAX(seq), -1) FROM staged WHERE frame = ?1)) + 1, ?2, NULL, ?3
+        "INSERT INTO staged (frame, seq, uid, ts, body, key, unknown)
+         SELECT ?1, MAX(f.sent_through, (SELECT COALESCE(MAX(seq), -1) FROM staged WHERE frame = ?1)) + 1, ?2, NULL, ?3, ?4, ?5
          FROM frames f
          WHERE f.start = ?1 AND NOT EXISTS (SELECT 1 FROM staged s WHERE s.frame = ?1 AND s.uid = ?2)",
-        params![letter.frame, letter.uid, letter.body],
+        params![letter.frame, letter.uid, letter.body, letter.key, unknown],
     )?;
     Ok(())
 }
@@ -243,7 +340,7 @@ mod tests {
     use crate::ledger::testing::{frame, ledger};
     use crate::ledger::{DeadLetter, FrameState, PullCounts, StagedRecord};
 
-    fn letter(uid: &str, reason: &'static str, status: Option<u16>) -> DeadLetter {
+    fn letter(uid: &str, reason: DeadReason, status: Option<u16>) -> DeadLetter {
         DeadLetter {
             uid: uid.into(),
             reason,
@@ -251,6 +348,8 @@ mod tests {
             response: status.map(|s| format!("HTTP {s}")),
             detail: "refused".into(),
             body: format!(r#"{{"id":"{uid}"}}"#),
+            key: None,
+            attempts: 0,
         }
     }
 
@@ -261,8 +360,8 @@ mod tests {
             .map(|u| StagedRecord { uid: u.to_string(), ts_ms: None, body: format!(r#"{{"id":"{u}"}}"#) })
             .collect();
         l.stage_frame(frame(start), &records, &[], &PullCounts::default(), start).unwrap();
-        l.mark_sending(start, uids.len() as i64 - 1, start).unwrap();
-        l.dead_letter(start, &letter(uids[0], "rejected", Some(400)), start).unwrap();
+        l.mark_sending(start, uids.len() as i64 - 1, &[], start).unwrap();
+        l.dead_letter(start, &letter(uids[0], DeadReason::Rejected, Some(400)), start).unwrap();
         l.acknowledge(start, &uids[1..], start).unwrap();
         if complete {
             assert!(l.complete_frame(frame(start), None, start).unwrap());
@@ -346,12 +445,12 @@ mod tests {
         let (_dir, mut l) = ledger();
         deliver_with_a_dead_letter(&mut l, 0, &["a", "b"], true);
         deliver_with_a_dead_letter(&mut l, 60, &["c", "d"], true);
-        l.stage_frame(frame(120), &[], &[letter("e", "invalid", None)], &PullCounts::default(), 120).unwrap();
+        l.stage_frame(frame(120), &[], &[letter("e", DeadReason::Invalid, None)], &PullCounts::default(), 120).unwrap();
         let uids = |f: Filter| -> Vec<String> { l.dead_letters(&f, 100).unwrap().into_iter().map(|d| d.uid).collect() };
         assert_eq!(uids(Filter::default()), ["e", "c", "a"], "newest first");
         assert_eq!(uids(Filter { frame_from: Some(60), ..Filter::default() }), ["e", "c"]);
         assert_eq!(uids(Filter { frame_from: Some(0), frame_to: Some(60), ..Filter::default() }), ["a"]);
-        assert_eq!(uids(Filter { reason: Some("invalid".into()), ..Filter::default() }), ["e"]);
+        assert_eq!(uids(Filter { reason: Some(DeadReason::Invalid), ..Filter::default() }), ["e"]);
         assert_eq!(uids(Filter { status: Some(400), ..Filter::default() }), ["c", "a"]);
         assert_eq!(uids(only("c")), ["c"]);
         assert_eq!(uids(Filter { status: Some(500), ..Filter::default() }), Vec::<String>::new());

@@ -10,6 +10,7 @@ use std::time::Duration;
 use anyhow::{Context, Result, bail};
 use rusqlite::{Connection, OpenFlags, OptionalExtension, ToSql, TransactionBehavior, params};
 
+use crate::delivery::{DeadReason, Key};
 use crate::frames::{Epoch, Frame};
 
 /// Migrations in order; the ledger's `user_version` is the number applied. Never edit one
@@ -18,6 +19,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../sql/0001_init.sql"),
     include_str!("../sql/0002_pruned_totals.sql"),
     include_str!("../sql/0003_late_data_and_servers.sql"),
+    include_str!("../sql/0005_delivery_attempts.sql"),
 ];
 
 /// Rows per INSERT statement where many are written at once (a power of two): for rows this
@@ -79,12 +81,18 @@ pub enum FrameState {
 }
 
 impl FrameState {
-    fn parse(text: &str) -> Self {
+    /// A state column's text; anything else is a ledger this framesync cannot read.
+    fn parse(text: &str) -> rusqlite::Result<Self> {
         match text {
-            "missing" => Self::Missing,
-            "pulled" => Self::Pulled,
-            "pushing" => Self::Pushing,
-            _ => Self::Delivered,
+            "missing" => Ok(Self::Missing),
+            "pulled" => Ok(Self::Pulled),
+            "pushing" => Ok(Self::Pushing),
+            "delivered" => Ok(Self::Delivered),
+            other => Err(rusqlite::Error::FromSqlConversionFailure(
+                1,
+                rusqlite::types::Type::Text,
+                format!("unknown frame state {other:?}").into(),
+            )),
         }
     }
 }
@@ -111,6 +119,13 @@ pub struct Pending {
     pub seq: i64,
     pub uid: String,
     pub body: String,
+    /// The key it was sent under; None if it was never sent.
+    pub key: Option<Key>,
+    /// Failed sends counted against it so far.
+    pub attempts: i64,
+    /// It may be at the RS already: it may have been sent (a crash, a lost answer), or it is
+    /// staged again for a redelivery. Looked up before it is sent, where the RS has a lookup.
+    pub unknown: bool,
 }
 
 /// What a pull found beside the records to stage.
@@ -120,15 +135,34 @@ pub struct PullCounts {
     pub duplicates: i64,
 }
 
-/// A record that failed validation before it could be staged or sent.
+/// A record set aside for a person: refused by the RS, invalid, exhausted or set aside by hand.
 #[derive(Debug, Clone, PartialEq)]
 pub struct DeadLetter {
     pub uid: String,
-    pub reason: &'static str,
+    pub reason: DeadReason,
     pub status: Option<u16>,
     pub response: Option<String>,
     pub detail: String,
     pub body: String,
+    /// The key it was sent under, kept so a retry sends it under the same one.
+    pub key: Option<Key>,
+    pub attempts: i64,
+}
+
+impl DeadLetter {
+    /// A record that failed validation: never sent.
+    pub fn invalid(uid: String, detail: String, body: String) -> Self {
+        DeadLetter {
+            uid,
+            reason: DeadReason::Invalid,
+            status: None,
+            response: None,
+            detail,
+            body,
+            key: None,
+            attempts: 0,
+        }
+    }
 }
 
 /// One run's figures, written to the `runs` row when it ends.
@@ -329,7 +363,7 @@ impl Ledger {
         let rows = stmt.query_map([], |r| {
             Ok(OpenFrame {
                 start: r.get(0)?,
-                state: FrameState::parse(&r.get::<_, String>(1)?),
+                state: FrameState::parse(&r.get::<_, String>(1)?)?,
                 next_attempt: r.get(2)?,
             })
         })?;
@@ -339,9 +373,10 @@ impl Ledger {
     pub fn frame_state(&self, start: Epoch) -> Result<Option<FrameState>> {
         Ok(self
             .conn
-            .query_row("SELECT state FROM frames WHERE start = ?1", [start], |r| r.get::<_, String>(0))
-            .optional()?
-            .map(|s| FrameState::parse(&s)))
+            .query_row("SELECT state FROM frames WHERE start = ?1", [start], |r| {
+                FrameState::parse(&r.get::<_, String>(0)?)
+            })
+            .optional()?)
     }
 
     // ---- pull ------------------------------------------------------------------------------
@@ -464,10 +499,13 @@ impl Ledger {
         insert(&mut rows)
     }
 
-    /// Dead-letters a record that cannot be staged, with its frame.
+    /// Dead-letters a record that cannot be staged, with its frame (once: the same record in
+    /// another pull of the frame is the same dead letter).
     pub fn stage_dead_letter(&mut self, staging: &mut Staging, letter: &DeadLetter) -> Result<()> {
-        staging.invalid += 1;
-        insert_dead_letter(&self.conn, staging.frame.start, letter, staging.now)
+        if insert_dead_letter(&self.conn, staging.frame.start, letter, staging.now)? {
+            staging.invalid += 1;
+        }
+        Ok(())
     }
 
     /// Makes the frame `pulled` with everything staged; `counts` are what the SS client found
@@ -505,6 +543,19 @@ impl Ledger {
         Ok(())
     }
 
+    /// Records a frame that waits, not failed: the SS's clock says it is still open. It stays
+    /// missing with the reason and a next attempt; its attempts do not grow.
+    pub fn pull_waiting(&mut self, frame: Frame, reason: &str, next_attempt: Epoch, now: Epoch) -> Result<()> {
+        let tx = self.write()?;
+        tx.prepare_cached(
+            "INSERT INTO frames (start, end, state, last_error, next_attempt, updated_at) VALUES (?1, ?2, 'missing', ?3, ?4, ?5)
+             ON CONFLICT (start) DO UPDATE SET last_error = ?3, next_attempt = ?4, updated_at = ?5 WHERE state = 'missing'",
+        )?
+        .execute(params![frame.start, frame.end(), reason, next_attempt, now])?;
+        tx.commit()?;
+        Ok(())
+    }
+
     /// Attempts so far for a frame (0 when it has no row).
     pub fn attempts(&self, start: Epoch) -> Result<i64> {
         Ok(self
@@ -523,36 +574,94 @@ impl Ledger {
     }
 
     /// Like `pending`, from the record after `seq` on and at most `limit` records (-1: all), so
-    /// a frame of any size is pushed with a window of it in memory.
+    /// a frame of any size is pushed with a window of it in memory. A record that may have been
+    /// sent (its seq is at most `sent_through`) but has no key recorded was sent under its own.
     pub fn pending_after(&self, start: Epoch, seq: i64, limit: i64) -> Result<(Vec<Pending>, i64)> {
         let sent_through: i64 = self
             .conn
             .prepare_cached("SELECT sent_through FROM frames WHERE start = ?1")?
             .query_row([start], |r| r.get(0))?;
         let mut stmt = self.conn.prepare_cached(
-            "SELECT s.seq, s.uid, s.body FROM staged s
+            "SELECT s.seq, s.uid, s.body, s.key, s.attempts, s.unknown FROM staged s
              WHERE s.frame = ?1 AND s.seq > ?2
                AND NOT EXISTS (SELECT 1 FROM delivered d WHERE d.uid = s.uid)
                AND NOT EXISTS (SELECT 1 FROM dead_letters x WHERE x.uid = s.uid)
              ORDER BY s.seq LIMIT ?3",
         )?;
-        let rows = stmt.query_map(params![start, seq, limit], |r| {
-            Ok(Pending { seq: r.get(0)?, uid: r.get(1)?, body: r.get(2)? })
-        })?;
+        let rows = stmt.query_map(params![start, seq, limit], |r| pending_row(r, sent_through))?;
         Ok((rows.collect::<Result<_, _>>()?, sent_through))
     }
 
-    /// Notes, before sending, that records up to `seq` may reach the RS: after a crash their fate
-    /// is unknown and they are looked up (where the RS offers a lookup) before being re-sent.
-    pub fn mark_sending(&mut self, start: Epoch, seq: i64, now: Epoch) -> Result<()> {
+    /// The pending records after `seq` that were sent in the batch `key`: the rest of a batch
+    /// whose first records a window holds, so the batch is re-sent whole under its key.
+    pub fn pending_in_batch(&self, start: Epoch, seq: i64, key: &Key) -> Result<Vec<Pending>> {
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT s.seq, s.uid, s.body, s.key, s.attempts, s.unknown FROM staged s
+             WHERE s.frame = ?1 AND s.seq > ?2 AND s.key = ?3
+               AND NOT EXISTS (SELECT 1 FROM delivered d WHERE d.uid = s.uid)
+               AND NOT EXISTS (SELECT 1 FROM dead_letters x WHERE x.uid = s.uid)
+             ORDER BY s.seq",
+        )?;
+        let rows = stmt.query_map(params![start, seq, key.to_sql()], |r| pending_row(r, i64::MAX))?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// Notes, before sending, that records up to `seq` may reach the RS (after a crash their
+    /// fate is unknown: they are looked up, where the RS offers a lookup, before being re-sent),
+    /// and the keys of the batches about to be sent for the first time: `(first seq, last seq,
+    /// key)`, each given to the pending records of that range that have none yet.
+    pub fn mark_sending(&mut self, start: Epoch, seq: i64, batches: &[(i64, i64, Key)], now: Epoch) -> Result<()> {
         let tx = self.write()?;
         tx.prepare_cached(
             "UPDATE frames SET state = 'pushing', sent_through = MAX(sent_through, ?2), updated_at = ?3
              WHERE start = ?1 AND state IN ('pulled', 'pushing')",
         )?
         .execute(params![start, seq, now])?;
+        let mut keyed = tx.prepare_cached(
+            "UPDATE staged SET key = ?4 WHERE frame = ?1 AND seq BETWEEN ?2 AND ?3 AND key IS NULL
+               AND NOT EXISTS (SELECT 1 FROM delivered d WHERE d.uid = staged.uid)
+               AND NOT EXISTS (SELECT 1 FROM dead_letters x WHERE x.uid = staged.uid)",
+        )?;
+        for (first, last, key) in batches {
+            keyed.execute(params![start, first, last, key.to_sql()])?;
+        }
+        drop(keyed);
         tx.commit()?;
         Ok(())
+    }
+
+    /// Sets the keys of staged records, before they are sent under new ones: a batch the RS
+    /// refused as a whole (4xx, 413) is sent again record by record or in halves; records a
+    /// lookup found absent leave a batch whose other records are present. None: never sent.
+    pub fn set_keys(&mut self, start: Epoch, keys: &[(i64, Option<Key>)]) -> Result<()> {
+        let tx = self.write()?;
+        {
+            let mut update =
+                tx.prepare_cached("UPDATE staged SET key = ?3, attempts = 0 WHERE frame = ?1 AND seq = ?2")?;
+            for (seq, key) in keys {
+                update.execute(params![start, seq, key.as_ref().map(Key::to_sql)])?;
+            }
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// Counts a failed send against each of the records (in a run where the RS acknowledged
+    /// others, so the records, not the RS, are the likely cause); returns their attempts now.
+    pub fn count_failed_send(&mut self, start: Epoch, seqs: &[i64], error: &str) -> Result<Vec<i64>> {
+        let tx = self.write()?;
+        let mut attempts = Vec::with_capacity(seqs.len());
+        {
+            let mut update = tx.prepare_cached(
+                "UPDATE staged SET attempts = attempts + 1, last_error = ?3 WHERE frame = ?1 AND seq = ?2
+                 RETURNING attempts",
+            )?;
+            for seq in seqs {
+                attempts.push(update.query_row(params![start, seq, error], |r| r.get(0)).optional()?.unwrap_or(0));
+            }
+        }
+        tx.commit()?;
+        Ok(attempts)
     }
 
     /// Records UIDs the RS acknowledged. Called only after the acknowledgement arrived.
@@ -586,11 +695,21 @@ impl Ledger {
         Ok(delivered == Some(true))
     }
 
-    pub fn dead_letter(&mut self, start: Epoch, letter: &DeadLetter, now: Epoch) -> Result<()> {
+    /// Dead-letters a record; returns how many dead letters were added (0: it was one already).
+    pub fn dead_letter(&mut self, start: Epoch, letter: &DeadLetter, now: Epoch) -> Result<i64> {
+        self.dead_letter_all(start, std::slice::from_ref(letter), now)
+    }
+
+    /// Dead-letters records together, in one transaction (a batch exhausted as a whole);
+    /// returns how many were added.
+    pub fn dead_letter_all(&mut self, start: Epoch, letters: &[DeadLetter], now: Epoch) -> Result<i64> {
         let tx = self.write()?;
-        insert_dead_letter(&tx, start, letter, now)?;
+        let mut added = 0;
+        for letter in letters {
+            added += i64::from(insert_dead_letter(&tx, start, letter, now)?);
+        }
         tx.commit()?;
-        Ok(())
+        Ok(added)
     }
 
     /// Records a failed push: the frame keeps its progress and waits until `next_attempt`.
@@ -615,6 +734,18 @@ impl Ledger {
         tx.commit()?;
         Ok(delivered)
     }
+}
+
+fn pending_row(r: &rusqlite::Row, sent_through: i64) -> rusqlite::Result<Pending> {
+    let seq: i64 = r.get(0)?;
+    Ok(Pending {
+        seq,
+        uid: r.get(1)?,
+        body: r.get(2)?,
+        key: Key::from_sql(r.get(3)?).or((seq <= sent_through).then_some(Key::Own)),
+        attempts: r.get(4)?,
+        unknown: seq <= sent_through || r.get::<_, bool>(5)?,
+    })
 }
 
 /// Records UIDs the RS acknowledged, within a write transaction.
@@ -687,27 +818,30 @@ impl Staging {
     }
 }
 
-fn insert_dead_letter(tx: &Connection, frame: Epoch, letter: &DeadLetter, now: Epoch) -> Result<()> {
+/// Adds a dead letter unless the record is one already; true when added.
+fn insert_dead_letter(tx: &Connection, frame: Epoch, letter: &DeadLetter, now: Epoch) -> Result<bool> {
     let added = tx
         .prepare_cached(
-            "INSERT INTO dead_letters (frame, uid, reason, status, response, detail, body, at)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8) ON CONFLICT (uid) DO NOTHING",
+            "INSERT INTO dead_letters (frame, uid, reason, status, response, detail, body, at, key, attempts)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10) ON CONFLICT (uid) DO NOTHING",
         )?
         .execute(params![
             frame,
             letter.uid,
-            letter.reason,
+            letter.reason.as_str(),
             letter.status,
             letter.response,
             letter.detail,
             letter.body,
-            now
+            now,
+            letter.key.as_ref().map(Key::to_sql),
+            letter.attempts,
         ])?;
     // A record seen again (a re-pull, or the same record in two frames) is dead-lettered once.
     if added > 0 {
         tx.prepare_cached("UPDATE frames SET dead = dead + 1 WHERE start = ?1")?.execute([frame])?;
     }
-    Ok(())
+    Ok(added > 0)
 }
 
 /// Adds `[start, end)` to the delivered spans, merging with the neighbours it touches.
@@ -808,16 +942,18 @@ mod tests {
     fn a_frame_is_delivered_only_when_every_record_is_acknowledged_or_dead() {
         let (_dir, mut l) = ledger();
         stage(&mut l, 60, &["a", "b", "c"]);
-        l.mark_sending(60, 2, 0).unwrap();
+        l.mark_sending(60, 2, &[], 0).unwrap();
         l.acknowledge(60, &["a"], 0).unwrap();
         assert!(!l.complete_frame(frame(60), None, 0).unwrap());
         let dead = DeadLetter {
             uid: "b".into(),
-            reason: "rejected",
+            reason: crate::delivery::DeadReason::Rejected,
             status: Some(400),
             response: Some("bad".into()),
             detail: "HTTP 400".into(),
             body: "{}".into(),
+            key: None,
+            attempts: 0,
         };
         l.dead_letter(60, &dead, 0).unwrap();
         let (pending, sent_through) = l.pending(60).unwrap();

@@ -9,6 +9,7 @@ pub mod clock;
 pub mod cmd;
 pub mod config;
 pub mod dead_letters;
+pub mod delivery;
 pub mod frames;
 pub mod hooks;
 pub mod http;

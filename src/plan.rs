@@ -17,6 +17,9 @@ pub struct Settings {
     /// Old gaps are only planned inside this UTC window (minutes after midnight).
     pub backfill_window: Option<(u32, u32)>,
     pub max_frames: usize,
+    /// The longest wait a failed frame is given (`run.retry_max`): a next attempt further
+    /// ahead was set by a clock that has jumped back since, and the frame is due now.
+    pub max_wait: i64,
 }
 
 /// What the ledger says, read just before planning.
@@ -92,11 +95,12 @@ pub fn plan(settings: &Settings, facts: &Facts, now: Epoch, scope: Scope) -> Pla
     let fresh_from = settings.size.align_down(horizon - settings.fresh).max(reference);
     let budget = settings.max_frames;
     let pulls = scope != Scope::Push && horizon > reference;
-    let resumes: Vec<Epoch> = if scope == Scope::Pull { Vec::new() } else { resumable(facts, now).collect() };
+    let due = |f: &OpenFrame| due(f, now, settings.max_wait);
+    let resumes: Vec<Epoch> = if scope == Scope::Pull { Vec::new() } else { resumable(facts, &due).collect() };
     let gaps = if pulls { gaps(&facts.spans, reference, horizon) } else { Vec::new() };
     // Frames with a row that cannot be pulled now: staged, or failed and waiting for its retry.
     let blocked: HashSet<Epoch> =
-        facts.open.iter().filter(|f| f.state != FrameState::Missing || !due(f, now)).map(|f| f.start).collect();
+        facts.open.iter().filter(|f| f.state != FrameState::Missing || !due(f)).map(|f| f.start).collect();
     let pullable = |from, to| frames_in(&gaps, from, to, size).filter(|s| !blocked.contains(s));
 
     // 1. Fresh frames, staged or missing, in time order; the newest win when they exceed the budget.
@@ -107,13 +111,16 @@ pub fn plan(settings: &Settings, facts: &Facts, now: Epoch, scope: Scope) -> Pla
     // 2. Older staged frames (crash recovery, retries), oldest first.
     let room = budget - steps.len();
     steps.extend(resumes.iter().filter(|&&s| s < fresh_from).take(room).map(|&s| Step::Push(s)));
-    // 3. Re-checks that are due.
+    // 3. Re-checks that are due — at most half the room left when old gaps wait, so failing
+    //    or numerous re-checks never starve the gaps.
+    let outside_window = !in_window(settings.backfill_window, now);
     if pulls {
         let room = budget - steps.len();
+        let gaps_wait = !outside_window && pullable(reference, fresh_from).next().is_some();
+        let room = if gaps_wait { room.div_ceil(2) } else { room };
         steps.extend(facts.due_rechecks.iter().take(room).map(|&s| Step::Recheck(s)));
     }
     // 4. The oldest gaps, inside the backfill window.
-    let outside_window = !in_window(settings.backfill_window, now);
     if pulls && !outside_window {
         let room = budget - steps.len();
         steps.extend(pullable(reference, fresh_from).take(room).map(Step::Pull));
@@ -155,16 +162,17 @@ pub fn backfill(
 }
 
 /// Frames with staged records whose retry time has come, oldest first.
-fn resumable(facts: &Facts, now: Epoch) -> impl Iterator<Item = Epoch> + '_ {
+fn resumable<'a>(facts: &'a Facts, due: &'a dyn Fn(&OpenFrame) -> bool) -> impl Iterator<Item = Epoch> + 'a {
     facts
         .open
         .iter()
-        .filter(move |f| matches!(f.state, FrameState::Pulled | FrameState::Pushing) && due(f, now))
+        .filter(move |f| matches!(f.state, FrameState::Pulled | FrameState::Pushing) && due(f))
         .map(|f| f.start)
 }
 
-fn due(frame: &OpenFrame, now: Epoch) -> bool {
-    frame.next_attempt.is_none_or(|t| t <= now)
+/// A frame's retry time has come — or lies further ahead than any wait framesync sets.
+fn due(frame: &OpenFrame, now: Epoch, max_wait: i64) -> bool {
+    frame.next_attempt.is_none_or(|t| t <= now || t > now.saturating_add(max_wait))
 }
 
 /// The complement of the delivered spans within `[from, to)`.
@@ -223,6 +231,7 @@ mod tests {
             fresh: 10 * MIN,
             backfill_window: None,
             max_frames: 60,
+            max_wait: 3600,
         }
     }
 

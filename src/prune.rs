@@ -269,11 +269,13 @@ mod tests {
         deliver(&mut l, T0 + 60, 2, None);
         let letter = DeadLetter {
             uid: "bad".into(),
-            reason: "rejected",
+            reason: crate::delivery::DeadReason::Rejected,
             status: Some(400),
             response: None,
             detail: "HTTP 400".into(),
             body: "{}".into(),
+            key: None,
+            attempts: 0,
         };
         l.dead_letter(T0 + 60, &letter, T0).unwrap();
         l.stage_frame(frame(T0 + 120), &[], &[], &PullCounts::default(), T0 + 35 * DAY).unwrap();

@@ -22,32 +22,95 @@ pub struct LateFigures {
     pub delay_needed_at_most: Option<i64>,
 }
 
+/// What became of a failed re-check.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RecheckFailure {
+    /// It is due again after a backoff.
+    Retried,
+    /// It failed `run.max_recheck_attempts` times in a row: given up (recorded on the frame),
+    /// and the next scheduled re-check, if any, is due at its time.
+    GaveUp,
+}
+
 /// When the next re-check is due: the first scheduled time after `now`, or none.
 pub fn next_recheck(delivered_at: Epoch, schedule: &[i64], now: Epoch) -> Option<Epoch> {
     schedule.iter().map(|after| delivered_at + after).find(|t| *t > now)
 }
 
 impl Ledger {
-    /// Delivered frames whose re-check is due, oldest first.
-    pub fn due_rechecks(&self, now: Epoch, limit: usize) -> Result<Vec<Epoch>> {
+    /// Delivered frames whose re-check is due, oldest first. A re-check set more than `bound`
+    /// ahead (the last re-check plus the longest backoff) was set by a clock that has jumped
+    /// back since: it is due now.
+    pub fn due_rechecks(&self, now: Epoch, bound: i64, limit: usize) -> Result<Vec<Epoch>> {
         let mut stmt = self.conn.prepare_cached(
-            "SELECT start FROM frames WHERE next_recheck <= ?1 AND state = 'delivered' ORDER BY next_recheck, start LIMIT ?2",
+            "SELECT start FROM frames WHERE (next_recheck <= ?1 OR next_recheck > ?1 + ?2) AND state = 'delivered'
+             ORDER BY next_recheck, start LIMIT ?3",
         )?;
-        let rows = stmt.query_map(params![now, limit as i64], |r| r.get(0))?;
+        let rows = stmt.query_map(params![now, bound, limit as i64], |r| r.get(0))?;
         Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// Failed re-checks of a frame since its last successful one.
+    pub fn recheck_attempts(&self, start: Epoch) -> Result<i64> {
+        Ok(self
+            .conn
+            .query_row("SELECT recheck_attempts FROM frames WHERE start = ?1", [start], |r| r.get(0))
+            .optional()?
+            .unwrap_or(0))
+    }
+
+    /// Records a re-check the SS refused or failed: due again at `next`, or, at the `limit`th
+    /// failure in a row, given up — counted and kept on the frame with the error — and the
+    /// next scheduled re-check, if any, comes at its time.
+    pub fn recheck_failed(
+        &mut self,
+        frame: Frame,
+        error: &str,
+        next: Epoch,
+        limit: u32,
+        schedule: &[i64],
+        now: Epoch,
+    ) -> Result<RecheckFailure> {
+        let tx = self.write()?;
+        let row: Option<(i64, Option<Epoch>)> = tx
+            .query_row("SELECT recheck_attempts, delivered_at FROM frames WHERE start = ?1", [frame.start], |r| {
+                Ok((r.get(0)?, r.get(1)?))
+            })
+            .optional()?;
+        let Some((attempts, delivered_at)) = row else { return Ok(RecheckFailure::Retried) };
+        let failure = if attempts + 1 >= i64::from(limit) {
+            let scheduled = next_recheck(delivered_at.unwrap_or(now).min(now), schedule, now);
+            tx.execute(
+                "UPDATE frames SET recheck_attempts = 0, recheck_error = ?2, rechecks_given_up = rechecks_given_up + 1,
+                     next_recheck = ?3, updated_at = ?4
+                 WHERE start = ?1",
+                params![frame.start, error, scheduled, now],
+            )?;
+            RecheckFailure::GaveUp
+        } else {
+            tx.execute(
+                "UPDATE frames SET recheck_attempts = recheck_attempts + 1, recheck_error = ?2, next_recheck = ?3, updated_at = ?4
+                 WHERE start = ?1",
+                params![frame.start, error, next, now],
+            )?;
+            RecheckFailure::Retried
+        };
+        tx.commit()?;
+        Ok(failure)
     }
 
     /// Stages the records of a re-check that the ledger has not seen (neither delivered, nor
     /// dead-lettered, nor staged), in one transaction. With new records the frame goes back to
     /// `pulled` so they are pushed; its delivered span stays, since everything pushed before
-    /// stays delivered. Returns how many records were new.
+    /// stays delivered. Returns how many records were new, or None when the frame is not
+    /// delivered (a dead letter retried meanwhile reopened it): it is re-checked once it is.
     pub fn stage_recheck(
         &mut self,
         frame: Frame,
         records: &[StagedRecord],
         schedule: &[i64],
         now: Epoch,
-    ) -> Result<usize> {
+    ) -> Result<Option<usize>> {
         let tx = self.write()?;
         let row: Option<(String, Option<Epoch>, Option<Epoch>)> = tx
             .query_row("SELECT state, delivered_at, pulled_at FROM frames WHERE start = ?1", [frame.start], |r| {
@@ -58,8 +121,10 @@ impl Ledger {
             bail!("frame {frame} was never delivered; it is not re-checked");
         };
         if state != "delivered" {
-            bail!("frame {frame} is {state}; it is re-checked once it is delivered again");
+            return Ok(None);
         }
+        // Delivered by a clock that was ahead then: the schedule counts from now instead.
+        let delivered_at = delivered_at.min(now);
         let mut added = 0;
         {
             let mut insert = tx.prepare_cached(
@@ -87,8 +152,10 @@ impl Ledger {
         }
         let next = next_recheck(delivered_at, schedule, now);
         tx.execute(
-            "UPDATE frames SET rechecks = rechecks + 1, next_recheck = ?2, updated_at = ?3 WHERE start = ?1",
-            params![frame.start, next, now],
+            "UPDATE frames SET rechecks = rechecks + 1, next_recheck = ?2, updated_at = ?3, delivered_at = ?4,
+                 recheck_attempts = 0, recheck_error = CASE WHEN rechecks_given_up > 0 THEN recheck_error END
+             WHERE start = ?1",
+            params![frame.start, next, now, delivered_at],
         )?;
         if added > 0 {
             tx.execute(
@@ -98,7 +165,7 @@ impl Ledger {
             )?;
         }
         tx.commit()?;
-        Ok(added)
+        Ok(Some(added))
     }
 
     /// Stages records of a delivered frame to be sent again (`backfill --redeliver`, or
@@ -110,14 +177,27 @@ impl Ledger {
         let tx = self.write()?;
         let state: Option<String> =
             tx.query_row("SELECT state FROM frames WHERE start = ?1", [frame.start], |r| r.get(0)).optional()?;
-        if state.as_deref() != Some("delivered") {
+        let pruned = state.is_none()
+            && tx.query_row(
+                "SELECT EXISTS (SELECT 1 FROM delivered_spans WHERE start <= ?1 AND end >= ?2)",
+                params![frame.start, frame.end()],
+                |r| r.get::<_, bool>(0),
+            )?;
+        if pruned {
+            // Delivered, and its row pruned after run.retain: it comes back as delivered (with
+            // no re-check schedule, which its first delivery has long finished).
+            tx.execute(
+                "INSERT INTO frames (start, end, state, pulled_at, delivered_at, updated_at) VALUES (?1, ?2, 'delivered', ?3, ?3, ?3)",
+                params![frame.start, frame.end(), now],
+            )?;
+        } else if state.as_deref() != Some("delivered") {
             bail!("frame {frame} is not delivered; it is pulled, not re-delivered");
         }
         let (mut staged, mut forgotten) = (0, 0);
         {
             let mut forget = tx.prepare_cached("DELETE FROM delivered WHERE uid = ?1")?;
             let mut insert = tx.prepare_cached(
-                "INSERT INTO staged (frame, seq, uid, ts, body) SELECT ?1, ?2, ?3, ?4, ?5
+                "INSERT INTO staged (frame, seq, uid, ts, body, unknown) SELECT ?1, ?2, ?3, ?4, ?5, 1
                  WHERE NOT EXISTS (SELECT 1 FROM dead_letters WHERE uid = ?3)
                    AND NOT EXISTS (SELECT 1 FROM staged WHERE uid = ?3)",
             )?;
@@ -204,12 +284,12 @@ mod tests {
     #[test]
     fn a_recheck_stages_only_unseen_uids_and_remembers_them_as_late() {
         let (_dir, mut l) = delivered_ledger(&["a", "b"]);
-        assert_eq!(l.due_rechecks(719, 10).unwrap(), Vec::<i64>::new());
-        assert_eq!(l.due_rechecks(720, 10).unwrap(), vec![0]);
+        assert_eq!(l.due_rechecks(719, 86_400, 10).unwrap(), Vec::<i64>::new());
+        assert_eq!(l.due_rechecks(720, 86_400, 10).unwrap(), vec![0]);
         let added = l
             .stage_recheck(frame(0), &[rec("a", 1_000), rec("late", 30_000), rec("b", 2_000)], &[600, 6000], 720)
             .unwrap();
-        assert_eq!(added, 1);
+        assert_eq!(added, Some(1));
         assert_eq!(l.frame_state(0).unwrap(), Some(FrameState::Pulled));
         let (pending, sent_through) = l.pending(0).unwrap();
         assert_eq!((pending.len(), pending[0].uid.as_str(), sent_through), (1, "late", -1));
@@ -227,9 +307,9 @@ mod tests {
     #[test]
     fn a_recheck_that_finds_nothing_new_only_moves_the_schedule() {
         let (_dir, mut l) = delivered_ledger(&["a"]);
-        assert_eq!(l.stage_recheck(frame(0), &[rec("a", 1_000)], &[600], 720).unwrap(), 0);
+        assert_eq!(l.stage_recheck(frame(0), &[rec("a", 1_000)], &[600], 720).unwrap(), Some(0));
         assert_eq!(l.frame_state(0).unwrap(), Some(FrameState::Delivered));
-        assert!(l.due_rechecks(i64::MAX, 10).unwrap().is_empty(), "the last re-check is done");
+        assert!(l.due_rechecks(i64::MAX, 86_400, 10).unwrap().is_empty(), "the last re-check is done");
         let staged: i64 = l.conn.query_row("SELECT COUNT(*) FROM staged", [], |r| r.get(0)).unwrap();
         assert_eq!(staged, 0);
     }

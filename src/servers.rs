@@ -27,24 +27,43 @@ impl Server {
 }
 
 impl Ledger {
-    /// Until when the server asked for quiet, and why, if that is still ahead of `now`.
-    pub fn quiet_until(&self, server: Server, now: Epoch) -> Result<Option<(Epoch, String)>> {
+    /// Until when the server asked for quiet, and why, if that is still ahead of `now` — and
+    /// no more than `bound` (the longest wait framesync accepts) ahead: a wait beyond it can
+    /// only have been written by a clock that has jumped back since, and it is over.
+    pub fn quiet_until(&self, server: Server, now: Epoch, bound: i64) -> Result<Option<(Epoch, String)>> {
         Ok(self
             .conn
             .query_row(
-                "SELECT quiet_until, COALESCE(quiet_reason, '') FROM servers WHERE name = ?1 AND quiet_until > ?2",
-                params![server.name(), now],
+                "SELECT quiet_until, COALESCE(quiet_reason, '') FROM servers
+                 WHERE name = ?1 AND quiet_until > ?2 AND quiet_until <= ?2 + ?3",
+                params![server.name(), now, bound],
                 |r| Ok((r.get(0)?, r.get(1)?)),
             )
             .optional()?)
     }
 
-    pub fn set_quiet(&mut self, server: Server, until: Epoch, reason: &str, now: Epoch) -> Result<()> {
+    /// Records whether the RS's lookup could say "absent" when a run checked it: `off_reason`
+    /// is None when it could (and was used), else why lookups were off in that run.
+    pub fn lookup_checked(&mut self, off_reason: Option<&str>, now: Epoch) -> Result<()> {
+        let tx = self.write()?;
+        tx.execute(
+            "INSERT INTO servers (name, lookup_checked_at, lookup_off_reason, updated_at) VALUES ('sink', ?1, ?2, ?1)
+             ON CONFLICT (name) DO UPDATE SET lookup_checked_at = ?1, lookup_off_reason = ?2, updated_at = ?1",
+            params![now, off_reason],
+        )?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// Remembers that a server asked for quiet until `until`. A longer quiet already asked for
+    /// stays, unless it is more than `bound` ahead (written by a clock since jumped back).
+    pub fn set_quiet(&mut self, server: Server, until: Epoch, reason: &str, now: Epoch, bound: i64) -> Result<()> {
         let tx = self.write()?;
         tx.execute(
             "INSERT INTO servers (name, quiet_until, quiet_reason, updated_at) VALUES (?1, ?2, ?3, ?4)
-             ON CONFLICT (name) DO UPDATE SET quiet_until = MAX(COALESCE(quiet_until, 0), ?2), quiet_reason = ?3, updated_at = ?4",
-            params![server.name(), until, reason, now],
+             ON CONFLICT (name) DO UPDATE SET quiet_reason = ?3, updated_at = ?4,
+                 quiet_until = CASE WHEN quiet_until > ?2 AND quiet_until <= ?4 + ?5 THEN quiet_until ELSE ?2 END",
+            params![server.name(), until, reason, now, bound],
         )?;
         tx.commit()?;
         Ok(())
@@ -108,15 +127,29 @@ mod tests {
     fn quiet_is_remembered_and_only_ever_extended() {
         let dir = tempfile::tempdir().unwrap();
         let mut l = Ledger::open(&dir.path().join("l.db"), Sync::Normal).unwrap();
-        assert_eq!(l.quiet_until(Server::Source, 0).unwrap(), None);
-        l.set_quiet(Server::Source, 130, "HTTP 429", 100).unwrap();
-        l.set_quiet(Server::Source, 110, "HTTP 503", 100).unwrap();
-        assert_eq!(l.quiet_until(Server::Source, 100).unwrap(), Some((130, "HTTP 503".into())));
-        assert_eq!(l.quiet_until(Server::Source, 130).unwrap(), None, "over at its time");
-        assert_eq!(l.quiet_until(Server::Sink, 100).unwrap(), None, "the other server is not affected");
+        assert_eq!(l.quiet_until(Server::Source, 0, 3600).unwrap(), None);
+        l.set_quiet(Server::Source, 130, "HTTP 429", 100, 3600).unwrap();
+        l.set_quiet(Server::Source, 110, "HTTP 503", 100, 3600).unwrap();
+        assert_eq!(l.quiet_until(Server::Source, 100, 3600).unwrap(), Some((130, "HTTP 503".into())));
+        assert_eq!(l.quiet_until(Server::Source, 130, 3600).unwrap(), None, "over at its time");
+        assert_eq!(l.quiet_until(Server::Sink, 100, 3600).unwrap(), None, "the other server is not affected");
         l.record_skew(Server::Source, -7, 100).unwrap();
         assert_eq!(l.clock_skew(Server::Source).unwrap(), Some((-7, 100)));
-        assert_eq!(l.quiet_until(Server::Source, 100).unwrap().map(|q| q.0), Some(130), "skew keeps the quiet");
+        assert_eq!(l.quiet_until(Server::Source, 100, 3600).unwrap().map(|q| q.0), Some(130), "skew keeps the quiet");
+    }
+
+    /// Pins a pipeline stuck after one run with the clock a year ahead: the quiet it wrote sat a
+    /// year in the future, and later runs sent nothing.
+    #[test]
+    fn a_quiet_longer_than_any_accepted_wait_is_over_when_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut l = Ledger::open(&dir.path().join("l.db"), Sync::Normal).unwrap();
+        let year = 365 * 86_400;
+        l.set_quiet(Server::Sink, 100 + year + 60, "HTTP 503", 100 + year, 3600).unwrap();
+        assert_eq!(l.quiet_until(Server::Sink, 100, 3600).unwrap(), None, "written by a clock a year ahead");
+        assert!(l.quiet_until(Server::Sink, 100 + year, 3600).unwrap().is_some(), "as long as it is within the bound");
+        l.set_quiet(Server::Sink, 160, "HTTP 429", 100, 3600).unwrap();
+        assert_eq!(l.quiet_until(Server::Sink, 100, 3600).unwrap().map(|q| q.0), Some(160), "a sane wait replaces it");
     }
 
     #[test]

@@ -8,6 +8,7 @@ use percent_encoding::{AsciiSet, CONTROLS, NON_ALPHANUMERIC, utf8_percent_encode
 use sha2::{Digest, Sha256};
 
 use crate::config::{SinkConfig, SinkMode};
+use crate::delivery::Key;
 use crate::http;
 use crate::redact::Redactor;
 use crate::servers::Pacer;
@@ -17,27 +18,65 @@ use crate::servers::Pacer;
 pub enum Verdict {
     /// 2xx, or a status listed in `sink.already_there`: the RS has the records.
     Acknowledged,
-    /// 429, 503, 5xx, 408, timeouts, connection errors: try again later. The RS may or may not
+    /// 408, 425, 429, 5xx, timeouts, connection errors: try again later. The RS may or may not
     /// have processed the request, so the records' fate is unknown.
-    RetryLater { reason: String, retry_after: Option<Duration> },
-    /// Any other 4xx: the RS will never take these records as they are.
+    RetryLater { reason: String, retry_after: Option<Duration>, status: Option<u16> },
+    /// A status in `sink.reject` (default 400, 422), or 413 for one record: the RS will never
+    /// take this record as it is. It is dead-lettered and the frame goes on.
     Rejected { status: u16, response: String },
+    /// 413 for a batch: too large as a whole; the records go again in smaller batches.
+    TooLarge { response: String },
+    /// Any other answer — a redirect, 401, 403, 404, 405, 407, 410, 415, … — says that the RS
+    /// or the config is wrong, not a record: the frame fails and pushing stops for the run.
+    Broken { reason: String },
 }
 
-/// Classifies an HTTP status (the body only feeds messages).
-pub fn classify(status: u16, already_there: &[u16], response: &str, retry_after: Option<Duration>) -> Verdict {
+/// What the statuses of an RS answer mean, from the config.
+#[derive(Debug, Clone, Copy)]
+pub struct Statuses<'a> {
+    pub already_there: &'a [u16],
+    pub reject: &'a [u16],
+}
+
+/// An RS answer, as far as classifying it goes.
+#[derive(Debug, Clone, Copy)]
+pub struct Answer<'a> {
+    pub status: u16,
+    pub body: &'a str,
+    pub retry_after: Option<Duration>,
+    /// The `Location` of a redirect.
+    pub location: Option<&'a str>,
+    /// The request carried more than one record.
+    pub batch: bool,
+}
+
+/// Classifies an RS answer: by its status; the body only feeds messages.
+pub fn classify(answer: &Answer, statuses: Statuses) -> Verdict {
+    let status = answer.status;
+    let excerpt = || http::excerpt(answer.body);
+    let broken = |why: &str| Verdict::Broken { reason: format!("HTTP {status}: {why}: {}", excerpt()) };
     match status {
         200..=299 => Verdict::Acknowledged,
-        s if already_there.contains(&s) => Verdict::Acknowledged,
+        s if statuses.already_there.contains(&s) => Verdict::Acknowledged,
         408 | 425 | 429 | 500..=599 => Verdict::RetryLater {
-            reason: format!("HTTP {status}{}: {}", http::retry_note(retry_after), http::excerpt(response)),
-            retry_after,
+            reason: format!("HTTP {status}{}: {}", http::retry_note(answer.retry_after), excerpt()),
+            retry_after: answer.retry_after,
+            status: Some(status),
         },
-        400..=499 => Verdict::Rejected { status, response: http::excerpt(response) },
-        _ => Verdict::RetryLater {
-            reason: format!("unexpected HTTP {status}: {}", http::excerpt(response)),
-            retry_after,
+        413 if answer.batch => Verdict::TooLarge { response: excerpt() },
+        413 => Verdict::Rejected { status, response: excerpt() },
+        s if statuses.reject.contains(&s) => Verdict::Rejected { status, response: excerpt() },
+        300..=399 => Verdict::Broken {
+            reason: format!(
+                "HTTP {status}, a redirect to {}: framesync never follows a redirect for a push (the records would not be stored); put the final URL in sink.url",
+                answer.location.unwrap_or("nowhere")
+            ),
         },
+        401 | 403 | 407 => broken("the RS refused the credentials (check sink.headers)"),
+        404 | 410 => broken("no such endpoint at the RS (a typo in sink.url, or a dropped table?)"),
+        405 => broken("the RS does not take a POST at sink.url"),
+        415 => broken("the RS does not take this content type"),
+        _ => broken("an answer that says the RS or the config is wrong, not the record"),
     }
 }
 
@@ -52,8 +91,8 @@ pub struct Outgoing {
 pub trait Sink {
     fn mode(&self) -> SinkMode;
     fn batch_size(&self) -> usize;
-    /// Sends one record (record mode) or one batch (batch mode).
-    fn send(&self, records: &[Outgoing]) -> Verdict;
+    /// Sends one record (record mode) or one batch (batch mode) under `key`.
+    fn send(&self, records: &[Outgoing], key: &Key) -> Verdict;
     /// Whether the RS offers a lookup URL.
     fn has_lookup(&self) -> bool;
     /// Asks the RS whether it holds `uid`: Ok(true) present, Ok(false) absent.
@@ -73,22 +112,25 @@ const HEADER_UNSAFE: &AsciiSet = &CONTROLS.add(b'%').add(b' ');
 /// A UID in a URL path segment: everything but unreserved characters is encoded.
 const PATH_SEGMENT: &AsciiSet = &NON_ALPHANUMERIC.remove(b'-').remove(b'.').remove(b'_').remove(b'~');
 
-/// The Idempotency-Key of a request: the UID for one record, a hash of the UIDs for a batch.
-/// A request sent again carries the same key, so an RS that honors keys stores it once.
-pub fn idempotency_key(records: &[Outgoing], mode: SinkMode) -> String {
-    match (mode, records) {
-        (SinkMode::Record, [one]) | (SinkMode::Batch, [one]) => {
-            utf8_percent_encode(&one.uid, HEADER_UNSAFE).to_string()
-        }
-        _ => {
-            let mut hash = Sha256::new();
-            for r in records {
-                hash.update(r.uid.as_bytes());
-                hash.update([0]);
-            }
-            let hex: String = hash.finalize().iter().take(16).map(|b| format!("{b:02x}")).collect();
-            format!("batch-{hex}")
-        }
+/// The key of a new batch: a hash of its UIDs, in order. The batch is re-sent only whole and
+/// under this key (the ledger keeps it), so an RS that honors keys stores it once.
+pub fn batch_key(records: &[Outgoing]) -> String {
+    let mut hash = Sha256::new();
+    for r in records {
+        hash.update(r.uid.as_bytes());
+        hash.update([0]);
+    }
+    let hex: String = hash.finalize().iter().take(16).map(|b| format!("{b:02x}")).collect();
+    format!("batch-{hex}")
+}
+
+/// The Idempotency-Key header of a request: a batch's key, or the UID of its one record, with
+/// what a header cannot carry percent-encoded.
+pub fn header_key(records: &[Outgoing], key: &Key) -> String {
+    match (key, records) {
+        (Key::Batch(key), _) => key.clone(),
+        (Key::Own, [one, ..]) => utf8_percent_encode(&one.uid, HEADER_UNSAFE).to_string(),
+        (Key::Own, []) => String::new(),
     }
 }
 
@@ -125,13 +167,13 @@ impl Sink for HttpSink {
         }
     }
 
-    fn send(&self, records: &[Outgoing]) -> Verdict {
+    fn send(&self, records: &[Outgoing], key: &Key) -> Verdict {
         self.pacer.wait();
         let mut request = self
             .agent
             .post(&self.config.url)
             .header("Content-Type", "application/json")
-            .header(self.config.idempotency_header.as_str(), idempotency_key(records, self.config.mode));
+            .header(self.config.idempotency_header.as_str(), header_key(records, key));
         for (name, value) in &self.config.headers {
             request = request.header(name, value);
         }
@@ -141,21 +183,31 @@ impl Sink for HttpSink {
                 return Verdict::RetryLater {
                     reason: self.secrets.scrub(&format!("POST {}: {e}", self.config.url)),
                     retry_after: None,
+                    status: None,
                 };
             }
         };
         let status = response.status().as_u16();
         let retry_after = http::retry_after(&response);
+        let location = response.headers().get("location").and_then(|v| v.to_str().ok()).map(str::to_owned);
         let text = response.body_mut().with_config().limit(64 * 1024).read_to_string().unwrap_or_default();
-        match classify(status, &self.config.already_there, &text, retry_after) {
-            Verdict::RetryLater { reason, retry_after } => Verdict::RetryLater {
+        let answer =
+            Answer { status, body: &text, retry_after, location: location.as_deref(), batch: records.len() > 1 };
+        let statuses = Statuses { already_there: &self.config.already_there, reject: &self.config.reject };
+        match classify(&answer, statuses) {
+            Verdict::RetryLater { reason, retry_after, status } => Verdict::RetryLater {
                 reason: self.secrets.scrub(&format!("POST {}: {reason}", self.config.url)),
                 retry_after,
+                status,
             },
+            Verdict::Broken { reason } => {
+                Verdict::Broken { reason: self.secrets.scrub(&format!("POST {}: {reason}", self.config.url)) }
+            }
             Verdict::Rejected { status, response } => {
                 Verdict::Rejected { status, response: self.secrets.scrub(&response) }
             }
-            acknowledged => acknowledged,
+            Verdict::TooLarge { response } => Verdict::TooLarge { response: self.secrets.scrub(&response) },
+            Verdict::Acknowledged => Verdict::Acknowledged,
         }
     }
 
@@ -176,6 +228,9 @@ impl Sink for HttpSink {
         match response.status().as_u16() {
             200..=299 => Ok(true),
             404 | 410 => Ok(false),
+            status @ 300..=399 => Err(format!(
+                "lookup GET {shown}: HTTP {status}, a redirect: framesync never follows one (put the final URL in sink.lookup_url)"
+            )),
             status => Err(format!("lookup GET {shown}: HTTP {status} (expected 200 or 404)")),
         }
     }
@@ -189,53 +244,80 @@ mod tests {
         Outgoing { uid: uid.into(), body: "{}".into() }
     }
 
+    const STATUSES: Statuses = Statuses { already_there: &[409], reject: &[400, 422] };
+
+    fn verdict(status: u16, batch: bool) -> Verdict {
+        classify(&Answer { status, body: "", retry_after: None, location: Some("/login"), batch }, STATUSES)
+    }
+
     #[test]
     fn every_answer_class_is_classified() {
-        let retry = |s| matches!(classify(s, &[409], "", None), Verdict::RetryLater { .. });
-        let rejected = |s| matches!(classify(s, &[409], "", None), Verdict::Rejected { .. });
         for s in [200, 201, 202, 204, 409] {
-            assert_eq!(classify(s, &[409], "", None), Verdict::Acknowledged, "{s}");
+            assert_eq!(verdict(s, false), Verdict::Acknowledged, "{s}");
         }
-        for s in [408, 429, 500, 502, 503, 504, 301, 100] {
-            assert!(retry(s), "{s}");
+        for s in [408, 425, 429, 500, 502, 503, 504] {
+            assert!(matches!(verdict(s, false), Verdict::RetryLater { .. }), "{s}");
         }
-        for s in [400, 401, 403, 404, 410, 413, 422] {
-            assert!(rejected(s), "{s}");
+        for s in [400, 422, 413] {
+            assert!(matches!(verdict(s, false), Verdict::Rejected { .. }), "{s}");
         }
-        assert!(!rejected(409) && rejected(422));
-        assert_eq!(classify(422, &[409, 422], "", None), Verdict::Acknowledged, "already_there is configurable");
+        assert!(matches!(verdict(413, true), Verdict::TooLarge { .. }), "a batch too large is split, not refused");
+        let statuses = Statuses { already_there: &[409, 422], reject: &[400] };
+        let answer = Answer { status: 422, body: "", retry_after: None, location: None, batch: false };
+        assert_eq!(classify(&answer, statuses), Verdict::Acknowledged, "already_there is configurable");
+    }
+
+    /// Pins the silent loss of a sink URL that answers 404 (a typo, a dropped table), 401 or
+    /// 403 (an expired token), or a redirect: they dead-lettered every record (or, followed,
+    /// counted a login page as delivered). They mean the RS or the config is wrong.
+    #[test]
+    fn answers_that_blame_the_rs_or_the_config_are_not_a_bad_record() {
+        for s in [100, 301, 302, 303, 307, 308, 401, 403, 404, 405, 407, 410, 415, 418, 451] {
+            assert!(matches!(verdict(s, false), Verdict::Broken { .. }), "{s}");
+            assert!(matches!(verdict(s, true), Verdict::Broken { .. }), "{s} for a batch");
+        }
+        let Verdict::Broken { reason } = verdict(302, false) else { unreachable!() };
+        assert!(reason.contains("/login") && reason.contains("never follows a redirect"), "{reason}");
     }
 
     #[test]
     fn retry_after_is_carried_into_the_verdict() {
-        let v = classify(429, &[], "slow down", Some(Duration::from_secs(30)));
+        let answer = Answer {
+            status: 429,
+            body: "slow down",
+            retry_after: Some(Duration::from_secs(30)),
+            location: None,
+            batch: false,
+        };
         assert_eq!(
-            v,
+            classify(&answer, STATUSES),
             Verdict::RetryLater {
                 reason: "HTTP 429, Retry-After 30s: slow down".into(),
-                retry_after: Some(Duration::from_secs(30))
+                retry_after: Some(Duration::from_secs(30)),
+                status: Some(429),
             }
         );
     }
 
     #[test]
     fn keys_are_the_uid_escaped_only_where_a_header_needs_it() {
-        assert_eq!(idempotency_key(&[out("ev-1/a:b")], SinkMode::Record), "ev-1/a:b");
-        assert_eq!(idempotency_key(&[out("a\r\nX-Evil: 1")], SinkMode::Record), "a%0D%0AX-Evil:%201");
-        assert_eq!(idempotency_key(&[out("ünï")], SinkMode::Record), "%C3%BCn%C3%AF");
-        assert_eq!(idempotency_key(&[out("100%")], SinkMode::Record), "100%25");
+        let key = |uid: &str| header_key(&[out(uid)], &Key::Own);
+        assert_eq!(key("ev-1/a:b"), "ev-1/a:b");
+        assert_eq!(key("a\r\nX-Evil: 1"), "a%0D%0AX-Evil:%201");
+        assert_eq!(key("ünï"), "%C3%BCn%C3%AF");
+        assert_eq!(key("100%"), "100%25");
         for uid in ["a\r\nb", "\u{7f}", "ünï-✓", "tab\there"] {
-            let key = idempotency_key(&[out(uid)], SinkMode::Record);
-            assert!(ureq::http::HeaderValue::from_str(&key).is_ok(), "{uid:?} → {key:?}");
+            assert!(ureq::http::HeaderValue::from_str(&key(uid)).is_ok(), "{uid:?} → {:?}", key(uid));
         }
+        assert_eq!(header_key(&[out("a"), out("b")], &Key::Batch("batch-1".into())), "batch-1");
     }
 
     #[test]
     fn a_batch_key_depends_on_exactly_its_uids() {
-        let ab = idempotency_key(&[out("a"), out("b")], SinkMode::Batch);
+        let ab = batch_key(&[out("a"), out("b")]);
         assert!(ab.starts_with("batch-"));
-        assert_eq!(ab, idempotency_key(&[out("a"), out("b")], SinkMode::Batch));
-        assert_ne!(ab, idempotency_key(&[out("b"), out("a")], SinkMode::Batch));
-        assert_ne!(ab, idempotency_key(&[out("ab")], SinkMode::Batch));
+        assert_eq!(ab, batch_key(&[out("a"), out("b")]));
+        assert_ne!(ab, batch_key(&[out("b"), out("a")]));
+        assert_ne!(ab, batch_key(&[out("ab")]));
     }
 }

@@ -39,6 +39,9 @@ pub enum PullError {
     /// Anything else: the frame is retried later with backoff.
     #[error("{0}")]
     Failed(String),
+    /// The caller stopped the walk between pages (the run is out of time).
+    #[error("stopped between pages")]
+    Stopped,
 }
 
 /// Pulls one frame. A trait so the run loop is tested without a server.
@@ -55,7 +58,7 @@ pub trait Source {
     ) -> Result<Pulled, PullError> {
         let mut pulled = self.pull(frame)?;
         if !page(std::mem::take(&mut pulled.records), std::mem::take(&mut pulled.invalid)) {
-            return Err(PullError::Failed(format!("frame {frame}: stopped while staging")));
+            return Err(PullError::Stopped);
         }
         Ok(pulled)
     }
@@ -186,11 +189,17 @@ impl HttpSource {
             }
             pages += 1;
             if !page(parsed.records) {
-                return Err(PullError::Failed(format!("frame {frame}: stopped while staging")));
+                return Err(PullError::Stopped);
             }
             let Some(next) = parsed.next else { break };
             crate::hooks::kill_point("mid-pull");
             url = next_url(&first, &next, &self.config.cursor_param);
+            if !same_origin(&url, &first) {
+                return Err(PullError::Failed(format!(
+                    "frame {frame}: the SS's next page is on another server ({}); framesync sends the SS's headers only to source.url's own server",
+                    self.secrets.scrub(origin(&url))
+                )));
+            }
             if !seen.insert(url.clone()) {
                 return Err(PullError::Failed(format!(
                     "frame {frame}: the SS sent the same next page twice (a pagination loop)"
@@ -236,6 +245,19 @@ pub fn next_url(first: &str, next: &str, cursor_param: &str) -> String {
     }
     let joiner = if first.contains('?') { '&' } else { '?' };
     format!("{first}{joiner}{cursor_param}={}", utf8_percent_encode(next, QUERY_VALUE))
+}
+
+/// Whether two URLs have the same scheme, host and port: the SS's headers (its token) go only
+/// to its own server, so a next page elsewhere is refused.
+pub fn same_origin(a: &str, b: &str) -> bool {
+    let parts = |url: &str| {
+        let uri: ureq::http::Uri = url.parse().ok()?;
+        let scheme = uri.scheme_str()?.to_ascii_lowercase();
+        let host = uri.host()?.to_ascii_lowercase();
+        let port = uri.port_u16().unwrap_or(if scheme == "https" { 443 } else { 80 });
+        Some((scheme, host, port))
+    };
+    matches!((parts(a), parts(b)), (Some(a), Some(b)) if a == b)
 }
 
 fn origin(url: &str) -> &str {
@@ -306,14 +328,11 @@ fn collect_page(frame: Frame, records: impl IntoIterator<Item = Value>, config: 
         let uid = match record::uid(&value, &config.uid) {
             Ok(uid) => uid,
             Err(why) => {
-                pulled.invalid.push(DeadLetter {
-                    uid: format!("invalid:{}", record::content_hash(&value)),
-                    reason: "invalid",
-                    status: None,
-                    response: None,
-                    detail: why,
+                pulled.invalid.push(DeadLetter::invalid(
+                    format!("invalid:{}", record::content_hash(&value)),
+                    why,
                     body,
-                });
+                ));
                 continue;
             }
         };
@@ -400,6 +419,19 @@ mod tests {
         assert_eq!(next_url(first, "/e?page=2", "cursor"), "http://h:8/e?page=2");
         assert_eq!(next_url(first, "abc+/=", "c"), "http://h:8/e?from=1&to=2&c=abc%2B%2F%3D");
         assert_eq!(next_url("http://h/e", "7", "page"), "http://h/e?page=7");
+    }
+
+    /// Pins a leak: an absolute next URL on another host received the SS's headers (its token).
+    #[test]
+    fn only_next_pages_on_the_ss_own_server_are_followed() {
+        let first = "http://ss.example:8080/e?from=1";
+        assert!(same_origin(first, "http://SS.example:8080/e?page=2"));
+        assert!(same_origin("https://ss.example/e", "https://ss.example:443/x"));
+        assert!(!same_origin(first, "http://evil.example:8080/e?page=2"));
+        assert!(!same_origin(first, "https://ss.example:8080/e"));
+        assert!(!same_origin(first, "http://ss.example:8081/e"));
+        assert!(!same_origin(first, "http://ss.example:8080@evil.example/e"));
+        assert!(!same_origin(first, "not a url"));
     }
 
     #[test]

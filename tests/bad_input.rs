@@ -245,7 +245,8 @@ fn records_without_uid_are_dead_lettered_and_duplicates_in_a_frame_are_sent_once
     let rs = Canned::json(201, "{}");
     let s = Setup::new(&config_text(&ss.base(), &rs.base(), ""));
     let out = s.run(&["run"]);
-    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_eq!(out.status.code(), Some(1), "a run that dead-letters a record exits 1: {}", stderr(&out));
+    assert!(stderr(&out).contains("1 record was dead-lettered this run (1 invalid)"), "{}", stderr(&out));
     let invalid: i64 =
         s.query("SELECT COUNT(*) FROM dead_letters WHERE reason = 'invalid' AND detail LIKE '%no UID at /id%'");
     assert_eq!(invalid, 1, "the record without UID is dead-lettered, once however often it is pulled");
@@ -291,16 +292,58 @@ fn rs_retryable_answers_keep_the_record_for_later_and_mark_nothing_delivered() {
 }
 
 #[test]
-fn rs_permanent_rejections_dead_letter_the_record_with_the_answer() {
-    for status in [400, 403, 422] {
+fn rs_permanent_rejections_dead_letter_the_record_with_the_answer_and_the_run_says_so() {
+    for status in [400, 422, 413] {
         let (s, _rs, out) = rs_answer(status, r#"{"error":"amount must be positive"}"#);
-        assert_eq!(out.status.code(), Some(0), "{status}");
+        assert_eq!(out.status.code(), Some(1), "{status}");
+        let lines: Vec<&str> =
+            std::str::from_utf8(&out.stderr).unwrap().lines().filter(|l| l.contains("dead-lettered")).collect();
+        assert_eq!(lines.len(), 1, "one summary line, not one per record: {lines:?}");
+        assert!(lines[0].contains("framesync dead-letters list"), "{lines:?}");
         assert_eq!(s.query::<String>("SELECT state FROM frames"), "delivered", "{status}");
         let response: String = s.query("SELECT response FROM dead_letters WHERE uid = 'a'");
         assert!(response.contains("amount must be positive"), "{response}");
         assert_eq!(s.query::<i64>("SELECT status FROM dead_letters"), status as i64);
         assert_eq!(s.query::<i64>("SELECT COUNT(*) FROM delivered"), 0);
     }
+}
+
+/// Pins silent loss: a sink URL answering 404 (a typo, a dropped table), 401 or 403 (an
+/// expired token) dead-lettered every record and the run exited 0 with the frames delivered.
+#[test]
+fn rs_answers_that_blame_the_rs_or_the_config_fail_the_frame_and_dead_letter_nothing() {
+    for status in [401, 403, 404, 405, 407, 410, 415] {
+        let (s, _rs, out) = rs_answer(status, r#"{"error":"nope"}"#);
+        assert_eq!(out.status.code(), Some(1), "{status}");
+        assert_eq!(s.query::<String>("SELECT state FROM frames"), "pushing", "{status}");
+        assert_eq!(s.query::<i64>("SELECT COUNT(*) FROM dead_letters"), 0, "{status}");
+        assert_eq!(s.query::<i64>("SELECT COUNT(*) FROM staged"), 1, "{status}: the record stays staged");
+        let error: String = s.query("SELECT last_error FROM frames");
+        assert!(error.contains(&format!("HTTP {status}")) && error.contains("not a record"), "{status}: {error}");
+    }
+}
+
+/// Pins silent loss: the RS answered the POST with `302 Location: /login`, the client followed
+/// it as a GET, got 200, and the record counted as delivered while the RS stored nothing.
+#[test]
+fn a_redirected_push_is_a_failure_and_the_redirect_is_never_followed() {
+    let login = Canned::start(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok".to_vec());
+    let ss = Canned::json(200, r#"{"items":[{"id":"a"}]}"#);
+    let rs = Canned::start(
+        format!(
+            "HTTP/1.1 302 Found\r\nLocation: {}/login\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+            login.base()
+        )
+        .into_bytes(),
+    );
+    let s = Setup::new(&config_text(&ss.base(), &rs.base(), "").replace("max_frames = 3", "max_frames = 1"));
+    let out = s.run(&["run"]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert_eq!(login.requests.load(Ordering::SeqCst), 0, "the redirect is not followed");
+    assert_eq!(s.query::<i64>("SELECT COUNT(*) FROM delivered"), 0);
+    assert_eq!(s.query::<i64>("SELECT COUNT(*) FROM dead_letters"), 0);
+    let error: String = s.query("SELECT last_error FROM frames");
+    assert!(error.contains("HTTP 302") && error.contains("/login"), "{error}");
 }
 
 #[test]

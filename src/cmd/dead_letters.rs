@@ -9,6 +9,7 @@ use clap::Subcommand;
 use crate::Usage;
 use crate::config::Config;
 use crate::dead_letters::{Filter, Letter};
+use crate::delivery::DeadReason;
 use crate::frames::{Epoch, parse_time};
 use crate::job::{Clock, SystemClock};
 use crate::ledger::Ledger;
@@ -28,6 +29,22 @@ pub enum Action {
     Retry(BulkArgs),
     /// Delete the selected dead letters: they are not sent (they stay counted in frames.dead).
     Drop(BulkArgs),
+    /// Set a staged record aside by hand (e.g. one the RS keeps failing): it becomes a dead
+    /// letter with reason `manual`, and its frame is delivered without it.
+    Add(AddArgs),
+}
+
+#[derive(Debug, clap::Args)]
+pub struct AddArgs {
+    /// The record's UID.
+    #[arg(long)]
+    pub uid: String,
+    /// Only in the frame starting at this time (RFC 3339 or epoch seconds).
+    #[arg(long, value_name = "TIME", value_parser = time)]
+    pub frame: Option<Epoch>,
+    /// Why, kept with the dead letter.
+    #[arg(long, default_value = "no reason given")]
+    pub why: String,
 }
 
 #[derive(Debug, clap::Args)]
@@ -38,21 +55,16 @@ pub struct FilterArgs {
     /// Only dead letters of frames starting before this time (RFC 3339 or epoch seconds).
     #[arg(long, value_name = "TIME", value_parser = time)]
     pub frame_to: Option<Epoch>,
-    /// Only this reason: rejected (by the RS) or invalid (failed validation, never sent).
+    /// Only this reason: rejected (refused by the RS), invalid (failed validation, never sent),
+    /// exhausted (the RS failed it sink.max_attempts times), manual (set aside by hand).
     #[arg(long, value_enum)]
-    pub reason: Option<Reason>,
+    pub reason: Option<DeadReason>,
     /// Only this HTTP status from the RS.
     #[arg(long)]
     pub status: Option<u16>,
     /// Only the record with this UID.
     #[arg(long)]
     pub uid: Option<String>,
-}
-
-#[derive(Debug, Clone, Copy, clap::ValueEnum)]
-pub enum Reason {
-    Rejected,
-    Invalid,
 }
 
 #[derive(Debug, clap::Args)]
@@ -85,10 +97,7 @@ impl FilterArgs {
         Filter {
             frame_from: self.frame_from,
             frame_to: self.frame_to,
-            reason: self.reason.map(|r| match r {
-                Reason::Rejected => "rejected".into(),
-                Reason::Invalid => "invalid".into(),
-            }),
+            reason: self.reason,
             status: self.status,
             uid: self.uid.clone(),
         }
@@ -100,6 +109,7 @@ pub fn dead_letters(config: &Config, args: Args) -> Result<u8> {
         Action::List(list) => self::list(config, &list),
         Action::Retry(bulk) => retry(config, &bulk),
         Action::Drop(bulk) => drop(config, &bulk),
+        Action::Add(add) => self::add(config, &add),
     }
 }
 
@@ -165,6 +175,25 @@ fn drop(config: &Config, args: &BulkArgs) -> Result<u8> {
             d.kept_for_recheck
         );
     }
+    Ok(0)
+}
+
+fn add(config: &Config, args: &AddArgs) -> Result<u8> {
+    let _lock = super::lock_by_hand(config, &[Side::Push])?;
+    let mut ledger = Ledger::open_with(&config.ledger, config.run.sync, config.run.busy_timeout)?;
+    let added = ledger.dead_letter_by_hand(&args.uid, args.frame, &args.why, SystemClock.now())?;
+    if added.added == 0 {
+        println!(
+            "no pending staged record has UID {:?}{}; nothing was changed",
+            args.uid,
+            if added.not_pending > 0 { " (it is acknowledged or a dead letter already)" } else { "" }
+        );
+        return Ok(1);
+    }
+    println!(
+        "set aside {} staged record(s) with UID {:?} as dead letters (reason manual); the next `push` or `run` delivers their frames without them; `dead-letters retry --uid` sends them again",
+        added.added, args.uid
+    );
     Ok(0)
 }
 

@@ -135,14 +135,20 @@ pub fn make_plan(config: &Config, ledger: &Ledger, scope: Scope, now: i64) -> Re
         fresh: config.run.fresh,
         backfill_window: config.run.backfill_window,
         max_frames: config.run.max_frames,
+        max_wait: config.run.retry_max,
     };
     let horizon = crate::frames::eligible_until(settings.size, now, settings.delay);
     let facts = Facts {
         spans: ledger.delivered_spans(settings.reference, horizon.max(settings.reference))?,
         open: ledger.open_frames()?,
-        due_rechecks: ledger.due_rechecks(now, settings.max_frames)?,
+        due_rechecks: ledger.due_rechecks(now, recheck_bound(config), settings.max_frames)?,
     };
     Ok(plan::plan(&settings, &facts, now, scope))
+}
+
+/// How far ahead a re-check can be scheduled: the last one, plus the longest backoff.
+pub fn recheck_bound(config: &Config) -> i64 {
+    config.frames.recheck.last().copied().unwrap_or(0) + config.run.retry_max
 }
 
 pub fn print_plan(plan: &Plan, name: &str) {

@@ -57,11 +57,12 @@ pub fn verify(config: &Config, args: &Args) -> Result<u8> {
     let horizon = crate::frames::eligible_until(size, clock.now(), config.frames.delay);
     let source = HttpSource::new(&config.source, &config.secrets);
     let sink = HttpSink::new(&config.sink, &config.secrets);
+    let rs = rs_lookup(&sink, clock.now());
     let mut differing = Vec::new();
     let mut checked = 0;
     for start in (from..to.min(horizon)).step_by(size.seconds() as usize) {
         let frame = size.frame_at(start);
-        let report = compare(&ledger, &source, &sink, frame)?;
+        let report = compare(&ledger, &source, rs.usable().then_some(&sink as &dyn Sink), frame)?;
         checked += 1;
         print_report(frame, &report);
         if report.differs() {
@@ -74,18 +75,57 @@ pub fn verify(config: &Config, args: &Args) -> Result<u8> {
         rfc3339(from),
         rfc3339(to.min(horizon)),
         differing.len(),
-        if sink.has_lookup() { "" } else { " (no sink.lookup_url: the RS itself was not asked)" }
+        rs.note()
     );
+    let unverified = matches!(rs, RsLookup::Untrustworthy(_));
     if differing.is_empty() {
-        return Ok(0);
+        return Ok(if unverified { 1 } else { 0 });
     }
     if !args.repair {
         return Ok(1);
     }
-    repair(config, &mut ledger, &source, &sink, &clock, differing)
+    let code = repair(config, &mut ledger, &source, &sink, &clock, differing, rs.usable())?;
+    Ok(if unverified { 1 } else { code })
 }
 
-fn compare(ledger: &Ledger, source: &dyn Source, sink: &dyn Sink, frame: Frame) -> Result<FrameReport> {
+/// Whether the RS can be asked what it holds: a lookup is evidence only when it answers
+/// "absent" for a UID that cannot exist.
+enum RsLookup {
+    None,
+    Usable,
+    Untrustworthy(String),
+}
+
+impl RsLookup {
+    fn usable(&self) -> bool {
+        matches!(self, RsLookup::Usable)
+    }
+
+    fn note(&self) -> String {
+        match self {
+            RsLookup::Usable => String::new(),
+            RsLookup::None => " (no sink.lookup_url: the RS itself was not asked)".into(),
+            RsLookup::Untrustworthy(why) => format!(" (the RS was not asked: {why})"),
+        }
+    }
+}
+
+fn rs_lookup(sink: &HttpSink, now: Epoch) -> RsLookup {
+    if !sink.has_lookup() {
+        return RsLookup::None;
+    }
+    let probe = format!("framesync-no-such-record-{now}-verify");
+    match sink.lookup(&probe) {
+        Ok(false) => RsLookup::Usable,
+        Ok(true) => RsLookup::Untrustworthy(format!(
+            "sink.lookup_url answered \"present\" for {probe:?}, a UID that cannot exist, so its answers are no evidence"
+        )),
+        Err(e) => RsLookup::Untrustworthy(format!("sink.lookup_url failed: {e}")),
+    }
+}
+
+/// Compares one frame; `rs` is the RS to ask, when its lookup can be believed.
+fn compare(ledger: &Ledger, source: &dyn Source, rs: Option<&dyn Sink>, frame: Frame) -> Result<FrameReport> {
     let mut report = FrameReport::default();
     let state = ledger.frame_state(frame.start)?;
     // Delivered, and its rows pruned after run.retain: only the RS can be asked.
@@ -108,7 +148,7 @@ fn compare(ledger: &Ledger, source: &dyn Source, sink: &dyn Sink, frame: Frame) 
     for record in &pulled.records {
         match known(ledger, &record.uid)? {
             Known::Unknown if !pruned => report.not_in_ledger.push(record.clone()),
-            Known::Delivered | Known::Unknown if sink.has_lookup() && sink.lookup(&record.uid) == Ok(false) => {
+            Known::Delivered | Known::Unknown if rs.is_some_and(|rs| rs.lookup(&record.uid) == Ok(false)) => {
                 report.not_at_rs.push(record.clone())
             }
             _ => {}
@@ -176,6 +216,9 @@ fn print_report(frame: Frame, report: &FrameReport) {
 }
 
 /// Stages what is missing and pushes it; frames never delivered are pulled as in a backfill.
+/// Then asks the RS again, where its lookup can be believed, whether it now holds what was
+/// sent: an RS that replays the answer it stored for an Idempotency-Key acknowledges without
+/// storing, and a repair that did not happen is not reported as one.
 fn repair(
     config: &Config,
     ledger: &mut Ledger,
@@ -183,8 +226,10 @@ fn repair(
     sink: &HttpSink,
     clock: &SystemClock,
     differing: Vec<(Frame, FrameReport)>,
+    ask_rs: bool,
 ) -> Result<u8> {
     let mut steps = Vec::new();
+    let mut sent = Vec::new();
     for (frame, report) in differing {
         if report.error.is_some() {
             continue;
@@ -196,6 +241,7 @@ fn repair(
             _ => {
                 let records: Vec<StagedRecord> = report.not_in_ledger.into_iter().chain(report.not_at_rs).collect();
                 if !records.is_empty() && ledger.stage_redelivery(frame, &records, clock.now())? > 0 {
+                    sent.extend(records.into_iter().map(|r| r.uid));
                     steps.push(Step::Push(frame.start));
                 }
             }
@@ -206,10 +252,34 @@ fn repair(
         Job::new(config, ledger, source, sink, clock).without_time_limit().execute(&plan, true)
     })?;
     println!(
-        "repair: {} records pushed, {} frames delivered, {} failures",
+        "repair: {} records acknowledged by the RS, {} frames delivered, {} failures",
         outcome.figures.records_pushed,
         outcome.figures.frames_delivered,
         outcome.failures.len()
     );
-    Ok(outcome.exit_code() as u8)
+    for failure in &outcome.failures {
+        println!("repair: {failure}");
+    }
+    if !ask_rs {
+        if !sent.is_empty() {
+            println!(
+                "repair: the RS was not asked afterwards whether it holds the {} records sent again (no lookup it can be believed)",
+                sent.len()
+            );
+        }
+        return Ok(outcome.exit_code() as u8);
+    }
+    let still_missing: Vec<&String> = sent.iter().filter(|uid| sink.lookup(uid) != Ok(true)).collect();
+    if still_missing.is_empty() {
+        println!("repair: the RS now holds all {} records sent again (asked by lookup)", sent.len());
+        return Ok(outcome.exit_code() as u8);
+    }
+    let shown: Vec<String> = still_missing.iter().take(5).map(|u| format!("{u:?}")).collect();
+    println!(
+        "repair: {} of {} records sent again are still missing at the RS although it acknowledged them (it may be replaying the answer it stored for their Idempotency-Key): {}",
+        still_missing.len(),
+        sent.len(),
+        shown.join(", ")
+    );
+    Ok(1)
 }

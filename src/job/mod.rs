@@ -1,0 +1,228 @@
+//! The work of one run: push what is staged, pull what is missing, push it, within the budget.
+//! Given a plan, the ledger, the two clients and a clock, it is tested without sockets. Every
+//! failure is recorded on its frame (error, attempts, next attempt) and in the outcome, so
+//! the exit code says whether all attempted work succeeded: a run that leaves anything
+//! undelivered without a recorded reason, or that dead-letters a record, does not exit 0.
+//!
+//! The pull half is in [`pull`], the push half in [`push`], and whether the RS's lookup can be
+//! believed in [`lookup`].
+
+mod lookup;
+mod pull;
+mod push;
+#[cfg(test)]
+mod tests;
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use anyhow::Result;
+
+use crate::config::Config;
+use crate::delivery::DeadReason;
+use crate::frames::{Epoch, Frame};
+use crate::ledger::{Ledger, RunFigures};
+use crate::plan::{Plan, Step};
+use crate::servers::Server;
+use crate::sink::Sink;
+use crate::source::Source;
+
+pub use crate::clock::{Clock, SystemClock};
+
+/// How a run ended: its figures and the failures recorded for later runs.
+#[derive(Debug, Default)]
+pub struct Outcome {
+    pub figures: RunFigures,
+    pub failures: Vec<String>,
+    /// The run stopped at `max_seconds` with planned work left.
+    pub out_of_time: bool,
+}
+
+impl Outcome {
+    pub fn exit_code(&self) -> i32 {
+        if self.failures.is_empty() { 0 } else { 1 }
+    }
+}
+
+pub struct Job<'a> {
+    config: &'a Config,
+    ledger: &'a mut Ledger,
+    source: &'a dyn Source,
+    sink: &'a dyn Sink,
+    clock: &'a dyn Clock,
+    /// `run.max_seconds` on the clock's `elapsed`; none for work started by hand.
+    deadline: Option<Duration>,
+    progress: Option<&'a dyn Fn(usize, usize)>,
+    outcome: Outcome,
+    pulling: pull::Pulling,
+    pushing: push::Pushing,
+    /// Records dead-lettered this run, by reason: one summary line at the end.
+    dead: BTreeMap<DeadReason, i64>,
+}
+
+impl<'a> Job<'a> {
+    pub fn new(
+        config: &'a Config,
+        ledger: &'a mut Ledger,
+        source: &'a dyn Source,
+        sink: &'a dyn Sink,
+        clock: &'a dyn Clock,
+    ) -> Self {
+        Self {
+            config,
+            ledger,
+            source,
+            sink,
+            clock,
+            deadline: Some(clock.elapsed() + config.run.max_seconds),
+            progress: None,
+            outcome: Outcome::default(),
+            pulling: pull::Pulling::default(),
+            pushing: push::Pushing::default(),
+            dead: BTreeMap::new(),
+        }
+    }
+
+    /// The budget ends at `deadline` on the clock's `elapsed` (by default `run.max_seconds` from now).
+    pub fn with_deadline(mut self, deadline: Duration) -> Self {
+        self.deadline = Some(deadline);
+        self
+    }
+
+    /// No `max_seconds`: for work started by hand, which runs until it is done.
+    pub fn without_time_limit(mut self) -> Self {
+        self.deadline = None;
+        self
+    }
+
+    /// Calls `progress(done, total)` after each step of the plan.
+    pub fn with_progress(mut self, progress: &'a dyn Fn(usize, usize)) -> Self {
+        self.progress = Some(progress);
+        self
+    }
+
+    /// Carries out the plan in order; `push_after_pull` is false for the `pull` command.
+    pub fn execute(mut self, plan: &Plan, push_after_pull: bool) -> Result<Outcome> {
+        self.respect_quiet()?;
+        for (done, step) in plan.steps.iter().enumerate() {
+            if self.out_of_time() {
+                log::info!("max_seconds reached; {} planned frames are left for the next run", plan.steps.len() - done);
+                break;
+            }
+            self.step(*step, push_after_pull)?;
+            if let Some(progress) = self.progress {
+                progress(done + 1, plan.steps.len());
+            }
+        }
+        self.finish()
+    }
+
+    fn step(&mut self, step: Step, push_after_pull: bool) -> Result<()> {
+        let frame = self.frame(step.start());
+        let staged = match step {
+            Step::Push(_) => true,
+            Step::Pull(_) if !self.pulling.stopped => self.pull(frame)?,
+            Step::Recheck(_) if !self.pulling.stopped && !self.pulling.rechecks_stopped => self.recheck(frame)?,
+            Step::Redeliver(_) if !self.pulling.stopped => self.redeliver(frame)?,
+            _ => false,
+        };
+        let push = matches!(step, Step::Push(_)) || push_after_pull;
+        if staged && push && !self.pushing.stopped {
+            self.push(frame)?;
+        }
+        Ok(())
+    }
+
+    /// What is left once the plan is done: failed sends counted, the reasons for what was not
+    /// delivered said once each.
+    fn finish(mut self) -> Result<Outcome> {
+        self.settle_failed_sends()?;
+        self.record_acks()?;
+        self.report_held_back();
+        self.report_dead_letters();
+        Ok(self.outcome)
+    }
+
+    /// A server that asked for quiet in an earlier run gets no request until then — unless the
+    /// wait is longer than any framesync accepts (`run.retry_max`): only a clock that jumped
+    /// back since can have written it, and it is over.
+    fn respect_quiet(&mut self) -> Result<()> {
+        let now = self.clock.now();
+        let bound = self.config.run.retry_max;
+        if let Some((until, why)) = self.ledger.quiet_until(Server::Source, now, bound)? {
+            log::info!("the SS asked for quiet until {} ({why}); no pulls this run", crate::frames::rfc3339(until));
+            self.pulling.stopped = true;
+        }
+        if let Some((until, why)) = self.ledger.quiet_until(Server::Sink, now, bound)? {
+            log::info!("the RS asked for quiet until {} ({why}); no pushes this run", crate::frames::rfc3339(until));
+            self.pushing.stopped = true;
+        }
+        Ok(())
+    }
+
+    /// Remembers that a server asked for quiet, for at most `run.retry_max`.
+    fn set_quiet(&mut self, server: Server, wait: Duration, reason: &str) -> Result<()> {
+        let now = self.clock.now();
+        let wait = (wait.as_secs() as i64).min(self.config.run.retry_max);
+        let bound = self.config.run.retry_max;
+        self.ledger.set_quiet(server, now + wait, &self.config.secrets.scrub(reason), now, bound)
+    }
+
+    fn frame(&self, start: Epoch) -> Frame {
+        self.config.frames.size.frame_at(start)
+    }
+
+    fn out_of_time(&mut self) -> bool {
+        let over = self.deadline.is_some_and(|deadline| self.clock.elapsed() >= deadline);
+        self.outcome.out_of_time |= over;
+        over
+    }
+
+    fn fail(&mut self, frame: Frame, message: String) {
+        let message = self.config.secrets.scrub(&message);
+        log::error!("frame {frame}: {message}");
+        self.outcome.failures.push(format!("frame {frame}: {message}"));
+        self.outcome.figures.errors += 1;
+    }
+
+    /// Exponential backoff from the frame's attempts so far, or the server's `Retry-After`,
+    /// never longer than `run.retry_max`.
+    fn next_attempt(&self, frame: Frame, retry_after: Option<Duration>) -> Result<Epoch> {
+        let attempts = self.ledger.attempts(frame.start)?.clamp(0, 30) as u32;
+        Ok(self.clock.now() + self.backoff(attempts, retry_after))
+    }
+
+    /// The wait after `attempts` failures: `run.retry_base` doubled each time, or what the
+    /// server asked, at most `run.retry_max`.
+    fn backoff(&self, attempts: u32, retry_after: Option<Duration>) -> i64 {
+        let run = &self.config.run;
+        let backoff = run.retry_base.saturating_mul(1i64 << attempts.min(20)).min(run.retry_max);
+        let asked = retry_after.map_or(0, |d| d.as_secs() as i64).min(run.retry_max);
+        backoff.max(asked)
+    }
+
+    /// Counts a record dead-lettered this run.
+    fn dead_lettered(&mut self, reason: DeadReason, count: i64) {
+        if count == 0 {
+            return;
+        }
+        self.outcome.figures.dead_letters += count;
+        *self.dead.entry(reason).or_default() += count;
+    }
+
+    /// A run that dead-letters anything exits 1, with one line for all of them.
+    fn report_dead_letters(&mut self) {
+        let total: i64 = self.dead.values().sum();
+        if total == 0 {
+            return;
+        }
+        let kinds: Vec<String> = self.dead.iter().map(|(reason, n)| format!("{n} {reason}")).collect();
+        let line = format!(
+            "{total} record{} dead-lettered this run ({}); `framesync dead-letters list` shows them, `dead-letters retry` sends them again",
+            if total == 1 { " was" } else { "s were" },
+            kinds.join(", ")
+        );
+        log::error!("{line}");
+        self.outcome.failures.push(line);
+    }
+}

@@ -1,0 +1,765 @@
+//! The run loop against a scripted SS and RS, on a real ledger in a temp dir, with a fake
+//! clock: what each answer does to the records, the frames and the exit code.
+
+use std::cell::RefCell;
+use std::collections::{HashMap, HashSet};
+use std::time::Duration;
+
+use super::*;
+use crate::config::SinkMode;
+use crate::delivery::Key;
+use crate::ledger::{FrameState, PullCounts, StagedRecord, Sync};
+use crate::plan::Scope;
+use crate::sink::{Outgoing, Verdict};
+use crate::source::{PullError, Pulled};
+
+const T0: Epoch = 1_793_534_400; // 2026-11-01T12:00:00Z
+
+/// A clock that stays where it is put; sleeping costs nothing.
+struct FakeClock(Epoch);
+
+impl Clock for FakeClock {
+    fn now(&self) -> Epoch {
+        self.0
+    }
+    fn elapsed(&self) -> Duration {
+        Duration::ZERO
+    }
+    fn sleep(&self, _: Duration) {}
+}
+
+/// An SS with fixed records per frame, or a fixed error.
+#[derive(Default)]
+struct FakeSource {
+    frames: HashMap<Epoch, Vec<&'static str>>,
+    busy: bool,
+    broken: bool,
+    /// Frames it refuses (HTTP 400: history it no longer has).
+    refused: HashSet<Epoch>,
+    /// Its clock, as its Date header says: an offset from the time asked about.
+    date_offset: Option<i64>,
+    server_date: Option<Epoch>,
+    calls: RefCell<Vec<Epoch>>,
+    now: RefCell<Epoch>,
+}
+
+impl Source for FakeSource {
+    fn pull(&self, frame: Frame) -> Result<Pulled, PullError> {
+        self.calls.borrow_mut().push(frame.start);
+        if self.busy {
+            return Err(PullError::Busy { message: "HTTP 429".into(), retry_after: Some(Duration::from_secs(600)) });
+        }
+        if self.broken {
+            return Err(PullError::Failed("HTTP 500".into()));
+        }
+        if self.refused.contains(&frame.start) {
+            return Err(PullError::Failed("HTTP 400: no such history".into()));
+        }
+        let uids = self.frames.get(&frame.start).cloned().unwrap_or_default();
+        let records = uids
+            .iter()
+            .map(|u| StagedRecord { uid: u.to_string(), ts_ms: None, body: format!(r#"{{"id":"{u}","n":1}}"#) })
+            .collect();
+        let server_date = self.server_date.or(self.date_offset.map(|o| *self.now.borrow() + o));
+        Ok(Pulled {
+            records,
+            invalid: vec![],
+            counts: PullCounts::default(),
+            pages: 1,
+            server_date,
+            slowest: Duration::ZERO,
+        })
+    }
+}
+
+/// What the fake RS does with a record.
+#[derive(Debug, Clone, PartialEq)]
+enum Act {
+    Answer(Verdict),
+    /// Stores it, and the answer never arrives.
+    Lost,
+}
+
+/// How the fake RS's lookup behaves.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Lookup {
+    /// 200 if stored, 404 if not.
+    Truthful,
+    /// 200 for everything (a maintenance page).
+    Lying,
+}
+
+/// An RS answering from a script: a UID maps to what happens at its successive sends (then
+/// acknowledged), or always. It stores what it acknowledges, honoring Idempotency-Keys or not.
+struct FakeSink {
+    mode: SinkMode,
+    batch_size: usize,
+    script: RefCell<HashMap<String, Vec<Act>>>,
+    always: HashMap<String, Verdict>,
+    honors_keys: bool,
+    keys: RefCell<HashSet<String>>,
+    stored: RefCell<Vec<String>>,
+    sent: RefCell<Vec<(Key, Vec<String>)>>,
+    lookup: Option<Lookup>,
+    looked_up: RefCell<Vec<String>>,
+}
+
+impl FakeSink {
+    fn new() -> Self {
+        Self {
+            mode: SinkMode::Record,
+            batch_size: 1,
+            script: RefCell::default(),
+            always: HashMap::new(),
+            honors_keys: true,
+            keys: RefCell::default(),
+            stored: RefCell::default(),
+            sent: RefCell::default(),
+            lookup: None,
+            looked_up: RefCell::default(),
+        }
+    }
+
+    fn batches(size: usize) -> Self {
+        Self { mode: SinkMode::Batch, batch_size: size, ..Self::new() }
+    }
+
+    fn answer(self, uid: &str, acts: Vec<Act>) -> Self {
+        self.script.borrow_mut().insert(uid.into(), acts);
+        self
+    }
+
+    fn always(mut self, uid: &str, verdict: Verdict) -> Self {
+        self.always.insert(uid.into(), verdict);
+        self
+    }
+
+    fn sent_uids(&self) -> Vec<String> {
+        self.sent.borrow().iter().flat_map(|(_, uids)| uids.clone()).collect()
+    }
+
+    fn stored_count(&self, uid: &str) -> usize {
+        self.stored.borrow().iter().filter(|u| *u == uid).count()
+    }
+
+    fn clear(&self) {
+        self.sent.borrow_mut().clear();
+        self.looked_up.borrow_mut().clear();
+    }
+}
+
+fn retry() -> Act {
+    Act::Answer(Verdict::RetryLater { reason: "HTTP 503".into(), retry_after: None, status: Some(503) })
+}
+
+fn rejected() -> Verdict {
+    Verdict::Rejected { status: 400, response: "bad record".into() }
+}
+
+fn server_error() -> Verdict {
+    Verdict::RetryLater { reason: "HTTP 500: boom".into(), retry_after: None, status: Some(500) }
+}
+
+impl Sink for FakeSink {
+    fn mode(&self) -> SinkMode {
+        self.mode
+    }
+    fn batch_size(&self) -> usize {
+        self.batch_size
+    }
+    fn send(&self, records: &[Outgoing], key: &Key) -> Verdict {
+        let uids: Vec<String> = records.iter().map(|r| r.uid.clone()).collect();
+        self.sent.borrow_mut().push((key.clone(), uids.clone()));
+        let header = crate::sink::header_key(records, key);
+        if self.honors_keys && self.keys.borrow().contains(&header) {
+            return Verdict::Acknowledged; // a replay of the stored answer: nothing stored
+        }
+        let mut lost = false;
+        for uid in &uids {
+            if let Some(verdict) = self.always.get(uid) {
+                return verdict.clone();
+            }
+            let mut script = self.script.borrow_mut();
+            if let Some(acts) = script.get_mut(uid).filter(|a| !a.is_empty()) {
+                match acts.remove(0) {
+                    Act::Answer(Verdict::Acknowledged) => {}
+                    Act::Answer(verdict) => return verdict,
+                    Act::Lost => lost = true,
+                }
+            }
+        }
+        self.stored.borrow_mut().extend(uids);
+        self.keys.borrow_mut().insert(header);
+        if lost {
+            return Verdict::RetryLater { reason: "connection closed".into(), retry_after: None, status: None };
+        }
+        Verdict::Acknowledged
+    }
+    fn has_lookup(&self) -> bool {
+        self.lookup.is_some()
+    }
+    fn lookup(&self, uid: &str) -> Result<bool, String> {
+        self.looked_up.borrow_mut().push(uid.into());
+        match self.lookup {
+            Some(Lookup::Lying) => Ok(true),
+            _ => Ok(self.stored.borrow().iter().any(|u| u == uid)),
+        }
+    }
+}
+
+fn config(extra_sink: &str) -> Config {
+    config_with(extra_sink, "", "")
+}
+
+fn config_with(extra_sink: &str, extra_frames: &str, extra_run: &str) -> Config {
+    let retries = if extra_sink.contains("retries") { "" } else { "retries = 0" };
+    let text = format!(
+        r#"
+ledger = "unused.db"
+[frames]
+start = "2026-11-01T12:00:00Z"
+delay = "1m"
+{extra_frames}
+[source]
+url = "http://127.0.0.1:1/ss?from={{from}}&to={{to}}"
+uid = "/id"
+[sink]
+url = "http://127.0.0.1:1/rs"
+{retries}
+{extra_sink}
+[run]
+retry_base = "30s"
+{extra_run}
+"#
+    );
+    Config::parse(&text, std::path::Path::new("."), &|_| None).unwrap()
+}
+
+struct World {
+    _dir: tempfile::TempDir,
+    ledger: Ledger,
+    config: Config,
+}
+
+impl World {
+    fn new(config: Config) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let ledger = Ledger::open(&dir.path().join("l.db"), Sync::Normal).unwrap();
+        Self { _dir: dir, ledger, config }
+    }
+
+    fn run(&mut self, source: &FakeSource, sink: &FakeSink, now: Epoch, scope: Scope) -> Outcome {
+        *source.now.borrow_mut() = now;
+        let plan = crate::cmd::run::make_plan(&self.config, &self.ledger, scope, now).unwrap();
+        let clock = FakeClock(now);
+        Job::new(&self.config, &mut self.ledger, source, sink, &clock).execute(&plan, scope == Scope::Run).unwrap()
+    }
+
+    fn state(&self, start: Epoch) -> Option<FrameState> {
+        self.ledger.frame_state(start).unwrap()
+    }
+
+    fn count(&self, sql: &str) -> i64 {
+        self.ledger.conn().query_row(sql, [], |r| r.get(0)).unwrap()
+    }
+
+    fn text(&self, sql: &str) -> String {
+        self.ledger.conn().query_row(sql, [], |r| r.get(0)).unwrap()
+    }
+}
+
+fn source(frames: &[(Epoch, Vec<&'static str>)]) -> FakeSource {
+    FakeSource { frames: frames.iter().cloned().collect(), ..FakeSource::default() }
+}
+
+fn has(failures: &[String], text: &str) -> bool {
+    failures.iter().any(|f| f.contains(text))
+}
+
+#[test]
+fn every_record_is_delivered_once_and_a_second_run_does_nothing() {
+    let mut w = World::new(config(""));
+    let src = source(&[(T0, vec!["a", "b"]), (T0 + 60, vec!["c"]), (T0 + 120, vec![])]);
+    let sink = FakeSink::new();
+    let outcome = w.run(&src, &sink, T0 + 240, Scope::Run);
+    assert_eq!(outcome.exit_code(), 0);
+    assert_eq!(*sink.stored.borrow(), ["a", "b", "c"]);
+    assert_eq!(outcome.figures.frames_delivered, 3);
+    assert_eq!(w.count("SELECT COUNT(*) FROM delivered"), 3);
+    assert_eq!(w.count("SELECT COUNT(*) FROM staged"), 0);
+    let again = w.run(&src, &sink, T0 + 240, Scope::Run);
+    assert_eq!(again.figures, RunFigures::default());
+    assert_eq!(src.calls.borrow().len(), 3, "nothing pulled twice");
+}
+
+#[test]
+fn a_record_the_rs_fails_is_skipped_for_the_run_and_a_later_run_sends_only_it() {
+    let mut w = World::new(config(""));
+    let src = source(&[(T0, vec!["a", "b", "c"])]);
+    let sink = FakeSink::new().answer("b", vec![retry()]);
+    let first = w.run(&src, &sink, T0 + 120, Scope::Run);
+    assert_eq!(first.exit_code(), 1);
+    assert_eq!(sink.sent_uids(), ["a", "b", "c"], "one failure does not stop the others");
+    assert_eq!(w.state(T0), Some(FrameState::Pushing));
+    assert_eq!(w.count("SELECT attempts FROM frames"), 1);
+    assert_eq!(w.count("SELECT next_attempt FROM frames"), T0 + 120 + 30, "backoff from retry_base");
+    // Not due yet: nothing is sent.
+    w.run(&src, &sink, T0 + 130, Scope::Run);
+    assert_eq!(sink.sent_uids(), ["a", "b", "c"]);
+    let later = w.run(&src, &sink, T0 + 200, Scope::Run);
+    assert_eq!(later.exit_code(), 0);
+    assert_eq!(sink.sent_uids(), ["a", "b", "c", "b"], "a and c are not sent again");
+    assert_eq!(w.state(T0), Some(FrameState::Delivered));
+    assert_eq!(src.calls.borrow().iter().filter(|s| **s == T0).count(), 1, "the frame is not pulled again");
+}
+
+#[test]
+fn two_failures_in_a_row_stop_the_pushes_of_the_run() {
+    let mut w = World::new(config(""));
+    let src = source(&[(T0, vec!["a", "b", "c"]), (T0 + 60, vec!["d"])]);
+    let sink = FakeSink::new().answer("a", vec![retry()]).answer("b", vec![retry()]);
+    let outcome = w.run(&src, &sink, T0 + 180, Scope::Run);
+    assert_eq!(sink.sent_uids(), ["a", "b"], "an RS failing twice in a row is left alone");
+    assert!(has(&outcome.failures, "no more pushes this run"), "{:?}", outcome.failures);
+    assert_eq!(w.state(T0 + 60), Some(FrameState::Pulled), "pulled, waiting for the RS");
+}
+
+#[test]
+fn backoff_doubles_with_each_failed_attempt() {
+    let mut w = World::new(config(""));
+    let src = source(&[(T0, vec!["a"])]);
+    let sink = FakeSink::new().answer("a", vec![retry(), retry(), retry()]);
+    let mut now = T0 + 120;
+    let mut waits = vec![];
+    for _ in 0..3 {
+        w.run(&src, &sink, now, Scope::Run);
+        let next = w.count("SELECT next_attempt FROM frames");
+        waits.push(next - now);
+        now = next;
+    }
+    assert_eq!(waits, [30, 60, 120]);
+    assert_eq!(w.count("SELECT attempts FROM staged"), 0, "an RS failing everything puts no record to blame");
+}
+
+/// Pins silence: a run that dead-lettered records exited 0, with a log line per record.
+#[test]
+fn a_rejected_record_is_dead_lettered_its_frame_completes_and_the_run_says_so_once() {
+    let mut w = World::new(config(""));
+    let src = source(&[(T0, vec!["a", "bad", "c"])]);
+    let sink = FakeSink::new().answer("bad", vec![Act::Answer(rejected())]);
+    let outcome = w.run(&src, &sink, T0 + 120, Scope::Run);
+    assert_eq!(outcome.exit_code(), 1, "a run that dead-letters anything exits 1");
+    assert_eq!(outcome.failures.len(), 1, "{:?}", outcome.failures);
+    assert!(outcome.failures[0].contains("1 record was dead-lettered this run (1 rejected)"), "{:?}", outcome.failures);
+    assert!(outcome.failures[0].contains("framesync dead-letters list"));
+    assert_eq!(w.state(T0), Some(FrameState::Delivered));
+    assert_eq!(*sink.stored.borrow(), ["a", "c"]);
+    let (status, response): (i64, String) = w
+        .ledger
+        .conn()
+        .query_row("SELECT status, response FROM dead_letters WHERE uid = 'bad'", [], |r| Ok((r.get(0)?, r.get(1)?)))
+        .unwrap();
+    assert_eq!((status, response.as_str()), (400, "bad record"));
+    assert_eq!(w.count("SELECT dead FROM frames"), 1);
+}
+
+#[test]
+fn a_rejected_batch_is_split_so_only_the_bad_record_is_dead_lettered() {
+    let mut w = World::new(config("mode = \"batch\"\nbatch_size = 10"));
+    let src = source(&[(T0, vec!["a", "bad", "c"])]);
+    let sink = FakeSink::batches(10).always("bad", rejected());
+    w.run(&src, &sink, T0 + 120, Scope::Run);
+    let sent: Vec<Vec<String>> = sink.sent.borrow().iter().map(|(_, u)| u.clone()).collect();
+    assert_eq!(sent, vec![vec!["a", "bad", "c"], vec!["a"], vec!["bad"], vec!["c"]]);
+    assert_eq!(*sink.stored.borrow(), ["a", "c"]);
+    assert_eq!(w.count("SELECT COUNT(*) FROM dead_letters"), 1);
+    assert_eq!(w.state(T0), Some(FrameState::Delivered));
+}
+
+/// Pins a duplicate at an RS that honors keys: a batch's key is a hash of its UIDs, and when a
+/// record was dead-lettered between a send and a re-send, the rest were regrouped under a new
+/// key and stored twice.
+#[test]
+fn a_record_once_sent_is_sent_again_only_under_the_key_it_was_sent_under() {
+    let mut w = World::new(config("mode = \"batch\"\nbatch_size = 3"));
+    let src = source(&[(T0, vec!["a", "b", "p", "c", "d", "e", "f"])]);
+    // p is refused (the batch splits); b's answer is lost, then c's and d's batch fails twice.
+    let sink = FakeSink::batches(3)
+        .always("p", rejected())
+        .answer("b", vec![Act::Lost])
+        .answer("c", vec![retry()])
+        .answer("e", vec![retry()]);
+    w.run(&src, &sink, T0 + 120, Scope::Run);
+    let first: Vec<(Key, Vec<String>)> = sink.sent.borrow().clone();
+    sink.clear();
+    w.run(&src, &sink, T0 + 600, Scope::Run);
+    w.run(&src, &sink, T0 + 1200, Scope::Run);
+    for uid in ["a", "b", "c", "d", "e", "f"] {
+        assert_eq!(
+            sink.stored_count(uid),
+            1,
+            "{uid} stored once; first run sent {first:?}, then {:?}",
+            sink.sent.borrow()
+        );
+    }
+    let keys_of = |uid: &str| -> HashSet<Key> {
+        first
+            .iter()
+            .chain(sink.sent.borrow().iter())
+            .filter(|(_, u)| u.iter().any(|x| x == uid))
+            .map(|(k, _)| k.clone())
+            .collect()
+    };
+    assert_eq!(keys_of("b").len(), 2, "b: its batch's key (refused as a whole), then its own only");
+    assert_eq!(keys_of("c").len(), 1, "c: only ever its batch's key");
+    assert_eq!(w.state(T0), Some(FrameState::Delivered));
+}
+
+#[test]
+fn a_batch_whose_answer_was_lost_goes_again_whole_under_its_key_across_windows() {
+    let mut w = World::new(config("mode = \"batch\"\nbatch_size = 200"));
+    let uids: Vec<&'static str> = (0..300).map(|i| &*Box::leak(format!("u{i:03}").into_boxed_str())).collect();
+    let src = source(&[(T0, uids.clone())]);
+    // The second batch (u200..u299) is stored and its answer lost; the first is acknowledged.
+    let sink = FakeSink::batches(200).answer("u250", vec![Act::Lost, Act::Lost]);
+    let first = w.run(&src, &sink, T0 + 120, Scope::Run);
+    assert_eq!(first.exit_code(), 1);
+    let key = sink.sent.borrow()[1].0.clone();
+    assert!(key.is_batch());
+    sink.clear();
+    w.run(&src, &sink, T0 + 600, Scope::Run);
+    assert_eq!(
+        sink.sent.borrow().len(),
+        1,
+        "{:?}",
+        sink.sent.borrow().iter().map(|(k, u)| (k, u.len())).collect::<Vec<_>>()
+    );
+    assert_eq!(sink.sent.borrow()[0].0, key, "the same key");
+    assert_eq!(sink.sent.borrow()[0].1.len(), 100, "the same records");
+    assert_eq!(sink.stored_count("u250"), 1, "a replay stores nothing");
+    assert_eq!(w.state(T0), Some(FrameState::Delivered));
+}
+
+#[test]
+fn a_batch_too_large_for_the_rs_goes_again_in_halves() {
+    let mut w = World::new(config("mode = \"batch\"\nbatch_size = 4"));
+    let src = source(&[(T0, vec!["a", "b", "c", "d"])]);
+    let too_large = Act::Answer(Verdict::TooLarge { response: "too large".into() });
+    let sink = FakeSink::batches(4).answer("a", vec![too_large]);
+    let outcome = w.run(&src, &sink, T0 + 120, Scope::Run);
+    assert_eq!(outcome.exit_code(), 0);
+    let sent: Vec<usize> = sink.sent.borrow().iter().map(|(_, u)| u.len()).collect();
+    assert_eq!(sent, [4, 2, 2]);
+    assert_eq!(w.state(T0), Some(FrameState::Delivered));
+}
+
+/// Pins silent loss: a sink URL answering 404 (a typo, a dropped table), 401 or 403 (an
+/// expired token) or a redirect dead-lettered every record and the run exited 0.
+#[test]
+fn an_answer_that_blames_the_rs_fails_the_frame_and_dead_letters_nothing() {
+    for reason in ["HTTP 404: no such endpoint", "HTTP 401: refused", "HTTP 302, a redirect to /login"] {
+        let mut w = World::new(config(""));
+        let src = source(&[(T0, vec!["a", "b"]), (T0 + 60, vec!["c"])]);
+        let sink = FakeSink::new().answer("a", vec![Act::Answer(Verdict::Broken { reason: reason.into() })]);
+        let outcome = w.run(&src, &sink, T0 + 180, Scope::Run);
+        assert_eq!(outcome.exit_code(), 1, "{reason}");
+        assert_eq!(sink.sent_uids(), ["a"], "pushing stops at once: {reason}");
+        assert_eq!(w.count("SELECT COUNT(*) FROM dead_letters"), 0, "{reason}");
+        assert_eq!(w.state(T0), Some(FrameState::Pushing));
+        assert!(w.text("SELECT last_error FROM frames WHERE start = 1793534400").contains(reason));
+        assert!(has(&outcome.failures, "not a record"), "{:?}", outcome.failures);
+    }
+}
+
+#[test]
+fn too_many_refusals_in_a_row_stop_the_pushes_of_the_run() {
+    let mut w = World::new(config("max_rejected_in_a_row = 3"));
+    let src = source(&[(T0, vec!["a", "b", "c", "d", "e"])]);
+    let mut sink = FakeSink::new();
+    for uid in ["a", "b", "c", "d", "e"] {
+        sink = sink.always(uid, rejected());
+    }
+    let outcome = w.run(&src, &sink, T0 + 120, Scope::Run);
+    assert_eq!(sink.sent_uids(), ["a", "b", "c"]);
+    assert!(has(&outcome.failures, "3 records in a row were refused (HTTP 400)"), "{:?}", outcome.failures);
+    assert_eq!(w.count("SELECT COUNT(*) FROM dead_letters"), 3);
+    assert_eq!(w.state(T0), Some(FrameState::Pushing), "the rest waits for a person or a later run");
+}
+
+#[test]
+fn records_whose_fate_is_unknown_are_looked_up_before_being_sent_again() {
+    let mut w = World::new(config(""));
+    let src = source(&[(T0, vec!["a", "b", "c"])]);
+    // a's and b's answers are lost: the RS stored them.
+    let sink = FakeSink::new().answer("a", vec![Act::Lost]).answer("b", vec![Act::Lost]);
+    w.run(&src, &sink, T0 + 120, Scope::Run);
+    let mut sink2 = FakeSink::new();
+    sink2.stored = sink.stored.clone();
+    sink2.lookup = Some(Lookup::Truthful);
+    let outcome = w.run(&src, &sink2, T0 + 600, Scope::Run);
+    assert_eq!(outcome.exit_code(), 0, "{:?}", outcome.failures);
+    let looked_up = sink2.looked_up.borrow().clone();
+    assert!(looked_up[0].starts_with("framesync-no-such-record-"), "the lookup is tried first: {looked_up:?}");
+    assert_eq!(looked_up[1..], ["a", "b", "c"], "c was about to be sent when pushing stopped");
+    assert_eq!(sink2.sent_uids(), ["c"], "present records are not sent again");
+    assert_eq!(w.count("SELECT COUNT(*) FROM delivered"), 3);
+    assert_eq!(w.state(T0), Some(FrameState::Delivered));
+}
+
+#[test]
+fn without_a_lookup_unknown_records_are_sent_again_with_the_same_key() {
+    let mut w = World::new(config(""));
+    let src = source(&[(T0, vec!["a", "b"])]);
+    let sink = FakeSink::new().answer("a", vec![Act::Lost]);
+    w.run(&src, &sink, T0 + 120, Scope::Run);
+    sink.clear();
+    w.run(&src, &sink, T0 + 600, Scope::Run);
+    assert_eq!(sink.sent_uids(), ["a"]);
+    assert_eq!(sink.stored_count("a"), 1, "the RS honors the key");
+    assert!(sink.looked_up.borrow().is_empty());
+}
+
+/// Pins silent loss: the POST answered 503 and the lookup answered 200 with a maintenance page,
+/// and every record counted as delivered.
+#[test]
+fn a_lookup_that_says_present_for_a_uid_that_cannot_exist_is_not_believed() {
+    let mut w = World::new(config("retries = 2\nlookup_url = \"http://127.0.0.1:1/rs/{uid}\""));
+    let src = source(&[(T0, vec!["a"])]);
+    let mut sink = FakeSink::new().always(
+        "a",
+        Verdict::RetryLater { reason: "HTTP 503: maintenance".into(), retry_after: None, status: Some(503) },
+    );
+    sink.lookup = Some(Lookup::Lying);
+    let outcome = w.run(&src, &sink, T0 + 120, Scope::Run);
+    assert_eq!(w.count("SELECT COUNT(*) FROM delivered"), 0, "nothing counts as delivered");
+    assert_eq!(w.state(T0), Some(FrameState::Pushing));
+    assert!(has(&outcome.failures, "a UID that cannot exist"), "{:?}", outcome.failures);
+    assert!(w.text("SELECT lookup_off_reason FROM servers WHERE name = 'sink'").contains("cannot exist"));
+    // In a later run with the lookup truthful again, the record's unknown fate is resolved.
+    sink.lookup = Some(Lookup::Truthful);
+    let sink = FakeSink { lookup: Some(Lookup::Truthful), ..FakeSink::new() };
+    let later = w.run(&src, &sink, T0 + 1200, Scope::Run);
+    assert_eq!(later.exit_code(), 0, "{:?}", later.failures);
+    assert_eq!(w.state(T0), Some(FrameState::Delivered));
+}
+
+/// Pins a pipeline stuck behind one record the RS always answers 500: its frame stayed
+/// `pushing` forever and, first in every run, blocked every later frame.
+#[test]
+fn a_record_the_rs_always_fails_is_dead_lettered_after_max_attempts_and_the_rest_goes_on() {
+    let mut w = World::new(config("max_attempts = 3"));
+    let frames: Vec<(Epoch, Vec<&'static str>)> = vec![
+        (T0, vec!["poison", "a"]),
+        (T0 + 60, vec!["b"]),
+        (T0 + 120, vec!["c"]),
+        (T0 + 180, vec!["d"]),
+        (T0 + 240, vec!["e"]),
+    ];
+    let src = source(&frames);
+    let sink = FakeSink::new().always("poison", server_error());
+    let mut codes = vec![];
+    for (i, now) in [T0 + 120, T0 + 180, T0 + 240, T0 + 300].into_iter().enumerate() {
+        let outcome = w.run(&src, &sink, now, Scope::Run);
+        codes.push(outcome.exit_code());
+        assert!(sink.stored_count(["a", "b", "c", "d"][i]) == 1, "later frames are not blocked (run {i})");
+    }
+    assert_eq!(codes, [1, 1, 1, 0], "failing, failing, dead-lettered, then nothing wrong");
+    assert_eq!(w.state(T0), Some(FrameState::Delivered), "delivered without the poison record");
+    let (reason, detail): (String, String) = w
+        .ledger
+        .conn()
+        .query_row("SELECT reason, detail FROM dead_letters", [], |r| Ok((r.get(0)?, r.get(1)?)))
+        .unwrap();
+    assert_eq!(reason, "exhausted");
+    assert!(detail.contains("3 times") && detail.contains("HTTP 500"), "{detail}");
+    assert_eq!(sink.sent_uids().iter().filter(|u| *u == "poison").count(), 3);
+}
+
+#[test]
+fn a_batch_the_rs_keeps_failing_with_an_answer_goes_again_record_by_record() {
+    let mut w = World::new(config("mode = \"batch\"\nbatch_size = 3\nmax_attempts = 1"));
+    let src = source(&[(T0, vec!["a", "poison", "b"]), (T0 + 60, vec!["c"])]);
+    let sink = FakeSink::batches(3).always("poison", server_error());
+    w.run(&src, &sink, T0 + 180, Scope::Run);
+    assert_eq!(w.count("SELECT COUNT(*) FROM staged WHERE key = ''"), 3, "the batch's records go alone next");
+    w.run(&src, &sink, T0 + 600, Scope::Run);
+    for uid in ["a", "b", "c"] {
+        assert_eq!(sink.stored_count(uid), 1, "{uid}");
+    }
+    assert_eq!(w.text("SELECT uid FROM dead_letters"), "poison");
+}
+
+#[test]
+fn a_batch_that_keeps_timing_out_is_dead_lettered_whole_under_its_key() {
+    let mut w = World::new(config("mode = \"batch\"\nbatch_size = 2\nmax_attempts = 1"));
+    let src = source(&[(T0, vec!["a", "b"]), (T0 + 60, vec!["c"])]);
+    let timeout = Verdict::RetryLater { reason: "timed out".into(), retry_after: None, status: None };
+    let sink = FakeSink::batches(2).always("a", timeout);
+    let outcome = w.run(&src, &sink, T0 + 180, Scope::Run);
+    assert!(has(&outcome.failures, "2 records were dead-lettered this run (2 exhausted)"), "{:?}", outcome.failures);
+    let keys: Vec<String> = {
+        let mut stmt = w.ledger.conn().prepare("SELECT key FROM dead_letters").unwrap();
+        stmt.query_map([], |r| r.get(0)).unwrap().map(Result::unwrap).collect()
+    };
+    assert!(keys.len() == 2 && keys[0] == keys[1] && keys[0].starts_with("batch-"), "{keys:?}");
+}
+
+/// Pins a pipeline stuck behind a re-check the SS refuses: it was due again every run, counted
+/// toward "three failures in a row, stop pulling", and starved the old gaps.
+#[test]
+fn failing_rechecks_back_off_are_given_up_and_never_starve_the_gaps() {
+    let mut w =
+        World::new(config_with("", "recheck = [\"1m\"]", "max_frames = 4\nmax_recheck_attempts = 2\nfresh = \"1m\""));
+    let early: Vec<Epoch> = (0..6).map(|i| T0 + i * 60).collect();
+    let mut src = source(&early.iter().map(|&f| (f, vec![])).collect::<Vec<_>>());
+    // Deliver the first six frames, then the SS refuses them (history it no longer has).
+    let mut now = T0 + 7 * 60;
+    while w.count("SELECT COUNT(*) FROM frames WHERE state = 'delivered' AND start < 1793534400 + 360") < 6 {
+        w.run(&src, &FakeSink::new(), now, Scope::Run);
+        now += 30;
+    }
+    src.refused = early.iter().copied().collect();
+    // An hour later: 50 frames are missing, six re-checks are due and fail.
+    now = T0 + 70 * 60;
+    let before = w.count("SELECT COUNT(*) FROM frames WHERE state = 'delivered'");
+    let outcome = w.run(&src, &FakeSink::new(), now, Scope::Run);
+    let pulled = w.count("SELECT COUNT(*) FROM frames WHERE state = 'delivered'") - before;
+    assert!(pulled >= 2, "gaps are pulled beside failing re-checks: {pulled}");
+    assert!(has(&outcome.failures, "re-check: HTTP 400"), "{:?}", outcome.failures);
+    assert!(!has(&outcome.failures, "no more pulls"), "{:?}", outcome.failures);
+    for _ in 0..20 {
+        now += 120;
+        w.run(&src, &FakeSink::new(), now, Scope::Run);
+    }
+    assert_eq!(w.count("SELECT COUNT(*) FROM frames WHERE rechecks_given_up = 1"), 6, "given up, and recorded");
+    assert!(w.text("SELECT recheck_error FROM frames WHERE rechecks_given_up = 1 LIMIT 1").contains("HTTP 400"));
+    assert_eq!(w.count("SELECT COUNT(*) FROM frames WHERE start < 1793534400 + 360 AND next_recheck IS NOT NULL"), 0);
+    let last = w.run(&src, &FakeSink::new(), now + 120, Scope::Run);
+    assert_eq!(last.exit_code(), 0, "{:?}", last.failures);
+}
+
+/// Pins a pipeline stuck behind an SS clock 150 s behind: it stopped pulling for the whole run,
+/// every run. Only the frames the SS says are still open wait.
+#[test]
+fn an_ss_clock_behind_holds_back_only_the_frames_it_says_are_open() {
+    let mut w = World::new(config_with("", "", "fresh = \"5m\""));
+    let now = T0 + 20 * 60;
+    let src = FakeSource { date_offset: Some(-150), ..source(&[]) };
+    let outcome = w.run(&src, &FakeSink::new(), now, Scope::Run);
+    // Eligible until 12:19 by this clock; the SS (at 12:17:30) says frames after 12:16 are open.
+    assert_eq!(w.count("SELECT COUNT(*) FROM frames WHERE state = 'delivered'"), 16);
+    assert_eq!(w.count("SELECT MIN(start) FROM frames WHERE state = 'missing'"), T0 + 16 * 60);
+    assert!(w.text("SELECT last_error FROM frames WHERE state = 'missing'").contains("too early"));
+    assert_eq!(outcome.exit_code(), 1, "150 s is a clock to fix");
+    assert!(has(&outcome.failures, "150s ahead of the SS"), "{:?}", outcome.failures);
+    assert_eq!(src.calls.borrow().len(), 16, "open frames are not asked once the SS's clock is known");
+    // Later, the frames that waited are pulled once the SS's clock says they closed.
+    let later = w.run(&src, &FakeSink::new(), now + 240, Scope::Run);
+    assert_eq!(w.count("SELECT COUNT(*) FROM frames WHERE state = 'missing' AND start < 1793534400 + 1140"), 0);
+    assert!(later.figures.frames_delivered >= 3);
+}
+
+/// Pins a pipeline stuck after one run with the clock a year ahead: quiet_until and
+/// next_attempt sat a year in the future, and later runs exited 0 pushing nothing.
+#[test]
+fn waits_written_by_a_clock_a_year_ahead_are_over_once_it_is_back() {
+    let mut w = World::new(config(""));
+    let year = 365 * 86_400;
+    let src = source(&[(T0, vec!["a"])]);
+    // Staged at the right time, then a run a year ahead meets an RS asking for quiet.
+    w.run(&src, &FakeSink::new(), T0 + 120, Scope::Pull);
+    let busy = Verdict::RetryLater {
+        reason: "HTTP 503".into(),
+        retry_after: Some(Duration::from_secs(600)),
+        status: Some(503),
+    };
+    let sink = FakeSink::new().answer("a", vec![Act::Answer(busy)]);
+    w.run(&src, &sink, T0 + year, Scope::Push);
+    assert!(w.count("SELECT quiet_until FROM servers WHERE name = 'sink'") > T0 + year);
+    assert!(w.count("SELECT next_attempt FROM frames WHERE start = 1793534400") > T0 + year);
+    // The clock is back: the record goes.
+    let outcome = w.run(&src, &sink, T0 + 300, Scope::Push);
+    assert_eq!(outcome.exit_code(), 0, "{:?}", outcome.failures);
+    assert_eq!(sink.stored_count("a"), 1);
+    assert_eq!(w.state(T0), Some(FrameState::Delivered));
+}
+
+#[test]
+fn a_busy_ss_stops_pulling_for_the_run_and_is_left_alone_for_its_retry_after() {
+    let mut w = World::new(config(""));
+    let src = FakeSource { busy: true, ..FakeSource::default() };
+    let outcome = w.run(&src, &FakeSink::new(), T0 + 600, Scope::Run);
+    assert_eq!(outcome.exit_code(), 1);
+    assert_eq!(src.calls.borrow().len(), 1, "one request, then quiet");
+    assert_eq!(w.state(T0), Some(FrameState::Missing));
+    assert_eq!(w.count("SELECT next_attempt FROM frames"), T0 + 600 + 600);
+    assert_eq!(w.count("SELECT COUNT(*) FROM staged"), 0);
+}
+
+#[test]
+fn a_clock_ahead_of_the_ss_never_stages_a_frame_the_ss_says_is_still_open() {
+    let mut w = World::new(config(""));
+    let mut src = source(&[(T0, vec!["a"])]);
+    src.server_date = Some(T0 + 90); // the SS is at 12:01:30; frame 12:00 needs 12:02 (delay 1m)
+    let outcome = w.run(&src, &FakeSink::new(), T0 + 3600, Scope::Run);
+    assert_eq!(outcome.exit_code(), 1);
+    assert!(has(&outcome.failures, "ahead of the SS"), "{:?}", outcome.failures);
+    assert_eq!(src.calls.borrow().len(), 1, "one request learns the SS's clock");
+    assert_eq!(w.count("SELECT COUNT(*) FROM frames WHERE state <> 'missing'"), 0, "nothing staged or delivered");
+}
+
+#[test]
+fn a_broken_ss_is_given_up_on_after_three_frames_in_a_row() {
+    let mut w = World::new(config(""));
+    let src = FakeSource { broken: true, ..FakeSource::default() };
+    let outcome = w.run(&src, &FakeSink::new(), T0 + 600, Scope::Run);
+    assert_eq!(src.calls.borrow().len(), 3);
+    assert_eq!(outcome.failures.len(), 3);
+    assert!(outcome.failures[0].contains("HTTP 500"));
+    assert_eq!(w.count("SELECT COUNT(*) FROM frames WHERE state = 'missing' AND last_error = 'HTTP 500'"), 3);
+}
+
+#[test]
+fn a_record_the_mapping_cannot_satisfy_is_dead_lettered_not_sent() {
+    let mut w = World::new(config("map = { event = \"/id\", amount = \"/amount\" }"));
+    let src = source(&[(T0, vec!["a"])]);
+    let sink = FakeSink::new();
+    let outcome = w.run(&src, &sink, T0 + 120, Scope::Run);
+    assert!(sink.sent.borrow().is_empty());
+    assert!(w.text("SELECT detail FROM dead_letters").contains("/amount"));
+    assert_eq!(w.state(T0), Some(FrameState::Delivered));
+    assert!(has(&outcome.failures, "1 invalid"), "{:?}", outcome.failures);
+}
+
+#[test]
+fn pull_stages_without_pushing_and_push_delivers_what_pull_staged() {
+    let mut w = World::new(config(""));
+    let src = source(&[(T0, vec!["a"]), (T0 + 60, vec![])]);
+    let sink = FakeSink::new();
+    w.run(&src, &sink, T0 + 180, Scope::Pull);
+    assert!(sink.sent.borrow().is_empty());
+    assert_eq!(w.state(T0), Some(FrameState::Pulled));
+    assert_eq!(w.state(T0 + 60), Some(FrameState::Delivered), "an empty frame needs no push");
+    let outcome = w.run(&src, &sink, T0 + 180, Scope::Push);
+    assert_eq!(outcome.figures.records_pushed, 1);
+    assert_eq!(w.state(T0), Some(FrameState::Delivered));
+    assert_eq!(src.calls.borrow().len(), 2, "push pulls nothing");
+}
+
+#[test]
+fn secrets_never_reach_the_ledger() {
+    let mut config = config("");
+    config.secrets.add("s3cret-token");
+    let mut w = World::new(config);
+    let src = source(&[(T0, vec!["a"])]);
+    let refused = Verdict::RetryLater {
+        reason: "POST http://rs/?key=s3cret-token: refused".into(),
+        retry_after: None,
+        status: None,
+    };
+    let sink = FakeSink::new().answer("a", vec![Act::Answer(refused)]);
+    let outcome = w.run(&src, &sink, T0 + 120, Scope::Run);
+    let error = w.text("SELECT last_error FROM frames");
+    assert!(!error.contains("s3cret") && error.contains("***"), "{error}");
+    assert!(!outcome.failures.iter().any(|f| f.contains("s3cret")));
+}
