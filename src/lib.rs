@@ -11,6 +11,7 @@ pub mod dead_letters;
 pub mod frames;
 pub mod hooks;
 pub mod http;
+pub mod identity;
 pub mod job;
 pub mod ledger;
 pub mod lock;
