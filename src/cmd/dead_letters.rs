@@ -11,7 +11,6 @@ use crate::config::Config;
 use crate::dead_letters::{Filter, Letter};
 use crate::frames::{Epoch, parse_time};
 use crate::job::{Clock, SystemClock};
-use crate::ledger::Ledger;
 use crate::lock::Side;
 
 #[derive(Debug, clap::Args)]
@@ -104,7 +103,7 @@ pub fn dead_letters(config: &Config, args: Args) -> Result<u8> {
 }
 
 fn list(config: &Config, args: &ListArgs) -> Result<u8> {
-    let ledger = Ledger::open(&config.ledger, config.run.sync)?;
+    let ledger = super::open_ledger(config, super::Access::Read)?;
     let letters = ledger.dead_letters(&args.filter.filter(), args.limit)?;
     if args.json {
         println!("{}", serde_json::to_string_pretty(&letters)?);
@@ -132,7 +131,7 @@ fn bulk_filter(args: &BulkArgs, action: &str) -> Result<Filter> {
 fn retry(config: &Config, args: &BulkArgs) -> Result<u8> {
     let filter = bulk_filter(args, "retry")?;
     let _lock = super::lock_by_hand(config, &[Side::Push])?;
-    let mut ledger = Ledger::open_with(&config.ledger, config.run.sync, config.run.busy_timeout)?;
+    let mut ledger = super::open_ledger(config, super::Access::Write)?;
     let r = ledger.retry_dead_letters(&filter, SystemClock.now())?;
     if r.staged + r.already_delivered == 0 {
         println!("no dead letter matches");
@@ -156,7 +155,7 @@ fn retry(config: &Config, args: &BulkArgs) -> Result<u8> {
 fn drop(config: &Config, args: &BulkArgs) -> Result<u8> {
     let filter = bulk_filter(args, "drop")?;
     let _lock = super::lock_by_hand(config, &[Side::Push])?;
-    let mut ledger = Ledger::open_with(&config.ledger, config.run.sync, config.run.busy_timeout)?;
+    let mut ledger = super::open_ledger(config, super::Access::Write)?;
     let d = ledger.drop_dead_letters(&filter)?;
     println!("dropped {} dead letters (they stay counted in frames.dead)", d.dropped);
     if d.kept_for_recheck > 0 {

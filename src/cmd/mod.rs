@@ -7,6 +7,8 @@ use clap::{Parser, Subcommand};
 
 use crate::Usage;
 use crate::config::{Config, process_env};
+use crate::job::{Clock, SystemClock};
+use crate::ledger::{Adopt, Ledger};
 
 mod backfill;
 mod check;
@@ -85,6 +87,39 @@ fn lock_by_hand(config: &Config, sides: &[crate::lock::Side]) -> Result<Vec<crat
             eprintln!("framesync: {e}; try again when it has finished");
         }
     })
+}
+
+/// Whether a command writes to the ledger.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Access {
+    Read,
+    Write,
+}
+
+impl Access {
+    fn write_if(writes: bool) -> Self {
+        if writes { Self::Write } else { Self::Read }
+    }
+}
+
+/// Opens the config's ledger, refusing (exit 2) one that belongs to another pipeline: a second
+/// config on the same ledger would plan only from what the first delivered and never pull the
+/// rest. A command that writes records the config's identity in a ledger that has none yet
+/// (new, or from a framesync before identities).
+fn open_ledger(config: &Config, access: Access) -> Result<Ledger> {
+    let mut ledger = Ledger::open_with(&config.ledger, config.run.sync, config.run.busy_timeout)?;
+    let differences = match access {
+        Access::Read => ledger.identity()?.differences(&config.identity),
+        Access::Write => {
+            let now = SystemClock.now();
+            ledger.adopt_identity(&config.identity, config.frames.delay, now, Adopt::IfNone)?.differences
+        }
+    };
+    if !differences.is_empty() {
+        let refusal = crate::identity::refusal(ledger.path(), &differences, config.file.as_deref());
+        return Err(Usage(refusal).into());
+    }
+    Ok(ledger)
 }
 
 fn load(path: Option<PathBuf>) -> Result<Config> {
