@@ -10,6 +10,7 @@ use crate::config::{Config, process_env};
 use crate::job::{Clock, SystemClock};
 use crate::ledger::{Adopt, Ledger};
 
+mod accept_config;
 mod backfill;
 mod check;
 mod dead_letters;
@@ -53,6 +54,8 @@ pub enum Command {
     Prune,
     /// Validate the config and reach both servers, changing nothing.
     Check,
+    /// Record a deliberate change of the pipeline (source, sink, reference time) in the ledger; never the frame size.
+    AcceptConfig,
     /// Write a commented example config (to --config, default ./framesync.toml) and create its ledger.
     Init,
 }
@@ -76,6 +79,7 @@ pub fn dispatch(cli: Cli) -> Result<u8> {
         Command::Verify(args) => verify::verify(&load(cli.config)?, &args),
         Command::DeadLetters(args) => dead_letters::dead_letters(&load(cli.config)?, args),
         Command::Prune => prune::prune(&load(cli.config)?),
+        Command::AcceptConfig => accept_config::accept_config(&load(cli.config)?),
     }
 }
 
