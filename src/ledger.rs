@@ -288,6 +288,15 @@ impl Ledger {
     /// with the config's `delay` — in one transaction, so two commands cannot both record theirs.
     /// A frame size other than the ledger's is never recorded.
     pub fn adopt_identity(&mut self, identity: &Identity, delay: i64, now: Epoch, adopt: Adopt) -> Result<Adoption> {
+        // An identity once recorded changes only under both run locks (`accept-config`), so a
+        // command that would only fill in a missing one need not wait for the write lock.
+        if adopt == Adopt::IfNone {
+            let before = self.identity()?;
+            if before.is_identity() {
+                let differences = before.differences(identity);
+                return Ok(Adoption { before, differences, recorded: false });
+            }
+        }
         let tx = self.write()?;
         let before = read_identity(&tx)?;
         let differences = before.differences(identity);
