@@ -300,11 +300,11 @@ impl Ledger {
         let tx = self.write()?;
         let before = read_identity(&tx)?;
         let differences = before.differences(identity);
+        let resized = differences.iter().any(Difference::is_frame_size);
+        let unchanged = before.is_identity() && differences.is_empty();
         let recorded = match adopt {
             Adopt::IfNone => !before.is_identity() && differences.is_empty(),
-            Adopt::Always => {
-                !differences.iter().any(Difference::is_frame_size) && !(before.is_identity() && differences.is_empty())
-            }
+            Adopt::Always => !(resized || unchanged),
         };
         if recorded {
             write_identity(&tx, identity, delay, now)?;
