@@ -9,6 +9,7 @@ use anyhow::{Context, Result, anyhow, bail};
 use serde::Deserialize;
 
 use crate::frames::{Epoch, FrameSize, parse_time};
+use crate::identity::Identity;
 use crate::ledger::Sync;
 use crate::mapping::Mapping;
 use crate::redact::Redactor;
@@ -57,6 +58,10 @@ pub struct Config {
     pub run: RunConfig,
     /// Values that came from the environment: scrubbed from every message framesync writes.
     pub secrets: Redactor,
+    /// The pipeline's identity, URLs as written (before `${VAR}` expansion): the ledger keeps it.
+    pub identity: Identity,
+    /// The file the config was read from (none when parsed from text).
+    pub file: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone)]
@@ -365,7 +370,8 @@ impl Config {
         let text =
             std::fs::read_to_string(path).with_context(|| format!("cannot read the config file {}", path.display()))?;
         let base = path.parent().unwrap_or(Path::new("."));
-        Self::parse(&text, base, env).with_context(|| format!("bad config {}", path.display()))
+        let config = Self::parse(&text, base, env).with_context(|| format!("bad config {}", path.display()))?;
+        Ok(Self { file: Some(path.to_path_buf()), ..config })
     }
 
     /// Parses and validates a config; relative paths are taken from `base` (the config's folder).
@@ -374,10 +380,24 @@ impl Config {
         let mut secrets = Redactor::default();
         let ledger = resolve(base, &raw.ledger);
         let frames = frames_config(raw.frames)?;
+        let identity = identity(&raw.source, &raw.sink, &frames);
         let source = source_config(raw.source, env, &mut secrets)?;
         let sink = sink_config(raw.sink, env, &mut secrets)?;
         let run = run_config(raw.run, base, &frames)?;
-        Ok(Self { ledger, frames, source, sink, run, secrets })
+        Ok(Self { ledger, frames, source, sink, run, secrets, identity, file: None })
+    }
+}
+
+/// The identity from the texts as written: no `${VAR}` is expanded, so no secret is in it.
+fn identity(source: &RawSource, sink: &RawSink, frames: &FramesConfig) -> Identity {
+    Identity {
+        source_url: source.url.clone(),
+        source_time_format: source.time_format.clone(),
+        source_records: source.records.clone(),
+        source_uid: source.uid.clone(),
+        frames_start: frames.start,
+        frames_size: frames.size.seconds(),
+        sink_url: sink.url.clone(),
     }
 }
 
@@ -778,6 +798,22 @@ url = "http://127.0.0.1:1/rs"
         let config = parse(&minimal("headers = { Authorization = \"Bearer ${SS_TOKEN}\" }", "")).unwrap();
         assert_eq!(config.source.headers, vec![("Authorization".into(), "Bearer ss-secret-123".into())]);
         assert_eq!(config.secrets.scrub("failed: Bearer ss-secret-123"), "failed: Bearer ***");
+    }
+
+    #[test]
+    fn the_identity_keeps_the_urls_as_written_before_expansion() {
+        let text = minimal("", "")
+            .replace("&to={to}", "&to={to}&key=${SS_TOKEN}")
+            .replace("url = \"http://127.0.0.1:1/rs\"", "url = \"http://127.0.0.1:1/rs?key=${RS_TOKEN}\"");
+        let config = parse(&text).unwrap();
+        assert!(config.source.url.contains("ss-secret-123") && config.sink.url.contains("rs-secret-456"));
+        let identity = &config.identity;
+        assert_eq!(identity.source_url, "http://127.0.0.1:1/ss?from={from}&to={to}&key=${SS_TOKEN}");
+        assert_eq!(identity.sink_url, "http://127.0.0.1:1/rs?key=${RS_TOKEN}");
+        assert_eq!((identity.source_time_format.as_str(), identity.source_records.as_str()), ("rfc3339", ""));
+        assert_eq!(identity.source_uid, "/id");
+        assert_eq!(identity.frames_start, parse_time("2026-11-01T00:00:00Z").unwrap(), "aligned down");
+        assert_eq!(identity.frames_size, 60);
     }
 
     #[test]

@@ -12,6 +12,7 @@ use rusqlite::{Connection, OpenFlags, OptionalExtension, ToSql, TransactionBehav
 
 use crate::delivery::{DeadReason, Key};
 use crate::frames::{Epoch, Frame};
+use crate::identity::{Difference, Identity, Recorded};
 
 /// Migrations in order; the ledger's `user_version` is the number applied. Never edit one
 /// that has shipped: append a new file.
@@ -19,6 +20,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../sql/0001_init.sql"),
     include_str!("../sql/0002_pruned_totals.sql"),
     include_str!("../sql/0003_late_data_and_servers.sql"),
+    include_str!("../sql/0004_pipeline_identity.sql"),
     include_str!("../sql/0005_delivery_attempts.sql"),
 ];
 
@@ -50,8 +52,8 @@ fn insert_rows(conn: &Connection, insert: &str, columns: usize, values: &[&dyn T
 /// How long a write waits for another process's transaction before giving up.
 pub const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// The ledger cannot be used: not SQLite, from a newer framesync, on a network filesystem,
-/// or another pipeline's. framesync exits with code 3 and never writes over such a file.
+/// The ledger cannot be used: not SQLite, from a newer framesync, or on a network filesystem.
+/// framesync exits with code 3 and never writes over such a file.
 #[derive(Debug, thiserror::Error)]
 #[error("ledger {path}: {problem}")]
 pub struct Unusable {
@@ -163,6 +165,24 @@ impl DeadLetter {
             attempts: 0,
         }
     }
+}
+
+/// When [`Ledger::adopt_identity`] records the config's identity.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Adopt {
+    /// Only into a ledger that has none yet (new, or from a framesync before identities): what
+    /// every command that writes does.
+    IfNone,
+    /// Over the ledger's own, unless the frame size differs: `accept-config`.
+    Always,
+}
+
+/// What [`Ledger::adopt_identity`] found, and whether it recorded the config's identity.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Adoption {
+    pub before: Recorded,
+    pub differences: Vec<Difference>,
+    pub recorded: bool,
 }
 
 /// One run's figures, written to the `runs` row when it ends.
@@ -277,28 +297,54 @@ impl Ledger {
         Ok(self.conn.transaction_with_behavior(TransactionBehavior::Immediate)?)
     }
 
-    /// Records the pipeline's settings, refusing a frame size other than the ledger's own.
+    // ---- the pipeline ------------------------------------------------------------------------
+
+    /// Records the pipeline's settings: the whole row when the ledger has none yet (tests and
+    /// benchmarks build ledgers this way), otherwise only the delay. The reference time and the
+    /// frame size belong to the pipeline's identity, which only [`Ledger::adopt_identity`] writes.
     pub fn sync_pipeline(&mut self, frame_size: i64, reference: Epoch, delay: i64, now: Epoch) -> Result<()> {
-        let path = self.path.clone();
         let tx = self.write()?;
-        let size: Option<i64> =
-            tx.query_row("SELECT frame_size FROM pipeline WHERE id = 1", [], |r| r.get(0)).optional()?;
-        if let Some(size) = size.filter(|s| *s != frame_size) {
-            return Err(Unusable {
-                path,
-                problem: format!(
-                    "it was built with {size}s frames and the config says {frame_size}s; frames of another size would not line up — keep frames.size = \"{size}s\" or start a new ledger"
-                ),
-            }
-            .into());
-        }
         tx.execute(
             "INSERT INTO pipeline (id, frame_size, reference, delay, updated_at) VALUES (1, ?1, ?2, ?3, ?4)
-             ON CONFLICT (id) DO UPDATE SET reference = ?2, delay = ?3, updated_at = ?4",
+             ON CONFLICT (id) DO UPDATE SET delay = ?3, updated_at = ?4",
             params![frame_size, reference, delay, now],
         )?;
         tx.commit()?;
         Ok(())
+    }
+
+    /// What the ledger records of the pipeline it belongs to.
+    pub fn identity(&self) -> Result<Recorded> {
+        read_identity(&self.conn)
+    }
+
+    /// Compares `identity` (the config's) with the ledger's and, as `adopt` allows, records it
+    /// with the config's `delay` — in one transaction, so two commands cannot both record theirs.
+    /// A frame size other than the ledger's is never recorded.
+    pub fn adopt_identity(&mut self, identity: &Identity, delay: i64, now: Epoch, adopt: Adopt) -> Result<Adoption> {
+        // An identity once recorded changes only under both run locks (`accept-config`), so a
+        // command that would only fill in a missing one need not wait for the write lock.
+        if adopt == Adopt::IfNone {
+            let before = self.identity()?;
+            if before.is_identity() {
+                let differences = before.differences(identity);
+                return Ok(Adoption { before, differences, recorded: false });
+            }
+        }
+        let tx = self.write()?;
+        let before = read_identity(&tx)?;
+        let differences = before.differences(identity);
+        let resized = differences.iter().any(Difference::is_frame_size);
+        let unchanged = before.is_identity() && differences.is_empty();
+        let recorded = match adopt {
+            Adopt::IfNone => !before.is_identity() && differences.is_empty(),
+            Adopt::Always => !(resized || unchanged),
+        };
+        if recorded {
+            write_identity(&tx, identity, delay, now)?;
+            tx.commit()?;
+        }
+        Ok(Adoption { before, differences, recorded })
     }
 
     // ---- runs ------------------------------------------------------------------------------
@@ -844,6 +890,56 @@ fn insert_dead_letter(tx: &Connection, frame: Epoch, letter: &DeadLetter, now: E
     Ok(added > 0)
 }
 
+fn read_identity(conn: &Connection) -> Result<Recorded> {
+    let row = conn
+        .query_row(
+            "SELECT frame_size, reference, identity_at IS NOT NULL, source_url, source_time_format,
+                    source_records, source_uid, sink_url
+             FROM pipeline WHERE id = 1",
+            [],
+            |r| {
+                if !r.get::<_, bool>(2)? {
+                    return Ok(Recorded::FrameSize(r.get(0)?));
+                }
+                Ok(Recorded::Identity(Identity {
+                    frames_size: r.get(0)?,
+                    frames_start: r.get(1)?,
+                    source_url: r.get(3)?,
+                    source_time_format: r.get(4)?,
+                    source_records: r.get(5)?,
+                    source_uid: r.get(6)?,
+                    sink_url: r.get(7)?,
+                }))
+            },
+        )
+        .optional()?;
+    Ok(row.unwrap_or(Recorded::Nothing))
+}
+
+/// Writes the pipeline row with `identity`; an existing row keeps its frame size, which
+/// the caller has checked.
+fn write_identity(tx: &Connection, identity: &Identity, delay: i64, now: Epoch) -> Result<()> {
+    tx.execute(
+        "INSERT INTO pipeline (id, frame_size, reference, delay, updated_at, source_url, source_time_format,
+                               source_records, source_uid, sink_url, identity_at)
+         VALUES (1, ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?4)
+         ON CONFLICT (id) DO UPDATE SET reference = ?2, delay = ?3, updated_at = ?4, source_url = ?5,
+             source_time_format = ?6, source_records = ?7, source_uid = ?8, sink_url = ?9, identity_at = ?4",
+        params![
+            identity.frames_size,
+            identity.frames_start,
+            delay,
+            now,
+            identity.source_url,
+            identity.source_time_format,
+            identity.source_records,
+            identity.source_uid,
+            identity.sink_url
+        ],
+    )?;
+    Ok(())
+}
+
 /// Adds `[start, end)` to the delivered spans, merging with the neighbours it touches.
 fn merge_span(tx: &Connection, start: Epoch, end: Epoch) -> Result<()> {
     let covering: Option<i64> = tx
@@ -1093,13 +1189,120 @@ mod tests {
         assert_eq!(l.frame_state(0).unwrap(), Some(FrameState::Pulled));
     }
 
+    fn identity() -> Identity {
+        Identity {
+            source_url: "http://a/events?from={from}&to={to}&key=${SS_KEY}".into(),
+            source_time_format: "rfc3339".into(),
+            source_records: "/items".into(),
+            source_uid: "/id".into(),
+            frames_start: 3600,
+            frames_size: 60,
+            sink_url: "http://rs/ingest".into(),
+        }
+    }
+
+    fn pipeline_row(l: &Ledger) -> (i64, i64, i64) {
+        l.conn
+            .query_row("SELECT frame_size, reference, delay FROM pipeline", [], |r| {
+                Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+            })
+            .unwrap()
+    }
+
+    fn keys(adoption: &Adoption) -> Vec<&str> {
+        adoption.differences.iter().map(|d| d.key).collect()
+    }
+
     #[test]
-    fn the_frame_size_of_a_ledger_cannot_change() {
+    fn the_first_command_that_writes_records_its_identity_and_another_is_refused() {
+        let (_dir, mut l) = ledger();
+        assert_eq!(l.identity().unwrap(), Recorded::Nothing);
+        let first = l.adopt_identity(&identity(), 120, 10, Adopt::IfNone).unwrap();
+        assert!(first.recorded && first.differences.is_empty(), "{first:?}");
+        assert_eq!(l.identity().unwrap(), Recorded::Identity(identity()));
+        assert_eq!(pipeline_row(&l), (60, 3600, 120));
+
+        let other = Identity { source_url: "http://b/events?from={from}&to={to}".into(), ..identity() };
+        let refused = l.adopt_identity(&other, 120, 20, Adopt::IfNone).unwrap();
+        assert!(!refused.recorded);
+        assert_eq!(keys(&refused), ["source.url"]);
+        assert_eq!(l.identity().unwrap(), Recorded::Identity(identity()), "the ledger keeps its own");
+    }
+
+    #[test]
+    fn a_ledger_from_before_identities_records_the_first_writers_without_refusing() {
         let (_dir, mut l) = ledger();
         l.sync_pipeline(60, 0, 120, 0).unwrap();
-        l.sync_pipeline(60, 3600, 60, 0).unwrap();
-        let e = l.sync_pipeline(300, 0, 120, 0).unwrap_err();
-        assert!(e.downcast_ref::<Unusable>().is_some() && e.to_string().contains("60s frames"), "{e}");
+        assert_eq!(l.identity().unwrap(), Recorded::FrameSize(60));
+        let adoption = l.adopt_identity(&identity(), 60, 10, Adopt::IfNone).unwrap();
+        assert!(adoption.recorded && adoption.differences.is_empty(), "{adoption:?}");
+        assert_eq!(l.identity().unwrap(), Recorded::Identity(identity()));
+        assert_eq!(pipeline_row(&l), (60, 3600, 60), "the reference time is the config's");
+    }
+
+    #[test]
+    fn a_ledger_migrated_from_0003_keeps_its_pipeline_row_without_an_identity() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("l.db");
+        let old = Connection::open(&path).unwrap();
+        for sql in &MIGRATIONS[..3] {
+            old.execute_batch(sql).unwrap();
+        }
+        old.pragma_update(None, "user_version", 3).unwrap();
+        old.execute(
+            "INSERT INTO pipeline (id, frame_size, reference, delay, updated_at) VALUES (1, 300, 0, 60, 0)",
+            [],
+        )
+        .unwrap();
+        drop(old);
+        let l = Ledger::open(&path, Sync::Normal).unwrap();
+        assert_eq!(l.identity().unwrap(), Recorded::FrameSize(300));
+    }
+
+    #[test]
+    fn a_frame_size_change_is_refused_even_where_no_identity_is_recorded() {
+        // Pins the frame-size check that 0004 folded into the identity: an older ledger knows
+        // only its frame size, and frames of another size must still be refused.
+        let (_dir, mut l) = ledger();
+        l.sync_pipeline(300, 0, 120, 0).unwrap();
+        for adopt in [Adopt::IfNone, Adopt::Always] {
+            let adoption = l.adopt_identity(&identity(), 120, 10, adopt).unwrap();
+            assert!(!adoption.recorded);
+            assert_eq!(keys(&adoption), ["frames.size"]);
+        }
+        assert_eq!(l.identity().unwrap(), Recorded::FrameSize(300));
+    }
+
+    #[test]
+    fn accepting_records_the_configs_identity_but_never_another_frame_size() {
+        let (_dir, mut l) = ledger();
+        l.adopt_identity(&identity(), 120, 0, Adopt::IfNone).unwrap();
+        let same = l.adopt_identity(&identity(), 120, 5, Adopt::Always).unwrap();
+        assert!(!same.recorded && same.differences.is_empty(), "nothing to accept: {same:?}");
+
+        let moved = Identity { sink_url: "http://rs2/ingest".into(), frames_start: 7200, ..identity() };
+        let accepted = l.adopt_identity(&moved, 120, 10, Adopt::Always).unwrap();
+        assert!(accepted.recorded);
+        assert_eq!(keys(&accepted), ["frames.start", "sink.url"]);
+        assert_eq!(l.identity().unwrap(), Recorded::Identity(moved.clone()));
+        assert_eq!(pipeline_row(&l).1, 7200, "the views plan from the accepted reference time");
+        let at: i64 = l.conn.query_row("SELECT identity_at FROM pipeline", [], |r| r.get(0)).unwrap();
+        assert_eq!(at, 10);
+
+        let resized = Identity { frames_size: 300, source_uid: "hash".into(), ..moved.clone() };
+        let refused = l.adopt_identity(&resized, 120, 20, Adopt::Always).unwrap();
+        assert!(!refused.recorded);
+        assert_eq!(keys(&refused), ["source.uid", "frames.size"]);
+        assert_eq!(l.identity().unwrap(), Recorded::Identity(moved));
+    }
+
+    #[test]
+    fn syncing_the_settings_changes_only_the_delay_of_a_ledger_with_an_identity() {
+        let (_dir, mut l) = ledger();
+        l.adopt_identity(&identity(), 120, 0, Adopt::IfNone).unwrap();
+        l.sync_pipeline(300, 0, 30, 5).unwrap();
+        assert_eq!(pipeline_row(&l), (60, 3600, 30));
+        assert_eq!(l.identity().unwrap(), Recorded::Identity(identity()));
     }
 
     #[test]

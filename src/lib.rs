@@ -13,6 +13,7 @@ pub mod delivery;
 pub mod frames;
 pub mod hooks;
 pub mod http;
+pub mod identity;
 pub mod job;
 pub mod ledger;
 pub mod lock;

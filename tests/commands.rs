@@ -6,21 +6,38 @@ use std::process::Command;
 
 use common::*;
 
+fn init(config: &std::path::Path) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_framesync")).arg("--config").arg(config).arg("init").output().unwrap()
+}
+
 #[test]
-fn init_writes_the_example_config_and_its_ledger_and_never_overwrites() {
+fn init_writes_the_example_config_and_a_ledger_named_after_it_and_never_overwrites() {
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("orders.toml");
-    let init =
-        || Command::new(env!("CARGO_BIN_EXE_framesync")).arg("--config").arg(&config).arg("init").output().unwrap();
-    let out = init();
+    let out = init(&config);
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
-    assert_eq!(std::fs::read_to_string(&config).unwrap(), framesync::config::EXAMPLE);
-    assert!(dir.path().join("framesync.db").exists());
+    let text = std::fs::read_to_string(&config).unwrap();
+    assert_eq!(text, framesync::config::EXAMPLE.replace("ledger = \"framesync.db\"", "ledger = \"orders.db\""));
+    assert!(dir.path().join("orders.db").exists());
+    assert!(!dir.path().join("framesync.db").exists());
     std::fs::write(&config, "# mine").unwrap();
-    let again = init();
+    let again = init(&config);
     assert_eq!(again.status.code(), Some(2));
     assert!(stderr(&again).contains("does not overwrite"));
     assert_eq!(std::fs::read_to_string(&config).unwrap(), "# mine");
+}
+
+#[test]
+fn two_pipelines_initialised_side_by_side_never_share_a_ledger() {
+    // Pins the shared `framesync.db` that `init` gave every config in a folder.
+    let dir = tempfile::tempdir().unwrap();
+    for name in ["orders", "billing"] {
+        assert_eq!(init(&dir.path().join(format!("{name}.toml"))).status.code(), Some(0));
+        let config =
+            framesync::config::Config::load(&dir.path().join(format!("{name}.toml")), &|_| Some("x".into())).unwrap();
+        assert_eq!(config.ledger, dir.path().join(format!("{name}.db")));
+        assert!(config.ledger.exists());
+    }
 }
 
 #[test]

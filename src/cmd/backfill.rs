@@ -11,7 +11,6 @@ use crate::Usage;
 use crate::config::Config;
 use crate::frames::{Epoch, parse_time, rfc3339};
 use crate::job::{Clock, Job, SystemClock};
-use crate::ledger::Ledger;
 use crate::lock::Side;
 use crate::plan::{self, Facts};
 use crate::sink::HttpSink;
@@ -60,7 +59,7 @@ fn aligned(config: &Config, from: &str, to: &str) -> Result<(Epoch, Epoch)> {
 pub fn backfill(config: &Config, args: &Args) -> Result<u8> {
     let (from, to) = args.range.frames(config)?;
     let _locks = if args.dry_run { Vec::new() } else { super::lock_by_hand(config, &[Side::Pull, Side::Push])? };
-    let mut ledger = Ledger::open_with(&config.ledger, config.run.sync, config.run.busy_timeout)?;
+    let mut ledger = super::open_ledger(config, super::Access::write_if(!args.dry_run))?;
     let clock = SystemClock;
     let now = clock.now();
     let facts = Facts { spans: ledger.delivered_spans(from, to)?, open: ledger.open_frames()?, ..Facts::default() };

@@ -1,5 +1,5 @@
-//! `check`: the config is valid (it was loaded), the ledger opens, and both servers answer —
-//! without writing anything to either server.
+//! `check`: the config is valid (it was loaded), the ledger opens and belongs to this config's
+//! pipeline, and both servers answer — without writing anything to either server.
 
 use anyhow::Result;
 
@@ -12,10 +12,13 @@ use crate::source::{HttpSource, Source};
 pub fn check(config: &Config) -> Result<u8> {
     println!("config: ok");
     let mut failed = false;
+    // A ledger that belongs to another pipeline is a config error, as for every command.
+    let mut refused = false;
     match ledger_state(config) {
         Ok(state) => println!("ledger: {state}"),
         Err(e) => {
             failed = true;
+            refused = e.downcast_ref::<crate::Usage>().is_some();
             println!("ledger: FAILED: {e:#}");
         }
     }
@@ -37,7 +40,7 @@ pub fn check(config: &Config) -> Result<u8> {
             println!("sink: FAILED: {}", config.secrets.scrub(&e));
         }
     }
-    Ok(if failed { 1 } else { 0 })
+    Ok(if refused { 2 } else { u8::from(failed) })
 }
 
 fn ledger_state(config: &Config) -> Result<String> {
@@ -45,7 +48,7 @@ fn ledger_state(config: &Config) -> Result<String> {
         return Ok(format!("{} does not exist yet; the first run creates it", config.ledger.display()));
     }
     // Opening migrates an older ledger: that is what the next run would do anyway.
-    let ledger = crate::ledger::Ledger::open(&config.ledger, config.run.sync)?;
+    let ledger = super::open_ledger(config, super::Access::Read)?;
     let frames: i64 = ledger.conn().query_row("SELECT COUNT(*) FROM frames", [], |r| r.get(0))?;
     Ok(format!("{} opens, {frames} frames recorded", config.ledger.display()))
 }

@@ -12,7 +12,6 @@ use crate::dead_letters::{Filter, Letter};
 use crate::delivery::DeadReason;
 use crate::frames::{Epoch, parse_time};
 use crate::job::{Clock, SystemClock};
-use crate::ledger::Ledger;
 use crate::lock::Side;
 
 #[derive(Debug, clap::Args)]
@@ -114,7 +113,7 @@ pub fn dead_letters(config: &Config, args: Args) -> Result<u8> {
 }
 
 fn list(config: &Config, args: &ListArgs) -> Result<u8> {
-    let ledger = Ledger::open(&config.ledger, config.run.sync)?;
+    let ledger = super::open_ledger(config, super::Access::Read)?;
     let letters = ledger.dead_letters(&args.filter.filter(), args.limit)?;
     if args.json {
         println!("{}", serde_json::to_string_pretty(&letters)?);
@@ -142,7 +141,7 @@ fn bulk_filter(args: &BulkArgs, action: &str) -> Result<Filter> {
 fn retry(config: &Config, args: &BulkArgs) -> Result<u8> {
     let filter = bulk_filter(args, "retry")?;
     let _lock = super::lock_by_hand(config, &[Side::Push])?;
-    let mut ledger = Ledger::open_with(&config.ledger, config.run.sync, config.run.busy_timeout)?;
+    let mut ledger = super::open_ledger(config, super::Access::Write)?;
     let r = ledger.retry_dead_letters(&filter, SystemClock.now())?;
     if r.staged + r.already_delivered == 0 {
         println!("no dead letter matches");
@@ -166,7 +165,7 @@ fn retry(config: &Config, args: &BulkArgs) -> Result<u8> {
 fn drop(config: &Config, args: &BulkArgs) -> Result<u8> {
     let filter = bulk_filter(args, "drop")?;
     let _lock = super::lock_by_hand(config, &[Side::Push])?;
-    let mut ledger = Ledger::open_with(&config.ledger, config.run.sync, config.run.busy_timeout)?;
+    let mut ledger = super::open_ledger(config, super::Access::Write)?;
     let d = ledger.drop_dead_letters(&filter)?;
     println!("dropped {} dead letters (they stay counted in frames.dead)", d.dropped);
     if d.kept_for_recheck > 0 {
@@ -180,7 +179,7 @@ fn drop(config: &Config, args: &BulkArgs) -> Result<u8> {
 
 fn add(config: &Config, args: &AddArgs) -> Result<u8> {
     let _lock = super::lock_by_hand(config, &[Side::Push])?;
-    let mut ledger = Ledger::open_with(&config.ledger, config.run.sync, config.run.busy_timeout)?;
+    let mut ledger = super::open_ledger(config, super::Access::Write)?;
     let added = ledger.dead_letter_by_hand(&args.uid, args.frame, &args.why, SystemClock.now())?;
     if added.added == 0 {
         println!(

@@ -1,4 +1,5 @@
-//! `init`: writes the commented example config and creates its ledger.
+//! `init`: writes the commented example config and creates its ledger, named after the config
+//! (`orders.toml` gets `orders.db`), so two pipelines initialised side by side never share one.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -13,8 +14,9 @@ pub fn init(path: PathBuf) -> Result<u8> {
     if path.exists() {
         return Err(Usage(format!("{} already exists; framesync init does not overwrite it", path.display())).into());
     }
-    write_new(&path, EXAMPLE)?;
-    let ledger = path.parent().unwrap_or(Path::new(".")).join("framesync.db");
+    let name = ledger_name(&path);
+    write_new(&path, &example(&name))?;
+    let ledger = path.parent().unwrap_or(Path::new(".")).join(&name);
     Ledger::open(&ledger, Sync::Normal)?;
     println!("wrote {} and created the ledger {}", path.display(), ledger.display());
     println!(
@@ -22,6 +24,21 @@ pub fn init(path: PathBuf) -> Result<u8> {
         path.display()
     );
     Ok(0)
+}
+
+/// The ledger's file name for the config at `path`: its stem with `.db`.
+fn ledger_name(path: &Path) -> String {
+    match path.file_stem().and_then(|stem| stem.to_str()) {
+        Some(stem) if !stem.is_empty() => format!("{stem}.db"),
+        _ => "framesync.db".into(),
+    }
+}
+
+/// The example config with its `ledger` line naming `name`.
+fn example(name: &str) -> String {
+    let line = format!("ledger = {}", toml::Value::String(name.into()));
+    EXAMPLE.lines().map(|l| if l.starts_with("ledger = ") { line.as_str() } else { l }).collect::<Vec<_>>().join("\n")
+        + "\n"
 }
 
 /// Writes a file that must not exist yet, atomically: a temp file in the same folder, renamed.
@@ -34,4 +51,31 @@ fn write_new(path: &Path, text: &str) -> Result<()> {
     file.sync_all()?;
     std::fs::rename(&tmp, path).with_context(|| format!("cannot write {}", path.display()))?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_ledger_is_named_after_the_config() {
+        assert_eq!(ledger_name(Path::new("/etc/framesync/orders.toml")), "orders.db");
+        assert_eq!(ledger_name(Path::new("billing.v2.toml")), "billing.v2.db");
+        assert_eq!(ledger_name(Path::new("plain")), "plain.db");
+    }
+
+    #[test]
+    fn the_example_names_the_ledger_and_changes_nothing_else() {
+        let text = example("orders.db");
+        let changed: Vec<_> = EXAMPLE.lines().zip(text.lines()).filter(|(a, b)| a != b).collect();
+        assert_eq!(changed, [("ledger = \"framesync.db\"", "ledger = \"orders.db\"")]);
+        assert_eq!(text.lines().count(), EXAMPLE.lines().count());
+    }
+
+    #[test]
+    fn a_ledger_name_with_quotes_is_written_as_valid_toml() {
+        let text = example("my \"odd\" name.db");
+        let parsed = crate::config::Config::parse(&text, Path::new("/etc/framesync"), &|_| Some("x".into())).unwrap();
+        assert_eq!(parsed.ledger, Path::new("/etc/framesync/my \"odd\" name.db"));
+    }
 }

@@ -7,7 +7,10 @@ use clap::{Parser, Subcommand};
 
 use crate::Usage;
 use crate::config::{Config, process_env};
+use crate::job::{Clock, SystemClock};
+use crate::ledger::{Adopt, Ledger};
 
+mod accept_config;
 mod backfill;
 mod check;
 mod dead_letters;
@@ -51,6 +54,8 @@ pub enum Command {
     Prune,
     /// Validate the config and reach both servers, changing nothing.
     Check,
+    /// Record a deliberate change of the pipeline (source, sink, reference time) in the ledger; never the frame size.
+    AcceptConfig,
     /// Write a commented example config (to --config, default ./framesync.toml) and create its ledger.
     Init,
 }
@@ -74,6 +79,7 @@ pub fn dispatch(cli: Cli) -> Result<u8> {
         Command::Verify(args) => verify::verify(&load(cli.config)?, &args),
         Command::DeadLetters(args) => dead_letters::dead_letters(&load(cli.config)?, args),
         Command::Prune => prune::prune(&load(cli.config)?),
+        Command::AcceptConfig => accept_config::accept_config(&load(cli.config)?),
     }
 }
 
@@ -85,6 +91,39 @@ fn lock_by_hand(config: &Config, sides: &[crate::lock::Side]) -> Result<Vec<crat
             eprintln!("framesync: {e}; try again when it has finished");
         }
     })
+}
+
+/// Whether a command writes to the ledger.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Access {
+    Read,
+    Write,
+}
+
+impl Access {
+    fn write_if(writes: bool) -> Self {
+        if writes { Self::Write } else { Self::Read }
+    }
+}
+
+/// Opens the config's ledger, refusing (exit 2) one that belongs to another pipeline: a second
+/// config on the same ledger would plan only from what the first delivered and never pull the
+/// rest. A command that writes records the config's identity in a ledger that has none yet
+/// (new, or from a framesync before identities).
+fn open_ledger(config: &Config, access: Access) -> Result<Ledger> {
+    let mut ledger = Ledger::open_with(&config.ledger, config.run.sync, config.run.busy_timeout)?;
+    let differences = match access {
+        Access::Read => ledger.identity()?.differences(&config.identity),
+        Access::Write => {
+            let now = SystemClock.now();
+            ledger.adopt_identity(&config.identity, config.frames.delay, now, Adopt::IfNone)?.differences
+        }
+    };
+    if !differences.is_empty() {
+        let refusal = crate::identity::refusal(ledger.path(), &differences, config.file.as_deref());
+        return Err(Usage(refusal).into());
+    }
+    Ok(ledger)
 }
 
 fn load(path: Option<PathBuf>) -> Result<Config> {

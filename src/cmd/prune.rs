@@ -7,14 +7,13 @@ use anyhow::Result;
 use crate::config::Config;
 use crate::frames::rfc3339;
 use crate::job::{Clock, SystemClock};
-use crate::ledger::Ledger;
 use crate::lock::Side;
 use crate::prune::{Kept, Pruned};
 
 pub fn prune(config: &Config) -> Result<u8> {
     // Both locks, as a run: nothing else writes to the ledger while the prune goes on.
     let _locks = super::lock_by_hand(config, &[Side::Pull, Side::Push])?;
-    let mut ledger = Ledger::open_with(&config.ledger, config.run.sync, config.run.busy_timeout)?;
+    let mut ledger = super::open_ledger(config, super::Access::Write)?;
     let now = SystemClock.now();
     let cutoff = now - config.run.retain;
     let pruned = crate::prune::prune(&mut ledger, config.run.retain, now, &|| false)?;

@@ -20,7 +20,7 @@ pub fn run(config: &Config, scope: Scope, dry_run: bool) -> Result<u8> {
         lock::acquire_all(&config.ledger, sides(scope)).inspect_err(|e| crate::metrics::count_skip(config, e))?
     };
     crate::hooks::kill_point("after-lock");
-    let mut ledger = Ledger::open_with(&config.ledger, config.run.sync, config.run.busy_timeout)?;
+    let mut ledger = super::open_ledger(config, super::Access::write_if(!dry_run))?;
     let plan = make_plan(config, &ledger, scope, clock.now())?;
     if dry_run {
         print_plan(&plan, name(scope));

@@ -115,7 +115,7 @@ struct Server {
 }
 
 pub fn status(config: &Config, args: &Args) -> Result<u8> {
-    let ledger = Ledger::open(&config.ledger, config.run.sync)?;
+    let ledger = super::open_ledger(config, super::Access::Read)?;
     let now = SystemClock.now();
     let window = Window { reference: config.frames.start, size: config.frames.size, delay: config.frames.delay, now };
     let status = read(&ledger, &window, &config.ledger.display().to_string())?;
