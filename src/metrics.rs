@@ -110,6 +110,18 @@ fn gather(conn: &Connection, ledger: &Path) -> Result<Vec<Family>> {
             one("SELECT COUNT(*) FROM dead_letters")?,
         ),
         single(
+            "framesync_records_failing",
+            "gauge",
+            "Staged records the RS failed while acknowledging others (dead-lettered after sink.max_attempts).",
+            one("SELECT COUNT(*) FROM staged WHERE attempts > 0")?,
+        ),
+        single(
+            "framesync_rechecks_given_up",
+            "gauge",
+            "Frames with a re-check given up after run.max_recheck_attempts failures.",
+            one("SELECT COUNT(*) FROM frames WHERE rechecks_given_up > 0")?,
+        ),
+        single(
             "framesync_records_pushed_total",
             "counter",
             "Records the RS acknowledged.",

@@ -99,9 +99,69 @@ fn verify_reports_what_the_rs_lost_and_repair_sends_it_again() {
     let mut repair = args.to_vec();
     repair.push("--repair");
     let out = p.framesync(&repair);
-    assert_eq!(out.status.code(), Some(0), "{}{}", String::from_utf8_lossy(&out.stdout), stderr(&out));
-    assert!(String::from_utf8_lossy(&out.stdout).contains("repair: 3 records pushed"));
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert_eq!(out.status.code(), Some(0), "{text}{}", stderr(&out));
+    assert!(text.contains("repair: 3 records acknowledged by the RS"), "{text}");
+    assert!(text.contains("the RS now holds all 3 records sent again"), "{text}");
     assert_eq!(p.framesync(&args).status.code(), Some(0), "nothing differs after the repair");
+    p.assert_exactly_once(&sim);
+}
+
+/// Pins a repair that claimed success: the RS replayed the answer it stored for the records'
+/// Idempotency-Keys and still lacked them, while verify --repair printed "0 failures" and
+/// exited 0.
+#[test]
+fn a_repair_the_rs_only_pretends_to_take_is_reported_not_claimed() {
+    let dir = tempfile::tempdir().unwrap();
+    let sim = Sim::start(dir.path(), &["--records-per-minute", "5", "--seed", "56"]);
+    let reference = aligned_minutes_ago(10);
+    let lookup = format!("lookup_url = \"{}/rs/ingest/{{uid}}\"", sim.base());
+    let p = Pipeline::new(&sim, dir, reference, "", &lookup, "");
+    p.run_until_complete(3);
+    let until = p.complete_until();
+    // The RS's database loses three records, but it remembers their Idempotency-Keys.
+    let rs = rusqlite::Connection::open(&sim.db).unwrap();
+    rs.execute("DELETE FROM records WHERE id IN (SELECT id FROM records ORDER BY id LIMIT 3)", []).unwrap();
+    drop(rs);
+    let args = ["verify", "--from", &rfc3339(reference), "--to", &rfc3339(until), "--repair"];
+    let out = p.framesync(&args);
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert_eq!(out.status.code(), Some(1), "{text}{}", stderr(&out));
+    assert!(
+        text.contains("3 of 3 records sent again are still missing at the RS although it acknowledged them"),
+        "{text}"
+    );
+}
+
+/// Pins repairs that failed with "frame … is not delivered" once the frames' rows were pruned:
+/// they work on any frame of the timeline.
+#[test]
+fn verify_repair_and_backfill_redeliver_work_on_pruned_frames_and_look_up_first() {
+    let dir = tempfile::tempdir().unwrap();
+    let sim = Sim::start(dir.path(), &["--records-per-minute", "5", "--seed", "57", "--rs-ignore-keys"]);
+    let reference = aligned_minutes_ago(10);
+    let lookup = format!("lookup_url = \"{}/rs/ingest/{{uid}}\"", sim.base());
+    let p = Pipeline::new(&sim, dir, reference, "", &lookup, "retain = \"1s\"");
+    p.run_until_complete(3);
+    let until = p.complete_until();
+    std::thread::sleep(std::time::Duration::from_millis(1100)); // past the 1s retention
+    assert_eq!(p.framesync(&["prune"]).status.code(), Some(0));
+    assert_eq!(p.query::<i64>(&format!("SELECT COUNT(*) FROM frames WHERE start < {until}")), 0, "rows pruned");
+    let (from, to) = (rfc3339(reference), rfc3339(until));
+    // A redelivery of pruned frames: every record is looked up first, and the RS, which ignores
+    // keys, gets none twice.
+    let stored = sim.stored();
+    let out = p.framesync(&["backfill", "--from", &from, "--to", &to, "--redeliver"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_eq!(sim.stored(), stored, "all present: nothing sent again");
+    // The RS loses three records: verify finds them by lookup and the repair sends them.
+    let rs = rusqlite::Connection::open(&sim.db).unwrap();
+    rs.execute("DELETE FROM records WHERE id IN (SELECT id FROM records ORDER BY id LIMIT 3)", []).unwrap();
+    drop(rs);
+    let out = p.framesync(&["verify", "--from", &from, "--to", &to, "--repair"]);
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert_eq!(out.status.code(), Some(0), "{text}{}", stderr(&out));
+    assert!(text.contains("3 records missing") && text.contains("the RS now holds all 3"), "{text}");
     p.assert_exactly_once(&sim);
 }
 

@@ -47,6 +47,12 @@ struct Status {
     failing_frames: i64,
     failing: Vec<Failing>,
     dead_letters: i64,
+    /// Staged records the RS failed while it acknowledged others: dead-lettered once they reach
+    /// `sink.max_attempts`.
+    records_failing: i64,
+    /// Frames with a re-check given up after `run.max_recheck_attempts` failures: late records
+    /// there are not looked for again.
+    rechecks_given_up: i64,
     late: Late,
     servers: Vec<Server>,
     timeline: Timeline,
@@ -112,6 +118,10 @@ struct Server {
     /// The server's clock minus ours, from its Date header, and when that was measured.
     clock_skew_seconds: Option<i64>,
     skew_measured: Option<String>,
+    /// The sink's lookup: when a run last checked it could say "absent", and, if it could not,
+    /// why lookups were off in that run.
+    lookup_checked: Option<String>,
+    lookup_off_reason: Option<String>,
 }
 
 pub fn status(config: &Config, args: &Args) -> Result<u8> {
@@ -150,6 +160,8 @@ fn read(ledger: &Ledger, window: &Window, path: &str) -> Result<Status> {
         failing_frames: count("SELECT COUNT(*) FROM failing_frames")?,
         failing: failing(conn)?,
         dead_letters: count("SELECT COUNT(*) FROM dead_letters")?,
+        records_failing: count("SELECT COUNT(*) FROM staged WHERE attempts > 0")?,
+        rechecks_given_up: count("SELECT COUNT(*) FROM frames WHERE rechecks_given_up > 0")?,
         late: late(ledger, window.now)?,
         servers: servers(conn)?,
         timeline: timeline::read(conn, window)?,
@@ -217,7 +229,8 @@ fn late(ledger: &Ledger, now: Epoch) -> Result<Late> {
 }
 
 fn servers(conn: &Connection) -> Result<Vec<Server>> {
-    let sql = "SELECT name, quiet_until, quiet_reason, clock_skew, skew_at FROM servers ORDER BY name DESC";
+    let sql = "SELECT name, quiet_until, quiet_reason, clock_skew, skew_at, lookup_checked_at, lookup_off_reason
+               FROM servers ORDER BY name DESC";
     rows(conn, sql, |r| {
         Ok(Server {
             name: r.get(0)?,
@@ -225,6 +238,8 @@ fn servers(conn: &Connection) -> Result<Vec<Server>> {
             quiet_reason: r.get(2)?,
             clock_skew_seconds: r.get(3)?,
             skew_measured: r.get::<_, Option<Epoch>>(4)?.map(rfc3339),
+            lookup_checked: r.get::<_, Option<Epoch>>(5)?.map(rfc3339),
+            lookup_off_reason: r.get(6)?,
         })
     })
 }
@@ -266,6 +281,9 @@ fn print_servers(s: &Status) {
         if let Some(skew) = server.clock_skew_seconds.filter(|k| k.abs() > 5) {
             let side = if skew > 0 { "ahead of" } else { "behind" };
             println!("{:<11}its clock is {}s {side} this machine's", format!("{}:", server.name), skew.abs());
+        }
+        if let (Some(at), Some(why)) = (&server.lookup_checked, &server.lookup_off_reason) {
+            println!("{:<11}lookups were off in the run at {at}: {why}", format!("{}:", server.name));
         }
     }
 }
@@ -315,6 +333,18 @@ fn print_problems(s: &Status) {
     match s.dead_letters {
         0 => println!("dead letters: 0"),
         n => println!("dead letters: {n} (framesync dead-letters list)"),
+    }
+    if s.records_failing > 0 {
+        println!(
+            "failing:   {} staged records the RS failed while acknowledging others; dead-lettered after sink.max_attempts (SELECT frame, uid, attempts, last_error FROM staged WHERE attempts > 0)",
+            s.records_failing
+        );
+    }
+    if s.rechecks_given_up > 0 {
+        println!(
+            "re-checks: given up on {} frames after run.max_recheck_attempts failures; late records there are not looked for (SELECT start, recheck_error FROM frames WHERE rechecks_given_up > 0)",
+            s.rechecks_given_up
+        );
     }
 }
 
