@@ -2,7 +2,7 @@
 
 mod common;
 
-use std::process::Command;
+use std::process::{Command, Stdio};
 
 use common::*;
 
@@ -82,4 +82,46 @@ fn status_shows_missing_ranges_and_failing_frames_as_text_and_json() {
     assert!(json["lag"]["missing_frames"].as_i64().unwrap() >= 8, "{json:#}");
     assert_eq!(json["last_run"]["exit_code"], "1");
     assert!(json["failing"][0]["last_error"].as_str().unwrap().contains("POST"), "{json:#}");
+}
+
+/// A config whose servers are never reached: enough for the commands that only read the ledger.
+fn offline_config(dir: &std::path::Path) -> std::path::PathBuf {
+    let config = dir.join("framesync.toml");
+    let text = format!(
+        "ledger = \"ledger.db\"\n[frames]\nstart = \"{}\"\n[source]\nurl = \"http://127.0.0.1:9/ss?from={{from}}&to={{to}}\"\nuid = \"/id\"\n[sink]\nurl = \"http://127.0.0.1:9/rs\"\n",
+        rfc3339(aligned_minutes_ago(10))
+    );
+    std::fs::write(&config, text).unwrap();
+    config
+}
+
+/// Regression: `framesync status | head -1` panicked in println! ("failed printing to stdout:
+/// Broken pipe") and exited 101 once the reader had gone.
+#[test]
+fn a_command_whose_reader_has_gone_exits_0_quietly() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = offline_config(dir.path());
+    let framesync = |args: &[&str]| {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_framesync"));
+        command.arg("--config").arg(&config).args(args).env_remove("RUST_LOG");
+        command
+    };
+    let created = framesync(&["run", "--dry-run"]).output().unwrap();
+    assert_eq!(created.status.code(), Some(0), "the dry run creates the ledger: {}", stderr(&created));
+    let commands: [&[&str]; 5] = [
+        &["status"],
+        &["status", "--json"],
+        &["dead-letters", "list"],
+        &["dead-letters", "list", "--json"],
+        &["run", "--dry-run"],
+    ];
+    for args in commands {
+        // The read end is closed before the child starts, so its very first write fails with EPIPE.
+        let (reader, writer) = std::io::pipe().unwrap();
+        drop(reader);
+        let child = framesync(args).stdout(writer).stderr(Stdio::piped()).spawn().unwrap();
+        let out = child.wait_with_output().unwrap();
+        assert_eq!(out.status.code(), Some(0), "{args:?}: {}", stderr(&out));
+        assert_eq!(stderr(&out), "", "{args:?} says nothing, and above all does not panic");
+    }
 }

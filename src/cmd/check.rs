@@ -1,6 +1,8 @@
 //! `check`: the config is valid (it was loaded), the ledger opens, and both servers answer —
 //! without writing anything to either server.
 
+use std::io::Write;
+
 use anyhow::Result;
 
 use crate::config::Config;
@@ -9,32 +11,32 @@ use crate::http;
 use crate::job::{Clock, SystemClock};
 use crate::source::{HttpSource, Source};
 
-pub fn check(config: &Config) -> Result<u8> {
-    println!("config: ok");
+pub fn check(config: &Config, out: &mut dyn Write) -> Result<u8> {
+    writeln!(out, "config: ok")?;
     let mut failed = false;
     match ledger_state(config) {
-        Ok(state) => println!("ledger: {state}"),
+        Ok(state) => writeln!(out, "ledger: {state}")?,
         Err(e) => {
             failed = true;
-            println!("ledger: FAILED: {e:#}");
+            writeln!(out, "ledger: FAILED: {e:#}")?;
         }
     }
     let now = SystemClock.now();
     let frame = config.frames.size.frame_at(eligible_until(config.frames.size, now, config.frames.delay) - 1);
     match HttpSource::new(&config.source, &config.secrets).pull(frame) {
         Ok(pulled) => {
-            println!("source: ok, frame {frame} has {} records in {} pages", pulled.records.len(), pulled.pages)
+            writeln!(out, "source: ok, frame {frame} has {} records in {} pages", pulled.records.len(), pulled.pages)?
         }
         Err(e) => {
             failed = true;
-            println!("source: FAILED: {e}");
+            writeln!(out, "source: FAILED: {e}")?;
         }
     }
     match sink_reachable(config) {
-        Ok(what) => println!("sink: ok, {what}"),
+        Ok(what) => writeln!(out, "sink: ok, {what}")?,
         Err(e) => {
             failed = true;
-            println!("sink: FAILED: {}", config.secrets.scrub(&e));
+            writeln!(out, "sink: FAILED: {}", config.secrets.scrub(&e))?;
         }
     }
     Ok(if failed { 1 } else { 0 })

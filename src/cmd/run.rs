@@ -1,5 +1,7 @@
 //! `run`, `pull` and `push`: lock → open ledger → plan → work → record the run.
 
+use std::io::Write;
+
 use anyhow::Result;
 
 use crate::config::Config;
@@ -11,7 +13,7 @@ use crate::plan::{self, Facts, Plan, Scope, Settings};
 use crate::sink::HttpSink;
 use crate::source::HttpSource;
 
-pub fn run(config: &Config, scope: Scope, dry_run: bool) -> Result<u8> {
+pub fn run(config: &Config, scope: Scope, dry_run: bool, out: &mut dyn Write) -> Result<u8> {
     let started = std::time::Instant::now();
     let _locks = if dry_run {
         Vec::new()
@@ -24,7 +26,7 @@ pub fn run(config: &Config, scope: Scope, dry_run: bool) -> Result<u8> {
     let now = clock.now();
     let plan = make_plan(config, &ledger, scope, now)?;
     if dry_run {
-        print_plan(&plan, name(scope));
+        print_plan(out, &plan, name(scope))?;
         return Ok(0);
     }
     let frames = &config.frames;
@@ -121,20 +123,21 @@ pub fn make_plan(config: &Config, ledger: &Ledger, scope: Scope, now: i64) -> Re
     Ok(plan::plan(&settings, &facts, now, scope))
 }
 
-pub fn print_plan(plan: &Plan, name: &str) {
-    println!("{name} plan, eligible until {}:", rfc3339(plan.horizon));
+pub fn print_plan(out: &mut dyn Write, plan: &Plan, name: &str) -> std::io::Result<()> {
+    writeln!(out, "{name} plan, eligible until {}:", rfc3339(plan.horizon))?;
     for step in &plan.steps {
-        println!("  {step}");
+        writeln!(out, "  {step}")?;
     }
     if plan.steps.is_empty() {
-        println!("  nothing to do");
+        writeln!(out, "  nothing to do")?;
     }
     if plan.deferred > 0 {
-        println!("  {} more missing frames are left for later runs", plan.deferred);
+        writeln!(out, "  {} more missing frames are left for later runs", plan.deferred)?;
     }
     if plan.outside_window {
-        println!("  old gaps wait for run.backfill_window");
+        writeln!(out, "  old gaps wait for run.backfill_window")?;
     }
+    Ok(())
 }
 
 fn summary(failures: &[String]) -> Option<String> {

@@ -4,6 +4,7 @@
 //! when every difference was repaired).
 
 use std::collections::HashSet;
+use std::io::Write;
 
 use anyhow::Result;
 use rusqlite::params;
@@ -48,7 +49,7 @@ impl FrameReport {
     }
 }
 
-pub fn verify(config: &Config, args: &Args) -> Result<u8> {
+pub fn verify(config: &Config, args: &Args, out: &mut dyn Write) -> Result<u8> {
     let (from, to) = args.range.frames(config)?;
     let _locks = if args.repair { super::lock_by_hand(config, &[Side::Pull, Side::Push])? } else { Vec::new() };
     let mut ledger = Ledger::open_with(&config.ledger, config.run.sync, config.run.busy_timeout)?;
@@ -63,26 +64,27 @@ pub fn verify(config: &Config, args: &Args) -> Result<u8> {
         let frame = size.frame_at(start);
         let report = compare(&ledger, &source, &sink, frame)?;
         checked += 1;
-        print_report(frame, &report);
+        print_report(out, frame, &report)?;
         if report.differs() {
             differing.push((frame, report));
         }
     }
     let records: usize = differing.iter().map(|(_, r)| r.not_in_ledger.len() + r.not_at_rs.len()).sum();
-    println!(
+    writeln!(
+        out,
         "verify {}..{}: {checked} frames checked, {} differ, {records} records missing{}",
         rfc3339(from),
         rfc3339(to.min(horizon)),
         differing.len(),
         if sink.has_lookup() { "" } else { " (no sink.lookup_url: the RS itself was not asked)" }
-    );
+    )?;
     if differing.is_empty() {
         return Ok(0);
     }
     if !args.repair {
         return Ok(1);
     }
-    repair(config, &mut ledger, &source, &sink, &clock, differing)
+    repair(config, &mut ledger, &source, &sink, &clock, differing, out)
 }
 
 fn compare(ledger: &Ledger, source: &dyn Source, sink: &dyn Sink, frame: Frame) -> Result<FrameReport> {
@@ -141,38 +143,42 @@ fn known(ledger: &Ledger, uid: &str) -> Result<Known> {
     })
 }
 
-fn print_report(frame: Frame, report: &FrameReport) {
+fn print_report(out: &mut dyn Write, frame: Frame, report: &FrameReport) -> std::io::Result<()> {
     let uids = |records: &[StagedRecord]| {
         records.iter().take(5).map(|r| format!("{:?}", r.uid)).collect::<Vec<_>>().join(", ")
     };
     if let Some(error) = &report.error {
-        println!("frame {frame}: {error}");
+        writeln!(out, "frame {frame}: {error}")?;
     }
     if let Some(why) = report.undelivered {
-        println!("frame {frame}: {why}");
+        writeln!(out, "frame {frame}: {why}")?;
     }
     if !report.not_in_ledger.is_empty() {
-        println!(
+        writeln!(
+            out,
             "frame {frame}: {} records the ledger never saw: {}",
             report.not_in_ledger.len(),
             uids(&report.not_in_ledger)
-        );
+        )?;
     }
     if !report.not_at_rs.is_empty() {
-        println!(
+        writeln!(
+            out,
             "frame {frame}: {} delivered records the RS does not have: {}",
             report.not_at_rs.len(),
             uids(&report.not_at_rs)
-        );
+        )?;
     }
     if !report.not_served.is_empty() {
         let shown: Vec<_> = report.not_served.iter().take(5).map(|u| format!("{u:?}")).collect();
-        println!(
+        writeln!(
+            out,
             "frame {frame}: {} delivered records the SS no longer serves: {}",
             report.not_served.len(),
             shown.join(", ")
-        );
+        )?;
     }
+    Ok(())
 }
 
 /// Stages what is missing and pushes it; frames never delivered are pulled as in a backfill.
@@ -183,6 +189,7 @@ fn repair(
     sink: &HttpSink,
     clock: &SystemClock,
     differing: Vec<(Frame, FrameReport)>,
+    out: &mut dyn Write,
 ) -> Result<u8> {
     let mut steps = Vec::new();
     for (frame, report) in differing {
@@ -205,11 +212,12 @@ fn repair(
     let outcome = super::run::recorded(config, ledger, "verify --repair", clock, |ledger| {
         Job::new(config, ledger, source, sink, clock).without_time_limit().execute(&plan, true)
     })?;
-    println!(
+    writeln!(
+        out,
         "repair: {} records pushed, {} frames delivered, {} failures",
         outcome.figures.records_pushed,
         outcome.figures.frames_delivered,
         outcome.failures.len()
-    );
+    )?;
     Ok(outcome.exit_code() as u8)
 }
