@@ -148,6 +148,24 @@ fn a_bad_config_exits_2_naming_the_key_and_touches_nothing() {
     }
 }
 
+/// Regression: this reference time panicked with an arithmetic overflow (aligning it down to a
+/// frame) instead of being refused as a bad config.
+#[test]
+fn a_reference_time_that_would_overflow_exits_2_naming_the_key_and_the_valid_range() {
+    let text = config_text("http://127.0.0.1:9", "http://127.0.0.1:9", "");
+    let text: String = text
+        .lines()
+        .map(|l| if l.starts_with("start = ") { "start = \"-9223372036854775000\"\n".into() } else { format!("{l}\n") })
+        .collect();
+    let s = Setup::new(&text);
+    let out = s.run(&["run"]);
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("frames.start") && err.contains("1970-01-01T00:00:00Z ..= 9999-12-31T23:59:59Z"), "{err}");
+    assert!(!err.contains("panicked"), "{err}");
+    assert!(!s.dir.path().join("ledger.db").exists(), "nothing created");
+}
+
 #[test]
 fn no_config_at_all_exits_2_and_says_how_to_give_one() {
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_framesync"))
