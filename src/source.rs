@@ -97,6 +97,7 @@ impl HttpSource {
         let status = response.status().as_u16();
         let date = http::date_header(&response);
         let retry_after = http::retry_after(&response);
+        let location = http::location(&response);
         let body = response.body_mut().with_config().limit(self.config.max_bytes).read_to_string();
         let body = match body {
             Ok(body) => body,
@@ -111,6 +112,9 @@ impl HttpSource {
         };
         match status {
             200..=299 => Ok((body, date)),
+            300..=399 => Err(PullError::Failed(self.secrets.scrub(&format!(
+                "GET {shown}: HTTP {status}, a redirect to {location}: framesync never follows a redirect; put the final URL in source.url"
+            )))),
             429 | 503 => Err(PullError::Busy {
                 message: format!("GET {shown}: HTTP {status} (the SS is busy){}", http::retry_note(retry_after)),
                 retry_after,
