@@ -20,6 +20,9 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../sql/0003_late_data_and_servers.sql"),
 ];
 
+/// The schema version this framesync migrates a ledger to.
+pub const SCHEMA_VERSION: usize = MIGRATIONS.len();
+
 /// Rows per INSERT statement where many are written at once (a power of two): for rows this
 /// small, running a statement costs more than writing a row.
 const ROWS_PER_INSERT: usize = 32;
