@@ -409,7 +409,7 @@ fn resolve(base: &Path, path: &str) -> PathBuf {
 fn frames_config(raw: RawFrames) -> Result<FramesConfig> {
     let size = duration_secs("frames.size", &raw.size)?;
     let size = FrameSize::new(size).map_err(|e| anyhow!("frames.size: {e}"))?;
-    let start = parse_time(&raw.start).map_err(|e| anyhow!("frames.start: {e}"))?;
+    let start = time("frames.start", &raw.start)?;
     let delay = duration_secs("frames.delay", &raw.delay)?;
     let recheck = raw
         .recheck
@@ -481,9 +481,7 @@ fn sink_config(raw: RawSink, env: Env, secrets: &mut Redactor) -> Result<SinkCon
         "batch" => SinkMode::Batch,
         other => bail!("sink.mode: {other:?} is not a mode; use \"record\" or \"batch\""),
     };
-    if raw.batch_size == 0 {
-        bail!("sink.batch_size: must be at least 1");
-    }
+    count("sink.batch_size", raw.batch_size, 1..=MOST_PER_BATCH)?;
     if raw.ack_group == 0 {
         bail!("sink.ack_group: must be at least 1 (1 records every acknowledgement on its own)");
     }
@@ -520,11 +518,9 @@ fn sink_config(raw: RawSink, env: Env, secrets: &mut Redactor) -> Result<SinkCon
 }
 
 fn run_config(raw: RawRun, base: &Path, frames: &FramesConfig) -> Result<RunConfig> {
-    if raw.max_frames == 0 {
-        bail!("run.max_frames: must be at least 1");
-    }
+    count("run.max_frames", raw.max_frames, 1..=MOST_FRAMES_PER_RUN)?;
     let max_seconds = match &raw.max_seconds {
-        toml::Value::Integer(n) if *n > 0 => Duration::from_secs(*n as u64),
+        toml::Value::Integer(n) if *n > 0 => at_most_100_years("run.max_seconds", &n.to_string(), *n as u64)?,
         toml::Value::String(s) => duration("run.max_seconds", s)?,
         other => bail!("run.max_seconds: {other} is not a positive number of seconds such as 50"),
     };
@@ -545,13 +541,13 @@ fn run_config(raw: RawRun, base: &Path, frames: &FramesConfig) -> Result<RunConf
     Ok(RunConfig {
         max_frames: raw.max_frames,
         max_seconds,
-        fresh: duration_secs("run.fresh", &raw.fresh)?,
+        fresh: fresh(&raw.fresh, frames.size)?,
         backfill_window: raw.backfill_window.as_deref().map(window).transpose()?,
         retain,
         metrics_file: raw.metrics_file.map(|p| resolve(base, &p)),
         retry_base,
         retry_max,
-        busy_timeout: duration("run.busy_timeout", &raw.busy_timeout)?,
+        busy_timeout: busy_timeout(&raw.busy_timeout)?,
         max_recheck_attempts: match raw.max_recheck_attempts {
             0 => bail!("run.max_recheck_attempts: must be at least 1"),
             n => n,
@@ -567,6 +563,45 @@ fn run_config(raw: RawRun, base: &Path, frames: &FramesConfig) -> Result<RunConf
 }
 
 // ---- value checks --------------------------------------------------------------------------
+//
+// Each also bounds its value, so that the time arithmetic it feeds (frame bounds in seconds and
+// milliseconds, deadlines, backoff, retention cutoffs) cannot overflow.
+
+/// The times framesync handles, as `frames.start`: the Unix epoch to the end of year 9999.
+const EARLIEST: Epoch = 0;
+const LATEST: Epoch = 253_402_300_799;
+
+/// The longest duration any key takes: 100 years, as humantime reads "100y" (365.25-day years).
+const LONGEST_SECS: u64 = 100 * 31_557_600;
+
+/// SQLite takes its busy timeout in milliseconds as a 32-bit integer: at most 24.8 days.
+const LONGEST_BUSY_TIMEOUT: Duration = Duration::from_secs(24 * 86_400);
+
+const MOST_PER_BATCH: usize = 100_000;
+/// A run's plan holds at most this many frames (a year of 1-minute frames is 525,600).
+const MOST_FRAMES_PER_RUN: usize = 1_000_000;
+/// Every fresh frame is looked at by every run's plan, so `run.fresh` spans at most this many.
+const MOST_FRESH_FRAMES: i64 = 100_000;
+/// The slowest pace `max_rps` sets: one request every 1000 s.
+const LEAST_RATE: f64 = 0.001;
+
+fn time(key: &str, text: &str) -> Result<Epoch> {
+    let t = parse_time(text).map_err(|e| anyhow!("{key}: {e}"))?;
+    if !(EARLIEST..=LATEST).contains(&t) {
+        bail!(
+            "{key}: {:?} is outside the times framesync handles, 1970-01-01T00:00:00Z ..= 9999-12-31T23:59:59Z",
+            text.trim()
+        );
+    }
+    Ok(t)
+}
+
+fn count(key: &str, n: usize, range: std::ops::RangeInclusive<usize>) -> Result<usize> {
+    if !range.contains(&n) {
+        bail!("{key}: {n} is out of range; use a number from {} to {}", range.start(), range.end());
+    }
+    Ok(n)
+}
 
 /// HTTP statuses a list may hold: 4xx answers that are not "retry later" (408, 425, 429).
 fn statuses(key: &str, codes: &[u16], example: &str) -> Result<()> {
@@ -581,13 +616,48 @@ fn statuses(key: &str, codes: &[u16], example: &str) -> Result<()> {
 fn rate(key: &str, value: Option<f64>) -> Result<Option<f64>> {
     match value {
         Some(r) if !(r.is_finite() && r > 0.0) => bail!("{key}: {r} is not a positive number of requests per second"),
+        Some(r) if r < LEAST_RATE => {
+            bail!("{key}: {r} is slower than one request every 1000 s; use at least {LEAST_RATE}")
+        }
         other => Ok(other),
     }
 }
 
 fn duration(key: &str, text: &str) -> Result<Duration> {
-    humantime::parse_duration(text.trim())
-        .map_err(|e| anyhow!("{key}: {text:?} is not a duration such as \"30s\", \"2m\" or \"1h\" ({e})"))
+    let d = humantime::parse_duration(text.trim())
+        .map_err(|e| anyhow!("{key}: {text:?} is not a duration such as \"30s\", \"2m\" or \"1h\" ({e})"))?;
+    if d > Duration::from_secs(LONGEST_SECS) {
+        bail!("{key}: {text:?} is longer than 100 years, the longest duration framesync takes");
+    }
+    Ok(d)
+}
+
+/// A whole number of seconds written as a number (`run.max_seconds = 50`).
+fn at_most_100_years(key: &str, text: &str, secs: u64) -> Result<Duration> {
+    if secs > LONGEST_SECS {
+        bail!("{key}: {text} seconds is longer than 100 years, the longest duration framesync takes");
+    }
+    Ok(Duration::from_secs(secs))
+}
+
+fn busy_timeout(text: &str) -> Result<Duration> {
+    let d = duration("run.busy_timeout", text)?;
+    if d > LONGEST_BUSY_TIMEOUT {
+        bail!("run.busy_timeout: {text:?} is longer than 24 days, the longest SQLite waits");
+    }
+    Ok(d)
+}
+
+/// `run.fresh` in seconds, spanning at most `MOST_FRESH_FRAMES` frames.
+fn fresh(text: &str, size: FrameSize) -> Result<i64> {
+    let fresh = duration_secs("run.fresh", text)?;
+    let frames = fresh / size.seconds();
+    if frames > MOST_FRESH_FRAMES {
+        bail!(
+            "run.fresh: {text:?} spans {frames} frames of frames.size; every run plans each fresh frame, so at most {MOST_FRESH_FRAMES}: make it shorter"
+        );
+    }
+    Ok(fresh)
 }
 
 fn duration_secs(key: &str, text: &str) -> Result<i64> {

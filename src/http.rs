@@ -14,6 +14,9 @@ use crate::frames::Epoch;
 /// How long a host's resolved addresses are reused.
 const RESOLVED_FOR: Duration = Duration::from_secs(30);
 
+/// An agent that never follows a redirect: every client gets a 3xx as the answer. A POST
+/// followed through a redirect may be re-sent as a GET, and a 2xx reached that way is no
+/// acknowledgement from the URL the config names.
 pub fn agent(timeout: Duration) -> ureq::Agent {
     ureq::Agent::with_parts(config(timeout), DefaultConnector::default(), CachingResolver::default())
 }
@@ -70,6 +73,15 @@ pub fn retry_after<B>(response: &ureq::http::Response<B>) -> Option<Duration> {
     let at = DateTime::parse_from_rfc2822(value).ok()?.timestamp();
     let now = date_header(response).unwrap_or_else(|| chrono::Utc::now().timestamp());
     Some(Duration::from_secs(at.saturating_sub(now).max(0) as u64))
+}
+
+/// Where a 3xx points, for messages.
+pub fn location<B>(response: &ureq::http::Response<B>) -> String {
+    match response.headers().get("location").map(|v| v.to_str()) {
+        Some(Ok(location)) => location.to_owned(),
+        Some(Err(_)) => "a Location that is not text".into(),
+        None => "nowhere (no Location header)".into(),
+    }
 }
 
 pub fn date_header<B>(response: &ureq::http::Response<B>) -> Option<Epoch> {

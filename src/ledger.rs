@@ -24,6 +24,11 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../sql/0005_delivery_attempts.sql"),
 ];
 
+/// The schema version this framesync migrates a ledger to.
+pub const SCHEMA_VERSION: usize = MIGRATIONS.len();
+/// The schema version from which the ledger records its pipeline's identity.
+pub const IDENTITY_SCHEMA: usize = 4;
+
 /// Rows per INSERT statement where many are written at once (a power of two): for rows this
 /// small, running a statement costs more than writing a row.
 const ROWS_PER_INSERT: usize = 32;
@@ -890,7 +895,8 @@ fn insert_dead_letter(tx: &Connection, frame: Epoch, letter: &DeadLetter, now: E
     Ok(added > 0)
 }
 
-fn read_identity(conn: &Connection) -> Result<Recorded> {
+/// The pipeline's identity as the ledger records it (schema version `IDENTITY_SCHEMA` on).
+pub fn read_identity(conn: &Connection) -> Result<Recorded> {
     let row = conn
         .query_row(
             "SELECT frame_size, reference, identity_at IS NOT NULL, source_url, source_time_format,

@@ -39,6 +39,14 @@ fn hint(error: &anyhow::Error) -> Option<&'static str> {
     }
 }
 
+/// The reader of our output has gone (`framesync status | head -1`): there is no one left to
+/// tell anything, so framesync stops quietly, as ripgrep does.
+fn broken_pipe(error: &anyhow::Error) -> bool {
+    error
+        .chain()
+        .any(|e| e.downcast_ref::<std::io::Error>().is_some_and(|e| e.kind() == std::io::ErrorKind::BrokenPipe))
+}
+
 fn main() -> ExitCode {
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
@@ -50,8 +58,9 @@ fn main() -> ExitCode {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn"))
         .format(|buf, record| writeln!(buf, "framesync: {}: {}", record.level().as_str().to_lowercase(), record.args()))
         .init();
-    match cmd::dispatch(cli) {
+    match cmd::dispatch(cli, &mut std::io::stdout().lock()) {
         Ok(code) => ExitCode::from(code),
+        Err(error) if broken_pipe(&error) => ExitCode::SUCCESS,
         Err(error) => {
             let code = exit_code(&error);
             if code == 75 {

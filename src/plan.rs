@@ -22,6 +22,20 @@ pub struct Settings {
     pub max_wait: i64,
 }
 
+impl Settings {
+    pub fn from_config(config: &crate::config::Config) -> Self {
+        Settings {
+            reference: config.frames.start,
+            size: config.frames.size,
+            delay: config.frames.delay,
+            fresh: config.run.fresh,
+            backfill_window: config.run.backfill_window,
+            max_frames: config.run.max_frames,
+            max_wait: config.run.retry_max,
+        }
+    }
+}
+
 /// What the ledger says, read just before planning.
 #[derive(Debug, Clone, Default)]
 pub struct Facts {

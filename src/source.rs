@@ -100,6 +100,7 @@ impl HttpSource {
         let status = response.status().as_u16();
         let date = http::date_header(&response);
         let retry_after = http::retry_after(&response);
+        let location = http::location(&response);
         let body = response.body_mut().with_config().limit(self.config.max_bytes).read_to_string();
         let body = match body {
             Ok(body) => body,
@@ -114,6 +115,9 @@ impl HttpSource {
         };
         match status {
             200..=299 => Ok((body, date)),
+            300..=399 => Err(PullError::Failed(self.secrets.scrub(&format!(
+                "GET {shown}: HTTP {status}, a redirect to {location}: framesync never follows a redirect; put the final URL in source.url"
+            )))),
             429 | 503 => Err(PullError::Busy {
                 message: format!("GET {shown}: HTTP {status} (the SS is busy){}", http::retry_note(retry_after)),
                 retry_after,
@@ -219,13 +223,14 @@ impl HttpSource {
 /// The characters left as they are in a URL query value (RFC 3986 unreserved).
 const QUERY_VALUE: &AsciiSet = &NON_ALPHANUMERIC.remove(b'-').remove(b'.').remove(b'_').remove(b'~');
 
-/// Fills `{from}`, `{to}` and `{last}` (the frame's last instant, `to` minus one unit of the
-/// format) into the URL template, URL-encoded.
+/// Fills `{from}`, `{to}` and `{last}` into the URL template, URL-encoded. `{last}` is the
+/// frame's last millisecond, for SS APIs whose ranges are inclusive; epoch seconds cannot
+/// express it, so there it is `to - 1` s (and `check` warns).
 pub fn frame_url(template: &str, format: TimeFormat, frame: Frame) -> String {
     let (from, to) = (frame.start, frame.end());
     let (from, to, last) = match format {
         TimeFormat::Rfc3339 => {
-            (crate::frames::rfc3339(from), crate::frames::rfc3339(to), crate::frames::rfc3339(to - 1))
+            (crate::frames::rfc3339(from), crate::frames::rfc3339(to), crate::frames::rfc3339_ms(to * 1000 - 1))
         }
         TimeFormat::EpochS => (from.to_string(), to.to_string(), (to - 1).to_string()),
         TimeFormat::EpochMs => ((from * 1000).to_string(), (to * 1000).to_string(), (to * 1000 - 1).to_string()),
@@ -403,13 +408,32 @@ mod tests {
         let t = "http://h/e?from={from}&to={to}&last={last}";
         assert_eq!(
             frame_url(t, TimeFormat::Rfc3339, f),
-            "http://h/e?from=2026-11-01T12%3A00%3A00Z&to=2026-11-01T12%3A01%3A00Z&last=2026-11-01T12%3A00%3A59Z"
+            "http://h/e?from=2026-11-01T12%3A00%3A00Z&to=2026-11-01T12%3A01%3A00Z&last=2026-11-01T12%3A00%3A59.999Z"
         );
         assert_eq!(frame_url(t, TimeFormat::EpochS, f), "http://h/e?from=1793534400&to=1793534460&last=1793534459");
         assert_eq!(
             frame_url(t, TimeFormat::EpochMs, f),
             "http://h/e?from=1793534400000&to=1793534460000&last=1793534459999"
         );
+    }
+
+    /// Regression: `{last}` in rfc3339 was `to - 1 s` (12:00:59Z), so an SS with inclusive bounds
+    /// and millisecond stamps never served a record stamped 12:00:59.500, and the frame was
+    /// marked delivered without it.
+    #[test]
+    fn last_reaches_the_frames_last_millisecond() {
+        let f = frame("2026-11-01T12:00:00Z");
+        let last = |format| {
+            let url = frame_url("{last}", format, f);
+            percent_encoding::percent_decode_str(&url).decode_utf8().unwrap().into_owned()
+        };
+        let stamped = parse_time("2026-11-01T12:00:59Z").unwrap() * 1000 + 500;
+        let rfc = chrono::DateTime::parse_from_rfc3339(&last(TimeFormat::Rfc3339)).unwrap().timestamp_millis();
+        let ms: i64 = last(TimeFormat::EpochMs).parse().unwrap();
+        for last_ms in [rfc, ms] {
+            assert!(f.contains_ms(last_ms) && stamped <= last_ms, "{last_ms} ends the frame's range early");
+            assert!(!f.contains_ms(last_ms + 1), "{last_ms} is not the frame's last millisecond");
+        }
     }
 
     #[test]

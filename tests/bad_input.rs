@@ -3,70 +3,10 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpListener;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::Ordering;
 
 use common::*;
-
-/// A server answering every request with the same canned bytes; counts requests and keeps
-/// their request lines and bodies.
-struct Canned {
-    addr: String,
-    requests: Arc<AtomicUsize>,
-    seen: Arc<Mutex<Vec<String>>>,
-}
-
-impl Canned {
-    fn start(response: Vec<u8>) -> Canned {
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-        let addr = listener.local_addr().unwrap().to_string();
-        let requests = Arc::new(AtomicUsize::new(0));
-        let seen = Arc::new(Mutex::new(Vec::new()));
-        let (count, log) = (requests.clone(), seen.clone());
-        std::thread::spawn(move || {
-            for stream in listener.incoming() {
-                let Ok(mut stream) = stream else { continue };
-                let mut reader = BufReader::new(stream.try_clone().unwrap());
-                let mut line = String::new();
-                if reader.read_line(&mut line).is_err() {
-                    continue;
-                }
-                let mut length = 0;
-                loop {
-                    let mut header = String::new();
-                    if reader.read_line(&mut header).is_err() || header.trim().is_empty() {
-                        break;
-                    }
-                    if let Some(v) = header.to_ascii_lowercase().strip_prefix("content-length:") {
-                        length = v.trim().parse().unwrap_or(0);
-                    }
-                }
-                let mut body = vec![0; length];
-                let _ = reader.read_exact(&mut body);
-                count.fetch_add(1, Ordering::SeqCst);
-                log.lock().unwrap().push(format!("{}{}", line.trim(), String::from_utf8_lossy(&body)));
-                let _ = stream.write_all(&response);
-            }
-        });
-        Canned { addr, requests, seen }
-    }
-
-    fn json(status: u16, body: &str) -> Canned {
-        Canned::start(
-            format!(
-                "HTTP/1.1 {status} X\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-                body.len()
-            )
-            .into_bytes(),
-        )
-    }
-
-    fn base(&self) -> String {
-        format!("http://{}", self.addr)
-    }
-}
 
 fn config_text(ss: &str, rs: &str, extra_source: &str) -> String {
     format!(
@@ -146,6 +86,24 @@ fn a_bad_config_exits_2_naming_the_key_and_touches_nothing() {
         assert!(stderr(&out).contains(key), "{key} not named: {}", stderr(&out));
         assert!(!s.dir.path().join("ledger.db").exists(), "nothing created");
     }
+}
+
+/// Regression: this reference time panicked with an arithmetic overflow (aligning it down to a
+/// frame) instead of being refused as a bad config.
+#[test]
+fn a_reference_time_that_would_overflow_exits_2_naming_the_key_and_the_valid_range() {
+    let text = config_text("http://127.0.0.1:9", "http://127.0.0.1:9", "");
+    let text: String = text
+        .lines()
+        .map(|l| if l.starts_with("start = ") { "start = \"-9223372036854775000\"\n".into() } else { format!("{l}\n") })
+        .collect();
+    let s = Setup::new(&text);
+    let out = s.run(&["run"]);
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("frames.start") && err.contains("1970-01-01T00:00:00Z ..= 9999-12-31T23:59:59Z"), "{err}");
+    assert!(!err.contains("panicked"), "{err}");
+    assert!(!s.dir.path().join("ledger.db").exists(), "nothing created");
 }
 
 #[test]

@@ -2,7 +2,8 @@
 
 mod common;
 
-use std::process::Command;
+use std::process::{Command, Stdio};
+use std::sync::atomic::Ordering;
 
 use common::*;
 
@@ -99,4 +100,213 @@ fn status_shows_missing_ranges_and_failing_frames_as_text_and_json() {
     assert!(json["lag"]["missing_frames"].as_i64().unwrap() >= 8, "{json:#}");
     assert_eq!(json["last_run"]["exit_code"], "1");
     assert!(json["failing"][0]["last_error"].as_str().unwrap().contains("POST"), "{json:#}");
+}
+
+/// A config whose servers are never reached: enough for the commands that only read the ledger.
+fn offline_config(dir: &std::path::Path) -> std::path::PathBuf {
+    let config = dir.join("framesync.toml");
+    let text = format!(
+        "ledger = \"ledger.db\"\n[frames]\nstart = \"{}\"\n[source]\nurl = \"http://127.0.0.1:9/ss?from={{from}}&to={{to}}\"\nuid = \"/id\"\n[sink]\nurl = \"http://127.0.0.1:9/rs\"\n",
+        rfc3339(aligned_minutes_ago(10))
+    );
+    std::fs::write(&config, text).unwrap();
+    config
+}
+
+/// Regression: `framesync status | head -1` panicked in println! ("failed printing to stdout:
+/// Broken pipe") and exited 101 once the reader had gone.
+#[test]
+fn a_command_whose_reader_has_gone_exits_0_quietly() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = offline_config(dir.path());
+    let framesync = |args: &[&str]| {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_framesync"));
+        command.arg("--config").arg(&config).args(args).env_remove("RUST_LOG");
+        command
+    };
+    let created = framesync(&["run", "--dry-run"]).output().unwrap();
+    assert_eq!(created.status.code(), Some(0), "the dry run creates the ledger: {}", stderr(&created));
+    let commands: [&[&str]; 5] = [
+        &["status"],
+        &["status", "--json"],
+        &["dead-letters", "list"],
+        &["dead-letters", "list", "--json"],
+        &["run", "--dry-run"],
+    ];
+    for args in commands {
+        // The read end is closed before the child starts, so its very first write fails with EPIPE.
+        let (reader, writer) = std::io::pipe().unwrap();
+        drop(reader);
+        let child = framesync(args).stdout(writer).stderr(Stdio::piped()).spawn().unwrap();
+        let out = child.wait_with_output().unwrap();
+        assert_eq!(out.status.code(), Some(0), "{args:?}: {}", stderr(&out));
+        assert_eq!(stderr(&out), "", "{args:?} says nothing, and above all does not panic");
+    }
+}
+
+// ---- check ---------------------------------------------------------------------------------
+
+/// A config for `check` against canned servers, in `dir`.
+fn check_config(dir: &std::path::Path, source_url: &str, sink_url: &str, source_extra: &str, sink_extra: &str) {
+    let text = format!(
+        "ledger = \"ledger.db\"\n[frames]\nstart = \"{}\"\n[source]\nurl = \"{source_url}\"\nrecords = \"/items\"\nuid = \"/id\"\ntimeout = \"3s\"\n{source_extra}\n[sink]\nurl = \"{sink_url}\"\ntimeout = \"3s\"\n{sink_extra}\n",
+        rfc3339(aligned_minutes_ago(10))
+    );
+    std::fs::write(dir.join("framesync.toml"), text).unwrap();
+}
+
+/// Runs `framesync check` on the config in `dir`: its exit code, and stdout followed by stderr.
+fn check(dir: &std::path::Path, env: &[(&str, &str)]) -> (Option<i32>, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_framesync"))
+        .arg("--config")
+        .arg(dir.join("framesync.toml"))
+        .arg("check")
+        .env_remove("RUST_LOG")
+        .envs(env.iter().copied())
+        .output()
+        .unwrap();
+    (out.status.code(), String::from_utf8_lossy(&out.stdout).into_owned() + &stderr(&out))
+}
+
+fn an_empty_ss() -> (Canned, String) {
+    let ss = Canned::json(200, r#"{"items":[]}"#);
+    let url = format!("{}/ss?from={{from}}&to={{to}}", ss.base());
+    (ss, url)
+}
+
+/// Regression: check said "sink: ok" for an ingest URL answering 404 (any answer to its HEAD
+/// counted as reachable).
+#[test]
+fn check_fails_a_sink_url_that_answers_404_and_never_shows_a_secret() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_ss, source_url) = an_empty_ss();
+    let rs = Canned::json(404, r#"{"error":"no such table"}"#);
+    check_config(dir.path(), &source_url, &format!("{}/rs?key=${{FRAMESYNC_TEST_RS_KEY}}", rs.base()), "", "");
+    let (code, text) = check(dir.path(), &[("FRAMESYNC_TEST_RS_KEY", "k3y-s3cret")]);
+    assert_eq!(code, Some(1), "{text}");
+    assert!(text.contains("source: ok") && text.contains("sink: FAILED"), "{text}");
+    assert!(text.contains("HTTP 404") && text.contains("no such endpoint"), "{text}");
+    assert!(!text.contains("k3y-s3cret") && text.contains("key=***"), "{text}");
+}
+
+/// Regression: ureq followed redirects, so check (and every push) went on to wherever a 3xx
+/// pointed, and a POST could arrive there as a GET.
+#[test]
+fn check_fails_servers_that_redirect_naming_the_location_and_never_follows_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let target = Canned::json(200, r#"{"items":[]}"#);
+    let location = format!("{}/moved", target.base());
+    let ss = Canned::answer(301, &[("Location", &location)], "");
+    let rs = Canned::answer(302, &[("Location", &location)], "");
+    check_config(
+        dir.path(),
+        &format!("{}/ss?from={{from}}&to={{to}}", ss.base()),
+        &format!("{}/rs", rs.base()),
+        "",
+        "",
+    );
+    let (code, text) = check(dir.path(), &[]);
+    assert_eq!(code, Some(1), "{text}");
+    for line in ["source: FAILED", "sink: FAILED"] {
+        let line = text.lines().find(|l| l.starts_with(line)).unwrap_or_else(|| panic!("no {line:?} in {text}"));
+        assert!(line.contains(&location) && line.contains("never follows a redirect"), "{line}");
+    }
+    assert_eq!((ss.requests.load(Ordering::SeqCst), rs.requests.load(Ordering::SeqCst)), (1, 1));
+    assert_eq!(target.requests.load(Ordering::SeqCst), 0, "the redirect target is never asked");
+}
+
+#[test]
+fn check_takes_a_sink_that_answers_a_head_with_405_as_an_endpoint_that_wants_a_post() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_ss, source_url) = an_empty_ss();
+    let rs = Canned::json(405, r#"{"error":"use POST"}"#);
+    check_config(dir.path(), &source_url, &format!("{}/rs", rs.base()), "", "");
+    let (code, text) = check(dir.path(), &[]);
+    assert_eq!(code, Some(0), "{text}");
+    assert!(text.contains("sink: ok") && text.contains("HTTP 405"), "{text}");
+}
+
+/// A lookup URL answering 200 for everything can never say that a record is absent.
+#[test]
+fn check_distrusts_a_lookup_that_answers_present_for_a_uid_that_cannot_exist() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_ss, source_url) = an_empty_ss();
+    let rs = Canned::json(405, "");
+    let lookup = Canned::json(200, r#"{"id":"whatever"}"#);
+    let lookup_url = format!("lookup_url = \"{}/rs/{{uid}}\"", lookup.base());
+    check_config(dir.path(), &source_url, &format!("{}/rs", rs.base()), "", &lookup_url);
+    let (code, text) = check(dir.path(), &[]);
+    assert_eq!(code, Some(1), "{text}");
+    assert!(text.contains("sink: ok") && text.contains("lookup: FAILED"), "{text}");
+    assert!(text.contains("cannot say absent"), "{text}");
+    assert_eq!(lookup.requests.load(Ordering::SeqCst), 1);
+}
+
+#[test]
+fn check_warns_that_epoch_seconds_cannot_express_the_frames_last_instant() {
+    let rs = Canned::json(405, "");
+    let (_ss, source_url) = an_empty_ss();
+    let source_url = source_url.replace("{to}", "{last}");
+    for (format, code) in [("epoch_s", Some(1)), ("epoch_ms", Some(0)), ("rfc3339", Some(0))] {
+        let dir = tempfile::tempdir().unwrap();
+        let time_format = format!("time_format = \"{format}\"");
+        check_config(dir.path(), &source_url, &format!("{}/rs", rs.base()), &time_format, "");
+        let (got, text) = check(dir.path(), &[]);
+        assert_eq!(got, code, "{format}: {text}");
+        assert!(text.contains("source: ok") && text.contains("sink: ok"), "{format}: {text}");
+        let warned =
+            text.lines().any(|l| l.starts_with("source.url: WARNING") && l.contains("use epoch_ms or rfc3339"));
+        assert_eq!(warned, format == "epoch_s", "{format}: {text}");
+    }
+}
+
+/// The ledger file's bytes and modification time, and which of its -wal and -shm files exist.
+fn ledger_files(dir: &std::path::Path) -> (Vec<u8>, std::time::SystemTime, bool, bool) {
+    let ledger = dir.join("ledger.db");
+    let exists = |suffix: &str| dir.join(format!("ledger.db{suffix}")).exists();
+    (
+        std::fs::read(&ledger).unwrap(),
+        std::fs::metadata(&ledger).unwrap().modified().unwrap(),
+        exists("-wal"),
+        exists("-shm"),
+    )
+}
+
+fn set_schema_version(dir: &std::path::Path, version: i64) {
+    let conn = rusqlite::Connection::open(dir.join("ledger.db")).unwrap();
+    conn.pragma_update(None, "user_version", version).unwrap();
+}
+
+/// Regression: check opened the ledger the way a run does, migrating an older one (and leaving
+/// -wal and -shm files behind), although it says it changes nothing.
+#[test]
+fn check_reads_an_older_ledger_without_migrating_it_and_leaves_it_byte_identical() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_ss, source_url) = an_empty_ss();
+    let rs = Canned::json(405, "");
+    check_config(dir.path(), &source_url, &format!("{}/rs", rs.base()), "", "");
+    let config = dir.path().join("framesync.toml");
+    let created = Command::new(env!("CARGO_BIN_EXE_framesync"))
+        .arg("--config")
+        .arg(&config)
+        .args(["run", "--dry-run"])
+        .output()
+        .unwrap();
+    assert_eq!(created.status.code(), Some(0), "{}", stderr(&created));
+    set_schema_version(dir.path(), 2);
+    let before = ledger_files(dir.path());
+    assert!(!before.2 && !before.3, "no -wal or -shm file before the check");
+    let (code, text) = check(dir.path(), &[]);
+    assert_eq!(code, Some(0), "{text}");
+    assert!(
+        text.contains("schema version 2, would be migrated by the next run") && text.contains("0 frames recorded"),
+        "{text}"
+    );
+    assert!(ledger_files(dir.path()) == before, "the ledger, its mtime and its folder are as they were");
+    set_schema_version(dir.path(), 999);
+    let before = ledger_files(dir.path());
+    let (code, text) = check(dir.path(), &[]);
+    assert_eq!(code, Some(1), "{text}");
+    assert!(text.contains("ledger: FAILED") && text.contains("newer than this framesync knows"), "{text}");
+    assert!(ledger_files(dir.path()) == before, "a newer ledger is left as it was too");
 }

@@ -2,6 +2,8 @@
 //! reference time or record layout — in the ledger, so the changed config is no longer refused.
 //! The frame size never changes: frames of another size would not line up with those delivered.
 
+use std::io::Write;
+
 use anyhow::Result;
 
 use crate::Usage;
@@ -11,10 +13,13 @@ use crate::job::{Clock, SystemClock};
 use crate::ledger::{Adopt, Ledger};
 use crate::lock::Side;
 
-pub fn accept_config(config: &Config) -> Result<u8> {
+pub fn accept_config(config: &Config, out: &mut dyn Write) -> Result<u8> {
     let path = config.ledger.display();
     if !config.ledger.exists() {
-        println!("nothing to accept: {path} does not exist yet; the first run records this config's pipeline in it");
+        writeln!(
+            out,
+            "nothing to accept: {path} does not exist yet; the first run records this config's pipeline in it"
+        )?;
         return Ok(0);
     }
     // Both locks, as a run: no run works from the old identity while it changes.
@@ -27,21 +32,22 @@ pub fn accept_config(config: &Config) -> Result<u8> {
         return Err(Usage(format!("nothing accepted: {refused}")).into());
     }
     if !adoption.recorded {
-        println!("nothing to accept: ledger {path} already belongs to this config's pipeline");
+        writeln!(out, "nothing to accept: ledger {path} already belongs to this config's pipeline")?;
     } else if !adoption.before.is_identity() {
-        println!("recorded this config's pipeline in ledger {path}, which had none yet");
+        writeln!(out, "recorded this config's pipeline in ledger {path}, which had none yet")?;
     } else {
-        print_accepted(&path.to_string(), &adoption.differences);
+        print_accepted(out, &path.to_string(), &adoption.differences)?;
     }
     Ok(0)
 }
 
-fn print_accepted(path: &str, differences: &[Difference]) {
-    println!("accepted for ledger {path}:");
+fn print_accepted(out: &mut dyn Write, path: &str, differences: &[Difference]) -> std::io::Result<()> {
+    writeln!(out, "accepted for ledger {path}:")?;
     for d in differences {
-        println!("  {}: {} in the ledger, now {}", d.key, d.ledger, d.config);
+        writeln!(out, "  {}: {} in the ledger, now {}", d.key, d.ledger, d.config)?;
     }
-    println!(
+    writeln!(
+        out,
         "frames already delivered stay delivered and are not pulled again; `framesync verify --from --to` compares a range with the SS"
-    );
+    )
 }

@@ -2,7 +2,7 @@
 //! bar on a terminal; the same locks as a run, no time budget, no backfill window. Delivered
 //! frames are skipped unless `--redeliver` asks for them again.
 
-use std::io::IsTerminal;
+use std::io::{IsTerminal, Write};
 
 use anyhow::Result;
 use indicatif::{ProgressBar, ProgressStyle};
@@ -56,7 +56,7 @@ fn aligned(config: &Config, from: &str, to: &str) -> Result<(Epoch, Epoch)> {
     Ok((size.align_down(from), size.align_down(to - 1) + size.seconds()))
 }
 
-pub fn backfill(config: &Config, args: &Args) -> Result<u8> {
+pub fn backfill(config: &Config, args: &Args, out: &mut dyn Write) -> Result<u8> {
     let (from, to) = args.range.frames(config)?;
     let _locks = if args.dry_run { Vec::new() } else { super::lock_by_hand(config, &[Side::Pull, Side::Push])? };
     let mut ledger = super::open_ledger(config, super::Access::write_if(!args.dry_run))?;
@@ -72,7 +72,7 @@ pub fn backfill(config: &Config, args: &Args) -> Result<u8> {
         );
     }
     if args.dry_run {
-        super::run::print_plan(&plan, "backfill");
+        super::run::print_plan(out, &plan, "backfill")?;
         return Ok(0);
     }
     ledger.sync_pipeline(frames.size.seconds(), frames.start, frames.delay, now)?;
@@ -86,7 +86,8 @@ pub fn backfill(config: &Config, args: &Args) -> Result<u8> {
     bar.finish_and_clear();
     let f = &outcome.figures;
     if std::io::stdout().is_terminal() {
-        println!(
+        writeln!(
+            out,
             "backfill {}..{}: {} frames pulled, {} delivered, {} records pushed, {} dead letters, {} failures",
             rfc3339(from),
             rfc3339(to.min(plan.horizon)),
@@ -95,7 +96,7 @@ pub fn backfill(config: &Config, args: &Args) -> Result<u8> {
             f.records_pushed,
             f.dead_letters,
             outcome.failures.len()
-        );
+        )?;
     }
     Ok(outcome.exit_code() as u8)
 }

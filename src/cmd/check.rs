@@ -1,80 +1,297 @@
-//! `check`: the config is valid (it was loaded), the ledger opens and belongs to this config's
-//! pipeline, and both servers answer — without writing anything to either server.
+//! `check`: the config is valid (it was loaded), the ledger can be read and belongs to this
+//! config's pipeline, and both servers answer
+//! the way framesync needs — changing nothing anywhere: the ledger is opened read-only (never
+//! created, migrated or configured), the SS gets the GETs of one frame, the RS one HEAD and,
+//! with a lookup URL, one GET. Each line is ok, a WARNING or FAILED, and the exit code is 0
+//! only when every line is ok. Values from the environment never appear in the output.
 
-use anyhow::Result;
+use std::io::Write;
+use std::path::{Path, PathBuf};
 
-use crate::config::Config;
+use anyhow::{Result, bail};
+use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, percent_encode};
+use rusqlite::{Connection, OpenFlags};
+
+use crate::config::{Config, TimeFormat};
 use crate::frames::eligible_until;
 use crate::http;
 use crate::job::{Clock, SystemClock};
+use crate::ledger::SCHEMA_VERSION;
+use crate::redact::Redactor;
 use crate::source::{HttpSource, Source};
 
-pub fn check(config: &Config) -> Result<u8> {
-    println!("config: ok");
-    let mut failed = false;
-    // A ledger that belongs to another pipeline is a config error, as for every command.
-    let mut refused = false;
-    match ledger_state(config) {
-        Ok(state) => println!("ledger: {state}"),
-        Err(e) => {
-            failed = true;
-            refused = e.downcast_ref::<crate::Usage>().is_some();
-            println!("ledger: FAILED: {e:#}");
+/// What one line of the report says.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Verdict {
+    Ok(String),
+    Warning(String),
+    Failed(String),
+}
+
+impl Verdict {
+    fn prefixed(self, prefix: &str) -> Self {
+        match self {
+            Verdict::Ok(s) => Verdict::Ok(format!("{prefix}{s}")),
+            Verdict::Warning(s) => Verdict::Warning(format!("{prefix}{s}")),
+            Verdict::Failed(s) => Verdict::Failed(format!("{prefix}{s}")),
         }
     }
-    let now = SystemClock.now();
-    let frame = config.frames.size.frame_at(eligible_until(config.frames.size, now, config.frames.delay) - 1);
+}
+
+/// The report as it is written: every line scrubbed of secrets, and whether all were ok.
+struct Report<'a> {
+    out: &'a mut dyn Write,
+    secrets: &'a Redactor,
+    all_ok: bool,
+}
+
+impl Report<'_> {
+    fn say(&mut self, what: &str, verdict: Verdict) -> std::io::Result<()> {
+        self.all_ok &= matches!(verdict, Verdict::Ok(_));
+        let line = match verdict {
+            Verdict::Ok(detail) if detail.is_empty() => format!("{what}: ok"),
+            Verdict::Ok(detail) => format!("{what}: ok, {detail}"),
+            Verdict::Warning(detail) => format!("{what}: WARNING: {detail}"),
+            Verdict::Failed(detail) => format!("{what}: FAILED: {detail}"),
+        };
+        writeln!(self.out, "{}", self.secrets.scrub(&line))
+    }
+}
+
+pub fn check(config: &Config, out: &mut dyn Write) -> Result<u8> {
+    let mut report = Report { out, secrets: &config.secrets, all_ok: true };
+    report.say("config", Verdict::Ok(String::new()))?;
+    if let Some(warning) = last_warning(config) {
+        report.say("source.url", warning)?;
+    }
+    let (ledger, refused) = ledger(config);
+    report.say("ledger", ledger)?;
+    report.say("source", source(config))?;
+    report.say("sink", sink(config))?;
+    if let Some(template) = &config.sink.lookup_url {
+        report.say("lookup", lookup(config, template))?;
+    }
+    // A ledger that belongs to another pipeline is a config error, as for every command.
+    Ok(if refused {
+        2
+    } else if report.all_ok {
+        0
+    } else {
+        1
+    })
+}
+
+/// `{last}` in whole epoch seconds stops a second short of the frame's end.
+fn last_warning(config: &Config) -> Option<Verdict> {
+    (config.source.url.contains("{last}") && config.source.time_format == TimeFormat::EpochS).then(|| {
+        Verdict::Warning(
+            "{last} with time_format = \"epoch_s\": the frame's last instant cannot be expressed in whole seconds, so an SS with inclusive bounds and sub-second stamps would never serve records stamped after to - 1 s; use epoch_ms or rfc3339".into(),
+        )
+    })
+}
+
+// ---- the ledger ----------------------------------------------------------------------------
+
+/// The ledger's line, and whether the ledger belongs to another pipeline.
+fn ledger(config: &Config) -> (Verdict, bool) {
+    let path = &config.ledger;
+    if !path.exists() {
+        return (Verdict::Ok(format!("{} does not exist yet; the first run creates it", path.display())), false);
+    }
+    if let Some(fs) = crate::netfs::network_filesystem(path) {
+        let why = format!(
+            "{} is on a {fs} network filesystem, where SQLite's locking and WAL are unsafe; keep the ledger on a local disk",
+            path.display()
+        );
+        return (Verdict::Failed(why), false);
+    }
+    match read_ledger(config) {
+        Ok(state) => (Verdict::Ok(format!("{}: {state}", path.display())), false),
+        Err(e) if e.downcast_ref::<crate::Usage>().is_some() => (Verdict::Failed(format!("{e:#}")), true),
+        Err(e) => (Verdict::Failed(format!("{}: {e:#}", path.display())), false),
+    }
+}
+
+/// The ledger's schema version and frames, and whether it is this pipeline's, read without
+/// writing anything.
+fn read_ledger(config: &Config) -> Result<String> {
+    let (path, frame_size) = (&config.ledger, config.frames.size.seconds());
+    let conn = open_read_only(path)?;
+    let read = |e| anyhow::anyhow!("it cannot be read as a SQLite database ({e}); a run would refuse it too");
+    let version: usize = conn.query_row("PRAGMA user_version", [], |r| r.get(0)).map_err(read)?;
+    if version > SCHEMA_VERSION {
+        bail!("its schema version is {version}, newer than this framesync knows ({SCHEMA_VERSION}); upgrade framesync");
+    }
+    let tables: i64 = conn.query_row("SELECT COUNT(*) FROM sqlite_master", [], |r| r.get(0)).map_err(read)?;
+    if version == 0 {
+        if tables > 0 {
+            bail!("it holds tables but is not a framesync ledger; pick another path");
+        }
+        return Ok("empty; the next run sets it up".into());
+    }
+    if version >= crate::ledger::IDENTITY_SCHEMA {
+        let differences = crate::ledger::read_identity(&conn)?.differences(&config.identity);
+        if !differences.is_empty() {
+            let refusal = crate::identity::refusal(path, &differences, config.file.as_deref());
+            return Err(crate::Usage(refusal).into());
+        }
+    } else {
+        let size: Option<i64> =
+            conn.query_row("SELECT MAX(frame_size) FROM pipeline", [], |r| r.get(0)).map_err(read)?;
+        if let Some(size) = size.filter(|s| *s != frame_size) {
+            bail!(
+                "it was built with {size}s frames and frames.size is {frame_size}s; a run would refuse it (keep frames.size = \"{size}s\" or start a new ledger)"
+            );
+        }
+    }
+    let frames: i64 = conn.query_row("SELECT COUNT(*) FROM frames", [], |r| r.get(0)).map_err(read)?;
+    let schema = if version < SCHEMA_VERSION {
+        format!("schema version {version}, would be migrated by the next run to {SCHEMA_VERSION}")
+    } else {
+        format!("schema version {version}")
+    };
+    Ok(format!("opens read-only, {schema}, {frames} frames recorded"))
+}
+
+/// Opens the ledger read-only without leaving anything behind. With no `-wal` file beside it,
+/// every committed transaction is in the file itself, which is read as immutable: SQLite then
+/// creates no `-wal` or `-shm` file (a plain read-only open of a WAL database would, and leave
+/// them). With a `-wal` file a run may be writing, and the ledger is read through it as any
+/// reader would.
+fn open_read_only(path: &Path) -> rusqlite::Result<Connection> {
+    /// What a path may hold as it is in a `file:` URI.
+    const PATH: &AsciiSet = &NON_ALPHANUMERIC.remove(b'/').remove(b'-').remove(b'.').remove(b'_').remove(b'~');
+    let mut wal = path.as_os_str().to_owned();
+    wal.push("-wal");
+    let immutable = if PathBuf::from(wal).exists() { "" } else { "&immutable=1" };
+    let encoded = percent_encode(path.as_os_str().as_encoded_bytes(), PATH);
+    let flags = OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_URI | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+    Connection::open_with_flags(format!("file:{encoded}?mode=ro{immutable}"), flags)
+}
+
+// ---- the servers ---------------------------------------------------------------------------
+
+/// Pulls the last eligible frame, as the next run would.
+fn source(config: &Config) -> Verdict {
+    let size = config.frames.size;
+    let frame = size.frame_at(eligible_until(size, SystemClock.now(), config.frames.delay) - 1);
     match HttpSource::new(&config.source, &config.secrets).pull(frame) {
         Ok(pulled) => {
-            println!("source: ok, frame {frame} has {} records in {} pages", pulled.records.len(), pulled.pages)
+            Verdict::Ok(format!("frame {frame} has {} records in {} pages", pulled.records.len(), pulled.pages))
         }
-        Err(e) => {
-            failed = true;
-            println!("source: FAILED: {e}");
-        }
+        Err(e) => Verdict::Failed(e.to_string()),
     }
-    match sink_reachable(config) {
-        Ok(what) => println!("sink: ok, {what}"),
-        Err(e) => {
-            failed = true;
-            println!("sink: FAILED: {}", config.secrets.scrub(&e));
-        }
-    }
-    Ok(if refused { 2 } else { u8::from(failed) })
 }
 
-fn ledger_state(config: &Config) -> Result<String> {
-    if !config.ledger.exists() {
-        return Ok(format!("{} does not exist yet; the first run creates it", config.ledger.display()));
-    }
-    // Opening migrates an older ledger: that is what the next run would do anyway.
-    let ledger = super::open_ledger(config, super::Access::Read)?;
-    let frames: i64 = ledger.conn().query_row("SELECT COUNT(*) FROM frames", [], |r| r.get(0))?;
-    Ok(format!("{} opens, {frames} frames recorded", config.ledger.display()))
-}
-
-/// Asks the RS without storing anything: a lookup of a UID that does not exist where the RS
-/// has a lookup URL, otherwise a HEAD on the ingest URL (any HTTP answer shows it is there).
-fn sink_reachable(config: &Config) -> Result<String, String> {
-    let agent = http::agent(config.sink.timeout);
-    let (method, url) = match &config.sink.lookup_url {
-        Some(template) => ("GET", template.replace("{uid}", "framesync-check-no-such-record")),
-        None => ("HEAD", config.sink.url.clone()),
-    };
-    let mut request = match method {
-        "GET" => agent.get(&url),
-        _ => agent.head(&url),
-    };
+/// A HEAD on the ingest URL: it must exist, take our credentials, and be the final URL.
+fn sink(config: &Config) -> Verdict {
+    let url = &config.sink.url;
+    let mut request = http::agent(config.sink.timeout).head(url);
     for (name, value) in &config.sink.headers {
         request = request.header(name, value);
     }
-    let response = request.call().map_err(|e| format!("{method} {url}: {e}"))?;
-    let status = response.status().as_u16();
-    match (method, status) {
-        ("GET", 404) => Ok("the lookup URL answers 404 for an unknown record".into()),
-        ("GET", s) => Err(format!("the lookup URL answered HTTP {s} for an unknown record; it must answer 404")),
-        (_, 401 | 403) => Err(format!("{method} {url}: HTTP {status}: check sink.headers")),
-        (_, s) if s >= 500 => Err(format!("{method} {url}: HTTP {s}")),
-        (_, s) => Ok(format!("{method} answered HTTP {s}")),
+    let verdict = match request.call() {
+        Ok(response) => sink_answer(response.status().as_u16(), &http::location(&response)),
+        Err(e) => Verdict::Failed(e.to_string()),
+    };
+    verdict.prefixed(&format!("HEAD {url}: "))
+}
+
+/// What the answer to a HEAD on `sink.url` says about the ingest endpoint.
+fn sink_answer(status: u16, location: &str) -> Verdict {
+    match status {
+        200..=299 => Verdict::Ok(format!("HTTP {status}")),
+        400 | 405 | 411 | 415 | 422 => {
+            Verdict::Ok(format!("HTTP {status}: the endpoint is there and wants a POST body"))
+        }
+        300..=399 => Verdict::Failed(format!(
+            "HTTP {status}, a redirect to {location}: framesync never follows a redirect for a push; put the final URL in sink.url"
+        )),
+        401 | 403 | 407 => Verdict::Failed(format!("HTTP {status}: check sink.headers (the RS's credentials)")),
+        404 | 410 => {
+            Verdict::Failed(format!("HTTP {status}: no such endpoint (a typo in sink.url, or a dropped table)"))
+        }
+        500..=599 => {
+            Verdict::Failed(format!("HTTP {status}: the RS has a server error; pushes would fail until it is fixed"))
+        }
+        _ => Verdict::Failed(format!("HTTP {status}, not an answer an ingest endpoint gives")),
+    }
+}
+
+/// A GET of a UID that cannot exist: the lookup is of use only if it can say "absent".
+fn lookup(config: &Config, template: &str) -> Verdict {
+    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos());
+    let url = template.replace("{uid}", &format!("framesync-check-{nanos}-no-such-record"));
+    let mut request = http::agent(config.sink.timeout).get(&url);
+    for (name, value) in &config.sink.headers {
+        request = request.header(name, value);
+    }
+    let verdict = match request.call() {
+        Ok(response) => lookup_answer(response.status().as_u16(), &http::location(&response)),
+        Err(e) => Verdict::Failed(e.to_string()),
+    };
+    verdict.prefixed(&format!("GET {url}: "))
+}
+
+/// What the answer to a lookup of a UID that cannot exist says about the lookup URL.
+fn lookup_answer(status: u16, location: &str) -> Verdict {
+    match status {
+        404 | 410 => Verdict::Ok(format!("HTTP {status} for a UID that cannot exist: it can say absent")),
+        300..=399 => Verdict::Failed(format!(
+            "HTTP {status}, a redirect to {location}: framesync never follows a redirect; put the final URL in sink.lookup_url"
+        )),
+        200..=299 => Verdict::Failed(format!(
+            "HTTP {status}: answers present for a UID that cannot exist: it cannot say absent, so framesync does not trust it (runs turn lookups off when it does this)"
+        )),
+        401 | 403 | 407 => Verdict::Failed(format!("HTTP {status}: check sink.headers (the RS's credentials)")),
+        _ => Verdict::Failed(format!("HTTP {status} for a UID that cannot exist; it must answer 404 or 410")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ok(v: &Verdict) -> bool {
+        matches!(v, Verdict::Ok(_))
+    }
+
+    #[test]
+    fn a_head_on_the_sink_is_ok_only_where_an_ingest_endpoint_is() {
+        for status in [200, 204, 400, 405, 411, 415, 422] {
+            assert!(ok(&sink_answer(status, "")), "{status}");
+        }
+        for status in [301, 302, 307, 308, 401, 403, 404, 407, 410, 418, 500, 503, 100] {
+            assert!(!ok(&sink_answer(status, "")), "{status}");
+        }
+        let Verdict::Failed(redirect) = sink_answer(302, "https://rs.example.com/v2/ingest") else { panic!() };
+        assert!(redirect.contains("https://rs.example.com/v2/ingest") && redirect.contains("sink.url"), "{redirect}");
+        let Verdict::Failed(missing) = sink_answer(404, "") else { panic!() };
+        assert!(missing.contains("no such endpoint"), "{missing}");
+    }
+
+    #[test]
+    fn a_lookup_is_ok_only_when_it_says_absent_for_a_uid_that_cannot_exist() {
+        assert!(ok(&lookup_answer(404, "")) && ok(&lookup_answer(410, "")));
+        for status in [200, 204, 302, 401, 403, 405, 500] {
+            assert!(!ok(&lookup_answer(status, "")), "{status}");
+        }
+        let Verdict::Failed(present) = lookup_answer(200, "") else { panic!() };
+        assert!(present.contains("cannot say absent"), "{present}");
+    }
+
+    #[test]
+    fn a_line_that_is_not_ok_fails_the_report_and_secrets_never_show() {
+        let mut secrets = Redactor::default();
+        secrets.add("s3cret-token");
+        let mut out = Vec::new();
+        let mut report = Report { out: &mut out, secrets: &secrets, all_ok: true };
+        report.say("config", Verdict::Ok(String::new())).unwrap();
+        report.say("sink", Verdict::Ok("HEAD http://rs/?t=s3cret-token: HTTP 405".into())).unwrap();
+        assert!(report.all_ok);
+        report.say("source.url", Verdict::Warning("careful".into())).unwrap();
+        assert!(!report.all_ok);
+        let text = String::from_utf8(out).unwrap();
+        assert_eq!(text, "config: ok\nsink: ok, HEAD http://rs/?t=***: HTTP 405\nsource.url: WARNING: careful\n");
     }
 }

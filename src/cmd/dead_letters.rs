@@ -3,6 +3,8 @@
 //! `push` or `run`; `drop` deletes them. Both take the push lock; the rules they follow are in
 //! [`crate::dead_letters`].
 
+use std::io::Write;
+
 use anyhow::Result;
 use clap::Subcommand;
 
@@ -103,24 +105,24 @@ impl FilterArgs {
     }
 }
 
-pub fn dead_letters(config: &Config, args: Args) -> Result<u8> {
+pub fn dead_letters(config: &Config, args: Args, out: &mut dyn Write) -> Result<u8> {
     match args.action {
-        Action::List(list) => self::list(config, &list),
-        Action::Retry(bulk) => retry(config, &bulk),
-        Action::Drop(bulk) => drop(config, &bulk),
-        Action::Add(add) => self::add(config, &add),
+        Action::List(list) => self::list(config, &list, out),
+        Action::Retry(bulk) => retry(config, &bulk, out),
+        Action::Drop(bulk) => drop(config, &bulk, out),
+        Action::Add(add) => self::add(config, &add, out),
     }
 }
 
-fn list(config: &Config, args: &ListArgs) -> Result<u8> {
+fn list(config: &Config, args: &ListArgs, out: &mut dyn Write) -> Result<u8> {
     let ledger = super::open_ledger(config, super::Access::Read)?;
     let letters = ledger.dead_letters(&args.filter.filter(), args.limit)?;
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&letters)?);
+        writeln!(out, "{}", serde_json::to_string_pretty(&letters)?)?;
     } else {
-        print_table(&letters);
+        print_table(out, &letters)?;
         if letters.len() as i64 == args.limit {
-            println!("(the newest {}; --limit shows more)", args.limit);
+            writeln!(out, "(the newest {}; --limit shows more)", args.limit)?;
         }
     }
     Ok(0)
@@ -138,78 +140,87 @@ fn bulk_filter(args: &BulkArgs, action: &str) -> Result<Filter> {
     Ok(filter)
 }
 
-fn retry(config: &Config, args: &BulkArgs) -> Result<u8> {
+fn retry(config: &Config, args: &BulkArgs, out: &mut dyn Write) -> Result<u8> {
     let filter = bulk_filter(args, "retry")?;
     let _lock = super::lock_by_hand(config, &[Side::Push])?;
     let mut ledger = super::open_ledger(config, super::Access::Write)?;
     let r = ledger.retry_dead_letters(&filter, SystemClock.now())?;
     if r.staged + r.already_delivered == 0 {
-        println!("no dead letter matches");
+        writeln!(out, "no dead letter matches")?;
         return Ok(0);
     }
-    println!(
+    writeln!(
+        out,
         "retried {} dead letters: {} staged again ({} delivered frames reopened); the next `framesync push` or `run` sends them",
         r.staged + r.already_delivered,
         r.staged,
         r.frames_reopened
-    );
+    )?;
     if r.already_delivered > 0 {
-        println!(
+        writeln!(
+            out,
             "{} were acknowledged by the RS meanwhile: their dead letters went, nothing is sent",
             r.already_delivered
-        );
+        )?;
     }
     Ok(0)
 }
 
-fn drop(config: &Config, args: &BulkArgs) -> Result<u8> {
+fn drop(config: &Config, args: &BulkArgs, out: &mut dyn Write) -> Result<u8> {
     let filter = bulk_filter(args, "drop")?;
     let _lock = super::lock_by_hand(config, &[Side::Push])?;
     let mut ledger = super::open_ledger(config, super::Access::Write)?;
     let d = ledger.drop_dead_letters(&filter)?;
-    println!("dropped {} dead letters (they stay counted in frames.dead)", d.dropped);
+    writeln!(out, "dropped {} dead letters (they stay counted in frames.dead)", d.dropped)?;
     if d.kept_for_recheck > 0 {
-        println!(
+        writeln!(
+            out,
             "kept {}: their frames await a re-check, which would find the records unknown and send them again; drop them after it",
             d.kept_for_recheck
-        );
+        )?;
     }
     Ok(0)
 }
 
-fn add(config: &Config, args: &AddArgs) -> Result<u8> {
+fn add(config: &Config, args: &AddArgs, out: &mut dyn Write) -> Result<u8> {
     let _lock = super::lock_by_hand(config, &[Side::Push])?;
     let mut ledger = super::open_ledger(config, super::Access::Write)?;
     let added = ledger.dead_letter_by_hand(&args.uid, args.frame, &args.why, SystemClock.now())?;
     if added.added == 0 {
-        println!(
+        writeln!(
+            out,
             "no pending staged record has UID {:?}{}; nothing was changed",
             args.uid,
             if added.not_pending > 0 { " (it is acknowledged or a dead letter already)" } else { "" }
-        );
+        )?;
         return Ok(1);
     }
-    println!(
+    writeln!(
+        out,
         "set aside {} staged record(s) with UID {:?} as dead letters (reason manual); the next `push` or `run` delivers their frames without them; `dead-letters retry --uid` sends them again",
         added.added, args.uid
-    );
+    )?;
     Ok(0)
 }
 
-fn print_table(letters: &[Letter]) {
+fn print_table(out: &mut dyn Write, letters: &[Letter]) -> std::io::Result<()> {
     if letters.is_empty() {
-        println!("no dead letters");
-        return;
+        return writeln!(out, "no dead letters");
     }
     let uid_width = letters.iter().map(|l| l.uid.chars().count()).max().unwrap_or(3).max(3);
-    println!("{:<6} {:<20} {:<uid_width$} {:<8} {:<6} {:<20} detail", "id", "frame", "uid", "reason", "status", "at");
+    writeln!(
+        out,
+        "{:<6} {:<20} {:<uid_width$} {:<8} {:<6} {:<20} detail",
+        "id", "frame", "uid", "reason", "status", "at"
+    )?;
     for l in letters {
         let status = l.status.map_or_else(|| "-".into(), |s| s.to_string());
         let detail = match &l.response {
             Some(answer) => format!("{}: {}", l.detail, answer),
             None => l.detail.clone(),
         };
-        println!(
+        writeln!(
+            out,
             "{:<6} {:<20} {:<uid_width$} {:<8} {:<6} {:<20} {}",
             l.id,
             l.frame,
@@ -218,8 +229,9 @@ fn print_table(letters: &[Letter]) {
             status,
             l.at,
             shorten(&detail, 120)
-        );
+        )?;
     }
+    Ok(())
 }
 
 /// One line of at most `max` characters.

@@ -10,7 +10,7 @@ use crate::Usage;
 use crate::config::EXAMPLE;
 use crate::ledger::{Ledger, Sync};
 
-pub fn init(path: PathBuf) -> Result<u8> {
+pub fn init(path: PathBuf, out: &mut dyn Write) -> Result<u8> {
     if path.exists() {
         return Err(Usage(format!("{} already exists; framesync init does not overwrite it", path.display())).into());
     }
@@ -18,11 +18,12 @@ pub fn init(path: PathBuf) -> Result<u8> {
     write_new(&path, &example(&name))?;
     let ledger = path.parent().unwrap_or(Path::new(".")).join(&name);
     Ledger::open(&ledger, Sync::Normal)?;
-    println!("wrote {} and created the ledger {}", path.display(), ledger.display());
-    println!(
+    writeln!(out, "wrote {} and created the ledger {}", path.display(), ledger.display())?;
+    writeln!(
+        out,
         "next: edit the [source] and [sink] URLs, export SS_TOKEN and RS_TOKEN, then `framesync --config {} check`",
         path.display()
-    );
+    )?;
     Ok(0)
 }
 

@@ -1,5 +1,6 @@
 //! The command line: one file per command, one dispatch `match`.
 
+use std::io::Write;
 use std::path::PathBuf;
 
 use anyhow::Result;
@@ -67,20 +68,24 @@ pub struct PlanArgs {
     pub dry_run: bool,
 }
 
-pub fn dispatch(cli: Cli) -> Result<u8> {
-    match cli.command {
-        Command::Init => init::init(cli.config.unwrap_or_else(|| PathBuf::from("framesync.toml"))),
-        Command::Run(args) => run::run(&load(cli.config)?, crate::plan::Scope::Run, args.dry_run),
-        Command::Pull(args) => run::run(&load(cli.config)?, crate::plan::Scope::Pull, args.dry_run),
-        Command::Push(args) => run::run(&load(cli.config)?, crate::plan::Scope::Push, args.dry_run),
-        Command::Status(args) => status::status(&load(cli.config)?, &args),
-        Command::Check => check::check(&load(cli.config)?),
-        Command::Backfill(args) => backfill::backfill(&load(cli.config)?, &args),
-        Command::Verify(args) => verify::verify(&load(cli.config)?, &args),
-        Command::DeadLetters(args) => dead_letters::dead_letters(&load(cli.config)?, args),
-        Command::Prune => prune::prune(&load(cli.config)?),
-        Command::AcceptConfig => accept_config::accept_config(&load(cli.config)?),
-    }
+/// Runs the command; everything it reports goes to `out` (stdout in `main`), and a write that
+/// fails there is an error like any other, so a closed pipe stops the command.
+pub fn dispatch(cli: Cli, out: &mut dyn Write) -> Result<u8> {
+    let code = match cli.command {
+        Command::Init => init::init(cli.config.unwrap_or_else(|| PathBuf::from("framesync.toml")), out),
+        Command::Run(args) => run::run(&load(cli.config)?, crate::plan::Scope::Run, args.dry_run, out),
+        Command::Pull(args) => run::run(&load(cli.config)?, crate::plan::Scope::Pull, args.dry_run, out),
+        Command::Push(args) => run::run(&load(cli.config)?, crate::plan::Scope::Push, args.dry_run, out),
+        Command::Status(args) => status::status(&load(cli.config)?, &args, out),
+        Command::Check => check::check(&load(cli.config)?, out),
+        Command::Backfill(args) => backfill::backfill(&load(cli.config)?, &args, out),
+        Command::Verify(args) => verify::verify(&load(cli.config)?, &args, out),
+        Command::DeadLetters(args) => dead_letters::dead_letters(&load(cli.config)?, args, out),
+        Command::Prune => prune::prune(&load(cli.config)?, out),
+        Command::AcceptConfig => accept_config::accept_config(&load(cli.config)?, out),
+    }?;
+    out.flush()?;
+    Ok(code)
 }
 
 /// The locks for a command run by hand: unlike a cron run, it says so when a run holds them

@@ -2,6 +2,8 @@
 //! frames older than `run.retain`, and old runs — instead of waiting for the end of the next
 //! `run`, and says what it deleted and what it kept. The rules are in [`crate::prune`].
 
+use std::io::Write;
+
 use anyhow::Result;
 
 use crate::config::Config;
@@ -10,20 +12,21 @@ use crate::job::{Clock, SystemClock};
 use crate::lock::Side;
 use crate::prune::{Kept, Pruned};
 
-pub fn prune(config: &Config) -> Result<u8> {
+pub fn prune(config: &Config, out: &mut dyn Write) -> Result<u8> {
     // Both locks, as a run: nothing else writes to the ledger while the prune goes on.
     let _locks = super::lock_by_hand(config, &[Side::Pull, Side::Push])?;
     let mut ledger = super::open_ledger(config, super::Access::Write)?;
     let now = SystemClock.now();
     let cutoff = now - config.run.retain;
     let pruned = crate::prune::prune(&mut ledger, config.run.retain, now, &|| false)?;
-    print_pruned(&pruned, cutoff);
-    print_kept(&crate::prune::kept(&ledger, cutoff)?);
+    print_pruned(out, &pruned, cutoff)?;
+    print_kept(out, &crate::prune::kept(&ledger, cutoff)?)?;
     Ok(0)
 }
 
-fn print_pruned(p: &Pruned, cutoff: i64) {
-    println!(
+fn print_pruned(out: &mut dyn Write, p: &Pruned, cutoff: i64) -> std::io::Result<()> {
+    writeln!(
+        out,
         "pruned {} delivered UIDs and {} frame rows of frames delivered before {}, {} runs and {} late-record rows, in {} transactions",
         p.uids,
         p.frames,
@@ -31,21 +34,23 @@ fn print_pruned(p: &Pruned, cutoff: i64) {
         p.runs,
         p.late_records,
         p.transactions
-    );
-    println!("delivered_spans keep every pruned frame delivered: nothing pruned is ever pulled again");
+    )?;
+    writeln!(out, "delivered_spans keep every pruned frame delivered: nothing pruned is ever pulled again")
 }
 
-fn print_kept(k: &Kept) {
+fn print_kept(out: &mut dyn Write, k: &Kept) -> std::io::Result<()> {
     if k.awaiting_recheck > 0 {
-        println!("kept {} older frames that still await a re-check (frames.recheck)", k.awaiting_recheck);
+        writeln!(out, "kept {} older frames that still await a re-check (frames.recheck)", k.awaiting_recheck)?;
     }
     if k.with_dead_letters > 0 {
-        println!(
+        writeln!(
+            out,
             "kept {} older frames with dead letters; `framesync dead-letters list` shows them, retry or drop lets them go",
             k.with_dead_letters
-        );
+        )?;
     }
     if k.not_delivered > 0 {
-        println!("kept {} older frames not yet delivered (`framesync status` shows why)", k.not_delivered);
+        writeln!(out, "kept {} older frames not yet delivered (`framesync status` shows why)", k.not_delivered)?;
     }
+    Ok(())
 }

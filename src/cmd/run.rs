@@ -1,5 +1,7 @@
 //! `run`, `pull` and `push`: lock → open ledger → plan → work → record the run.
 
+use std::io::Write;
+
 use anyhow::Result;
 
 use crate::config::Config;
@@ -11,7 +13,7 @@ use crate::plan::{self, Facts, Plan, Scope, Settings};
 use crate::sink::{HttpSink, Sink};
 use crate::source::{HttpSource, Source};
 
-pub fn run(config: &Config, scope: Scope, dry_run: bool) -> Result<u8> {
+pub fn run(config: &Config, scope: Scope, dry_run: bool, out: &mut dyn Write) -> Result<u8> {
     let clock = SystemClock;
     let started = clock.elapsed();
     let _locks = if dry_run {
@@ -23,7 +25,7 @@ pub fn run(config: &Config, scope: Scope, dry_run: bool) -> Result<u8> {
     let mut ledger = super::open_ledger(config, super::Access::write_if(!dry_run))?;
     let plan = make_plan(config, &ledger, scope, clock.now())?;
     if dry_run {
-        print_plan(&plan, name(scope));
+        print_plan(out, &plan, name(scope))?;
         return Ok(0);
     }
     let source = HttpSource::new(&config.source, &config.secrets);
@@ -34,6 +36,7 @@ pub fn run(config: &Config, scope: Scope, dry_run: bool) -> Result<u8> {
 }
 
 /// What a run works with: the two servers and the clock (the simulation passes its own).
+#[derive(Clone, Copy)]
 pub struct Parts<'a> {
     pub source: &'a dyn Source,
     pub sink: &'a dyn Sink,
@@ -128,15 +131,7 @@ fn name(scope: Scope) -> &'static str {
 }
 
 pub fn make_plan(config: &Config, ledger: &Ledger, scope: Scope, now: i64) -> Result<Plan> {
-    let settings = Settings {
-        reference: config.frames.start,
-        size: config.frames.size,
-        delay: config.frames.delay,
-        fresh: config.run.fresh,
-        backfill_window: config.run.backfill_window,
-        max_frames: config.run.max_frames,
-        max_wait: config.run.retry_max,
-    };
+    let settings = Settings::from_config(config);
     let horizon = crate::frames::eligible_until(settings.size, now, settings.delay);
     let facts = Facts {
         spans: ledger.delivered_spans(settings.reference, horizon.max(settings.reference))?,
@@ -151,20 +146,21 @@ pub fn recheck_bound(config: &Config) -> i64 {
     config.frames.recheck.last().copied().unwrap_or(0) + config.run.retry_max
 }
 
-pub fn print_plan(plan: &Plan, name: &str) {
-    println!("{name} plan, eligible until {}:", rfc3339(plan.horizon));
+pub fn print_plan(out: &mut dyn Write, plan: &Plan, name: &str) -> std::io::Result<()> {
+    writeln!(out, "{name} plan, eligible until {}:", rfc3339(plan.horizon))?;
     for step in &plan.steps {
-        println!("  {step}");
+        writeln!(out, "  {step}")?;
     }
     if plan.steps.is_empty() {
-        println!("  nothing to do");
+        writeln!(out, "  nothing to do")?;
     }
     if plan.deferred > 0 {
-        println!("  {} more missing frames are left for later runs", plan.deferred);
+        writeln!(out, "  {} more missing frames are left for later runs", plan.deferred)?;
     }
     if plan.outside_window {
-        println!("  old gaps wait for run.backfill_window");
+        writeln!(out, "  old gaps wait for run.backfill_window")?;
     }
+    Ok(())
 }
 
 fn summary(failures: &[String]) -> Option<String> {

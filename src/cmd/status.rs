@@ -2,7 +2,7 @@
 //! frames, dead letters, late data and a timeline of the last 24 hours — read from the
 //! ledger's operator views. `--json` prints the same as a stable, documented object (README).
 
-use std::io::IsTerminal;
+use std::io::{IsTerminal, Write};
 
 use anyhow::Result;
 use rusqlite::Connection;
@@ -124,15 +124,15 @@ struct Server {
     lookup_off_reason: Option<String>,
 }
 
-pub fn status(config: &Config, args: &Args) -> Result<u8> {
+pub fn status(config: &Config, args: &Args, out: &mut dyn Write) -> Result<u8> {
     let ledger = super::open_ledger(config, super::Access::Read)?;
     let now = SystemClock.now();
     let window = Window { reference: config.frames.start, size: config.frames.size, delay: config.frames.delay, now };
     let status = read(&ledger, &window, &config.ledger.display().to_string())?;
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&status)?);
+        writeln!(out, "{}", serde_json::to_string_pretty(&status)?)?;
     } else {
-        print_text(&status, use_colour(args.color));
+        print_text(out, &status, use_colour(args.color))?;
     }
     Ok(0)
 }
@@ -252,15 +252,15 @@ fn rows<T>(conn: &Connection, sql: &str, map: impl FnMut(&rusqlite::Row) -> rusq
 
 // ---- text ----------------------------------------------------------------------------------
 
-fn print_text(s: &Status, colour: bool) {
-    print_runs_and_lag(s);
-    print_problems(s);
-    print_late(&s.late);
-    print_servers(s);
-    print_timeline(&s.timeline, colour);
+fn print_text(out: &mut dyn Write, s: &Status, colour: bool) -> std::io::Result<()> {
+    print_runs_and_lag(out, s)?;
+    print_problems(out, s)?;
+    print_late(out, &s.late)?;
+    print_servers(out, s)?;
+    print_timeline(out, &s.timeline, colour)
 }
 
-fn print_late(late: &Late) {
+fn print_late(out: &mut dyn Write, late: &Late) -> std::io::Result<()> {
     let mut line = format!("late:      {} records found by re-checks in the last 24h", late.records_24h);
     if let (Some(p50), Some(p99)) = (late.lateness_p50_seconds, late.lateness_p99_seconds) {
         line += &format!(", {p50}s late at the median, {p99}s at p99");
@@ -268,99 +268,109 @@ fn print_late(late: &Late) {
     if let (Some(low), Some(high)) = (late.delay_needed_at_least_seconds, late.delay_needed_at_most_seconds) {
         line += &format!("; frames.delay between {low}s and {high}s would have caught 99%");
     }
-    println!("{line}; {} frames await a re-check", late.frames_awaiting_recheck);
+    writeln!(out, "{line}; {} frames await a re-check", late.frames_awaiting_recheck)
 }
 
 /// Only what needs a look: a server asking for quiet now, or a clock off by more than 5 s.
-fn print_servers(s: &Status) {
+fn print_servers(out: &mut dyn Write, s: &Status) -> std::io::Result<()> {
     for server in &s.servers {
         if let Some(until) = server.quiet_until.as_deref().filter(|u| *u > s.now.as_str()) {
             let reason = server.quiet_reason.as_deref().unwrap_or("");
-            println!("{:<11}asked for quiet until {until}: {reason}", format!("{}:", server.name));
+            writeln!(out, "{:<11}asked for quiet until {until}: {reason}", format!("{}:", server.name))?;
         }
         if let Some(skew) = server.clock_skew_seconds.filter(|k| k.abs() > 5) {
             let side = if skew > 0 { "ahead of" } else { "behind" };
-            println!("{:<11}its clock is {}s {side} this machine's", format!("{}:", server.name), skew.abs());
+            writeln!(out, "{:<11}its clock is {}s {side} this machine's", format!("{}:", server.name), skew.abs())?;
         }
         if let (Some(at), Some(why)) = (&server.lookup_checked, &server.lookup_off_reason) {
-            println!("{:<11}lookups were off in the run at {at}: {why}", format!("{}:", server.name));
+            writeln!(out, "{:<11}lookups were off in the run at {at}: {why}", format!("{}:", server.name))?;
         }
     }
+    Ok(())
 }
 
-fn print_runs_and_lag(s: &Status) {
+fn print_runs_and_lag(out: &mut dyn Write, s: &Status) -> std::io::Result<()> {
     match &s.last_run {
-        Some(r) => println!(
+        Some(r) => writeln!(
+            out,
             "last run:  {} at {}, exit {}, {} records pushed",
             r.command, r.started, r.exit_code, r.records_pushed
-        ),
-        None => println!("last run:  none yet"),
+        )?,
+        None => writeln!(out, "last run:  none yet")?,
     }
     if let Some(lag) = &s.lag {
-        println!(
+        writeln!(
+            out,
             "complete:  until {} (lag {}s); eligible until {}; {} frames missing",
             lag.complete_until, lag.lag_seconds, lag.eligible_until, lag.missing_frames
-        );
+        )?;
     }
+    Ok(())
 }
 
-fn print_problems(s: &Status) {
+fn print_problems(out: &mut dyn Write, s: &Status) -> std::io::Result<()> {
     for range in &s.missing {
-        println!("missing:   {} .. {} ({} frames)", range.from, range.to, range.frames);
+        writeln!(out, "missing:   {} .. {} ({} frames)", range.from, range.to, range.frames)?;
     }
     if s.missing_ranges > s.missing.len() as i64 {
-        println!(
+        writeln!(
+            out,
             "missing:   ... {} more ranges (SELECT * FROM missing_ranges)",
             s.missing_ranges - s.missing.len() as i64
-        );
+        )?;
     }
     for f in &s.failing {
-        println!(
+        writeln!(
+            out,
             "failing:   {} {} after {} attempts, next at {}: {}",
             f.frame,
             f.state,
             f.attempts,
             f.next_attempt.as_deref().unwrap_or("the next run"),
             f.last_error.as_deref().unwrap_or("")
-        );
+        )?;
     }
     if s.failing_frames > s.failing.len() as i64 {
-        println!(
+        writeln!(
+            out,
             "failing:   ... {} more frames (SELECT * FROM failing_frames)",
             s.failing_frames - s.failing.len() as i64
-        );
+        )?;
     }
     match s.dead_letters {
-        0 => println!("dead letters: 0"),
-        n => println!("dead letters: {n} (framesync dead-letters list)"),
+        0 => writeln!(out, "dead letters: 0")?,
+        n => writeln!(out, "dead letters: {n} (framesync dead-letters list)")?,
     }
     if s.records_failing > 0 {
-        println!(
+        writeln!(
+            out,
             "failing:   {} staged records the RS failed while acknowledging others; dead-lettered after sink.max_attempts (SELECT frame, uid, attempts, last_error FROM staged WHERE attempts > 0)",
             s.records_failing
-        );
+        )?;
     }
     if s.rechecks_given_up > 0 {
-        println!(
+        writeln!(
+            out,
             "re-checks: given up on {} frames after run.max_recheck_attempts failures; late records there are not looked for (SELECT start, recheck_error FROM frames WHERE rechecks_given_up > 0)",
             s.rechecks_given_up
-        );
+        )?;
     }
+    Ok(())
 }
 
 const INDENT: &str = "           ";
 
-fn print_timeline(t: &Timeline, colour: bool) {
+fn print_timeline(out: &mut dyn Write, t: &Timeline, colour: bool) -> std::io::Result<()> {
     let per = humantime::format_duration(std::time::Duration::from_secs(t.cell_seconds as u64));
     let from = t.cells.first().map_or("", |c| c.start.as_str());
-    println!("timeline:  24h from {from}, one cell per {per} (UTC), oldest first");
+    writeln!(out, "timeline:  24h from {from}, one cell per {per} (UTC), oldest first")?;
     if t.cell_seconds == 3600 {
-        println!("{INDENT}{}", ruler(t));
+        writeln!(out, "{INDENT}{}", ruler(t))?;
     }
     let cells: String = t.cells.iter().map(|c| paint(c.mark(), colour)).collect();
-    println!("{INDENT}{cells}");
+    writeln!(out, "{INDENT}{cells}")?;
     let legend: Vec<String> = Mark::ALL.iter().map(|m| format!("{} {}", paint(*m, colour), m.name())).collect();
-    println!("{INDENT}{}", legend.join("  "));
+    writeln!(out, "{INDENT}{}", legend.join("  "))
 }
 
 /// The hour above every sixth hourly cell.

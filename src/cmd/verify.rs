@@ -4,10 +4,12 @@
 //! when every difference was repaired).
 
 use std::collections::HashSet;
+use std::io::Write;
 
 use anyhow::Result;
 use rusqlite::params;
 
+use super::run::Parts;
 use crate::config::Config;
 use crate::frames::{Epoch, Frame, rfc3339};
 use crate::job::{Clock, Job, SystemClock};
@@ -48,7 +50,7 @@ impl FrameReport {
     }
 }
 
-pub fn verify(config: &Config, args: &Args) -> Result<u8> {
+pub fn verify(config: &Config, args: &Args, out: &mut dyn Write) -> Result<u8> {
     let (from, to) = args.range.frames(config)?;
     let _locks = if args.repair { super::lock_by_hand(config, &[Side::Pull, Side::Push])? } else { Vec::new() };
     let mut ledger = super::open_ledger(config, super::Access::write_if(args.repair))?;
@@ -64,19 +66,20 @@ pub fn verify(config: &Config, args: &Args) -> Result<u8> {
         let frame = size.frame_at(start);
         let report = compare(&ledger, &source, rs.usable().then_some(&sink as &dyn Sink), frame)?;
         checked += 1;
-        print_report(frame, &report);
+        print_report(out, frame, &report)?;
         if report.differs() {
             differing.push((frame, report));
         }
     }
     let records: usize = differing.iter().map(|(_, r)| r.not_in_ledger.len() + r.not_at_rs.len()).sum();
-    println!(
+    writeln!(
+        out,
         "verify {}..{}: {checked} frames checked, {} differ, {records} records missing{}",
         rfc3339(from),
         rfc3339(to.min(horizon)),
         differing.len(),
         rs.note()
-    );
+    )?;
     let unverified = matches!(rs, RsLookup::Untrustworthy(_));
     if differing.is_empty() {
         return Ok(if unverified { 1 } else { 0 });
@@ -84,7 +87,8 @@ pub fn verify(config: &Config, args: &Args) -> Result<u8> {
     if !args.repair {
         return Ok(1);
     }
-    let code = repair(config, &mut ledger, &source, &sink, &clock, differing, rs.usable())?;
+    let parts = Parts { source: &source, sink: &sink, clock: &clock };
+    let code = repair(config, &mut ledger, &parts, differing, rs.usable(), out)?;
     Ok(if unverified { 1 } else { code })
 }
 
@@ -181,38 +185,42 @@ fn known(ledger: &Ledger, uid: &str) -> Result<Known> {
     })
 }
 
-fn print_report(frame: Frame, report: &FrameReport) {
+fn print_report(out: &mut dyn Write, frame: Frame, report: &FrameReport) -> std::io::Result<()> {
     let uids = |records: &[StagedRecord]| {
         records.iter().take(5).map(|r| format!("{:?}", r.uid)).collect::<Vec<_>>().join(", ")
     };
     if let Some(error) = &report.error {
-        println!("frame {frame}: {error}");
+        writeln!(out, "frame {frame}: {error}")?;
     }
     if let Some(why) = report.undelivered {
-        println!("frame {frame}: {why}");
+        writeln!(out, "frame {frame}: {why}")?;
     }
     if !report.not_in_ledger.is_empty() {
-        println!(
+        writeln!(
+            out,
             "frame {frame}: {} records the ledger never saw: {}",
             report.not_in_ledger.len(),
             uids(&report.not_in_ledger)
-        );
+        )?;
     }
     if !report.not_at_rs.is_empty() {
-        println!(
+        writeln!(
+            out,
             "frame {frame}: {} delivered records the RS does not have: {}",
             report.not_at_rs.len(),
             uids(&report.not_at_rs)
-        );
+        )?;
     }
     if !report.not_served.is_empty() {
         let shown: Vec<_> = report.not_served.iter().take(5).map(|u| format!("{u:?}")).collect();
-        println!(
+        writeln!(
+            out,
             "frame {frame}: {} delivered records the SS no longer serves: {}",
             report.not_served.len(),
             shown.join(", ")
-        );
+        )?;
     }
+    Ok(())
 }
 
 /// Stages what is missing and pushes it; frames never delivered are pulled as in a backfill.
@@ -222,12 +230,12 @@ fn print_report(frame: Frame, report: &FrameReport) {
 fn repair(
     config: &Config,
     ledger: &mut Ledger,
-    source: &HttpSource,
-    sink: &HttpSink,
-    clock: &SystemClock,
+    parts: &Parts,
     differing: Vec<(Frame, FrameReport)>,
     ask_rs: bool,
+    out: &mut dyn Write,
 ) -> Result<u8> {
+    let Parts { source, sink, clock } = *parts;
     let mut steps = Vec::new();
     let mut sent = Vec::new();
     for (frame, report) in differing {
@@ -251,35 +259,38 @@ fn repair(
     let outcome = super::run::recorded(config, ledger, "verify --repair", clock, |ledger| {
         Job::new(config, ledger, source, sink, clock).without_time_limit().execute(&plan, true)
     })?;
-    println!(
+    writeln!(
+        out,
         "repair: {} records acknowledged by the RS, {} frames delivered, {} failures",
         outcome.figures.records_pushed,
         outcome.figures.frames_delivered,
         outcome.failures.len()
-    );
+    )?;
     for failure in &outcome.failures {
-        println!("repair: {failure}");
+        writeln!(out, "repair: {failure}")?;
     }
     if !ask_rs {
         if !sent.is_empty() {
-            println!(
+            writeln!(
+                out,
                 "repair: the RS was not asked afterwards whether it holds the {} records sent again (no lookup it can be believed)",
                 sent.len()
-            );
+            )?;
         }
         return Ok(outcome.exit_code() as u8);
     }
     let still_missing: Vec<&String> = sent.iter().filter(|uid| sink.lookup(uid) != Ok(true)).collect();
     if still_missing.is_empty() {
-        println!("repair: the RS now holds all {} records sent again (asked by lookup)", sent.len());
+        writeln!(out, "repair: the RS now holds all {} records sent again (asked by lookup)", sent.len())?;
         return Ok(outcome.exit_code() as u8);
     }
     let shown: Vec<String> = still_missing.iter().take(5).map(|u| format!("{u:?}")).collect();
-    println!(
+    writeln!(
+        out,
         "repair: {} of {} records sent again are still missing at the RS although it acknowledged them (it may be replaying the answer it stored for their Idempotency-Key): {}",
         still_missing.len(),
         sent.len(),
         shown.join(", ")
-    );
+    )?;
     Ok(1)
 }
