@@ -559,6 +559,17 @@ impl Ledger {
         Ok(())
     }
 
+    /// Marks the records staged so far that are stamped before `before` (UTC seconds) as of
+    /// unknown fate: a frame of theirs older than `run.retain` may have delivered them and been
+    /// pruned, its UIDs forgotten, so they are looked up before they are sent where the RS has a
+    /// lookup (and otherwise go under their own keys, which an RS that honors keys knows).
+    pub fn stage_forgotten(&mut self, staging: &Staging, before: Epoch) -> Result<()> {
+        self.conn
+            .prepare_cached("UPDATE staged SET unknown = 1 WHERE frame = ?1 AND ts < ?2")?
+            .execute(params![staging.frame.start, before.saturating_mul(1000)])?;
+        Ok(())
+    }
+
     /// Makes the frame `pulled` with everything staged; `counts` are what the SS client found
     /// (repeats across pages found while staging are added).
     pub fn commit_staging(&mut self, staging: Staging, counts: &PullCounts) -> Result<()> {

@@ -314,6 +314,33 @@ mod tests {
         assert_eq!(staged, 0);
     }
 
+    /// Confirms a race is safe: `dead-letters retry` (push lock) reopening a delivered frame while
+    /// a `pull` (pull lock) re-checks it. The re-check stages nothing and stays due; it runs once
+    /// the frame is delivered again.
+    #[test]
+    fn a_recheck_of_a_frame_a_retried_dead_letter_reopened_waits_for_its_delivery() {
+        let (_dir, mut l) = delivered_ledger(&["a", "b"]);
+        let letter = crate::ledger::DeadLetter {
+            uid: "bad".into(),
+            reason: crate::delivery::DeadReason::Rejected,
+            status: Some(400),
+            response: None,
+            detail: "HTTP 400".into(),
+            body: "{}".into(),
+            key: Some(crate::delivery::Key::Own),
+            attempts: 0,
+        };
+        l.dead_letter(0, &letter, 130).unwrap();
+        let filter = crate::dead_letters::Filter { uid: Some("bad".into()), ..Default::default() };
+        assert_eq!(l.retry_dead_letters(&filter, 700).unwrap().frames_reopened, 1);
+        assert_eq!(l.stage_recheck(frame(0), &[rec("late", 5_000)], &[600], 720).unwrap(), None);
+        assert!(l.due_rechecks(720, 86_400, 10).unwrap().is_empty(), "not while the frame is open");
+        l.acknowledge(0, &["bad"], 730).unwrap();
+        assert!(l.complete_frame(frame(0), None, 730).unwrap());
+        assert_eq!(l.due_rechecks(740, 86_400, 10).unwrap(), vec![0], "due again once delivered");
+        assert_eq!(l.stage_recheck(frame(0), &[rec("late", 5_000)], &[600], 740).unwrap(), Some(1));
+    }
+
     #[test]
     fn percentiles_are_nearest_rank() {
         let mut v: Vec<i64> = (1..=100).collect();

@@ -47,6 +47,24 @@ fn prune_deletes_old_uids_frame_rows_and_runs_and_nothing_looks_missing_or_is_se
     p.assert_exactly_once(&sim);
 }
 
+/// Pins a ledger that grew for ever: `pull` and `push` as two cron lines never pruned.
+#[test]
+fn pull_and_push_as_two_cron_lines_prune_on_the_push_side() {
+    let dir = tempfile::tempdir().unwrap();
+    let sim = Sim::start(dir.path(), &["--records-per-minute", "5"]);
+    let p = Pipeline::new(&sim, dir, aligned_minutes_ago(30), "", "", "retain = \"1s\"");
+    assert_eq!(p.framesync(&["pull"]).status.code(), Some(0));
+    assert_eq!(p.framesync(&["push"]).status.code(), Some(0));
+    let delivered: i64 = p.query("SELECT (SELECT COUNT(*) FROM delivered) + uids_pruned FROM totals");
+    assert!(delivered > 100);
+    std::thread::sleep(std::time::Duration::from_millis(1100)); // past the 1s retention
+    assert_eq!(p.framesync(&["pull"]).status.code(), Some(0));
+    assert_eq!(p.framesync(&["push"]).status.code(), Some(0));
+    assert!(p.query::<i64>("SELECT uids_pruned FROM totals") >= delivered, "the push pruned");
+    assert_eq!(missing_ranges(&p), "[]", "pruned frames stay delivered");
+    p.assert_exactly_once(&sim);
+}
+
 #[test]
 fn every_run_prunes_what_is_older_than_run_retain() {
     let dir = tempfile::tempdir().unwrap();

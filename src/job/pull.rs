@@ -95,7 +95,10 @@ impl Job<'_> {
         let committed = match (&result, failure) {
             (_, Some(error)) => Err(error),
             (Ok(pulled), None) if closed(pulled) => match staging {
-                Some(staging) => self.ledger.commit_staging(staging, &pulled.counts),
+                Some(staging) => self
+                    .ledger
+                    .stage_forgotten(&staging, now - self.config.run.retain)
+                    .and_then(|()| self.ledger.commit_staging(staging, &pulled.counts)),
                 None => self.ledger.stage_frame(frame, &[], &[], &pulled.counts, now),
             },
             _ => Ok(()),

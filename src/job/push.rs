@@ -465,15 +465,21 @@ impl Job<'_> {
             attempt += 1;
             // The failed request may have been processed: where the RS can say so, ask first.
             self.doubt_lookup();
-            if self.lookup_usable()? == Ok(true) {
-                let answers: Vec<_> = outgoing.iter().map(|o| self.sink.lookup(&o.uid)).collect();
-                if answers.iter().all(|a| *a == Ok(true)) {
-                    return Ok(Verdict::Acknowledged);
+            match self.lookup_usable()? {
+                Ok(true) => {
+                    let answers: Vec<_> = outgoing.iter().map(|o| self.sink.lookup(&o.uid)).collect();
+                    if answers.iter().all(|a| *a == Ok(true)) {
+                        return Ok(Verdict::Acknowledged);
+                    }
+                    if answers.iter().any(|a| *a != Ok(false)) {
+                        // Partly stored, or the lookup failed: the next run looks each record up.
+                        return Ok(verdict);
+                    }
                 }
-                if answers.iter().any(|a| *a != Ok(false)) {
-                    // Partly stored, or the lookup failed: the next run looks each record up.
-                    return Ok(verdict);
-                }
+                // No lookup, or one that cannot say "absent": sent again under the same key.
+                Ok(false) => {}
+                // The lookup could not be asked: not sent again blind; the next run asks.
+                Err(_) => return Ok(verdict),
             }
         }
     }

@@ -39,6 +39,9 @@ struct FakeSource {
     /// Its clock, as its Date header says: an offset from the time asked about.
     date_offset: Option<i64>,
     server_date: Option<Epoch>,
+    /// Records' bodies and stamps (ms) other than the default.
+    bodies: HashMap<String, String>,
+    stamps: HashMap<String, i64>,
     calls: RefCell<Vec<Epoch>>,
     now: RefCell<Epoch>,
 }
@@ -58,7 +61,11 @@ impl Source for FakeSource {
         let uids = self.frames.get(&frame.start).cloned().unwrap_or_default();
         let records = uids
             .iter()
-            .map(|u| StagedRecord { uid: u.to_string(), ts_ms: None, body: format!(r#"{{"id":"{u}","n":1}}"#) })
+            .map(|u| StagedRecord {
+                uid: u.to_string(),
+                ts_ms: self.stamps.get(*u).copied(),
+                body: self.bodies.get(*u).cloned().unwrap_or_else(|| format!(r#"{{"id":"{u}","n":1}}"#)),
+            })
             .collect();
         let server_date = self.server_date.or(self.date_offset.map(|o| *self.now.borrow() + o));
         Ok(Pulled {
@@ -744,6 +751,112 @@ fn pull_stages_without_pushing_and_push_delivers_what_pull_staged() {
     assert_eq!(outcome.figures.records_pushed, 1);
     assert_eq!(w.state(T0), Some(FrameState::Delivered));
     assert_eq!(src.calls.borrow().len(), 2, "push pulls nothing");
+}
+
+/// Pins a record counted twice: a batch split re-mapped (and dead-lettered again) a record
+/// `sink.map` had already dead-lettered.
+#[test]
+fn a_split_batch_sends_only_what_the_mapping_could_fill_and_counts_each_dead_letter_once() {
+    let mut w = World::new(config("mode = \"batch\"\nbatch_size = 10\nmap = { id = \"/id\", n = \"/n\" }"));
+    let src = FakeSource {
+        bodies: [("nomap".to_string(), r#"{"id":"nomap"}"#.to_string())].into(),
+        ..source(&[(T0, vec!["a", "nomap", "bad", "c"])])
+    };
+    let sink = FakeSink::batches(10).always("bad", rejected());
+    let outcome = w.run(&src, &sink, T0 + 120, Scope::Run);
+    let sent: Vec<Vec<String>> = sink.sent.borrow().iter().map(|(_, u)| u.clone()).collect();
+    assert_eq!(sent, vec![vec!["a", "bad", "c"], vec!["a"], vec!["bad"], vec!["c"]]);
+    assert_eq!(outcome.figures.dead_letters, 2, "nomap and bad, once each");
+    assert!(
+        has(&outcome.failures, "2 records were dead-lettered this run (1 rejected, 1 invalid)"),
+        "{:?}",
+        outcome.failures
+    );
+}
+
+/// Pins a pull that ignored run.max_seconds inside a frame of many pages.
+#[test]
+fn a_pull_stops_between_pages_at_the_budget_and_a_frame_that_never_fits_says_so() {
+    let mut w = World::new(config_with("", "", "max_seconds = 10"));
+    let clock = SteppingClock::new(T0 + 120);
+    let src = PagedSource { pages: 100, page_takes: Duration::from_secs(1), clock: &clock, served: RefCell::new(0) };
+    let plan = crate::cmd::run::make_plan(&w.config, &w.ledger, Scope::Run, T0 + 120).unwrap();
+    let outcome = Job::new(&w.config, &mut w.ledger, &src, &FakeSink::new(), &clock).execute(&plan, true).unwrap();
+    assert!(*src.served.borrow() <= 11, "stopped at the budget: {}", src.served.borrow());
+    assert!(outcome.out_of_time);
+    assert_eq!(w.count("SELECT COUNT(*) FROM staged"), 0, "rolled back: all pages or none");
+    assert!(has(&outcome.failures, "half of run.max_seconds"), "{:?}", outcome.failures);
+    assert!(w.text("SELECT last_error FROM frames").contains("framesync backfill"));
+}
+
+/// Confirms a gap made safe: a UID delivered in a frame since pruned (run.retain) and served
+/// again in a later frame is looked up before it is sent, where the RS has a lookup.
+#[test]
+fn a_record_stamped_before_the_retention_horizon_is_looked_up_before_it_is_sent() {
+    let mut w = World::new(config("lookup_url = \"http://127.0.0.1:1/rs/{uid}\""));
+    let old = (T0 - 40 * 86_400) * 1000;
+    let src = FakeSource { stamps: [("old".to_string(), old)].into(), ..source(&[(T0, vec!["old", "new"])]) };
+    let sink = FakeSink { lookup: Some(Lookup::Truthful), ..FakeSink::new() };
+    sink.stored.borrow_mut().push("old".into()); // delivered 40 days ago, its UID pruned since
+    let outcome = w.run(&src, &sink, T0 + 120, Scope::Run);
+    assert_eq!(outcome.exit_code(), 0, "{:?}", outcome.failures);
+    assert_eq!(sink.sent_uids(), ["new"], "old is at the RS: not sent again");
+    assert_eq!(sink.stored_count("old"), 1);
+}
+
+/// A clock that moves on its own when told, for budgets.
+struct SteppingClock {
+    now: Epoch,
+    elapsed: RefCell<Duration>,
+}
+
+impl SteppingClock {
+    fn new(now: Epoch) -> Self {
+        Self { now, elapsed: RefCell::new(Duration::ZERO) }
+    }
+}
+
+impl Clock for SteppingClock {
+    fn now(&self) -> Epoch {
+        self.now + self.elapsed.borrow().as_secs() as i64
+    }
+    fn elapsed(&self) -> Duration {
+        *self.elapsed.borrow()
+    }
+    fn sleep(&self, pause: Duration) {
+        *self.elapsed.borrow_mut() += pause;
+    }
+}
+
+/// An SS whose every frame has `pages` pages of one record, each taking `page_takes`.
+struct PagedSource<'a> {
+    pages: usize,
+    page_takes: Duration,
+    clock: &'a SteppingClock,
+    served: RefCell<usize>,
+}
+
+impl Source for PagedSource<'_> {
+    fn pull(&self, _frame: Frame) -> Result<Pulled, PullError> {
+        unreachable!("pulls go page by page")
+    }
+
+    fn pull_pages(
+        &self,
+        frame: Frame,
+        page: &mut dyn FnMut(Vec<StagedRecord>, Vec<crate::ledger::DeadLetter>) -> bool,
+    ) -> Result<Pulled, PullError> {
+        for i in 0..self.pages {
+            self.clock.sleep(self.page_takes);
+            *self.served.borrow_mut() += 1;
+            let uid = format!("{}-{i}", frame.start);
+            let record = StagedRecord { uid: uid.clone(), ts_ms: None, body: format!(r#"{{"id":"{uid}"}}"#) };
+            if !page(vec![record], vec![]) {
+                return Err(PullError::Stopped);
+            }
+        }
+        Ok(Pulled { pages: self.pages, ..Pulled::default() })
+    }
 }
 
 #[test]
