@@ -137,6 +137,9 @@ pub struct RunConfig {
     /// First retry delay for a failed frame; doubles with each attempt up to `retry_max`.
     pub retry_base: i64,
     pub retry_max: i64,
+    /// The longest `Retry-After` (or quiet) a server is granted, in seconds; asked for longer, it
+    /// gets this. Stored waits beyond it were written by a clock that has jumped back since.
+    pub max_retry_after: i64,
     /// SQLite `synchronous` for the ledger.
     pub sync: Sync,
     /// How long a ledger write waits for another process's transaction before the run gives up.
@@ -248,6 +251,8 @@ struct RawRun {
     retry_base: String,
     #[serde(default = "default_retry_max")]
     retry_max: String,
+    #[serde(default = "default_max_retry_after")]
+    max_retry_after: String,
     #[serde(default = "default_synchronous")]
     synchronous: String,
     #[serde(default = "default_busy_timeout")]
@@ -267,6 +272,7 @@ impl Default for RawRun {
             metrics_file: None,
             retry_base: default_retry_base(),
             retry_max: default_retry_max(),
+            max_retry_after: default_max_retry_after(),
             synchronous: default_synchronous(),
             busy_timeout: default_busy_timeout(),
             max_recheck_attempts: default_max_recheck_attempts(),
@@ -347,6 +353,9 @@ fn default_retry_base() -> String {
     "30s".into()
 }
 fn default_retry_max() -> String {
+    "1h".into()
+}
+fn default_max_retry_after() -> String {
     "1h".into()
 }
 fn default_synchronous() -> String {
@@ -547,6 +556,7 @@ fn run_config(raw: RawRun, base: &Path, frames: &FramesConfig) -> Result<RunConf
         metrics_file: raw.metrics_file.map(|p| resolve(base, &p)),
         retry_base,
         retry_max,
+        max_retry_after: duration_secs("run.max_retry_after", &raw.max_retry_after)?,
         busy_timeout: busy_timeout(&raw.busy_timeout)?,
         max_recheck_attempts: match raw.max_recheck_attempts {
             0 => bail!("run.max_recheck_attempts: must be at least 1"),

@@ -17,7 +17,8 @@ pub struct Settings {
     /// Old gaps are only planned inside this UTC window (minutes after midnight).
     pub backfill_window: Option<(u32, u32)>,
     pub max_frames: usize,
-    /// The longest wait a failed frame is given (`run.retry_max`): a next attempt further
+    /// The longest wait a frame is given (`run.retry_max`, or a server's `run.max_retry_after`):
+    /// a next attempt further
     /// ahead was set by a clock that has jumped back since, and the frame is due now.
     pub max_wait: i64,
 }
@@ -31,7 +32,7 @@ impl Settings {
             fresh: config.run.fresh,
             backfill_window: config.run.backfill_window,
             max_frames: config.run.max_frames,
-            max_wait: config.run.retry_max,
+            max_wait: config.run.retry_max.max(config.run.max_retry_after),
         }
     }
 }

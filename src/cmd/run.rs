@@ -143,7 +143,7 @@ pub fn make_plan(config: &Config, ledger: &Ledger, scope: Scope, now: i64) -> Re
 
 /// How far ahead a re-check can be scheduled: the last one, plus the longest backoff.
 pub fn recheck_bound(config: &Config) -> i64 {
-    config.frames.recheck.last().copied().unwrap_or(0) + config.run.retry_max
+    config.frames.recheck.last().copied().unwrap_or(0) + config.run.retry_max.max(config.run.max_retry_after)
 }
 
 pub fn print_plan(out: &mut dyn Write, plan: &Plan, name: &str) -> std::io::Result<()> {

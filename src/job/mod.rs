@@ -144,11 +144,11 @@ impl<'a> Job<'a> {
     }
 
     /// A server that asked for quiet in an earlier run gets no request until then — unless the
-    /// wait is longer than any framesync accepts (`run.retry_max`): only a clock that jumped
+    /// wait is longer than any framesync grants (`run.max_retry_after`): only a clock that jumped
     /// back since can have written it, and it is over.
     fn respect_quiet(&mut self) -> Result<()> {
         let now = self.clock.now();
-        let bound = self.config.run.retry_max;
+        let bound = self.config.run.max_retry_after;
         if let Some((until, why)) = self.ledger.quiet_until(Server::Source, now, bound)? {
             log::info!("the SS asked for quiet until {} ({why}); no pulls this run", crate::frames::rfc3339(until));
             self.pulling.stopped = true;
@@ -160,11 +160,11 @@ impl<'a> Job<'a> {
         Ok(())
     }
 
-    /// Remembers that a server asked for quiet, for at most `run.retry_max`.
+    /// Remembers that a server asked for quiet, for at most `run.max_retry_after`.
     fn set_quiet(&mut self, server: Server, wait: Duration, reason: &str) -> Result<()> {
         let now = self.clock.now();
-        let wait = (wait.as_secs() as i64).min(self.config.run.retry_max);
-        let bound = self.config.run.retry_max;
+        let bound = self.config.run.max_retry_after;
+        let wait = (wait.as_secs() as i64).min(bound);
         self.ledger.set_quiet(server, now + wait, &self.config.secrets.scrub(reason), now, bound)
     }
 
@@ -186,18 +186,18 @@ impl<'a> Job<'a> {
     }
 
     /// Exponential backoff from the frame's attempts so far, or the server's `Retry-After`,
-    /// never longer than `run.retry_max`.
+    /// never longer than `run.retry_max` (or the server's, than `run.max_retry_after`).
     fn next_attempt(&self, frame: Frame, retry_after: Option<Duration>) -> Result<Epoch> {
         let attempts = self.ledger.attempts(frame.start)?.clamp(0, 30) as u32;
         Ok(self.clock.now() + self.backoff(attempts, retry_after))
     }
 
     /// The wait after `attempts` failures: `run.retry_base` doubled each time, or what the
-    /// server asked, at most `run.retry_max`.
+    /// server asked, at most `run.max_retry_after`.
     fn backoff(&self, attempts: u32, retry_after: Option<Duration>) -> i64 {
         let run = &self.config.run;
         let backoff = run.retry_base.saturating_mul(1i64 << attempts.min(20)).min(run.retry_max);
-        let asked = retry_after.map_or(0, |d| d.as_secs() as i64).min(run.retry_max);
+        let asked = retry_after.map_or(0, |d| d.as_secs() as i64).min(run.max_retry_after);
         backoff.max(asked)
     }
 
