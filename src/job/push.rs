@@ -9,8 +9,8 @@
 //!   up first where the RS has a lookup that can say "absent" ([`super::lookup`]).
 //! - **A record that keeps failing** (5xx, timeouts) is skipped for the run and the next
 //!   records go on; only two failures in a row stop the pushes of the run. When the RS
-//!   acknowledged others in the same run, the failure counts against the record, and after
-//!   `sink.max_attempts` it is dead-lettered with the reason.
+//!   acknowledged more requests than it failed in the same run, the failure counts against the
+//!   record, and after `sink.max_attempts` it is dead-lettered with the reason.
 //! - **An RS or config that is wrong** (a redirect, 401, 404, …) fails the frame and stops the
 //!   pushes of the run; it never dead-letters a record. `sink.max_rejected_in_a_row` refusals in
 //!   a row stop them too.
@@ -46,9 +46,10 @@ pub(super) struct Pushing {
     pub trust: Trust,
     pub probes: u32,
     /// Units that failed this run and were skipped; counted against their records at the end
-    /// of the run if the RS acknowledged anything in it.
+    /// of the run if the RS took more requests than it failed in it.
     failed: Vec<FailedUnit>,
-    acked_any: bool,
+    /// Requests the RS acknowledged this run.
+    acked: u32,
     failed_in_a_row: u32,
     /// How the last records were refused, and how many in a row.
     refused_in_a_row: (String, u32),
@@ -149,6 +150,9 @@ impl Job<'_> {
             self.complete_batches(frame, &mut pending, last, &mut taken)?;
             let Some(pending) = self.resolve_unknown(frame, pending)? else { return Ok(false) };
             let items = self.map(frame, pending)?;
+            if self.pushing.stopped {
+                return Ok(false); // the mapping refused too many in a row
+            }
             let units = self.form_units(items);
             let fresh: Vec<(i64, i64, Key)> = units
                 .iter()
@@ -325,7 +329,7 @@ impl Job<'_> {
         match self.send_with_retries(&outgoing, &unit.key)? {
             Verdict::Acknowledged => {
                 crate::hooks::kill_point("after-ack");
-                self.pushing.acked_any = true;
+                self.pushing.acked += 1;
                 self.pushing.failed_in_a_row = 0;
                 self.pushing.refused_in_a_row = (String::new(), 0);
                 self.acknowledged(frame, outgoing.into_iter().map(|o| o.uid))
@@ -534,11 +538,12 @@ impl Job<'_> {
     }
 
     /// At the end of the run, the units the RS failed count against their records — only if
-    /// the RS acknowledged others in this run: an RS that fails everything is down, and no
-    /// record is to blame. A record that reached `sink.max_attempts` is dead-lettered.
+    /// the RS acknowledged more requests than it failed in this run: an RS that fails everything
+    /// is down, one that fails half of what it gets is degraded, and no record is to blame. A
+    /// record that reached `sink.max_attempts` is dead-lettered.
     pub(super) fn settle_failed_sends(&mut self) -> Result<()> {
         let failed = std::mem::take(&mut self.pushing.failed);
-        if failed.is_empty() || !self.pushing.acked_any {
+        if failed.is_empty() || self.pushing.acked as usize <= failed.len() {
             return Ok(());
         }
         let mut exhausted = BTreeSet::new();

@@ -556,11 +556,11 @@ fn a_lookup_that_says_present_for_a_uid_that_cannot_exist_is_not_believed() {
 fn a_record_the_rs_always_fails_is_dead_lettered_after_max_attempts_and_the_rest_goes_on() {
     let mut w = World::new(config("max_attempts = 3"));
     let frames: Vec<(Epoch, Vec<&'static str>)> = vec![
-        (T0, vec!["poison", "a"]),
-        (T0 + 60, vec!["b"]),
-        (T0 + 120, vec!["c"]),
-        (T0 + 180, vec!["d"]),
-        (T0 + 240, vec!["e"]),
+        (T0, vec!["poison", "a", "a2"]),
+        (T0 + 60, vec!["b", "b2"]),
+        (T0 + 120, vec!["c", "c2"]),
+        (T0 + 180, vec!["d", "d2"]),
+        (T0 + 240, vec!["e", "e2"]),
     ];
     let src = source(&frames);
     let sink = FakeSink::new().always("poison", server_error());
@@ -585,9 +585,9 @@ fn a_record_the_rs_always_fails_is_dead_lettered_after_max_attempts_and_the_rest
 #[test]
 fn a_batch_the_rs_keeps_failing_with_an_answer_goes_again_record_by_record() {
     let mut w = World::new(config("mode = \"batch\"\nbatch_size = 3\nmax_attempts = 1"));
-    let src = source(&[(T0, vec!["a", "poison", "b"]), (T0 + 60, vec!["c"])]);
+    let src = source(&[(T0, vec!["a", "poison", "b"]), (T0 + 60, vec!["c"]), (T0 + 120, vec!["d"])]);
     let sink = FakeSink::batches(3).always("poison", server_error());
-    w.run(&src, &sink, T0 + 180, Scope::Run);
+    w.run(&src, &sink, T0 + 240, Scope::Run);
     assert_eq!(w.count("SELECT COUNT(*) FROM staged WHERE key = ''"), 3, "the batch's records go alone next");
     w.run(&src, &sink, T0 + 600, Scope::Run);
     for uid in ["a", "b", "c"] {
@@ -599,10 +599,10 @@ fn a_batch_the_rs_keeps_failing_with_an_answer_goes_again_record_by_record() {
 #[test]
 fn a_batch_that_keeps_timing_out_is_dead_lettered_whole_under_its_key() {
     let mut w = World::new(config("mode = \"batch\"\nbatch_size = 2\nmax_attempts = 1"));
-    let src = source(&[(T0, vec!["a", "b"]), (T0 + 60, vec!["c"])]);
+    let src = source(&[(T0, vec!["a", "b"]), (T0 + 60, vec!["c"]), (T0 + 120, vec!["d"])]);
     let timeout = Verdict::RetryLater { reason: "timed out".into(), retry_after: None, status: None };
     let sink = FakeSink::batches(2).always("a", timeout);
-    let outcome = w.run(&src, &sink, T0 + 180, Scope::Run);
+    let outcome = w.run(&src, &sink, T0 + 240, Scope::Run);
     assert!(has(&outcome.failures, "2 records were dead-lettered this run (2 exhausted)"), "{:?}", outcome.failures);
     let keys: Vec<String> = {
         let mut stmt = w.ledger.conn().prepare("SELECT key FROM dead_letters").unwrap();
