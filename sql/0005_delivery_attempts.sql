@@ -43,11 +43,14 @@ DROP TABLE dead_letters;
 ALTER TABLE dead_letters_0005 RENAME TO dead_letters;
 CREATE INDEX dead_letters_by_frame ON dead_letters (frame);
 
--- Re-checks that failed since the last one that succeeded, and the last failure.
+-- Re-checks that failed since the last one that succeeded (their backoff), those of them the SS
+-- refused (a 4xx: counted toward the give-up; an SS that is down only delays a re-check), and
+-- the last failure.
 ALTER TABLE frames ADD COLUMN recheck_attempts INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE frames ADD COLUMN recheck_refusals INTEGER NOT NULL DEFAULT 0;
 ALTER TABLE frames ADD COLUMN recheck_error TEXT;
--- Re-checks given up after run.max_recheck_attempts failures (late records they might have
--- found are not looked for again; recheck_error says why).
+-- Re-checks given up after the SS refused them run.max_recheck_attempts times in a row (late
+-- records they might have found are not looked for again; recheck_error says why).
 ALTER TABLE frames ADD COLUMN rechecks_given_up INTEGER NOT NULL DEFAULT 0;
 
 -- The sink's lookup: when the last run that needed it checked it, and why it was off then

@@ -59,13 +59,15 @@ impl Ledger {
             .unwrap_or(0))
     }
 
-    /// Records a re-check the SS refused or failed: due again at `next`, or, at the `limit`th
-    /// failure in a row, given up — counted and kept on the frame with the error — and the
-    /// next scheduled re-check, if any, comes at its time.
+    /// Records a re-check that failed: due again at `next` — or, when the SS refused it
+    /// (`refused`) for the `limit`th time in a row, given up, counted and kept on the frame with
+    /// the error, and the next scheduled re-check, if any, comes at its time.
+    #[allow(clippy::too_many_arguments)]
     pub fn recheck_failed(
         &mut self,
         frame: Frame,
         error: &str,
+        refused: bool,
         next: Epoch,
         limit: u32,
         schedule: &[i64],
@@ -73,25 +75,26 @@ impl Ledger {
     ) -> Result<RecheckFailure> {
         let tx = self.write()?;
         let row: Option<(i64, Option<Epoch>)> = tx
-            .query_row("SELECT recheck_attempts, delivered_at FROM frames WHERE start = ?1", [frame.start], |r| {
+            .query_row("SELECT recheck_refusals, delivered_at FROM frames WHERE start = ?1", [frame.start], |r| {
                 Ok((r.get(0)?, r.get(1)?))
             })
             .optional()?;
-        let Some((attempts, delivered_at)) = row else { return Ok(RecheckFailure::Retried) };
-        let failure = if attempts + 1 >= i64::from(limit) {
+        let Some((refusals, delivered_at)) = row else { return Ok(RecheckFailure::Retried) };
+        let failure = if refused && refusals + 1 >= i64::from(limit) {
             let scheduled = next_recheck(delivered_at.unwrap_or(now).min(now), schedule, now);
             tx.execute(
-                "UPDATE frames SET recheck_attempts = 0, recheck_error = ?2, rechecks_given_up = rechecks_given_up + 1,
-                     next_recheck = ?3, updated_at = ?4
+                "UPDATE frames SET recheck_attempts = 0, recheck_refusals = 0, recheck_error = ?2,
+                     rechecks_given_up = rechecks_given_up + 1, next_recheck = ?3, updated_at = ?4
                  WHERE start = ?1",
                 params![frame.start, error, scheduled, now],
             )?;
             RecheckFailure::GaveUp
         } else {
             tx.execute(
-                "UPDATE frames SET recheck_attempts = recheck_attempts + 1, recheck_error = ?2, next_recheck = ?3, updated_at = ?4
+                "UPDATE frames SET recheck_attempts = recheck_attempts + 1, recheck_refusals = recheck_refusals + ?5,
+                     recheck_error = ?2, next_recheck = ?3, updated_at = ?4
                  WHERE start = ?1",
-                params![frame.start, error, next, now],
+                params![frame.start, error, next, now, i64::from(refused)],
             )?;
             RecheckFailure::Retried
         };
@@ -153,7 +156,8 @@ impl Ledger {
         let next = next_recheck(delivered_at, schedule, now);
         tx.execute(
             "UPDATE frames SET rechecks = rechecks + 1, next_recheck = ?2, updated_at = ?3, delivered_at = ?4,
-                 recheck_attempts = 0, recheck_error = CASE WHEN rechecks_given_up > 0 THEN recheck_error END
+                 recheck_attempts = 0, recheck_refusals = 0,
+                 recheck_error = CASE WHEN rechecks_given_up > 0 THEN recheck_error END
              WHERE start = ?1",
             params![frame.start, next, now, delivered_at],
         )?;

@@ -36,6 +36,11 @@ pub enum PullError {
     /// The SS asked for quiet (429 or 503): stop pulling for this run.
     #[error("{message}")]
     Busy { message: String, retry_after: Option<Duration> },
+    /// The SS refused the request (a 4xx other than 408, 425 and 429): it will not change by
+    /// itself — history the SS no longer keeps, a query it does not take. Retried with backoff;
+    /// a re-check the SS keeps refusing is given up.
+    #[error("{message}")]
+    Refused { status: u16, message: String },
     /// Anything else: the frame is retried later with backoff.
     #[error("{0}")]
     Failed(String),
@@ -121,6 +126,10 @@ impl HttpSource {
             429 | 503 => Err(PullError::Busy {
                 message: format!("GET {shown}: HTTP {status} (the SS is busy){}", http::retry_note(retry_after)),
                 retry_after,
+            }),
+            400..=499 if ![408, 425].contains(&status) => Err(PullError::Refused {
+                status,
+                message: self.secrets.scrub(&format!("GET {shown}: HTTP {status}: {}", http::excerpt(&body))),
             }),
             _ => Err(PullError::Failed(
                 self.secrets.scrub(&format!("GET {shown}: HTTP {status}: {}", http::excerpt(&body))),

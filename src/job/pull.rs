@@ -139,7 +139,8 @@ impl Job<'_> {
             Err(PullError::Busy { message, retry_after }) => {
                 return self.ss_busy(frame, "re-check: ", message, retry_after);
             }
-            Err(error) => return self.recheck_failed(frame, error.to_string()),
+            Err(error @ PullError::Refused { .. }) => return self.recheck_failed(frame, error.to_string(), true),
+            Err(error) => return self.recheck_failed(frame, error.to_string(), false),
         };
         self.learn_skew(pulled.server_date)?;
         if let Some(why) = still_open(frame, self.config.frames.delay, pulled.server_date, self.clock.now()) {
@@ -160,20 +161,23 @@ impl Job<'_> {
         Ok(late > 0)
     }
 
-    fn recheck_failed(&mut self, frame: Frame, message: String) -> Result<bool> {
+    /// A failed re-check backs off; one the SS refused (`refused`) counts toward the give-up,
+    /// one that met an SS that is down or broken does not: it waits for the SS.
+    fn recheck_failed(&mut self, frame: Frame, message: String, refused: bool) -> Result<bool> {
         let message = self.config.secrets.scrub(&message);
         let now = self.clock.now();
         let attempts = self.ledger.recheck_attempts(frame.start)?.clamp(0, 30) as u32;
         let next = now + self.backoff(attempts, None);
         let limit = self.config.run.max_recheck_attempts;
-        let failure = self.ledger.recheck_failed(frame, &message, next, limit, &self.config.frames.recheck, now)?;
+        let failure =
+            self.ledger.recheck_failed(frame, &message, refused, next, limit, &self.config.frames.recheck, now)?;
         self.pulling.rechecks_failed_in_a_row += 1;
         let stop = self.pulling.rechecks_failed_in_a_row >= FAILURES_TO_STOP;
         self.pulling.rechecks_stopped |= stop;
         let what = match failure {
             RecheckFailure::Retried => format!("re-check: {message}; tried again at {}", rfc3339(next)),
             RecheckFailure::GaveUp => format!(
-                "re-check: {message}; given up after {limit} attempts (run.max_recheck_attempts): late records it would have found are not looked for"
+                "re-check: {message}; given up after the SS refused it {limit} times in a row (run.max_recheck_attempts): late records it would have found are not looked for"
             ),
         };
         let then = if stop { "; no more re-checks this run" } else { "" };

@@ -36,6 +36,8 @@ struct FakeSource {
     broken: bool,
     /// Frames it refuses (HTTP 400: history it no longer has).
     refused: HashSet<Epoch>,
+    /// Frames it cannot answer for now (it is down).
+    down: RefCell<HashSet<Epoch>>,
     /// Its clock, as its Date header says: an offset from the time asked about.
     date_offset: Option<i64>,
     server_date: Option<Epoch>,
@@ -56,7 +58,10 @@ impl Source for FakeSource {
             return Err(PullError::Failed("HTTP 500".into()));
         }
         if self.refused.contains(&frame.start) {
-            return Err(PullError::Failed("HTTP 400: no such history".into()));
+            return Err(PullError::Refused { status: 400, message: "HTTP 400: no such history".into() });
+        }
+        if self.down.borrow().contains(&frame.start) {
+            return Err(PullError::Failed("connection refused".into()));
         }
         let uids = self.frames.get(&frame.start).cloned().unwrap_or_default();
         let records = uids
@@ -643,6 +648,32 @@ fn failing_rechecks_back_off_are_given_up_and_never_starve_the_gaps() {
     assert_eq!(w.count("SELECT COUNT(*) FROM frames WHERE start < 1793534400 + 360 AND next_recheck IS NOT NULL"), 0);
     let last = w.run(&src, &FakeSink::new(), now + 120, Scope::Run);
     assert_eq!(last.exit_code(), 0, "{:?}", last.failures);
+}
+
+#[test]
+fn a_recheck_that_meets_an_ss_that_is_down_waits_for_it_and_is_not_given_up() {
+    let mut w = World::new(config_with("", "recheck = [\"1m\"]", "max_recheck_attempts = 2"));
+    let src = source(&[(T0, vec!["a"])]);
+    w.run(&src, &FakeSink::new(), T0 + 120, Scope::Run);
+    src.down.borrow_mut().insert(T0);
+    let mut now = T0 + 200;
+    for _ in 0..6 {
+        let outcome = w.run(&src, &FakeSink::new(), now, Scope::Run);
+        assert!(has(&outcome.failures, "re-check: connection refused") || outcome.failures.is_empty());
+        now += 3600;
+    }
+    assert_eq!(
+        w.count("SELECT rechecks_given_up FROM frames WHERE start = 1793534400"),
+        0,
+        "an SS that is down is waited for"
+    );
+    src.down.borrow_mut().clear();
+    let late = FakeSource { frames: [(T0, vec!["a", "late"])].into(), ..FakeSource::default() };
+    for _ in 0..20 {
+        w.run(&late, &FakeSink::new(), now, Scope::Run);
+        now += 60;
+    }
+    assert_eq!(w.count("SELECT COUNT(*) FROM delivered WHERE uid = 'late'"), 1, "the re-check found the late record");
 }
 
 /// Pins a pipeline stuck behind an SS clock 150 s behind: it stopped pulling for the whole run,
