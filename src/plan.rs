@@ -135,10 +135,22 @@ pub fn plan(settings: &Settings, facts: &Facts, now: Epoch, scope: Scope) -> Pla
         let room = if gaps_wait { room.div_ceil(2) } else { room };
         steps.extend(facts.due_rechecks.iter().take(room).map(|&s| Step::Recheck(s)));
     }
-    // 4. The oldest gaps, inside the backfill window.
+    // 4. The oldest gaps, inside the backfill window: frames that failed before get at most a
+    //    quarter of the room first, so frames the SS keeps refusing (history it no longer has)
+    //    never starve the others; then frames never tried; then more retries if room is left.
     if pulls && !outside_window {
         let room = budget - steps.len();
-        steps.extend(pullable(reference, fresh_from).take(room).map(Step::Pull));
+        let retried: HashSet<Epoch> =
+            facts.open.iter().filter(|f| f.state == FrameState::Missing).map(|f| f.start).collect();
+        let (retries, untried): (Vec<Epoch>, Vec<Epoch>) =
+            pullable(reference, fresh_from).take(room + retried.len()).partition(|s| retried.contains(s));
+        let first = retries.len().min(room.div_ceil(4));
+        let untried_room = room - first;
+        let taken = untried.len().min(untried_room);
+        let more = (room - first - taken).min(retries.len() - first);
+        let mut old: Vec<Epoch> = retries[..first + more].iter().chain(&untried[..taken]).copied().collect();
+        old.sort_unstable();
+        steps.extend(old.into_iter().map(Step::Pull));
     }
     let missing: u64 = gaps.iter().map(|(s, e)| ((e - s) / size) as u64).sum();
     let pulled = steps.iter().filter(|s| matches!(s, Step::Pull(_))).count() as u64;
@@ -359,6 +371,23 @@ mod tests {
             Facts { spans: vec![], open: vec![open(f, FrameState::Pushing, Some(now + 30))], ..Facts::default() };
         let p = plan(&s, &pushing_later, now, Scope::Run);
         assert!(!p.steps.iter().any(|st| st.start() == f), "neither pushed nor pulled again");
+    }
+
+    /// Pins starving gaps: old frames the SS refuses for good (history it no longer keeps) came
+    /// first in every run, and three failures stopped the pulls before any other gap.
+    #[test]
+    fn old_frames_that_keep_failing_take_at_most_a_quarter_of_the_room_before_untried_gaps() {
+        let mut s = settings("2026-11-01T00:00:00Z");
+        s.max_frames = 18; // 10 fresh frames, 8 for old gaps
+        let now = t("2026-11-01T12:02:00Z");
+        let failed: Vec<OpenFrame> =
+            (0..100).map(|i| open(t("2026-11-01T00:00:00Z") + i * MIN, FrameState::Missing, Some(now))).collect();
+        let p = plan(&s, &Facts { open: failed, ..Facts::default() }, now, Scope::Run);
+        let old: Vec<Epoch> = pulls(&p).into_iter().filter(|&f| f < t("2026-11-01T11:50:00Z")).collect();
+        assert_eq!(old.len(), 8);
+        let retried = old.iter().filter(|&&f| f < t("2026-11-01T01:40:00Z")).count();
+        assert_eq!(retried, 2, "a quarter of the room: {old:?}");
+        assert_eq!(old[2], t("2026-11-01T01:40:00Z"), "then the oldest frames never tried");
     }
 
     #[test]

@@ -224,6 +224,9 @@ impl Job<'_> {
                 self.ss_busy(frame, "", message, retry_after)?;
                 return Ok(None);
             }
+            // The SS refused this frame (a 4xx): it says nothing of the SS's health, so it
+            // does not count toward stopping the pulls of the run.
+            Err(error @ PullError::Refused { .. }) => return self.pull_refused(frame, error.to_string()),
             Err(error) => error.to_string(),
         };
         self.pulling.failed_in_a_row += 1;
@@ -236,6 +239,16 @@ impl Job<'_> {
         } else {
             self.fail(frame, message);
         }
+        Ok(None)
+    }
+
+    /// The SS refused a frame: it stays missing with the answer and backs off; the other
+    /// frames go on.
+    fn pull_refused(&mut self, frame: Frame, message: String) -> Result<Option<Pulled>> {
+        let message = self.config.secrets.scrub(&message);
+        let next = self.next_attempt(frame, None)?;
+        self.ledger.pull_failed(frame, &message, next, self.clock.now())?;
+        self.fail(frame, message);
         Ok(None)
     }
 

@@ -676,6 +676,17 @@ fn a_recheck_that_meets_an_ss_that_is_down_waits_for_it_and_is_not_given_up() {
     assert_eq!(w.count("SELECT COUNT(*) FROM delivered WHERE uid = 'late'"), 1, "the re-check found the late record");
 }
 
+#[test]
+fn frames_the_ss_refuses_do_not_stop_the_pulls_of_the_run() {
+    let mut w = World::new(config_with("", "", "fresh = \"1m\""));
+    let mut src = source(&[]);
+    src.refused = (0..5).map(|i| T0 + i * 60).collect();
+    let outcome = w.run(&src, &FakeSink::new(), T0 + 11 * 60, Scope::Run);
+    assert!(!has(&outcome.failures, "no more pulls"), "{:?}", outcome.failures);
+    assert_eq!(w.count("SELECT COUNT(*) FROM frames WHERE state = 'delivered'"), 5, "the frames after them");
+    assert_eq!(w.count("SELECT COUNT(*) FROM frames WHERE state = 'missing' AND last_error LIKE '%HTTP 400%'"), 5);
+}
+
 /// Pins a pipeline stuck behind an SS clock 150 s behind: it stopped pulling for the whole run,
 /// every run. Only the frames the SS says are still open wait.
 #[test]
