@@ -110,6 +110,8 @@ pub struct OpenFrame {
     pub start: Epoch,
     pub state: FrameState,
     pub next_attempt: Option<Epoch>,
+    /// Failed attempts since its last progress.
+    pub attempts: i64,
 }
 
 /// A record as it is staged by a pull.
@@ -409,13 +411,14 @@ impl Ledger {
     /// Every frame row that is not delivered.
     pub fn open_frames(&self) -> Result<Vec<OpenFrame>> {
         let mut stmt = self.conn.prepare_cached(
-            "SELECT start, state, next_attempt FROM frames WHERE state <> 'delivered' ORDER BY start",
+            "SELECT start, state, next_attempt, attempts FROM frames WHERE state <> 'delivered' ORDER BY start",
         )?;
         let rows = stmt.query_map([], |r| {
             Ok(OpenFrame {
                 start: r.get(0)?,
                 state: FrameState::parse(&r.get::<_, String>(1)?)?,
                 next_attempt: r.get(2)?,
+                attempts: r.get(3)?,
             })
         })?;
         Ok(rows.collect::<Result<_, _>>()?)
@@ -1199,7 +1202,7 @@ mod tests {
         assert_eq!(l.attempts(0).unwrap(), 2);
         assert_eq!(
             l.open_frames().unwrap(),
-            vec![OpenFrame { start: 0, state: FrameState::Missing, next_attempt: Some(200) }]
+            vec![OpenFrame { start: 0, state: FrameState::Missing, next_attempt: Some(200), attempts: 2 }]
         );
         stage(&mut l, 0, &["a"]);
         assert_eq!(l.attempts(0).unwrap(), 0);

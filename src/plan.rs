@@ -2,7 +2,7 @@
 //! The plan is sorted and deterministic, so it can be printed with `--dry-run` and tested as
 //! a table. Its cost grows with the number of holes, never with the length of the horizon.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 
 use crate::frames::{Epoch, FrameSize, eligible_until};
 use crate::ledger::{FrameState, OpenFrame};
@@ -136,17 +136,24 @@ pub fn plan(settings: &Settings, facts: &Facts, now: Epoch, scope: Scope) -> Pla
         steps.extend(facts.due_rechecks.iter().take(room).map(|&s| Step::Recheck(s)));
     }
     // 4. The oldest gaps, inside the backfill window: frames that failed before get at most a
-    //    quarter of the room first, so frames the SS keeps refusing (history it no longer has)
-    //    never starve the others; then frames never tried; then more retries if room is left.
+    //    quarter of the room first — those that failed least first — so frames the SS keeps
+    //    refusing (history it no longer has) never starve the others; then frames never tried;
+    //    then more retries if room is left.
     if pulls && !outside_window {
         let room = budget - steps.len();
-        let retried: HashSet<Epoch> =
-            facts.open.iter().filter(|f| f.state == FrameState::Missing).map(|f| f.start).collect();
-        let (retries, untried): (Vec<Epoch>, Vec<Epoch>) =
-            pullable(reference, fresh_from).take(room + retried.len()).partition(|s| retried.contains(s));
+        let failed: HashMap<Epoch, i64> =
+            facts.open.iter().filter(|f| f.state == FrameState::Missing).map(|f| (f.start, f.attempts)).collect();
+        let mut retries: Vec<Epoch> = facts
+            .open
+            .iter()
+            .filter(|f| f.state == FrameState::Missing && due(f) && (reference..fresh_from).contains(&f.start))
+            .map(|f| f.start)
+            .collect();
+        retries.sort_by_key(|s| (failed[s], *s));
+        let untried: Vec<Epoch> =
+            pullable(reference, fresh_from).filter(|s| !failed.contains_key(s)).take(room).collect();
         let first = retries.len().min(room.div_ceil(4));
-        let untried_room = room - first;
-        let taken = untried.len().min(untried_room);
+        let taken = untried.len().min(room - first);
         let more = (room - first - taken).min(retries.len() - first);
         let mut old: Vec<Epoch> = retries[..first + more].iter().chain(&untried[..taken]).copied().collect();
         old.sort_unstable();
@@ -263,7 +270,7 @@ mod tests {
     }
 
     fn open(start: Epoch, state: FrameState, next_attempt: Option<Epoch>) -> OpenFrame {
-        OpenFrame { start, state, next_attempt }
+        OpenFrame { start, state, next_attempt, attempts: 1 }
     }
 
     fn pulls(plan: &Plan) -> Vec<Epoch> {
@@ -388,6 +395,22 @@ mod tests {
         let retried = old.iter().filter(|&&f| f < t("2026-11-01T01:40:00Z")).count();
         assert_eq!(retried, 2, "a quarter of the room: {old:?}");
         assert_eq!(old[2], t("2026-11-01T01:40:00Z"), "then the oldest frames never tried");
+    }
+
+    #[test]
+    fn among_old_frames_that_failed_those_that_failed_least_are_retried_first() {
+        let mut s = settings("2026-11-01T00:00:00Z");
+        s.max_frames = 14; // 10 fresh frames, 4 for old gaps: one retry first
+        let now = t("2026-11-01T12:02:00Z");
+        let mut open: Vec<OpenFrame> =
+            (0..50).map(|i| open(t("2026-11-01T00:00:00Z") + i * MIN, FrameState::Missing, Some(now))).collect();
+        for f in &mut open {
+            f.attempts = 40; // refused for hours
+        }
+        let once = t("2026-11-01T05:00:00Z");
+        open.push(OpenFrame { start: once, state: FrameState::Missing, next_attempt: Some(now), attempts: 1 });
+        let p = plan(&s, &Facts { open, ..Facts::default() }, now, Scope::Run);
+        assert!(pulls(&p).contains(&once), "a frame that failed once goes before those that keep failing");
     }
 
     #[test]
