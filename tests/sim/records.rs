@@ -49,8 +49,9 @@ impl Catalog {
         let mut catalog = Catalog::default();
         let mut start = scenario.reference;
         while start < until {
-            let mut frame: Vec<Rec> = (0..rng.range(0, scenario.records_per_frame))
-                .map(|_| record(scenario, &mut rng, start, catalog.records.len()))
+            let first = catalog.records.len();
+            let mut frame: Vec<Rec> = (0..rng.range(0, scenario.records_per_frame) as usize)
+                .map(|i| record(scenario, &mut rng, start, first + i))
                 .collect();
             frame.sort_by_key(|r| r.stamp_ms);
             for rec in frame {

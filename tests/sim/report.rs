@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use super::check::Violation;
 use super::trace::Trace;
-use super::world::{Options, simulate};
+use super::world::{Options, Tolerance, simulate};
 
 #[derive(Debug)]
 pub struct Report {
@@ -28,6 +28,10 @@ pub struct Report {
     pub violation: Option<Violation>,
     /// The violation is a known hole the caller tolerates.
     pub known: bool,
+    /// Violations of holes the seed went on past, by kind.
+    pub ignored: BTreeMap<Kind, u64>,
+    /// The environment of the tolerance the seed ran with (part of its replay line).
+    pub tolerance: String,
     pub wall: Duration,
     pub scenario: String,
     pub trace: Vec<String>,
@@ -37,8 +41,8 @@ impl Report {
     /// The one line that replays this seed with its trace.
     pub fn replay_line(&self) -> String {
         format!(
-            "replay: SIM_SEED={} SIM_RUNS={} SIM_TRACE=1 cargo test --release --features test-hooks --test simulation -- --ignored replay --nocapture",
-            self.seed, self.runs_asked
+            "replay: {}SIM_SEED={} SIM_RUNS={} SIM_TRACE=1 cargo test --release --features test-hooks --test simulation -- --ignored replay --nocapture",
+            self.tolerance, self.seed, self.runs_asked
         )
     }
 
@@ -64,7 +68,7 @@ impl Report {
 
 /// Runs `count` seeds from `first`, `runs` cron minutes each, on every core; each finished
 /// seed's failure is printed as it comes.
-pub fn run_seeds(first: u64, count: u64, runs: usize, tolerate: &[String]) -> Summary {
+pub fn run_seeds(first: u64, count: u64, runs: usize, tolerance: &Tolerance) -> Summary {
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get()).min(count.max(1) as usize);
     let next = AtomicU64::new(first);
     let reports = Mutex::new(Vec::new());
@@ -77,7 +81,7 @@ pub fn run_seeds(first: u64, count: u64, runs: usize, tolerate: &[String]) -> Su
                     if seed >= first + count {
                         break;
                     }
-                    let options = Options { seed, runs, trace: Trace::Off, tolerate: tolerate.to_vec() };
+                    let options = Options { seed, runs, trace: Trace::Off, tolerance: tolerance.clone() };
                     let report = simulate(options);
                     if let Some(failure) = report.failure() {
                         println!("{}{failure}", if report.known { "known: " } else { "FAILED " });
@@ -117,6 +121,8 @@ pub struct Summary {
     pub double_bound: u64,
     pub exits: BTreeMap<i32, u64>,
     pub violations: BTreeMap<Kind, Seen>,
+    /// Violations of holes seeds went on past (`SIM_IGNORE`): how many, the first seed.
+    pub ignored: BTreeMap<Kind, Seen>,
     pub skipped_ticks: u64,
     pub failed: Vec<String>,
     pub wall: Duration,
@@ -137,6 +143,10 @@ impl Summary {
             s.doubles += r.doubles;
             s.double_bound += r.double_bound;
             s.skipped_ticks += r.skipped_ticks;
+            for (kind, n) in &r.ignored {
+                let seen = Seen { seeds: 0, first: r.seed, known: true };
+                s.ignored.entry(*kind).or_insert(seen).seeds += n;
+            }
             if let Some(v) = &r.violation {
                 let seen = Seen { seeds: 0, first: r.seed, known: r.known };
                 s.violations.entry((v.invariant, v.tag, v.hole)).or_insert(seen).seeds += 1;
@@ -181,6 +191,13 @@ impl Summary {
             let status = if seen.known { "known" } else { "NEW" };
             println!(
                 "    {status:<5} invariant {invariant} {tag}{hole}: {} seeds, first SIM_SEED={}",
+                seen.seeds, seen.first
+            );
+        }
+        for ((invariant, tag, hole), seen) in &self.ignored {
+            let hole = hole.map_or(String::new(), |h| format!(" hole ({h})"));
+            println!(
+                "    went on past invariant {invariant} {tag}{hole}: {} times, first SIM_SEED={}",
                 seen.seeds, seen.first
             );
         }

@@ -118,7 +118,7 @@ fn walk_of(net: &mut Net, request: &Request) -> Option<(u64, usize)> {
 /// A later page: the token names the walk and the offset. A cursor sent with the query of
 /// another frame is a client bug.
 fn continued(net: &mut Net, token: &str, from_ms: Option<i64>) -> Option<(u64, usize)> {
-    let token = token.strip_prefix('c').unwrap_or(token);
+    let token = if from_ms.is_some() { token.strip_prefix('c')? } else { token };
     let (walk, rest) = token.split_once(['-', '/'])?;
     let offset = rest.split(['+', '=']).next()?.parse().ok()?;
     let walk = u64::from_str_radix(walk, 16).ok()?;

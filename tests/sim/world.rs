@@ -39,17 +39,61 @@ pub struct Options {
     /// Cron minutes of the schedule before the calm phase is extended to drain the backlog.
     pub runs: usize,
     pub trace: Trace,
-    /// Known holes (letters) and violation tags that end a seed without failing it.
-    pub tolerate: Vec<String>,
+    pub tolerance: Tolerance,
+}
+
+/// Known holes: which end a seed without failing it, and which a seed goes on past.
+#[derive(Debug, Clone, Default)]
+pub struct Tolerance {
+    /// Hole letters or violation tags: the seed ends there, counted as known, not failed.
+    pub end_seed: Vec<String>,
+    /// Hole letters whose violations are only counted; the seed goes on (to find what lies
+    /// beyond them). Only for holes whose damage no later check counts again.
+    pub go_on: Vec<char>,
+}
+
+impl Tolerance {
+    /// The environment that sets this tolerance, for a replay line.
+    pub fn env(&self) -> String {
+        let mut env = String::new();
+        if !self.end_seed.is_empty() {
+            env += &format!("SIM_TOLERATE={} ", self.end_seed.join(","));
+        }
+        if !self.go_on.is_empty() {
+            env += &format!("SIM_IGNORE={} ", self.go_on.iter().map(char::to_string).collect::<Vec<_>>().join(","));
+        }
+        env
+    }
+
+    /// `SIM_TOLERATE` (comma-separated letters or tags) and `SIM_IGNORE` (letters).
+    pub fn from_env() -> Self {
+        let list = |name| -> Vec<String> {
+            std::env::var(name)
+                .unwrap_or_default()
+                .split(',')
+                .map(str::trim)
+                .filter(|t| !t.is_empty())
+                .map(String::from)
+                .collect()
+        };
+        Self {
+            end_seed: list("SIM_TOLERATE"),
+            go_on: list("SIM_IGNORE").iter().filter_map(|l| l.chars().next()).collect(),
+        }
+    }
+
+    fn ends_known(&self, v: &Violation) -> bool {
+        self.end_seed.iter().any(|t| t == v.tag || v.hole.is_some_and(|h| t.len() == 1 && t.starts_with(h)))
+    }
 }
 
 /// Runs one seed to its end or its first violation.
 pub fn simulate(options: Options) -> Report {
     quiet_kills();
     let wall = Instant::now();
-    let mut driver = Driver::new(options.seed, options.runs, options.trace);
+    let mut driver = Driver::new(options.seed, options.runs, options.trace, options.tolerance.go_on.clone());
     let result = driver.run_all();
-    driver.report(result, wall.elapsed(), options.runs, &options.tolerate)
+    driver.report(result, wall.elapsed(), options.runs, &options.tolerance)
 }
 
 /// A kill is a panic: say nothing about it, but keep every other panic's message.
@@ -78,6 +122,8 @@ struct Driver {
     total_ticks: usize,
     /// Runs a failed frame or a quiet server may legitimately wait, and how long the backlog takes.
     settle_ticks: usize,
+    /// This machine's clock when the calm phase began.
+    calm_from: i64,
     runs: usize,
     period_until: BTreeMap<Period, usize>,
     year_ahead_at: Option<usize>,
@@ -90,7 +136,7 @@ struct Driver {
 }
 
 impl Driver {
-    fn new(seed: u64, runs: usize, trace: Trace) -> Self {
+    fn new(seed: u64, runs: usize, trace: Trace, go_on: Vec<char>) -> Self {
         let scenario = Arc::new(Scenario::draw(seed));
         let dir = tempfile::Builder::new().prefix("framesync-sim-").tempdir_in(scratch()).expect("a temp dir");
         let env = |name: &str| match name {
@@ -107,7 +153,7 @@ impl Driver {
         let mut at = |on: bool| on.then(|| rng.range(fault_ticks as i64 / 4, fault_ticks as i64 * 3 / 4) as usize);
         let (year_ahead_at, hour_back_at) = (at(scenario.year_ahead), at(scenario.hour_back));
         Self {
-            checker: Checker::new(scenario.clone()),
+            checker: Checker::new(scenario.clone(), go_on),
             config,
             _dir: dir,
             shared: Shared::new(net),
@@ -116,6 +162,7 @@ impl Driver {
             fault_ticks,
             total_ticks: runs,
             settle_ticks: 0,
+            calm_from: 0,
             runs: 0,
             period_until: BTreeMap::new(),
             year_ahead_at,
@@ -236,10 +283,14 @@ impl Driver {
     /// for the backlog to drain (see `Checker::liveness` for what is then required).
     fn calm(&mut self) -> Result<(), Violation> {
         let backlog = self.backlog()?;
+        self.calm_from = SimClock(self.shared.clone()).now_secs();
         let s = &self.scenario;
-        let load = (s.frames_per_minute() * (1 + s.recheck.len() as i64)) as usize;
+        let work_per_frame = 1 + s.recheck.len();
+        let load = s.frames_per_minute() as usize * work_per_frame;
         let drain_rate = s.max_frames.saturating_sub(load).max(1);
-        let mut drain = backlog.div_ceil(drain_rate);
+        // Every frame of the backlog is pulled, then re-checked, out of what the fresh frames
+        // leave of the budget; a tenth more for runs cut short by max_seconds.
+        let mut drain = (backlog * work_per_frame).div_ceil(drain_rate) * 11 / 10;
         if let Some((from, to)) = s.backfill_window {
             let open = ((to + 1_440 - from) % 1_440) as usize;
             drain = drain.div_ceil(open) * 1_440 + drain % open + 1_440;
@@ -248,6 +299,7 @@ impl Driver {
         self.settle_ticks = (s.longest_wait() / MINUTE) as usize + 3;
         let needed = self.settle_ticks + drain + 10;
         self.total_ticks = self.total_ticks.max(self.fault_ticks + needed);
+        self.checker.calm = true;
         let mut net = self.shared.lock();
         net.faults_on = false;
         net.periods.clear();
@@ -299,7 +351,19 @@ impl Driver {
             self.ledger = None; // the process is gone: its connection closes, its transaction rolls back
         }
         self.tally(&ending);
-        let facts = RunFacts { run, scope, plan: &plan, plan_now, end_now: clock.now_secs(), ending: &ending };
+        let far_ahead = {
+            let time = &self.shared.lock().time;
+            time.machine_ms() - time.true_ms > 30 * 86_400_000
+        };
+        let facts = RunFacts {
+            run,
+            scope,
+            plan: &plan,
+            plan_now,
+            end_now: clock.now_secs(),
+            ending: &ending,
+            clock_far_ahead: far_ahead,
+        };
         self.ledger()?;
         let ledger = self.ledger.as_ref().expect("opened");
         let mut net = self.shared.lock();
@@ -418,7 +482,7 @@ impl Driver {
         let now = SimClock(self.shared.clone()).now_secs();
         let size = FrameSize::new(self.scenario.size).expect("a valid size");
         let settled = eligible_until(size, now - self.settle_ticks as i64 * MINUTE, self.scenario.delay);
-        let settled = Settled { frames_until: settled, rechecks_until: now - self.settle_ticks as i64 * MINUTE, now };
+        let settled = Settled { frames_until: settled, rechecks_until: self.calm_from, now };
         let last = std::mem::take(&mut self.last_endings);
         self.ledger()?;
         let ledger = self.ledger.as_ref().expect("opened");
@@ -430,12 +494,10 @@ impl Driver {
         self.checker.integrity(ledger)
     }
 
-    fn report(&mut self, result: Result<(), Violation>, wall: Duration, runs: usize, tolerate: &[String]) -> Report {
+    fn report(&mut self, result: Result<(), Violation>, wall: Duration, runs: usize, tolerance: &Tolerance) -> Report {
         let mut net = self.shared.lock();
         let violation = result.err();
-        let known = violation.as_ref().is_some_and(|v| {
-            tolerate.iter().any(|t| t == v.tag || v.hole.is_some_and(|h| t.len() == 1 && t.starts_with(h)))
-        });
+        let known = violation.as_ref().is_some_and(|v| tolerance.ends_known(v));
         let dead_letters = self
             .ledger
             .as_ref()
@@ -455,6 +517,8 @@ impl Driver {
             exits: self.exits.clone(),
             violation,
             known,
+            ignored: std::mem::take(&mut self.checker.ignored),
+            tolerance: tolerance.env(),
             wall,
             scenario: self.scenario.describe(),
             trace: std::mem::take(&mut net.trace).lines(),
