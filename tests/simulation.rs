@@ -49,10 +49,11 @@ fn env_u64(name: &str, default: u64) -> u64 {
 
 #[test]
 fn the_simulation_holds_its_invariants_over_many_seeds() {
+    // Dead letters failing no run (c) hide nothing behind them: seeds go on past them.
     let known =
-        Tolerance { end_seed: KNOWN_HOLES.iter().map(|(letter, _)| letter.to_string()).collect(), go_on: vec![] };
+        Tolerance { end_seed: KNOWN_HOLES.iter().map(|(letter, _)| letter.to_string()).collect(), go_on: vec!['c'] };
     let summary =
-        run_seeds(env_u64("SIM_SEED", 1), env_u64("SIM_SEEDS", 24), env_u64("SIM_RUNS", 300) as usize, &known);
+        run_seeds(env_u64("SIM_SEED", 1), env_u64("SIM_SEEDS", 32), env_u64("SIM_RUNS", 240) as usize, &known);
     summary.print();
     assert!(summary.failed.is_empty(), "{} seeds failed:\n{}", summary.failed.len(), summary.failed.join("\n"));
 }

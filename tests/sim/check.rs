@@ -27,7 +27,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 use framesync::frames::{FrameSize, rfc3339};
-use framesync::ledger::{FrameState, Ledger};
+use framesync::ledger::Ledger;
 use framesync::plan::{Plan, Scope, Step};
 use rusqlite::{OptionalExtension, params};
 
@@ -88,6 +88,10 @@ pub enum Ending {
 /// delivered, re-checks due before `rechecks_until` (the calm phase's start: later ones may
 /// lag behind a budget the fresh frames and the backlog share) done; `now` is this machine's clock.
 pub struct Settled {
+    /// When the backlog was too large to drain in the calm phase: from which frame on every
+    /// frame must be delivered, and how many undelivered frames (and due re-checks) were
+    /// before it when the calm phase began — fewer must be left.
+    pub frames_from: Option<(i64, usize)>,
     pub frames_until: i64,
     pub rechecks_until: i64,
     pub now: i64,
@@ -344,8 +348,8 @@ impl Checker {
         for step in &plan.steps {
             let frame = step.start();
             let Some(served) = self.committed.get(&frame) else { continue };
-            let state = ledger.frame_state(frame).map_err(ledger_err)?;
-            if !matches!(state, Some(FrameState::Delivered) | None) {
+            let (state, _) = frame_row(ledger, frame).map_err(sql)?;
+            if !matches!(state.as_deref(), Some("delivered") | None) {
                 continue;
             }
             for &i in served {
@@ -540,7 +544,10 @@ impl Checker {
     /// refused; and the last run exited 0 unless only such refusals failed it.
     pub fn liveness(&mut self, ledger: &Ledger, net: &Net, settled: &Settled, last: &Ending) -> Checked {
         let (settled_until, now) = (settled.frames_until, settled.now);
-        let reference = self.scenario.reference;
+        if let Some((from, before)) = settled.frames_from {
+            self.backlog_shrank(ledger, from, before)?;
+        }
+        let reference = settled.frames_from.map_or(self.scenario.reference, |(from, _)| from);
         if settled_until > reference {
             let spans = ledger.delivered_spans(reference, settled_until).map_err(ledger_err)?;
             let mut undelivered: Vec<i64> = ledger
@@ -600,6 +607,21 @@ impl Checker {
     /// (re-checks, old gaps) never runs.
     fn starved_by_too_early(&self) -> Option<char> {
         (self.calm_runs > 0 && self.calm_too_early_stops * 4 >= self.calm_runs).then_some('i')
+    }
+
+    /// A backlog too large to drain in the calm phase at least shrank.
+    fn backlog_shrank(&mut self, ledger: &Ledger, until: i64, before: usize) -> Checked {
+        let reference = self.scenario.reference;
+        let spans = ledger.delivered_spans(reference, until).map_err(ledger_err)?;
+        let gaps: i64 =
+            framesync::plan::gaps(&spans, reference, until).iter().map(|(f, t)| (t - f) / self.scenario.size).sum();
+        let open = ledger.open_frames().map_err(ledger_err)?.iter().filter(|f| f.start < until).count();
+        let left = gaps as usize + open;
+        if before > 0 && left >= before {
+            let detail = format!("the backlog did not shrink in the calm phase: {before} frames then, {left} now");
+            return self.flag(violation(7, "backlog-stuck", detail));
+        }
+        Ok(())
     }
 
     fn rechecks_are_not_overdue(&mut self, ledger: &Ledger, net: &Net, due_before: i64) -> Checked {

@@ -43,6 +43,8 @@ pub struct Net {
     pub faults_on: bool,
     /// Periods in force (RS down, redirecting, ...; the SS down).
     pub periods: BTreeSet<Period>,
+    /// While down, the RS refuses connections (else a load balancer answers 503).
+    pub rs_down_refuses: bool,
     /// Injected faults by kind, for the summary.
     pub faults: BTreeMap<&'static str, u64>,
     /// The cron run under way (walks are tagged with it).
@@ -59,6 +61,7 @@ impl Net {
             dice: Rng::stream(scenario.seed, 2),
             faults_on: true,
             periods: BTreeSet::new(),
+            rs_down_refuses: true,
             faults: BTreeMap::new(),
             run: 0,
             catalog,
@@ -79,7 +82,7 @@ impl Net {
     pub fn accepts(&mut self, host: &str) -> bool {
         let down = match host {
             SS_HOST => self.periods.contains(&Period::SsDown).then_some("ss-refused"),
-            RS_HOST => self.periods.contains(&Period::Down).then_some("rs-refused"),
+            RS_HOST => (self.rs_down_refuses && self.periods.contains(&Period::Down)).then_some("rs-refused"),
             _ => Some("unknown-host"),
         };
         if let Some(kind) = down {

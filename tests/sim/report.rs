@@ -83,8 +83,8 @@ pub fn run_seeds(first: u64, count: u64, runs: usize, tolerance: &Tolerance) -> 
                     }
                     let options = Options { seed, runs, trace: Trace::Off, tolerance: tolerance.clone() };
                     let report = simulate(options);
-                    if let Some(failure) = report.failure() {
-                        println!("{}{failure}", if report.known { "known: " } else { "FAILED " });
+                    if let Some(failure) = report.failure().filter(|_| !report.known) {
+                        println!("FAILED {failure}");
                     }
                     reports.lock().unwrap_or_else(|e| e.into_inner()).push(report);
                 }
@@ -126,6 +126,8 @@ pub struct Summary {
     pub skipped_ticks: u64,
     pub failed: Vec<String>,
     pub wall: Duration,
+    /// The seed that took longest: (seed, runs, wall).
+    pub slowest: (u64, u64, Duration),
 }
 
 impl Summary {
@@ -143,6 +145,9 @@ impl Summary {
             s.doubles += r.doubles;
             s.double_bound += r.double_bound;
             s.skipped_ticks += r.skipped_ticks;
+            if r.wall > s.slowest.2 {
+                s.slowest = (r.seed, r.runs, r.wall);
+            }
             for (kind, n) in &r.ignored {
                 let seen = Seen { seeds: 0, first: r.seed, known: true };
                 s.ignored.entry(*kind).or_insert(seen).seeds += n;
@@ -168,6 +173,8 @@ impl Summary {
         println!("  {:<28} {}", "seeds", self.seeds);
         println!("  {:<28} {} ({:.0} runs/s)", "simulated runs", self.runs, self.runs as f64 / secs);
         println!("  {:<28} {:.1}s", "wall time", secs);
+        let (seed, runs, wall) = self.slowest;
+        println!("  {:<28} SIM_SEED={seed}: {runs} runs in {:.1}s", "slowest seed", wall.as_secs_f64());
         println!("  {:<28} {}", "records served (walks)", self.served);
         println!("  {:<28} {}", "records stored at the RS", self.stored);
         println!("  {:<28} {}", "records dead-lettered", self.dead_letters);

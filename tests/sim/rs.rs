@@ -66,12 +66,19 @@ pub fn handle(net: &mut Net, request: &Request) -> Reply {
 /// The answer of a period in force, for POSTs and lookups alike (maintenance differs).
 fn period_answer(net: &mut Net, request: &Request) -> Option<Reply> {
     let lookup = request.method == "GET";
-    let period =
-        [Period::Redirect, Period::ExpiredToken, Period::DroppedTable, Period::Maintenance, Period::RateLimited]
-            .into_iter()
-            .find(|p| net.periods.contains(p))?;
+    let period = [
+        Period::Down,
+        Period::Redirect,
+        Period::ExpiredToken,
+        Period::DroppedTable,
+        Period::Maintenance,
+        Period::RateLimited,
+    ]
+    .into_iter()
+    .find(|p| net.periods.contains(p))?;
     net.count(period.name());
     Some(match period {
+        Period::Down => html(503),
         Period::Redirect => Reply::Bytes(answer(302, &[("location", "/login".into())], "")),
         Period::ExpiredToken => json(401, r#"{"error":"token expired"}"#),
         Period::DroppedTable => json(404, r#"{"error":"no such table"}"#),

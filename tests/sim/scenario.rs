@@ -90,7 +90,7 @@ pub enum Lookup {
 /// Periods of the RS (they come and go during the fault phase).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Period {
-    /// Connection refused.
+    /// Connection refused, or 503 from the load balancer in front of it.
     Down,
     /// POST answers 302 to /login, whose GET answers 200 text/html.
     Redirect,

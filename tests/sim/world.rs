@@ -124,6 +124,9 @@ struct Driver {
     settle_ticks: usize,
     /// This machine's clock when the calm phase began.
     calm_from: i64,
+    /// When the backlog would take more than `CALM_CAP` times the schedule to drain: the
+    /// eligible horizon at the calm phase's start, and the backlog then.
+    capped_backlog: Option<(i64, usize)>,
     runs: usize,
     period_until: BTreeMap<Period, usize>,
     year_ahead_at: Option<usize>,
@@ -163,6 +166,7 @@ impl Driver {
             total_ticks: runs,
             settle_ticks: 0,
             calm_from: 0,
+            capped_backlog: None,
             runs: 0,
             period_until: BTreeMap::new(),
             year_ahead_at,
@@ -272,6 +276,9 @@ impl Driver {
                 net.trace(|| format!("  {} ends", period.name()));
             } else if until.is_none() && faulty && self.rng.chance(self.scenario.period_rate) {
                 self.period_until.insert(period, tick + self.rng.range(2, 30) as usize);
+                if period == Period::Down {
+                    net.rs_down_refuses = self.rng.chance(0.5);
+                }
                 net.periods.insert(period);
                 *net.faults.entry(period_start(period)).or_default() += 1;
                 net.trace(|| format!("  {} begins", period.name()));
@@ -298,7 +305,13 @@ impl Driver {
         // A frame failed just before the calm waits at most this long; a quiet server too.
         self.settle_ticks = (s.longest_wait() / MINUTE) as usize + 3;
         let needed = self.settle_ticks + drain + 10;
-        self.total_ticks = self.total_ticks.max(self.fault_ticks + needed);
+        let cap = self.total_ticks * CALM_CAP;
+        if needed > cap {
+            // Too long to wait for: the liveness check then asks the backlog to shrink.
+            let size = FrameSize::new(s.size).expect("a valid size");
+            self.capped_backlog = Some((eligible_until(size, self.calm_from, s.delay), backlog));
+        }
+        self.total_ticks = self.total_ticks.max(self.fault_ticks + needed.min(cap));
         self.checker.calm = true;
         let mut net = self.shared.lock();
         net.faults_on = false;
@@ -482,7 +495,12 @@ impl Driver {
         let now = SimClock(self.shared.clone()).now_secs();
         let size = FrameSize::new(self.scenario.size).expect("a valid size");
         let settled = eligible_until(size, now - self.settle_ticks as i64 * MINUTE, self.scenario.delay);
-        let settled = Settled { frames_until: settled, rechecks_until: self.calm_from, now };
+        let settled = match self.capped_backlog {
+            None => Settled { frames_from: None, frames_until: settled, rechecks_until: self.calm_from, now },
+            Some((horizon, backlog)) => {
+                Settled { frames_from: Some((horizon, backlog)), frames_until: settled, rechecks_until: i64::MIN, now }
+            }
+        };
         let last = std::mem::take(&mut self.last_endings);
         self.ledger()?;
         let ledger = self.ledger.as_ref().expect("opened");
@@ -525,6 +543,9 @@ impl Driver {
         }
     }
 }
+
+/// The calm phase lasts at most this many times the schedule's minutes.
+const CALM_CAP: usize = 4;
 
 /// Where the seeds' ledgers live: memory, when the machine has /dev/shm.
 fn scratch() -> &'static Path {
