@@ -14,10 +14,16 @@
 //!    eligible frame undelivered without one of the `ACCEPTED_REASONS`.
 //! 6. The ledger: a delivered frame has no staged rows; integrity and foreign keys hold; a run
 //!    never ends with exit 3 (the ledger failed) nor panics.
-//! 7. Liveness at the end of the calm phase: every frame eligible more than `settle` runs ago
-//!    is delivered, every re-check due when the calm phase began is done, and the last run exits 0 — except frames the SS no
-//!    longer has the history of, which the ledger records as refused with HTTP 400, and a
-//!    fresh frame the SS's clock (within its drift) says is not yet due.
+//! 7. Liveness at the end of the calm phase: every frame eligible more than N runs ago is
+//!    delivered, every re-check due when the calm phase began is done, and the last run exits 0
+//!    — except frames the SS no longer has the history of (the ledger records them refused with
+//!    HTTP 400), and a fresh frame the SS's clock (within its drift) says is not yet due.
+//!    N = (the longest wait: `retry_max` or the longest Retry-After) / 1 min + 3. The calm phase
+//!    lasts N + the backlog's drain time + 10 runs, where the drain time is the backlog at its
+//!    start (eligible undelivered frames and due re-checks) × (1 + re-checks per frame) / (what
+//!    the fresh frames and their re-checks leave of `max_frames`) + 10%, stretched to whole days
+//!    by a backfill window (`world.rs`, `Driver::calm`). A drain longer than 4× the schedule is
+//!    not waited for: then the backlog must have shrunk, and later frames must be delivered.
 //! 8. Dead letters are deserved: each is a record the RS refuses for good (a bad record) or one
 //!    `sink.map` cannot satisfy — never a record refused because the RS was misconfigured.
 //! 9. Nothing promised is lost (at the end): every record stamped in a delivered frame whose
@@ -305,7 +311,7 @@ impl Checker {
 
     /// Invariant 3, first half: which walks did framesync commit? A pull walk committed if its
     /// frame had no row (or was missing) before the run and is staged or delivered after it; a
-    /// re-check walk committed if the frame's re-check count went up.
+    /// re-check walk committed if the frame's re-check count went up (or its row was pruned).
     fn walks(&mut self, ledger: &Ledger, net: &mut Net, before: &Before, facts: &RunFacts) -> Checked {
         let walks = net.ss.take_walks(facts.run);
         let mut last: BTreeMap<i64, &super::ss::Walk> = BTreeMap::new();
@@ -322,7 +328,8 @@ impl Checker {
             let (after, after_rechecks) = frame_row(ledger, frame).map_err(sql)?;
             let pulled = matches!(state.as_deref(), None | Some("missing"))
                 && matches!(after.as_deref(), Some("pulled" | "pushing" | "delivered"));
-            let rechecked = state.as_deref() == Some("delivered") && after_rechecks > *rechecks;
+            // A frame re-checked for the last time may be pruned in the same run (its row gone).
+            let rechecked = state.as_deref() == Some("delivered") && (after_rechecks > *rechecks || after.is_none());
             if !(pulled || rechecked) {
                 continue;
             }
@@ -583,9 +590,10 @@ impl Checker {
         if far_ahead(ledger, frame, now)? {
             return Ok(Some('e'));
         }
+        // The frame holds a record that crashes the RS, or frames that do take the budget.
         let staged: Vec<String> = {
-            let mut stmt = ledger.conn().prepare_cached("SELECT uid FROM staged WHERE frame = ?1")?;
-            let rows = stmt.query_map([frame], |r| r.get(0))?;
+            let mut stmt = ledger.conn().prepare_cached("SELECT uid FROM staged")?;
+            let rows = stmt.query_map([], |r| r.get(0))?;
             rows.collect::<Result<_, _>>()?
         };
         if staged.iter().any(|u| net.catalog.by_uid(u).is_some_and(|r| r.poison == Poison::Crash)) {

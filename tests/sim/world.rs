@@ -120,7 +120,7 @@ struct Driver {
     /// Cron minutes of the fault phase, and of the whole schedule (extended at the calm start).
     fault_ticks: usize,
     total_ticks: usize,
-    /// Runs a failed frame or a quiet server may legitimately wait, and how long the backlog takes.
+    /// Minutes a failed frame or a quiet server may legitimately wait (N of invariant 7).
     settle_ticks: usize,
     /// This machine's clock when the calm phase began.
     calm_from: i64,
@@ -185,7 +185,7 @@ impl Driver {
         self.shared.lock().trace(|| format!("seed {}: {}", self.scenario.seed, self.scenario.describe()));
         let mut tick = 0;
         while tick < self.total_ticks {
-            if tick == self.fault_ticks {
+            if tick >= self.fault_ticks && !self.checker.calm {
                 self.calm()?;
             }
             self.schedule(tick);
