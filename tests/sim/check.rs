@@ -274,14 +274,17 @@ impl Checker {
         if doubles == 0 {
             return Ok(());
         }
-        let first = &net.rs.doubles[0];
+        let (first, first_key, key) = &net.rs.doubles[0];
         if self.scenario.keys != Keys::Ignores || self.scenario.lookup == Lookup::Truthful {
             let detail = format!(
-                "UID {first:?} is stored {} times at an RS that {}",
+                "UID {first:?} is stored {} times at an RS that {}: first under key {first_key:?}, again under {key:?}",
                 net.rs.stored.get(first).copied().unwrap_or(0),
                 if self.scenario.keys != Keys::Ignores { "honors keys" } else { "has a truthful lookup" }
             );
-            let regrouped = self.scenario.batch.is_some() && self.scenario.keys != Keys::Ignores;
+            // The record went again under another key, a batch's (a).
+            let regrouped = self.scenario.keys != Keys::Ignores
+                && first_key != key
+                && (first_key.starts_with("batch-") || key.starts_with("batch-"));
             return self.flag(violation(2, "double", detail).hole(regrouped.then_some('a')));
         }
         let bound = self.double_bound(net);
@@ -342,6 +345,17 @@ impl Checker {
                 self.flag(violation(3, "incomplete-walk-committed", detail))?;
             }
             self.committed.entry(frame).or_default().extend(walk.served.iter().copied());
+            net.trace(|| {
+                format!(
+                    "  committed: walk {} of frame {} ({}, first page at {}, {} pages, {} records served)",
+                    walk.id,
+                    rfc3339(frame),
+                    if pulled { "pull" } else { "re-check" },
+                    framesync::frames::rfc3339_ms(walk.first_page_ms),
+                    walk.pages,
+                    walk.served.len()
+                )
+            });
             if facts.clock_far_ahead {
                 self.committed_far_ahead.insert(frame);
             }

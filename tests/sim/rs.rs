@@ -21,8 +21,10 @@ pub struct Rs {
     pub stored: BTreeMap<String, u32>,
     /// Known keys: the body they came with and the answer they got.
     keys: BTreeMap<String, (String, u16)>,
-    /// UIDs stored more than once, in order.
-    pub doubles: Vec<String>,
+    /// The key each UID was first stored under.
+    first_key: BTreeMap<String, String>,
+    /// Every copy beyond the first, in order: the UID, the key of its first copy, this copy's key.
+    pub doubles: Vec<(String, String, String)>,
     /// Records whose request was stored but whose answer never reached framesync.
     pub lost_records: u64,
     /// Requests framesync should never send (a body the RS cannot read, no credential).
@@ -127,7 +129,7 @@ fn ingest(net: &mut Net, request: &Request) -> Reply {
     if let Some(reply) = refusal(net, &uids) {
         return reply;
     }
-    store(net, &uids);
+    store(net, &uids, &key);
     if net.scenario.keys != Keys::Ignores {
         net.rs.keys.insert(key, (request.body.clone(), 201));
     }
@@ -167,12 +169,14 @@ fn refusal(net: &mut Net, uids: &[String]) -> Option<Reply> {
     None
 }
 
-fn store(net: &mut Net, uids: &[String]) {
+fn store(net: &mut Net, uids: &[String], key: &str) {
     for uid in uids {
         let copies = net.rs.stored.entry(uid.clone()).or_default();
         *copies += 1;
+        let first = net.rs.first_key.entry(uid.clone()).or_insert_with(|| key.to_owned());
         if *copies > 1 {
-            net.rs.doubles.push(uid.clone());
+            let double = (uid.clone(), first.clone(), key.to_owned());
+            net.rs.doubles.push(double);
         }
     }
 }

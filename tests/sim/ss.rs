@@ -20,12 +20,15 @@ use super::scenario::{Bounds, Format, MAX_RETRY_AFTER, Paging, SS_HOST, Scenario
 /// One walk through a frame's pages, from its first page to its last or to a failure.
 #[derive(Debug, Clone)]
 pub struct Walk {
+    pub id: u64,
     /// The frame it asked for (the `from` of its query, seconds).
     pub frame: i64,
     /// Stamps served: `[from_ms, end_ms)`.
     pub from_ms: i64,
     pub end_ms: i64,
     pub run: usize,
+    /// True time of its first page.
+    pub first_page_ms: i64,
     /// The records of a snapshot walk, fixed at the first page.
     snapshot: Option<Vec<usize>>,
     /// Records served by whole pages.
@@ -66,8 +69,9 @@ pub fn handle(net: &mut Net, request: &Request) -> Reply {
         return json(400, r#"{"error":"bad query"}"#);
     };
     let frame = net.ss.walks[&walk_id].frame;
+    // What the SS has deleted is gone whatever its clock says: the limit is in true time.
     if let Some(limit) = net.scenario.history
-        && frame * 1000 < net.time.ss_ms() - limit * 1000
+        && frame * 1000 < net.time.true_ms - limit * 1000
     {
         net.count("ss-history-400");
         net.ss.refused_history.insert(frame);
@@ -102,6 +106,8 @@ fn walk_of(net: &mut Net, request: &Request) -> Option<(u64, usize)> {
     net.ss.next_walk += 1;
     let snapshot = (!net.scenario.live_pages).then(|| visible(net, from_ms, end_ms));
     let walk = Walk {
+        id,
+        first_page_ms: net.time.true_ms,
         frame: from_ms.div_euclid(1000),
         from_ms,
         end_ms,
