@@ -624,11 +624,11 @@ impl Checker {
         Ok((starved && attempted.is_none_or(|e| !e.contains("HTTP 400"))).then_some('d'))
     }
 
-    /// (i): most calm runs stopped pulling at their freshest frame, which the SS's clock, a
-    /// little behind this machine's, said was not yet due — so what comes after it in the plan
-    /// (re-checks, old gaps) never runs.
+    /// (i): a tenth or more of the calm runs stopped pulling at their freshest frame, which the
+    /// SS's clock, a little behind this machine's, said was not yet due — so what comes after it
+    /// in the plan (re-checks, old gaps) did not run, and the budget's spare quarter was lost.
     fn starved_by_too_early(&self) -> Option<char> {
-        (self.calm_runs > 0 && self.calm_too_early_stops * 4 >= self.calm_runs).then_some('i')
+        (self.calm_runs > 0 && self.calm_too_early_stops * 10 >= self.calm_runs).then_some('i')
     }
 
     /// A backlog too large to drain in the calm phase at least shrank.

@@ -289,15 +289,16 @@ impl Driver {
     /// The calm phase: no more transient faults, periods, kills or jumps; it lasts long enough
     /// for the backlog to drain (see `Checker::liveness` for what is then required).
     fn calm(&mut self) -> Result<(), Violation> {
-        let backlog = self.backlog()?;
+        let (backlog, rechecks) = self.backlog()?;
         self.calm_from = SimClock(self.shared.clone()).now_secs();
         let s = &self.scenario;
         let work_per_frame = 1 + s.recheck.len();
         let load = s.frames_per_minute() as usize * work_per_frame;
         let drain_rate = s.max_frames.saturating_sub(load).max(1);
-        // Every frame of the backlog is pulled, then re-checked, out of what the fresh frames
-        // leave of the budget; a tenth more for runs cut short by max_seconds.
-        let mut drain = (backlog * work_per_frame).div_ceil(drain_rate) * 11 / 10;
+        // Every frame of the backlog is pulled, then re-checked, and the re-checks of frames
+        // already delivered come due, out of what the fresh frames leave of the budget; a
+        // tenth more for runs cut short by max_seconds.
+        let mut drain = (backlog * work_per_frame + rechecks).div_ceil(drain_rate) * 11 / 10;
         if let Some((from, to)) = s.backfill_window {
             let open = ((to + 1_440 - from) % 1_440) as usize;
             drain = drain.div_ceil(open) * 1_440 + drain % open + 1_440;
@@ -318,17 +319,19 @@ impl Driver {
         net.periods.clear();
         net.time.ss_jump = 0;
         net.trace(|| {
-            format!("calm phase: backlog {backlog} frames, drain rate {drain_rate}/run, {needed} runs needed")
+            format!(
+                "calm phase: backlog {backlog} frames and {rechecks} re-checks, drain rate {drain_rate}/run, {needed} runs needed"
+            )
         });
         Ok(())
     }
 
-    /// Eligible frames not delivered, and due re-checks, now.
-    fn backlog(&mut self) -> Result<usize, Violation> {
+    /// Eligible frames not delivered now, and the re-checks of delivered frames still to come.
+    fn backlog(&mut self) -> Result<(usize, usize), Violation> {
         let now = SimClock(self.shared.clone()).now_secs();
         let size = FrameSize::new(self.scenario.size).expect("a valid size");
         let horizon = eligible_until(size, now, self.scenario.delay);
-        let reference = self.scenario.reference;
+        let (reference, per_frame) = (self.scenario.reference, self.scenario.recheck.len() as i64);
         let ledger = self.ledger()?;
         let spans = ledger.delivered_spans(reference, horizon.max(reference)).map_err(ledger_err)?;
         let gaps: i64 = framesync::plan::gaps(&spans, reference, horizon.max(reference))
@@ -336,8 +339,15 @@ impl Driver {
             .map(|(from, to)| (to - from) / size.seconds())
             .sum();
         let open = ledger.open_frames().map_err(ledger_err)?.len();
-        let rechecks = ledger.due_rechecks(now, usize::MAX >> 1).map_err(ledger_err)?.len();
-        Ok(gaps as usize + open + rechecks)
+        let rechecks: i64 = ledger
+            .conn()
+            .query_row(
+                "SELECT COALESCE(SUM(MAX(?1 - rechecks, 1)), 0) FROM frames WHERE state = 'delivered' AND next_recheck IS NOT NULL",
+                [per_frame],
+                |r| r.get(0),
+            )
+            .map_err(|e| ledger_err(e.into()))?;
+        Ok((gaps as usize + open, rechecks as usize))
     }
 
     /// The ledger, opened as a new process opens it.
