@@ -566,7 +566,7 @@ impl Checker {
     pub fn liveness(&mut self, ledger: &Ledger, net: &Net, settled: &Settled, last: &Ending) -> Checked {
         let (settled_until, now) = (settled.frames_until, settled.now);
         if let Some((from, before)) = settled.frames_from {
-            self.backlog_shrank(ledger, from, before)?;
+            self.backlog_shrank(ledger, net, from, before)?;
         }
         let reference = settled.frames_from.map_or(self.scenario.reference, |(from, _)| from);
         if settled_until > reference {
@@ -632,16 +632,25 @@ impl Checker {
     }
 
     /// A backlog too large to drain in the calm phase at least shrank.
-    fn backlog_shrank(&mut self, ledger: &Ledger, until: i64, before: usize) -> Checked {
+    /// Frames whose history the SS refused (and the ledger says so) are not counted as left.
+    fn backlog_shrank(&mut self, ledger: &Ledger, net: &Net, until: i64, before: usize) -> Checked {
         let reference = self.scenario.reference;
         let spans = ledger.delivered_spans(reference, until).map_err(ledger_err)?;
         let gaps: i64 =
             framesync::plan::gaps(&spans, reference, until).iter().map(|(f, t)| (t - f) / self.scenario.size).sum();
         let open = ledger.open_frames().map_err(ledger_err)?.iter().filter(|f| f.start < until).count();
-        let left = gaps as usize + open;
+        let mut refused = 0;
+        for &frame in net.ss.refused_history.range(reference..until) {
+            refused += usize::from(self.history_refused(ledger, net, frame)?);
+        }
+        let left = (gaps as usize + open).saturating_sub(refused);
         if before > 0 && left >= before {
-            let detail = format!("the backlog did not shrink in the calm phase: {before} frames then, {left} now");
-            return self.flag(violation(7, "backlog-stuck", detail));
+            let detail = format!(
+                "the backlog did not shrink in the calm phase: {before} frames then, {left} now (besides {refused} the SS refused)"
+            );
+            // Frames the SS refuses for good stop the run's pulls before the rest (d).
+            let hole = (refused > 0).then_some('d');
+            return self.flag(violation(7, "backlog-stuck", detail).hole(hole));
         }
         Ok(())
     }
