@@ -150,8 +150,8 @@ fn violation(invariant: u8, tag: &'static str, detail: String) -> Violation {
     Violation { invariant, tag, detail, hole: None }
 }
 
-/// Waits longer than this are a clock that was far ahead, not a backoff.
-const FAR: i64 = 30 * 86_400;
+/// Waits longer than this (seconds) are a clock that was far ahead, not a backoff.
+pub const FAR: i64 = 30 * 86_400;
 
 impl Checker {
     pub fn new(scenario: Arc<Scenario>, go_on: Vec<char>) -> Self {

@@ -23,7 +23,7 @@ use framesync::plan::{Plan, Scope};
 use framesync::sink::HttpSink;
 use framesync::source::HttpSource;
 
-use super::check::{Before, Checker, Ending, RunFacts, Settled, Violation, ledger_err};
+use super::check::{Before, Checker, Ending, FAR, RunFacts, Settled, Violation, ledger_err};
 use super::clock::SimClock;
 use super::net::{Net, Shared};
 use super::records::Catalog;
@@ -376,7 +376,7 @@ impl Driver {
         self.tally(&ending);
         let far_ahead = {
             let time = &self.shared.lock().time;
-            time.machine_ms() - time.true_ms > 30 * 86_400_000
+            time.machine_ms() - time.true_ms > FAR * 1000
         };
         let facts = RunFacts {
             run,
