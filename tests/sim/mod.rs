@@ -1,0 +1,16 @@
+//! The deterministic simulation's parts: the seed's world (`scenario`, `records`), simulated
+//! time (`clock`), the network and the model servers (`net`, `transport`, `ss`, `rs`), the
+//! driver (`world`), the invariants (`check`), and what a seed reports (`report`, `trace`).
+
+pub mod check;
+pub mod clock;
+pub mod net;
+pub mod records;
+pub mod report;
+pub mod rng;
+pub mod rs;
+pub mod scenario;
+pub mod ss;
+pub mod trace;
+pub mod transport;
+pub mod world;
