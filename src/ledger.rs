@@ -22,6 +22,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../sql/0003_late_data_and_servers.sql"),
     include_str!("../sql/0004_pipeline_identity.sql"),
     include_str!("../sql/0005_delivery_attempts.sql"),
+    include_str!("../sql/0006_sink_acks.sql"),
 ];
 
 /// The schema version this framesync migrates a ledger to.

@@ -50,6 +50,15 @@ impl Ledger {
         Ok(rows.collect::<Result<_, _>>()?)
     }
 
+    /// When a delivered frame's next re-check is due, if one is scheduled.
+    pub fn recheck_due_at(&self, start: Epoch) -> Result<Option<Epoch>> {
+        Ok(self
+            .conn
+            .query_row("SELECT next_recheck FROM frames WHERE start = ?1", [start], |r| r.get(0))
+            .optional()?
+            .flatten())
+    }
+
     /// Failed re-checks of a frame since its last successful one.
     pub fn recheck_attempts(&self, start: Epoch) -> Result<i64> {
         Ok(self

@@ -69,6 +69,28 @@ impl Ledger {
         Ok(())
     }
 
+    /// Records that the RS acknowledged requests in the run at `now`.
+    pub fn sink_acked(&mut self, now: Epoch) -> Result<()> {
+        let tx = self.write()?;
+        tx.execute(
+            "INSERT INTO servers (name, acked_at, updated_at) VALUES ('sink', ?1, ?1)
+             ON CONFLICT (name) DO UPDATE SET acked_at = ?1, updated_at = ?1",
+            [now],
+        )?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// Whether the RS acknowledged a request at or after `since` (and not after `now`: a time
+    /// written by a clock that has jumped back since proves nothing).
+    pub fn sink_acked_since(&self, since: Epoch, now: Epoch) -> Result<bool> {
+        Ok(self.conn.query_row(
+            "SELECT EXISTS (SELECT 1 FROM servers WHERE name = 'sink' AND acked_at >= ?1 AND acked_at <= ?2)",
+            params![since, now],
+            |r| r.get(0),
+        )?)
+    }
+
     pub fn record_skew(&mut self, server: Server, skew: i64, now: Epoch) -> Result<()> {
         let tx = self.write()?;
         tx.execute(

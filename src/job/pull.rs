@@ -30,7 +30,7 @@ pub(super) struct Pulling {
     rechecks_failed_in_a_row: u32,
     /// The SS's clock minus ours, from the first `Date` header of the run.
     skew: Option<i64>,
-    /// Frames held back because the SS's clock says they are still open.
+    /// Frames held back, and re-checks put off, because the SS's clock says they are too early.
     held_back: u32,
 }
 
@@ -134,6 +134,12 @@ impl Job<'_> {
         if self.open_at_the_ss(frame).is_some() {
             return Ok(false);
         }
+        let due = self.ledger.recheck_due_at(frame.start)?;
+        let ss_now = self.pulling.skew.map(|skew| self.clock.now() + skew);
+        if let Some(why) = self.recheck_too_early(due, ss_now) {
+            // Learnt from an earlier answer of this run: no need to ask.
+            return self.put_off_recheck(frame, why);
+        }
         let pulled = match self.source.pull(frame) {
             Ok(pulled) => pulled,
             Err(PullError::Busy { message, retry_after }) => {
@@ -147,8 +153,13 @@ impl Job<'_> {
             log::info!("frame {frame}: re-check put off: {why}");
             return Ok(false);
         }
+        if let Some(why) = self.recheck_too_early(due, pulled.server_date) {
+            return self.put_off_recheck(frame, why);
+        }
         self.pulling.rechecks_failed_in_a_row = 0;
-        let now = self.clock.now();
+        // With this machine's clock ahead of the SS's, the schedule goes on in the SS's time: a
+        // clock far ahead would otherwise pass over every re-check still to come.
+        let now = pulled.server_date.map_or(self.clock.now(), |date| date.min(self.clock.now()));
         let Some(late) = self.ledger.stage_recheck(frame, &pulled.records, &self.config.frames.recheck, now)? else {
             return Ok(false);
         };
@@ -159,6 +170,29 @@ impl Job<'_> {
             log::info!("frame {frame}: a re-check found {late} late records");
         }
         Ok(late > 0)
+    }
+
+    /// Why a re-check due by this machine's clock is not yet due by the SS's (`date`): done now,
+    /// it would look for late records before they had the time the schedule gives them, and
+    /// use up the schedule. A re-check set by a clock that has jumped back since (due after
+    /// now) is due whatever the clocks say.
+    fn recheck_too_early(&self, due: Option<Epoch>, date: Option<Epoch>) -> Option<String> {
+        let (due, date, now) = (due?, date?, self.clock.now());
+        (due <= now && date < due).then(|| {
+            format!(
+                "the SS clock says {}, before this re-check is due ({}); this machine's clock is {}s ahead of the SS, so it waits",
+                rfc3339(date),
+                rfc3339(due),
+                now - date
+            )
+        })
+    }
+
+    /// A re-check too early by the SS's clock stays due, as it was; the run reports the clocks.
+    fn put_off_recheck(&mut self, frame: Frame, why: String) -> Result<bool> {
+        log::info!("frame {frame}: re-check put off: {why}");
+        self.pulling.held_back += 1;
+        Ok(false)
     }
 
     /// A failed re-check backs off; one the SS refused (`refused`) counts toward the give-up,
@@ -310,11 +344,13 @@ impl Job<'_> {
             return;
         }
         let line = format!(
-            "this machine's clock is {}s {} the SS's (its Date header): {held} frame{} the SS says {} still open wait for it; fix the clock that is wrong (NTP)",
+            "this machine's clock is {}s {} the SS's (its Date header): {held} pull{} or re-check{} the SS's clock says {} too early wait{} for it; fix the clock that is wrong (NTP)",
             skew.abs(),
             if skew < 0 { "ahead of" } else { "behind" },
             if held == 1 { "" } else { "s" },
+            if held == 1 { "" } else { "s" },
             if held == 1 { "is" } else { "are" },
+            if held == 1 { "s" } else { "" },
         );
         log::error!("{line}");
         self.outcome.failures.push(line);

@@ -9,8 +9,8 @@
 //!   up first where the RS has a lookup that can say "absent" ([`super::lookup`]).
 //! - **A record that keeps failing** (5xx, timeouts) is skipped for the run and the next
 //!   records go on; only two failures in a row stop the pushes of the run. When the RS
-//!   acknowledged more requests than it failed in the same run, the failure counts against the
-//!   record, and after `sink.max_attempts` it is dead-lettered with the reason.
+//!   acknowledged at least as many requests as it failed in the same run, the failure counts
+//!   against the record, and after `sink.max_attempts` it is dead-lettered with the reason.
 //! - **An RS or config that is wrong** (a redirect, 401, 404, …) fails the frame and stops the
 //!   pushes of the run; it never dead-letters a record. `sink.max_rejected_in_a_row` refusals in
 //!   a row stop them too.
@@ -31,6 +31,10 @@ use crate::ledger::{DeadLetter, Pending};
 use crate::servers::Server;
 use crate::sink::{Outgoing, Verdict, batch_key};
 
+/// In a quiet feed, a run that retries a failing record may send nothing else: its failure
+/// still counts against the record if the RS acknowledged other requests this recently.
+const QUIET_FEED_WINDOW: Epoch = 15 * 60;
+
 /// Records read from the ledger at a time are a window of about this many (whole units).
 const SEND_WINDOW: usize = 256;
 /// Units failing in a row (retry later, no Retry-After) that stop the pushes of a run: one is
@@ -46,7 +50,7 @@ pub(super) struct Pushing {
     pub trust: Trust,
     pub probes: u32,
     /// Units that failed this run and were skipped; counted against their records at the end
-    /// of the run if the RS took more requests than it failed in it.
+    /// of the run if the RS took at least as many requests as it failed in it.
     failed: Vec<FailedUnit>,
     /// Requests the RS acknowledged this run.
     acked: u32,
@@ -537,13 +541,25 @@ impl Job<'_> {
         Ok(())
     }
 
-    /// At the end of the run, the units the RS failed count against their records — only if
-    /// the RS acknowledged more requests than it failed in this run: an RS that fails everything
-    /// is down, one that fails half of what it gets is degraded, and no record is to blame. A
+    /// At the end of the run, the units the RS failed count against their records — only while
+    /// the RS is seen taking other records: it acknowledged at least as many requests as it
+    /// failed in this run, or, in a quiet feed where this run sent nothing else, it failed one
+    /// and acknowledged others within `QUIET_FEED_WINDOW` before. An RS that fails everything is
+    /// down, one that fails most of what it gets is degraded, and no record is to blame. A
     /// record that reached `sink.max_attempts` is dead-lettered.
     pub(super) fn settle_failed_sends(&mut self) -> Result<()> {
+        let now = self.clock.now();
+        let acked = self.pushing.acked as usize;
+        if acked > 0 {
+            self.ledger.sink_acked(now)?;
+        }
         let failed = std::mem::take(&mut self.pushing.failed);
-        if failed.is_empty() || self.pushing.acked as usize <= failed.len() {
+        let blame = match (acked, failed.len()) {
+            (_, 0) => false,
+            (0, 1) => self.ledger.sink_acked_since(now - QUIET_FEED_WINDOW, now)?,
+            (acked, failed) => acked >= failed,
+        };
+        if !blame {
             return Ok(());
         }
         let mut exhausted = BTreeSet::new();
@@ -558,7 +574,6 @@ impl Job<'_> {
             }
         }
         // A frame whose last records were just dead-lettered is delivered without them.
-        let now = self.clock.now();
         for frame in exhausted {
             if self.ledger.complete_frame(frame, self.first_recheck(now), now)? {
                 log::info!("frame {frame}: delivered");

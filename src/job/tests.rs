@@ -587,6 +587,34 @@ fn a_record_the_rs_always_fails_is_dead_lettered_after_max_attempts_and_the_rest
     assert_eq!(sink.sent_uids().iter().filter(|u| *u == "poison").count(), 3);
 }
 
+/// Pins a poison record that stayed forever in a quiet feed: the runs that retried it sent
+/// nothing else, and "more taken than failed in the run" never held.
+#[test]
+fn in_a_quiet_feed_a_record_the_rs_always_fails_is_dead_lettered_too() {
+    let mut w = World::new(config("max_attempts = 3"));
+    let src = source(&[(T0, vec!["poison"]), (T0 + 60, vec!["b"])]);
+    let sink = FakeSink::new().always("poison", server_error());
+    // One run takes "b" beside the failure; the next two retry the poison record alone.
+    for now in [T0 + 180, T0 + 240, T0 + 300] {
+        w.run(&src, &sink, now, Scope::Run);
+    }
+    assert_eq!(w.text("SELECT reason FROM dead_letters WHERE uid = 'poison'"), "exhausted");
+    assert_eq!(w.state(T0), Some(FrameState::Delivered));
+    // Alone, long after the RS last took anything: it may be down; nothing is blamed.
+    let mut w = World::new(config("max_attempts = 1"));
+    let src = source(&[(T0, vec!["ok"]), (T0 + 60, vec!["x"])]);
+    let sink = FakeSink::new().always("x", server_error());
+    w.run(&source(&[(T0, vec!["ok"])]), &sink, T0 + 120, Scope::Run);
+    w.run(&src, &sink, T0 + 3600, Scope::Run);
+    assert_eq!(w.count("SELECT COUNT(*) FROM dead_letters"), 0, "the RS took nothing for an hour");
+    // The RS failing more than it takes blames no record.
+    let mut w = World::new(config("max_attempts = 1"));
+    let src = source(&[(T0, vec!["x", "y", "ok"])]);
+    let sink = FakeSink::new().always("x", server_error()).always("y", server_error());
+    w.run(&src, &sink, T0 + 120, Scope::Run);
+    assert_eq!(w.count("SELECT COUNT(*) FROM dead_letters"), 0, "two failed, one taken");
+}
+
 #[test]
 fn a_batch_the_rs_keeps_failing_with_an_answer_goes_again_record_by_record() {
     let mut w = World::new(config("mode = \"batch\"\nbatch_size = 3\nmax_attempts = 1"));
@@ -731,6 +759,39 @@ fn waits_written_by_a_clock_a_year_ahead_are_over_once_it_is_back() {
     assert_eq!(outcome.exit_code(), 0, "{:?}", outcome.failures);
     assert_eq!(sink.stored_count("a"), 1);
     assert_eq!(w.state(T0), Some(FrameState::Delivered));
+}
+
+/// Pins late records lost after one run with the clock a year ahead: every re-check was due by
+/// it, each was done at once and the schedule used up, before the late records reached the SS.
+#[test]
+fn a_recheck_the_ss_clock_says_is_not_yet_due_waits_for_it() {
+    let mut w = World::new(config_with("", "recheck = [\"10m\", \"1h\"]", ""));
+    let year = 365 * 86_400;
+    let on_time = FakeSource { date_offset: Some(0), ..source(&[(T0, vec!["a"])]) };
+    w.run(&on_time, &FakeSink::new(), T0 + 120, Scope::Run);
+    let due = w.count("SELECT next_recheck FROM frames WHERE start = 1793534400");
+    assert_eq!(due, T0 + 120 + 600);
+    // A run a year ahead: the SS's Date says it is 12:05.
+    let ahead = FakeSource { server_date: Some(T0 + 300), ..source(&[(T0, vec!["a"])]) };
+    let outcome = w.run(&ahead, &FakeSink::new(), T0 + year, Scope::Run);
+    assert_eq!(outcome.exit_code(), 1, "a clock to fix");
+    assert!(has(&outcome.failures, "ahead of the SS"), "{:?}", outcome.failures);
+    assert_eq!(w.count("SELECT rechecks FROM frames WHERE start = 1793534400"), 0, "not re-checked");
+    assert_eq!(w.count("SELECT next_recheck FROM frames WHERE start = 1793534400"), due, "still due, as it was");
+    // The clock is back; a record arrives at the SS 50 minutes late and the 1 h re-check finds it.
+    w.run(&on_time, &FakeSink::new(), T0 + 720, Scope::Run);
+    assert_eq!(w.count("SELECT rechecks FROM frames WHERE start = 1793534400"), 1, "re-checked when due");
+    let late = FakeSource { date_offset: Some(0), ..source(&[(T0, vec!["a", "late"])]) };
+    w.run(&late, &FakeSink::new(), T0 + 3800, Scope::Run);
+    assert_eq!(w.count("SELECT COUNT(*) FROM delivered WHERE uid = 'late'"), 1, "the last re-check found it");
+    // A re-check the SS's clock says is due, done by a clock a year ahead: the schedule goes on
+    // in the SS's time, so the 1 h re-check is still to come.
+    let mut w = World::new(config_with("", "recheck = [\"10m\", \"1h\"]", ""));
+    w.run(&on_time, &FakeSink::new(), T0 + 120, Scope::Run);
+    let ahead = FakeSource { server_date: Some(T0 + 120 + 605), ..source(&[(T0, vec!["a"])]) };
+    w.run(&ahead, &FakeSink::new(), T0 + year, Scope::Run);
+    assert_eq!(w.count("SELECT rechecks FROM frames WHERE start = 1793534400"), 1);
+    assert_eq!(w.count("SELECT next_recheck FROM frames WHERE start = 1793534400"), T0 + 120 + 3600);
 }
 
 #[test]
