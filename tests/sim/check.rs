@@ -65,7 +65,7 @@ pub struct Violation {
     /// A stable name for the kind of violation (`SIM_TOLERATE` takes these).
     pub tag: &'static str,
     pub detail: String,
-    /// The known hole (a–h, see `tests/simulation.rs`) this violation is traced back to.
+    /// The hole (`HOLES` in `tests/simulation.rs`) this violation is traced back to.
     pub hole: Option<char>,
 }
 
@@ -409,6 +409,9 @@ impl Checker {
                 ("rejected", Some(s)) => {
                     *s == i64::from(self.scenario.poison_status) && rec.is_some_and(|r| r.poison == Poison::Bad)
                 }
+                // The RS failed it sink.max_attempts times while taking others: it crashes the RS
+                // (its last failure may have met another fault: the status is the last one's).
+                ("exhausted", _) => rec.is_some_and(|r| r.poison == Poison::Crash),
                 _ => false,
             };
             if !deserved {
@@ -583,7 +586,7 @@ impl Checker {
             }
             undelivered.sort_unstable();
             for frame in undelivered {
-                if !self.history_refused(ledger, net, frame)? {
+                if !self.history_refused(ledger, net, frame)? && !self.poison_waits(ledger, net, frame, now)? {
                     let detail = format!(
                         "after the calm phase frame {} is still undelivered: {}",
                         rfc3339(frame),
@@ -596,6 +599,30 @@ impl Checker {
         }
         self.rechecks_are_not_overdue(ledger, net, settled.rechecks_until)?;
         self.last_run_succeeded(net, last)
+    }
+
+    /// The frame holds a record that crashes the RS and is on its way to a dead letter, or
+    /// rightly waits: pulled recently enough that its `sink.max_attempts` (10) failures, each
+    /// after the frame's backoff (at most `retry_max`), may not all have come yet; or the RS
+    /// took no other record in the 15 minutes before now, so its failures blame no record.
+    fn poison_waits(&self, ledger: &Ledger, net: &Net, frame: i64, now: i64) -> Result<bool, Violation> {
+        let row: Option<(Option<i64>, String)> = ledger
+            .conn()
+            .query_row(
+                "SELECT f.pulled_at, group_concat(s.uid, char(10)) FROM frames f JOIN staged s ON s.frame = f.start
+                 WHERE f.start = ?1 GROUP BY f.start",
+                [frame],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .optional()
+            .map_err(sql)?;
+        let Some((Some(pulled_at), uids)) = row else { return Ok(false) };
+        if !uids.lines().any(|u| net.catalog.by_uid(u).is_some_and(|r| r.poison == Poison::Crash)) {
+            return Ok(false);
+        }
+        let recent = now < pulled_at + 2 * 10 * (self.scenario.retry_max + 60);
+        let rs_took_others = ledger.sink_acked_since(now - 15 * 60, now).map_err(ledger_err)?;
+        Ok(recent || !rs_took_others)
     }
 
     /// Which known hole keeps a frame undelivered: a wait a clock far ahead set (e), a record
@@ -631,25 +658,16 @@ impl Checker {
         (self.calm_runs > 0 && self.calm_too_early_stops * 10 >= self.calm_runs).then_some('i')
     }
 
-    /// A backlog too large to drain in the calm phase at least shrank.
-    /// Frames whose history the SS refused (and the ledger says so) are not counted as left.
+    /// A backlog too large to drain in the calm phase at least shrank. Frames whose history
+    /// the SS refuses can never be delivered: neither count is of them.
     fn backlog_shrank(&mut self, ledger: &Ledger, net: &Net, until: i64, before: usize) -> Checked {
-        let reference = self.scenario.reference;
-        let spans = ledger.delivered_spans(reference, until).map_err(ledger_err)?;
-        let gaps: i64 =
-            framesync::plan::gaps(&spans, reference, until).iter().map(|(f, t)| (t - f) / self.scenario.size).sum();
-        let open = ledger.open_frames().map_err(ledger_err)?.iter().filter(|f| f.start < until).count();
-        let mut refused = 0;
-        for &frame in net.ss.refused_history.range(reference..until) {
-            refused += usize::from(self.history_refused(ledger, net, frame)?);
-        }
-        let left = (gaps as usize + open).saturating_sub(refused);
+        let left = undelivered(ledger, net, self.scenario.reference, until, self.scenario.size)?;
         if before > 0 && left >= before {
             let detail = format!(
-                "the backlog did not shrink in the calm phase: {before} frames then, {left} now (besides {refused} the SS refused)"
+                "the backlog did not shrink in the calm phase: {before} frames then, {left} now (besides those whose history the SS refused)"
             );
             // Frames the SS refuses for good stop the run's pulls before the rest (d).
-            let hole = (refused > 0).then_some('d');
+            let hole = (!net.ss.refused_history.is_empty()).then_some('d');
             return self.flag(violation(7, "backlog-stuck", detail).hole(hole));
         }
         Ok(())
@@ -685,8 +703,15 @@ impl Checker {
         let Ending::Exit { code, failures, .. } = last else { return Ok(()) };
         // The SS refusing a frame's history, or its clock (within its drift) saying a frame
         // this machine's clock finds eligible is not yet: framesync rightly fails the pull.
+        // Dead letters (each checked by invariant 8) make a run exit 1 by design, and so does a
+        // lookup that cannot say "absent" when the run needed it, or a record that crashes the
+        // RS until it is dead-lettered.
         let explained = |f: &String| {
-            (f.contains("HTTP 400") && !net.ss.refused_history.is_empty()) || f.contains("too early for this frame")
+            (f.contains("HTTP 400") && !net.ss.refused_history.is_empty())
+                || f.contains("too early for this frame")
+                || f.contains("dead-lettered this run")
+                || (f.contains("a UID that cannot exist") && self.scenario.lookup_lies())
+                || (f.contains("HTTP 500") && self.scenario.crash_rate > 0.0)
         };
         if *code != 0 && !failures.iter().all(explained) {
             let detail = format!("the last run of the calm phase exited {code}: {}", failures.join("; "));
@@ -730,6 +755,11 @@ impl Checker {
                 if pending.contains(&frame) || net.ss.refused_history.contains(&frame) || net.rs.has(&rec.uid) {
                     continue;
                 }
+                // A frame pulled by a clock far ahead from an SS that sends no Date header:
+                // nothing told framesync it was early, which is outside the promise (README).
+                if self.committed_far_ahead.contains(&frame) && !self.scenario.date_header {
+                    continue;
+                }
                 if !is_dead_letter(ledger, &rec.uid)? {
                     let detail = format!(
                         "record {:?} stamped {} (visible {}) of delivered frame {} is neither stored nor dead-lettered{}",
@@ -747,6 +777,16 @@ impl Checker {
         }
         Ok(())
     }
+}
+
+/// Frames from `reference` to `until` not delivered, besides those whose history the SS refuses.
+pub fn undelivered(ledger: &Ledger, net: &Net, reference: i64, until: i64, size: i64) -> Result<usize, Violation> {
+    let spans = ledger.delivered_spans(reference, until).map_err(ledger_err)?;
+    let frames = framesync::plan::gaps(&spans, reference, until)
+        .iter()
+        .map(|&(from, to)| ((to - from) / size) as usize - net.ss.refused_history.range(from..to).count())
+        .sum();
+    Ok(frames)
 }
 
 /// A record the RS misled framesync about: a lookup lied (b), or its POST was redirected (g).

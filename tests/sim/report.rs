@@ -49,7 +49,7 @@ impl Report {
     /// The replay line and the violated invariant, when the seed failed (or met a known hole).
     pub fn failure(&self) -> Option<String> {
         let v = self.violation.as_ref()?;
-        let hole = v.hole.map_or(String::new(), |h| format!(" [known hole ({h})]"));
+        let hole = v.hole.map_or(String::new(), |h| format!(" [hole ({h})]"));
         Some(format!(
             "{}\n  invariant {} ({}){hole} after {} runs: {}\n  world: {}",
             self.replay_line(),

@@ -349,6 +349,11 @@ impl Scenario {
         format!("http://{SS_HOST}/v1/events?{range}")
     }
 
+    /// The lookup can answer "present" for a UID that does not exist (framesync turns it off).
+    pub fn lookup_lies(&self) -> bool {
+        matches!(self.lookup, Lookup::LiesInMaintenance | Lookup::LiesAlways)
+    }
+
     /// How the SS writes the `ts` field of its records.
     pub fn record_format(&self) -> Format {
         match self.format {

@@ -310,7 +310,10 @@ impl Driver {
         if needed > cap {
             // Too long to wait for: the liveness check then asks the backlog to shrink.
             let size = FrameSize::new(s.size).expect("a valid size");
-            self.capped_backlog = Some((eligible_until(size, self.calm_from, s.delay), backlog));
+            let horizon = eligible_until(size, self.calm_from, s.delay);
+            let ledger = self.ledger.as_ref().expect("opened by backlog()");
+            let left = super::check::undelivered(ledger, &self.shared.lock(), s.reference, horizon, s.size)?;
+            self.capped_backlog = Some((horizon, left));
         }
         self.total_ticks = self.total_ticks.max(self.fault_ticks + needed.min(cap));
         self.checker.calm = true;
@@ -332,6 +335,9 @@ impl Driver {
         let size = FrameSize::new(self.scenario.size).expect("a valid size");
         let horizon = eligible_until(size, now, self.scenario.delay);
         let (reference, per_frame) = (self.scenario.reference, self.scenario.recheck.len() as i64);
+        // Where the SS keeps a limited history, re-checks may meet refusals, each tried
+        // run.max_recheck_attempts times (5) before it is given up.
+        let attempts = if self.scenario.history.is_some() { 5 } else { 1 };
         let ledger = self.ledger()?;
         let spans = ledger.delivered_spans(reference, horizon.max(reference)).map_err(ledger_err)?;
         let gaps: i64 = framesync::plan::gaps(&spans, reference, horizon.max(reference))
@@ -347,7 +353,7 @@ impl Driver {
                 |r| r.get(0),
             )
             .map_err(|e| ledger_err(e.into()))?;
-        Ok((gaps as usize + open, rechecks as usize))
+        Ok((gaps as usize + open, rechecks as usize * attempts))
     }
 
     /// The ledger, opened as a new process opens it.
