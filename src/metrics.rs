@@ -81,7 +81,7 @@ fn pipeline_name(ledger: &Path) -> String {
 
 fn gather(conn: &Connection, ledger: &Path) -> Result<Vec<Family>> {
     let one = |sql: &str| -> Result<f64> {
-        Ok(conn.query_row(sql, [], |r| r.get::<_, Option<f64>>(0)).optional()?.flatten().unwrap_or(0.0))
+        Ok(conn.prepare_cached(sql)?.query_row([], |r| r.get::<_, Option<f64>>(0)).optional()?.flatten().unwrap_or(0.0))
     };
     let mut families = runs(conn)?;
     families.extend([
@@ -163,7 +163,7 @@ fn runs(conn: &Connection) -> Result<Vec<Family>> {
     let mut duration = family("framesync_last_run_duration_seconds", "How long the last run took.");
     let mut success =
         family("framesync_last_success_timestamp_seconds", "When the last run that exited 0 ended (Unix time).");
-    let mut stmt = conn.prepare(
+    let mut stmt = conn.prepare_cached(
         "SELECT command, ended_at, exit_code, ended_at - started_at FROM runs
          WHERE id IN (SELECT MAX(id) FROM runs WHERE ended_at IS NOT NULL GROUP BY command) ORDER BY command",
     )?;
@@ -185,7 +185,8 @@ fn runs(conn: &Connection) -> Result<Vec<Family>> {
 
 fn last_success(conn: &Connection, command: &str) -> Result<Option<Epoch>> {
     Ok(conn
-        .query_row("SELECT MAX(ended_at) FROM runs WHERE command = ?1 AND exit_code = 0", [command], |r| r.get(0))
+        .prepare_cached("SELECT MAX(ended_at) FROM runs WHERE command = ?1 AND exit_code = 0")?
+        .query_row([command], |r| r.get(0))
         .optional()?
         .flatten())
 }

@@ -134,7 +134,7 @@ pub fn read(conn: &Connection, w: &Window) -> Result<Timeline> {
     let from = to - DAY;
     let lo = from.max(w.reference);
     let horizon = eligible_until(w.size, w.now, w.delay);
-    let mut stmt = conn.prepare(CELLS_SQL)?;
+    let mut stmt = conn.prepare_cached(CELLS_SQL)?;
     let params = named_params! {
         ":from": from, ":to": to, ":cell": cell, ":cells": DAY / cell, ":lo": lo, ":horizon": horizon,
     };

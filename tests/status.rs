@@ -11,7 +11,10 @@ use common::*;
 /// never-pulled frames at once, and some dead letters.
 fn partial_failure(dir: tempfile::TempDir, sim: &Sim) -> Pipeline {
     let p = Pipeline::new(sim, dir, aligned_minutes_ago(90), "", "retries = 0", "max_frames = 40");
-    assert_eq!(p.framesync(&["run"]).status.code(), Some(0));
+    // The RS refuses the poison records: a run that dead-letters any exits 1.
+    let first = p.framesync(&["run"]).status.code();
+    let dead: i64 = p.query("SELECT COUNT(*) FROM dead_letters");
+    assert_eq!(first, Some(if dead > 0 { 1 } else { 0 }), "{dead} dead letters");
     sim.faults("rs_down=1");
     assert_eq!(p.framesync(&["run"]).status.code(), Some(1));
     p
@@ -77,6 +80,8 @@ fn status_json_has_the_documented_shape_and_the_timeline_agrees_with_missing_ran
             "missing",
             "missing_ranges",
             "now",
+            "rechecks_given_up",
+            "records_failing",
             "servers",
             "timeline",
             "version"

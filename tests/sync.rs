@@ -165,7 +165,7 @@ fn a_record_the_rs_rejects_lands_in_dead_letters_and_its_frame_completes() {
     let sim = Sim::start(dir.path(), &["--records-per-minute", "10", "--poison-fraction", "0.05", "--seed", "18"]);
     let p = pipeline(&sim, dir, 20, "");
     let out = p.framesync(&["run"]);
-    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_eq!(out.status.code(), Some(1), "a run that dead-letters exits 1: {}", stderr(&out));
     p.assert_exactly_once(&sim);
     let check = sim.check(p.reference, p.complete_until());
     let rejected = check["rejected_poison"].as_i64().unwrap();
@@ -174,7 +174,11 @@ fn a_record_the_rs_rejects_lands_in_dead_letters_and_its_frame_completes() {
     assert_eq!(dead, rejected);
     let undelivered: i64 = p.query("SELECT COUNT(*) FROM frames WHERE state <> 'delivered'");
     assert_eq!(undelivered, 0);
-    assert!(stderr(&out).contains("dead-lettered"), "a dead letter is reported: {}", stderr(&out));
+    let said = stderr(&out);
+    assert!(said.contains(&format!("{dead} records were dead-lettered this run ({dead} rejected)")), "{said}");
+    assert_eq!(said.matches("dead-lettered").count(), 1, "one line, not one per record: {said}");
+    // Nothing more to dead-letter: the next run exits 0.
+    assert_eq!(p.framesync(&["run"]).status.code(), Some(0));
 }
 
 #[test]
@@ -183,8 +187,11 @@ fn batch_mode_delivers_every_record_once_and_isolates_a_rejected_record() {
     let sim = Sim::start(dir.path(), &["--records-per-minute", "10", "--poison-fraction", "0.02", "--seed", "19"]);
     let p = pipeline(&sim, dir, 20, "mode = \"batch\"\nbatch_size = 7");
     let out = p.framesync(&["run"]);
-    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_eq!(out.status.code(), Some(1), "a run that dead-letters exits 1: {}", stderr(&out));
     p.assert_exactly_once(&sim);
+    let check = sim.check(p.reference, p.complete_until());
+    let dead: i64 = p.query("SELECT COUNT(*) FROM dead_letters WHERE reason = 'rejected'");
+    assert_eq!(dead, check["rejected_poison"].as_i64().unwrap(), "only the bad records: {check:#}");
 }
 
 #[test]

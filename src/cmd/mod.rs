@@ -18,7 +18,7 @@ mod dead_letters;
 mod init;
 mod prune;
 pub mod run;
-mod status;
+pub mod status;
 mod verify;
 
 #[derive(Debug, Parser)]

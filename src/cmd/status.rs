@@ -126,15 +126,23 @@ struct Server {
 
 pub fn status(config: &Config, args: &Args, out: &mut dyn Write) -> Result<u8> {
     let ledger = super::open_ledger(config, super::Access::Read)?;
-    let now = SystemClock.now();
-    let window = Window { reference: config.frames.start, size: config.frames.size, delay: config.frames.delay, now };
-    let status = read(&ledger, &window, &config.ledger.display().to_string())?;
+    let status = read(&ledger, &window(config, SystemClock.now()), &config.ledger.display().to_string())?;
     if args.json {
         writeln!(out, "{}", serde_json::to_string_pretty(&status)?)?;
     } else {
         print_text(out, &status, use_colour(args.color))?;
     }
     Ok(0)
+}
+
+/// The object `status --json` prints, read from an open ledger at `now`.
+pub fn json(config: &Config, ledger: &Ledger, now: Epoch) -> Result<serde_json::Value> {
+    let status = read(ledger, &window(config, now), &config.ledger.display().to_string())?;
+    Ok(serde_json::to_value(status)?)
+}
+
+fn window(config: &Config, now: Epoch) -> Window {
+    Window { reference: config.frames.start, size: config.frames.size, delay: config.frames.delay, now }
 }
 
 fn use_colour(choice: Colour) -> bool {
@@ -148,7 +156,7 @@ fn use_colour(choice: Colour) -> bool {
 
 fn read(ledger: &Ledger, window: &Window, path: &str) -> Result<Status> {
     let conn = ledger.conn();
-    let count = |sql: &str| -> Result<i64> { Ok(conn.query_row(sql, [], |r| r.get(0))?) };
+    let count = |sql: &str| -> Result<i64> { Ok(conn.prepare_cached(sql)?.query_row([], |r| r.get(0))?) };
     Ok(Status {
         version: 1,
         now: rfc3339(window.now),
@@ -216,8 +224,10 @@ fn last_run(conn: &Connection) -> Result<Option<LastRun>> {
 
 fn late(ledger: &Ledger, now: Epoch) -> Result<Late> {
     let figures = ledger.late_figures(now - 86_400)?;
-    let frames_awaiting_recheck =
-        ledger.conn().query_row("SELECT COUNT(*) FROM frames WHERE next_recheck IS NOT NULL", [], |r| r.get(0))?;
+    let frames_awaiting_recheck = ledger
+        .conn()
+        .prepare_cached("SELECT COUNT(*) FROM frames WHERE next_recheck IS NOT NULL")?
+        .query_row([], |r| r.get(0))?;
     Ok(Late {
         records_24h: figures.late_records,
         lateness_p50_seconds: figures.lateness_p50,
@@ -245,7 +255,7 @@ fn servers(conn: &Connection) -> Result<Vec<Server>> {
 }
 
 fn rows<T>(conn: &Connection, sql: &str, map: impl FnMut(&rusqlite::Row) -> rusqlite::Result<T>) -> Result<Vec<T>> {
-    let mut stmt = conn.prepare(sql)?;
+    let mut stmt = conn.prepare_cached(sql)?;
     let rows = stmt.query_map([], map)?;
     Ok(rows.collect::<Result<_, _>>()?)
 }

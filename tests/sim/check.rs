@@ -28,6 +28,10 @@
 //!    `sink.map` cannot satisfy — never a record refused because the RS was misconfigured.
 //! 9. Nothing promised is lost (at the end): every record stamped in a delivered frame whose
 //!    re-checks are done is stored or dead-lettered, unless the SS refused that frame's history.
+//! 10. What the operator reads agrees with the ledger: after every run that ended, the metrics
+//!    file the run wrote (and every `STATUS_EVERY` runs, `status --json`) names the run's exit
+//!    code, and counts the dead letters, the records the RS keeps failing, the re-checks given
+//!    up, the failing frames and the missing frames as the ledger's own rows do.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
@@ -44,6 +48,8 @@ use super::scenario::{Bounds, Format, Keys, Lookup, Scenario};
 
 /// Whole-ledger checks run this often (in runs), and at the end.
 pub const INTEGRITY_EVERY: usize = 300;
+/// `status --json` is checked against the ledger every this many runs (invariant 10).
+pub const STATUS_EVERY: usize = 10;
 
 /// Why an eligible frame may stay undelivered after a run that exited 0 (invariant 5).
 pub const ACCEPTED_REASONS: &[&str] = &[
@@ -113,6 +119,7 @@ pub struct Before {
 
 /// The facts of one run.
 pub struct RunFacts<'a> {
+    pub config: &'a framesync::config::Config,
     pub run: usize,
     pub scope: Scope,
     pub plan: &'a Plan,
@@ -210,10 +217,87 @@ impl Checker {
         let new_letters = self.dead_letters_are_deserved(ledger, net, before.dead_letters)?;
         self.exit_honesty(ledger, facts, new_letters)?;
         self.nothing_staged_in_delivered_frames(ledger)?;
+        self.status_agrees(ledger, facts)?;
         if facts.run % INTEGRITY_EVERY == INTEGRITY_EVERY - 1 {
             self.integrity(ledger)?;
         }
         Ok(())
+    }
+
+    /// Invariant 10: `status --json` and the metrics file the run wrote agree with the ledger's
+    /// rows and with how the run ended. (Their missing frames count up to the real clock's
+    /// horizon, as the operator views do: the checker counts to the same horizon.)
+    fn status_agrees(&mut self, ledger: &Ledger, facts: &RunFacts) -> Checked {
+        let Ending::Exit { code, .. } = facts.ending else { return Ok(()) };
+        let count =
+            |query: &str| -> Result<i64, Violation> { ledger.conn().query_row(query, [], |r| r.get(0)).map_err(sql) };
+        let horizon = count("SELECT horizon FROM horizon")?;
+        // `status` reads a day of timeline: every `STATUS_EVERY` runs; the metrics every run.
+        let status = if facts.run % STATUS_EVERY == STATUS_EVERY - 1 {
+            Some(framesync::cmd::status::json(facts.config, ledger, facts.end_now).map_err(ledger_err)?)
+        } else {
+            None
+        };
+        let path = facts.config.run.metrics_file.as_ref().expect("the simulation writes metrics");
+        let metrics = std::fs::read_to_string(path)
+            .map_err(|e| violation(10, "metrics-unwritten", format!("the run wrote no metrics file: {e}")))?;
+        let same_horizon = count("SELECT horizon FROM horizon")? == horizon;
+        let command = match facts.scope {
+            Scope::Run => "run",
+            Scope::Pull => "pull",
+            Scope::Push => "push",
+        };
+        let metric = |name: &str| metric(&metrics, name, command);
+        let spans = ledger.delivered_spans(self.scenario.reference, horizon).map_err(ledger_err)?;
+        let missing: i64 = framesync::plan::gaps(&spans, self.scenario.reference, horizon)
+            .iter()
+            .map(|(from, to)| (to - from) / self.scenario.size)
+            .sum();
+        let figures: [(&str, &str, i64); 4] = [
+            ("dead_letters", "framesync_dead_letters", count("SELECT COUNT(*) FROM dead_letters")?),
+            ("records_failing", "framesync_records_failing", count("SELECT COUNT(*) FROM staged WHERE attempts > 0")?),
+            (
+                "rechecks_given_up",
+                "framesync_rechecks_given_up",
+                count("SELECT COUNT(*) FROM frames WHERE rechecks_given_up > 0")?,
+            ),
+            (
+                "failing_frames",
+                "framesync_failing_frames",
+                count("SELECT COUNT(*) FROM frames WHERE state <> 'delivered' AND last_error IS NOT NULL")?,
+            ),
+        ];
+        let mut wrong = Vec::new();
+        let status = status.unwrap_or(serde_json::Value::Null);
+        let last = &status["last_run"];
+        if !status.is_null() && (last["command"] != command || last["exit_code"] != code.to_string()) {
+            wrong.push(format!(
+                "status's last run is {} exiting {}, not {command} exiting {code}",
+                last["command"], last["exit_code"]
+            ));
+        }
+        if metric("framesync_last_run_exit_code") != Some(f64::from(*code)) {
+            wrong.push(format!(
+                "the metrics say the last {command} exited {:?}, not {code}",
+                metric("framesync_last_run_exit_code")
+            ));
+        }
+        for (field, name, rows) in figures {
+            if (!status.is_null() && status[field] != rows) || metric(name) != Some(rows as f64) {
+                wrong.push(format!("{field}: status {}, metrics {:?}, the ledger {rows}", status[field], metric(name)));
+            }
+        }
+        // The metrics were written a moment before: the real clock may have crossed a frame.
+        let in_status = status["lag"]["missing_frames"].as_i64();
+        let in_metrics = metric("framesync_missing_frames").map(|m| m as i64);
+        let status_wrong = !status.is_null() && in_status != Some(missing);
+        if same_horizon && (status_wrong || in_metrics.is_none_or(|m| !(missing - 1..=missing).contains(&m))) {
+            wrong.push(format!("missing frames: status {in_status:?}, metrics {in_metrics:?}, the ledger {missing}"));
+        }
+        if wrong.is_empty() {
+            return Ok(());
+        }
+        self.flag(violation(10, "status-disagrees", wrong.join("; ")))
     }
 
     /// Invariant 6: framesync neither panicked nor found its ledger unusable.
@@ -709,6 +793,7 @@ impl Checker {
         let explained = |f: &String| {
             (f.contains("HTTP 400") && !net.ss.refused_history.is_empty())
                 || f.contains("too early for this frame")
+                || (f.contains("fix the clock that is wrong") && self.scenario.date_header)
                 || f.contains("dead-lettered this run")
                 || (f.contains("a UID that cannot exist") && self.scenario.lookup_lies())
                 || (f.contains("HTTP 500") && self.scenario.crash_rate > 0.0)
@@ -777,6 +862,14 @@ impl Checker {
         }
         Ok(())
     }
+}
+
+/// A sample's value in a Prometheus text file: the one of `command` for per-command series.
+fn metric(text: &str, name: &str, command: &str) -> Option<f64> {
+    text.lines()
+        .filter(|line| line.strip_prefix(name).is_some_and(|rest| rest.starts_with('{')))
+        .find(|line| !line.contains("command=") || line.contains(&format!("command=\"{command}\"")))
+        .and_then(|line| line.rsplit(' ').next()?.parse().ok())
 }
 
 /// Frames from `reference` to `until` not delivered, besides those whose history the SS refuses.

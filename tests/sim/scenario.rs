@@ -332,6 +332,7 @@ impl Scenario {
             t += "map = { event_id = \"/id\", amount = \"/amount\", at = \"/ts\", source = { const = \"sim\" } }\n";
         }
         t += "[run]\n";
+        t += &format!("metrics_file = {:?}\n", dir.join("metrics.prom").display().to_string());
         t += &format!("max_frames = {}\nmax_seconds = {}\n", self.max_frames, self.max_seconds);
         t += &format!("fresh = \"{}s\"\nretain = \"{}s\"\n", self.fresh, self.retain);
         t += &format!("retry_base = \"{}s\"\nretry_max = \"{}s\"\n", self.retry_base, self.retry_max);

@@ -384,7 +384,9 @@ impl Driver {
             let time = &self.shared.lock().time;
             time.machine_ms() - time.true_ms > FAR * 1000
         };
+        self.ledger()?;
         let facts = RunFacts {
+            config: &self.config,
             run,
             scope,
             plan: &plan,
@@ -393,7 +395,6 @@ impl Driver {
             ending: &ending,
             clock_far_ahead: far_ahead,
         };
-        self.ledger()?;
         let ledger = self.ledger.as_ref().expect("opened");
         let mut net = self.shared.lock();
         self.checker.after(ledger, &mut net, &before, &facts)?;
