@@ -29,9 +29,9 @@
 //! 9. Nothing promised is lost (at the end): every record stamped in a delivered frame whose
 //!    re-checks are done is stored or dead-lettered, unless the SS refused that frame's history.
 //! 10. What the operator reads agrees with the ledger: after every run that ended, the metrics
-//!    file the run wrote (and every `STATUS_EVERY` runs, `status --json`) names the run's exit
-//!    code, and counts the dead letters, the records the RS keeps failing, the re-checks given
-//!    up, the failing frames and the missing frames as the ledger's own rows do.
+//!     file the run wrote (and every `STATUS_EVERY` runs, `status --json`) names the run's exit
+//!     code, and counts the dead letters, the records the RS keeps failing, the re-checks given
+//!     up, the failing frames and the missing frames as the ledger's own rows do.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
