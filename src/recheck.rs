@@ -41,12 +41,31 @@ impl Ledger {
     /// Delivered frames whose re-check is due, oldest first. A re-check set more than `bound`
     /// ahead (the last re-check plus the longest backoff) was set by a clock that has jumped
     /// back since: it is due now.
+    ///
+    /// Two walks along the `frames_recheck` index, each stopping at `limit`: a run's cost does
+    /// not grow with the re-checks waiting behind it.
     pub fn due_rechecks(&self, now: Epoch, bound: i64, limit: usize) -> Result<Vec<Epoch>> {
-        let mut stmt = self.conn.prepare_cached(
-            "SELECT start FROM frames WHERE (next_recheck <= ?1 OR next_recheck > ?1 + ?2) AND state = 'delivered'
-             ORDER BY next_recheck, start LIMIT ?3",
+        let mut due = self.frames_by_recheck(
+            "SELECT start FROM frames WHERE next_recheck <= ?1 AND state = 'delivered'
+             ORDER BY next_recheck, start LIMIT ?2",
+            now,
+            limit,
         )?;
-        let rows = stmt.query_map(params![now, bound, limit as i64], |r| r.get(0))?;
+        if due.len() < limit {
+            let jumped = self.frames_by_recheck(
+                "SELECT start FROM frames WHERE next_recheck > ?1 AND state = 'delivered'
+                 ORDER BY next_recheck, start LIMIT ?2",
+                now.saturating_add(bound),
+                limit - due.len(),
+            )?;
+            due.extend(jumped);
+        }
+        Ok(due)
+    }
+
+    fn frames_by_recheck(&self, sql: &str, at: Epoch, limit: usize) -> Result<Vec<Epoch>> {
+        let mut stmt = self.conn.prepare_cached(sql)?;
+        let rows = stmt.query_map(params![at, limit as i64], |r| r.get(0))?;
         Ok(rows.collect::<Result<_, _>>()?)
     }
 
