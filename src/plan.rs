@@ -46,6 +46,8 @@ pub struct Facts {
     pub open: Vec<OpenFrame>,
     /// Delivered frames whose re-check is due, oldest first.
     pub due_rechecks: Vec<Epoch>,
+    /// Seconds the SS's clock is a little behind ours: new frames are eligible by its clock.
+    pub ss_behind: i64,
 }
 
 /// Which half of the job a command does.
@@ -105,7 +107,7 @@ pub struct Plan {
 
 pub fn plan(settings: &Settings, facts: &Facts, now: Epoch, scope: Scope) -> Plan {
     let size = settings.size.seconds();
-    let horizon = eligible_until(settings.size, now, settings.delay);
+    let horizon = eligible_until(settings.size, now - facts.ss_behind, settings.delay);
     let reference = settings.reference;
     let fresh_from = settings.size.align_down(horizon - settings.fresh).max(reference);
     let budget = settings.max_frames;
@@ -428,7 +430,7 @@ mod tests {
         let mut s = settings("2026-11-01T00:00:00Z");
         s.max_frames = 13;
         let recheck = t("2026-11-01T11:00:00Z");
-        let facts = Facts { spans: vec![(recheck, recheck + MIN)], open: vec![], due_rechecks: vec![recheck] };
+        let facts = Facts { spans: vec![(recheck, recheck + MIN)], due_rechecks: vec![recheck], ..Facts::default() };
         let p = plan(&s, &facts, t("2026-11-01T12:02:00Z"), Scope::Run);
         assert_eq!(p.steps[9], Step::Pull(t("2026-11-01T11:59:00Z")));
         assert_eq!(p.steps[10], Step::Recheck(recheck));
@@ -497,7 +499,7 @@ mod tests {
             cursor = h + MIN;
         }
         spans.push((cursor, horizon));
-        let p = plan(&s, &Facts { spans, open: vec![], due_rechecks: vec![] }, now, Scope::Run);
+        let p = plan(&s, &Facts { spans, ..Facts::default() }, now, Scope::Run);
         assert_eq!(pulls(&p), holes.to_vec());
     }
 }

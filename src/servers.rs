@@ -11,6 +11,12 @@ use rusqlite::{OptionalExtension, params};
 use crate::frames::Epoch;
 use crate::ledger::Ledger;
 
+/// An SS clock off by more than this is warned about, and, when frames wait for it, a failure
+/// of the run; one behind by less is planned around.
+pub const SKEW_WARNING: i64 = 5;
+/// A skew measured longer ago than this is not planned around.
+const SKEW_FRESH: i64 = 3600;
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Server {
     Source,
@@ -100,6 +106,17 @@ impl Ledger {
         )?;
         tx.commit()?;
         Ok(())
+    }
+
+    /// How far behind this machine's clock the SS's was when a run last measured it (within
+    /// the last hour), if by no more than `SKEW_WARNING`: planning counts from the SS's time, so
+    /// the freshest frame, which the SS would still call open, takes no room from the rest. A
+    /// larger skew is left to the pulls, which hold such frames back and fail the run naming it.
+    pub fn ss_tolerably_behind(&self, now: Epoch) -> Result<i64> {
+        Ok(self
+            .clock_skew(Server::Source)?
+            .filter(|&(skew, at)| (now - at).abs() <= SKEW_FRESH && (-SKEW_WARNING..0).contains(&skew))
+            .map_or(0, |(skew, _)| -skew))
     }
 
     /// The last clock skew seen, and when.

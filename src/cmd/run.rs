@@ -137,6 +137,8 @@ pub fn make_plan(config: &Config, ledger: &Ledger, scope: Scope, now: i64) -> Re
         spans: ledger.delivered_spans(settings.reference, horizon.max(settings.reference))?,
         open: ledger.open_frames()?,
         due_rechecks: ledger.due_rechecks(now, recheck_bound(config), settings.max_frames)?,
+        // New frames are planned by the SS's clock when it is a little behind ours.
+        ss_behind: ledger.ss_tolerably_behind(now)?,
     };
     Ok(plan::plan(&settings, &facts, now, scope))
 }

@@ -11,11 +11,9 @@ use anyhow::Result;
 use super::Job;
 use crate::frames::{Epoch, Frame, rfc3339};
 use crate::recheck::RecheckFailure;
-use crate::servers::Server;
+use crate::servers::{SKEW_WARNING, Server};
 use crate::source::{PullError, Pulled};
 
-/// Warn about (and, when frames wait for it, report) an SS clock off by more than this.
-const SKEW_WARNING: i64 = 5;
 /// Failures in a row that stop the pulls (or the re-checks) of a run.
 const FAILURES_TO_STOP: u32 = 3;
 

@@ -736,6 +736,22 @@ fn an_ss_clock_behind_holds_back_only_the_frames_it_says_are_open() {
     assert!(later.figures.frames_delivered >= 3);
 }
 
+/// Pins a backlog that drained one frame a run slower than it could: each run planned the
+/// freshest frame, which the SS's clock, 3 s behind, called open, and the pull held it back.
+#[test]
+fn an_ss_clock_a_little_behind_is_planned_around_and_a_large_skew_is_not() {
+    for (offset, planned) in [(-3, false), (-150, true), (0, true)] {
+        let mut w = World::new(config_with("", "", "fresh = \"5m\""));
+        let src = FakeSource { date_offset: Some(offset), ..source(&[]) };
+        w.run(&src, &FakeSink::new(), T0 + 600, Scope::Run);
+        // At 12:12:01 the frame 12:10 is eligible by this clock (it closed at 12:11, delay 1m);
+        // by an SS 3 s behind it is not.
+        let plan = crate::cmd::run::make_plan(&w.config, &w.ledger, Scope::Run, T0 + 721).unwrap();
+        let has = plan.steps.iter().any(|s| *s == crate::plan::Step::Pull(T0 + 600));
+        assert_eq!(has, planned, "SS {offset}s off: {:?}", plan.steps);
+    }
+}
+
 /// Pins a pipeline stuck after one run with the clock a year ahead: quiet_until and
 /// next_attempt sat a year in the future, and later runs exited 0 pushing nothing.
 #[test]
