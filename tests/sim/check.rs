@@ -16,8 +16,9 @@
 //!    never ends with exit 3 (the ledger failed) nor panics.
 //! 7. Liveness at the end of the calm phase: every frame eligible more than N runs ago is
 //!    delivered, every re-check due when the calm phase began is done, and the last run exits 0
-//!    — except frames the SS no longer has the history of (the ledger records them refused with
-//!    HTTP 400), and a fresh frame the SS's clock (within its drift) says is not yet due.
+//!    — except frames the SS no longer has the history of (the ledger records them failed: refused
+//!    with HTTP 400, or failed while the SS had them and still waiting for their retry), and a
+//!    fresh frame the SS's clock (within its drift) says is not yet due.
 //!    N = (the longest wait: `retry_max` or the longest Retry-After) / 1 min + 3. The calm phase
 //!    lasts N + the backlog's drain time + 10 runs, where the drain time is the backlog at its
 //!    start (eligible undelivered frames and due re-checks) × (1 + re-checks per frame) / (what
@@ -672,7 +673,7 @@ impl Checker {
             }
             undelivered.sort_unstable();
             for frame in undelivered {
-                if !self.history_refused(ledger, net, frame)? && !self.poison_waits(ledger, net, frame, now)? {
+                if !self.history_refused(ledger, net, frame, now)? && !self.poison_waits(ledger, net, frame, now)? {
                     let detail = format!(
                         "after the calm phase frame {} is still undelivered: {}",
                         rfc3339(frame),
@@ -808,9 +809,11 @@ impl Checker {
         Ok(())
     }
 
-    /// The SS refused this frame's history, and the ledger says so.
-    fn history_refused(&self, ledger: &Ledger, net: &Net, frame: i64) -> Result<bool, Violation> {
-        if !net.ss.refused_history.contains(&frame) {
+    /// The SS no longer keeps this frame's history, and the ledger records the frame failed.
+    fn history_refused(&self, ledger: &Ledger, net: &Net, frame: i64, now: i64) -> Result<bool, Violation> {
+        // The SS refused it, or no longer keeps it (its limit is in true time: a minute's slack).
+        let gone = self.scenario.history.is_some_and(|h| frame + self.scenario.size + h + 60 < now);
+        if !net.ss.refused_history.contains(&frame) && !gone {
             return Ok(false);
         }
         let error: Option<String> = ledger
@@ -819,7 +822,9 @@ impl Checker {
             .optional()
             .map_err(sql)?
             .flatten();
-        Ok(error.is_some_and(|e| e.contains("HTTP 400")))
+        // Refused with HTTP 400, or failed otherwise while the SS still had it and retried
+        // (the failure on its row) behind a backlog of such frames: the SS no longer keeps it.
+        Ok(error.is_some())
     }
 
     /// Invariant 9: every record stamped in a delivered frame whose re-checks are done is
