@@ -28,12 +28,8 @@ use crate::config::SinkMode;
 use crate::delivery::{DeadReason, Key};
 use crate::frames::{Epoch, Frame};
 use crate::ledger::{DeadLetter, Pending};
-use crate::servers::Server;
+use crate::servers::{QUIET_FEED_WINDOW, Server};
 use crate::sink::{Outgoing, Verdict, batch_key};
-
-/// In a quiet feed, a run that retries a failing record may send nothing else: its failure
-/// still counts against the record if the RS acknowledged other requests this recently.
-const QUIET_FEED_WINDOW: Epoch = 15 * 60;
 
 /// Records read from the ledger at a time are a window of about this many (whole units).
 const SEND_WINDOW: usize = 256;

@@ -691,7 +691,7 @@ impl Checker {
     /// The frame holds a record that crashes the RS and is on its way to a dead letter, or
     /// rightly waits: pulled recently enough that its `sink.max_attempts` (10) failures, each
     /// after the frame's backoff (at most `retry_max`), may not all have come yet; or the RS
-    /// took no other record in the 15 minutes before now, so its failures blame no record.
+    /// took no other record in the `QUIET_FEED_WINDOW` before now, so its failures blame no record.
     fn poison_waits(&self, ledger: &Ledger, net: &Net, frame: i64, now: i64) -> Result<bool, Violation> {
         let row: Option<(Option<i64>, String)> = ledger
             .conn()
@@ -708,7 +708,8 @@ impl Checker {
             return Ok(false);
         }
         let recent = now < pulled_at + 2 * 10 * (self.scenario.retry_max + 60);
-        let rs_took_others = ledger.sink_acked_since(now - 15 * 60, now).map_err(ledger_err)?;
+        let rs_took_others =
+            ledger.sink_acked_since(now - framesync::servers::QUIET_FEED_WINDOW, now).map_err(ledger_err)?;
         Ok(recent || !rs_took_others)
     }
 
