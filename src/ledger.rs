@@ -23,6 +23,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../sql/0004_pipeline_identity.sql"),
     include_str!("../sql/0005_delivery_attempts.sql"),
     include_str!("../sql/0006_sink_acks.sql"),
+    include_str!("../sql/0007_failed_at.sql"),
 ];
 
 /// The schema version this framesync migrates a ledger to.
@@ -712,22 +713,48 @@ impl Ledger {
         Ok(())
     }
 
-    /// Counts a failed send against each of the records (in a run where the RS acknowledged
-    /// others, so the records, not the RS, are the likely cause); returns their attempts now.
-    pub fn count_failed_send(&mut self, start: Epoch, seqs: &[i64], error: &str) -> Result<Vec<i64>> {
+    /// Counts a failed send against each of the records (the RS was seen taking others, so the
+    /// records, not the RS, are the likely cause) and notes when it failed; returns their
+    /// attempts now.
+    pub fn count_failed_send(&mut self, start: Epoch, seqs: &[i64], error: &str, now: Epoch) -> Result<Vec<i64>> {
         let tx = self.write()?;
         let mut attempts = Vec::with_capacity(seqs.len());
         {
             let mut update = tx.prepare_cached(
-                "UPDATE staged SET attempts = attempts + 1, last_error = ?3 WHERE frame = ?1 AND seq = ?2
-                 RETURNING attempts",
+                "UPDATE staged SET attempts = attempts + 1, last_error = ?3, failed_at = ?4
+                 WHERE frame = ?1 AND seq = ?2 RETURNING attempts",
             )?;
             for seq in seqs {
-                attempts.push(update.query_row(params![start, seq, error], |r| r.get(0)).optional()?.unwrap_or(0));
+                attempts.push(update.query_row(params![start, seq, error, now], |r| r.get(0)).optional()?.unwrap_or(0));
             }
         }
         tx.commit()?;
         Ok(attempts)
+    }
+
+    /// Notes that a send of the records failed, without counting it against them (the RS may
+    /// be down): the next failure counts only if the RS takes another request in between.
+    pub fn note_failed_send(&mut self, start: Epoch, seqs: &[i64], now: Epoch) -> Result<()> {
+        let tx = self.write()?;
+        {
+            let mut update = tx.prepare_cached("UPDATE staged SET failed_at = ?3 WHERE frame = ?1 AND seq = ?2")?;
+            for seq in seqs {
+                update.execute(params![start, seq, now])?;
+            }
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// When a send of any of the records last failed; None if none has failed yet.
+    pub fn last_failed_send(&self, start: Epoch, seqs: &[i64]) -> Result<Option<Epoch>> {
+        let mut select = self.conn.prepare_cached("SELECT failed_at FROM staged WHERE frame = ?1 AND seq = ?2")?;
+        let mut last = None;
+        for seq in seqs {
+            let at: Option<Epoch> = select.query_row(params![start, seq], |r| r.get(0)).optional()?.flatten();
+            last = last.max(at);
+        }
+        Ok(last)
     }
 
     /// Records UIDs the RS acknowledged. Called only after the acknowledgement arrived.

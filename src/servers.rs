@@ -14,9 +14,6 @@ use crate::ledger::Ledger;
 /// An SS clock off by more than this is warned about, and, when frames wait for it, a failure
 /// of the run; one behind by less is planned around.
 pub const SKEW_WARNING: i64 = 5;
-/// In a quiet feed, a run that retries a failing record may send nothing else: its failure
-/// still counts against the record if the RS acknowledged other requests this recently.
-pub const QUIET_FEED_WINDOW: Epoch = 15 * 60;
 /// A skew measured longer ago than this is not planned around.
 const SKEW_FRESH: i64 = 3600;
 

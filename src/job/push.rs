@@ -28,7 +28,7 @@ use crate::config::SinkMode;
 use crate::delivery::{DeadReason, Key};
 use crate::frames::{Epoch, Frame};
 use crate::ledger::{DeadLetter, Pending};
-use crate::servers::{QUIET_FEED_WINDOW, Server};
+use crate::servers::Server;
 use crate::sink::{Outgoing, Verdict, batch_key};
 
 /// Records read from the ledger at a time are a window of about this many (whole units).
@@ -94,6 +94,12 @@ struct FailedUnit {
     /// The RS answered with this status (no status: a timeout or a connection error, after
     /// which the RS may have stored the records).
     status: Option<u16>,
+}
+
+impl FailedUnit {
+    fn seqs(&self) -> Vec<i64> {
+        self.items.iter().map(|i| i.pending.seq).collect()
+    }
 }
 
 impl Job<'_> {
@@ -540,9 +546,11 @@ impl Job<'_> {
     /// At the end of the run, the units the RS failed count against their records — only while
     /// the RS is seen taking other records: it acknowledged at least as many requests as it
     /// failed in this run, or, in a quiet feed where this run sent nothing else, it failed one
-    /// and acknowledged others within `QUIET_FEED_WINDOW` before. An RS that fails everything is
-    /// down, one that fails most of what it gets is degraded, and no record is to blame. A
-    /// record that reached `sink.max_attempts` is dead-lettered.
+    /// whose previous failure was followed by an acknowledgement of another request. An RS that
+    /// fails everything is down, one that fails most of what it gets is degraded, and no record
+    /// is to blame; a failure alone proves nothing, so an RS that goes down after its last
+    /// acknowledgement blames no record however often the runs retry it. A record that reached
+    /// `sink.max_attempts` is dead-lettered.
     pub(super) fn settle_failed_sends(&mut self) -> Result<()> {
         let now = self.clock.now();
         let acked = self.pushing.acked as usize;
@@ -550,19 +558,24 @@ impl Job<'_> {
             self.ledger.sink_acked(now)?;
         }
         let failed = std::mem::take(&mut self.pushing.failed);
-        let blame = match (acked, failed.len()) {
-            (_, 0) => false,
-            (0, 1) => self.ledger.sink_acked_since(now - QUIET_FEED_WINDOW, now)?,
-            (acked, failed) => acked >= failed,
+        let blame = match (acked, failed.as_slice()) {
+            (_, []) => false,
+            (0, [unit]) => match self.ledger.last_failed_send(unit.frame.start, &unit.seqs())? {
+                Some(before) => self.ledger.sink_acked_since(before + 1, now)?,
+                None => false,
+            },
+            (acked, failed) => acked >= failed.len(),
         };
         if !blame {
+            for unit in &failed {
+                self.ledger.note_failed_send(unit.frame.start, &unit.seqs(), now)?;
+            }
             return Ok(());
         }
         let mut exhausted = BTreeSet::new();
         for unit in failed {
-            let seqs: Vec<i64> = unit.items.iter().map(|i| i.pending.seq).collect();
             let reason = self.config.secrets.scrub(&unit.reason);
-            let attempts = self.ledger.count_failed_send(unit.frame.start, &seqs, &reason)?;
+            let attempts = self.ledger.count_failed_send(unit.frame.start, &unit.seqs(), &reason, now)?;
             let most = attempts.into_iter().max().unwrap_or(0);
             if most >= i64::from(self.config.sink.max_attempts) {
                 exhausted.insert(unit.frame);

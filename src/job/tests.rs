@@ -591,28 +591,48 @@ fn a_record_the_rs_always_fails_is_dead_lettered_after_max_attempts_and_the_rest
 /// nothing else, and "more taken than failed in the run" never held.
 #[test]
 fn in_a_quiet_feed_a_record_the_rs_always_fails_is_dead_lettered_too() {
-    let mut w = World::new(config("max_attempts = 3"));
-    let src = source(&[(T0, vec!["poison"]), (T0 + 60, vec!["b"])]);
+    let mut w = World::new(config("max_attempts = 2"));
+    let src = source(&[(T0, vec!["poison"]), (T0 + 60, vec!["b"]), (T0 + 180, vec!["c"])]);
     let sink = FakeSink::new().always("poison", server_error());
-    // One run takes "b" beside the failure; the next two retry the poison record alone.
-    for now in [T0 + 180, T0 + 240, T0 + 300] {
+    // The poison frame is retried alone (backoff 30 s, 60 s, 120 s …) and the other frames go in
+    // runs of their own, so every failure of the poison record is the only request of its run.
+    let runs = [(T0 + 120, "poison"), (T0 + 150, "poison"), (T0 + 180, "b"), (T0 + 210, "poison")];
+    let runs = runs.into_iter().chain([(T0 + 300, "c"), (T0 + 330, "poison")]);
+    for (now, sent) in runs {
+        let before = sink.sent_uids().len();
         w.run(&src, &sink, now, Scope::Run);
+        assert_eq!(sink.sent_uids()[before..], [sent], "the run at {now}");
     }
+    // Its first two failures prove nothing; the RS took "b" before the third and "c" before
+    // the fourth: two attempts count against it.
     assert_eq!(w.text("SELECT reason FROM dead_letters WHERE uid = 'poison'"), "exhausted");
     assert_eq!(w.state(T0), Some(FrameState::Delivered));
-    // Alone, long after the RS last took anything: it may be down; nothing is blamed.
-    let mut w = World::new(config("max_attempts = 1"));
-    let src = source(&[(T0, vec!["ok"]), (T0 + 60, vec!["x"])]);
-    let sink = FakeSink::new().always("x", server_error());
-    w.run(&source(&[(T0, vec!["ok"])]), &sink, T0 + 120, Scope::Run);
-    w.run(&src, &sink, T0 + 3600, Scope::Run);
-    assert_eq!(w.count("SELECT COUNT(*) FROM dead_letters"), 0, "the RS took nothing for an hour");
     // The RS failing more than it takes blames no record.
     let mut w = World::new(config("max_attempts = 1"));
     let src = source(&[(T0, vec!["x", "y", "ok"])]);
     let sink = FakeSink::new().always("x", server_error()).always("y", server_error());
     w.run(&src, &sink, T0 + 120, Scope::Run);
     assert_eq!(w.count("SELECT COUNT(*) FROM dead_letters"), 0, "two failed, one taken");
+}
+
+/// Pins a record dead-lettered by an outage: the RS took "b", then went down; in a quiet feed
+/// each run retried "c" alone, and every failure counted because the RS had taken "b" within
+/// the 15 minutes before.
+#[test]
+fn an_rs_that_goes_down_after_its_last_acknowledgement_blames_no_record() {
+    let mut w = World::new(config("max_attempts = 2"));
+    let src = source(&[(T0, vec!["b"]), (T0 + 60, vec!["c"])]);
+    w.run(&src, &FakeSink::new(), T0 + 120, Scope::Run);
+    let down = FakeSink::new().always("c", server_error());
+    for now in (T0 + 180..T0 + 3 * 3600).step_by(60) {
+        w.run(&src, &down, now, Scope::Run);
+    }
+    assert_eq!(w.count("SELECT COUNT(*) FROM dead_letters"), 0);
+    assert!(down.sent_uids().len() >= 5, "c was retried (with backoff): {}", down.sent_uids().len());
+    assert_eq!(w.count("SELECT attempts FROM staged WHERE uid = 'c'"), 0, "no failure counted against it");
+    // The RS is back: c is delivered.
+    w.run(&src, &FakeSink::new(), T0 + 4 * 3600, Scope::Run);
+    assert_eq!(w.state(T0 + 60), Some(FrameState::Delivered));
 }
 
 #[test]

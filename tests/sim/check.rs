@@ -691,26 +691,36 @@ impl Checker {
     /// The frame holds a record that crashes the RS and is on its way to a dead letter, or
     /// rightly waits: pulled recently enough that its `sink.max_attempts` (10) failures, each
     /// after the frame's backoff (at most `retry_max`), may not all have come yet; or the RS
-    /// took no other record in the `QUIET_FEED_WINDOW` before now, so its failures blame no record.
+    /// took no other record since the record last failed, so its next failure blames nothing
+    /// (a quiet feed), or took one so recently that the retry it warrants may not have come yet.
     fn poison_waits(&self, ledger: &Ledger, net: &Net, frame: i64, now: i64) -> Result<bool, Violation> {
-        let row: Option<(Option<i64>, String)> = ledger
-            .conn()
-            .query_row(
-                "SELECT f.pulled_at, group_concat(s.uid, char(10)) FROM frames f JOIN staged s ON s.frame = f.start
-                 WHERE f.start = ?1 GROUP BY f.start",
-                [frame],
-                |r| Ok((r.get(0)?, r.get(1)?)),
-            )
-            .optional()
-            .map_err(sql)?;
-        let Some((Some(pulled_at), uids)) = row else { return Ok(false) };
-        if !uids.lines().any(|u| net.catalog.by_uid(u).is_some_and(|r| r.poison == Poison::Crash)) {
-            return Ok(false);
-        }
+        let rows: Vec<(Option<i64>, String, Option<i64>)> = {
+            let mut stmt = ledger
+                .conn()
+                .prepare_cached(
+                    "SELECT f.pulled_at, s.uid, s.failed_at FROM frames f JOIN staged s ON s.frame = f.start
+                     WHERE f.start = ?1",
+                )
+                .map_err(sql)?;
+            let rows = stmt.query_map([frame], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?))).map_err(sql)?;
+            rows.collect::<Result<_, _>>().map_err(sql)?
+        };
+        let Some(&(Some(pulled_at), _, _)) = rows.first() else { return Ok(false) };
+        let crashing =
+            rows.iter().filter(|(_, uid, _)| net.catalog.by_uid(uid).is_some_and(|r| r.poison == Poison::Crash));
+        let Some(failed_at) = crashing.map(|(_, _, failed_at)| *failed_at).max() else { return Ok(false) };
         let recent = now < pulled_at + 2 * 10 * (self.scenario.retry_max + 60);
-        let rs_took_others =
-            ledger.sink_acked_since(now - framesync::servers::QUIET_FEED_WINDOW, now).map_err(ledger_err)?;
-        Ok(recent || !rs_took_others)
+        let acked_at: Option<i64> = ledger
+            .conn()
+            .query_row("SELECT acked_at FROM servers WHERE name = 'sink' AND acked_at <= ?1", [now], |r| r.get(0))
+            .optional()
+            .map_err(sql)?
+            .flatten();
+        let retry_overdue = match (failed_at, acked_at) {
+            (Some(failed), Some(acked)) => acked > failed && now > acked + 4 * (self.scenario.retry_max + 60),
+            _ => false,
+        };
+        Ok(recent || !retry_overdue)
     }
 
     /// Which known hole keeps a frame undelivered: a wait a clock far ahead set (e), a record
