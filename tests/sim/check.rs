@@ -65,6 +65,9 @@ pub const ACCEPTED_REASONS: &[&str] = &[
 
 /// At most this many undelivered frames are looked at per run for invariant 5.
 const MAX_EXPLAINED: usize = 5_000;
+/// A feed the RS took nothing from in this long is quiet: a record that crashes the RS, retried
+/// alone or beside other such records, is blamed for none of its failures and rightly waits.
+const QUIET_FEED: i64 = 15 * 60;
 
 #[derive(Debug, Clone)]
 pub struct Violation {
@@ -690,9 +693,10 @@ impl Checker {
 
     /// The frame holds a record that crashes the RS and is on its way to a dead letter, or
     /// rightly waits: pulled recently enough that its `sink.max_attempts` (10) failures, each
-    /// after the frame's backoff (at most `retry_max`), may not all have come yet; or the RS
-    /// took no other record since the record last failed, so its next failure blames nothing
-    /// (a quiet feed), or took one so recently that the retry it warrants may not have come yet.
+    /// after the frame's backoff (at most `retry_max`), may not all have come yet; or the feed
+    /// is quiet — the RS took no other request in the `QUIET_FEED` before now, or none since the
+    /// record last failed — so its failures blame no record (nor do runs whose every send fails:
+    /// several frames holding such records stay until a person looks, exit 1 every run).
     fn poison_waits(&self, ledger: &Ledger, net: &Net, frame: i64, now: i64) -> Result<bool, Violation> {
         let rows: Vec<(Option<i64>, String, Option<i64>)> = {
             let mut stmt = ledger
@@ -706,9 +710,10 @@ impl Checker {
             rows.collect::<Result<_, _>>().map_err(sql)?
         };
         let Some(&(Some(pulled_at), _, _)) = rows.first() else { return Ok(false) };
-        let crashing =
+        let mut crashing =
             rows.iter().filter(|(_, uid, _)| net.catalog.by_uid(uid).is_some_and(|r| r.poison == Poison::Crash));
-        let Some(failed_at) = crashing.map(|(_, _, failed_at)| *failed_at).max() else { return Ok(false) };
+        let Some(first) = crashing.next() else { return Ok(false) };
+        let failed_at = crashing.fold(first.2, |last, row| last.max(row.2));
         let recent = now < pulled_at + 2 * 10 * (self.scenario.retry_max + 60);
         let acked_at: Option<i64> = ledger
             .conn()
@@ -716,11 +721,11 @@ impl Checker {
             .optional()
             .map_err(sql)?
             .flatten();
-        let retry_overdue = match (failed_at, acked_at) {
-            (Some(failed), Some(acked)) => acked > failed && now > acked + 4 * (self.scenario.retry_max + 60),
-            _ => false,
+        let quiet = match (acked_at, failed_at) {
+            (None, _) => true,
+            (Some(acked), failed) => acked < now - QUIET_FEED || failed.is_some_and(|failed| acked < failed),
         };
-        Ok(recent || !retry_overdue)
+        Ok(recent || quiet)
     }
 
     /// Which known hole keeps a frame undelivered: a wait a clock far ahead set (e), a record
@@ -835,7 +840,20 @@ impl Checker {
             .flatten();
         // Refused with HTTP 400, or failed otherwise while the SS still had it and retried
         // (the failure on its row) behind a backlog of such frames: the SS no longer keeps it.
-        Ok(error.is_some())
+        if error.is_some() {
+            return Ok(true);
+        }
+        // Never tried, no longer kept, and waiting behind older frames the SS refused: the old
+        // gaps are walked oldest first, one refusal at a time.
+        let behind_refused: bool = ledger
+            .conn()
+            .query_row(
+                "SELECT EXISTS (SELECT 1 FROM frames WHERE start < ?1 AND last_error LIKE '%HTTP 400%')",
+                [frame],
+                |r| r.get(0),
+            )
+            .map_err(sql)?;
+        Ok(gone && behind_refused)
     }
 
     /// Invariant 9: every record stamped in a delivered frame whose re-checks are done is
