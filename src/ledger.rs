@@ -137,6 +137,8 @@ pub struct Pending {
     /// It may be at the RS already: it may have been sent (a crash, a lost answer), or it is
     /// staged again for a redelivery. Looked up before it is sent, where the RS has a lookup.
     pub unknown: bool,
+    /// A send of it failed before (counted against it or not).
+    pub failed_before: bool,
 }
 
 /// What a pull found beside the records to stage.
@@ -649,7 +651,7 @@ impl Ledger {
             .prepare_cached("SELECT sent_through FROM frames WHERE start = ?1")?
             .query_row([start], |r| r.get(0))?;
         let mut stmt = self.conn.prepare_cached(
-            "SELECT s.seq, s.uid, s.body, s.key, s.attempts, s.unknown FROM staged s
+            "SELECT s.seq, s.uid, s.body, s.key, s.attempts, s.unknown, s.failed_at IS NOT NULL FROM staged s
              WHERE s.frame = ?1 AND s.seq > ?2
                AND NOT EXISTS (SELECT 1 FROM delivered d WHERE d.uid = s.uid)
                AND NOT EXISTS (SELECT 1 FROM dead_letters x WHERE x.uid = s.uid)
@@ -663,7 +665,7 @@ impl Ledger {
     /// whose first records a window holds, so the batch is re-sent whole under its key.
     pub fn pending_in_batch(&self, start: Epoch, seq: i64, key: &Key) -> Result<Vec<Pending>> {
         let mut stmt = self.conn.prepare_cached(
-            "SELECT s.seq, s.uid, s.body, s.key, s.attempts, s.unknown FROM staged s
+            "SELECT s.seq, s.uid, s.body, s.key, s.attempts, s.unknown, s.failed_at IS NOT NULL FROM staged s
              WHERE s.frame = ?1 AND s.seq > ?2 AND s.key = ?3
                AND NOT EXISTS (SELECT 1 FROM delivered d WHERE d.uid = s.uid)
                AND NOT EXISTS (SELECT 1 FROM dead_letters x WHERE x.uid = s.uid)
@@ -838,6 +840,7 @@ fn pending_row(r: &rusqlite::Row, sent_through: i64) -> rusqlite::Result<Pending
         key: Key::from_sql(r.get(3)?).or((seq <= sent_through).then_some(Key::Own)),
         attempts: r.get(4)?,
         unknown: seq <= sent_through || r.get::<_, bool>(5)?,
+        failed_before: r.get(6)?,
     })
 }
 

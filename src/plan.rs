@@ -125,9 +125,14 @@ pub fn plan(settings: &Settings, facts: &Facts, now: Epoch, scope: Scope) -> Pla
     steps.extend(pullable(fresh_from, horizon).map(Step::Pull));
     steps.sort_by_key(|s| s.start());
     steps.drain(..steps.len().saturating_sub(budget));
-    // 2. Older staged frames (crash recovery, retries), oldest first.
+    // 2. Older staged frames (crash recovery, retries): those that failed least first, then the
+    //    oldest, so frames whose records the RS keeps failing (each run stops pushing after two
+    //    failures in a row) never starve the others.
     let room = budget - steps.len();
-    steps.extend(resumes.iter().filter(|&&s| s < fresh_from).take(room).map(|&s| Step::Push(s)));
+    let failures: HashMap<Epoch, i64> = facts.open.iter().map(|f| (f.start, f.attempts)).collect();
+    let mut older: Vec<Epoch> = resumes.iter().copied().filter(|&s| s < fresh_from).collect();
+    older.sort_by_key(|s| (failures[s], *s));
+    steps.extend(older.into_iter().take(room).map(Step::Push));
     // 3. Re-checks that are due — at most half the room left when old gaps wait, so failing
     //    or numerous re-checks never starve the gaps.
     let outside_window = !in_window(settings.backfill_window, now);
@@ -318,6 +323,21 @@ mod tests {
         assert_eq!(p.steps[10], Step::Push(old_staged));
         assert_eq!(p.steps[11..], [0, 1, 2].map(|i| Step::Pull(t("2026-11-01T00:00:00Z") + i * MIN)));
         assert!(!p.steps.contains(&Step::Pull(old_staged)) && !p.steps.contains(&Step::Pull(fresh_staged)));
+    }
+
+    /// Pins a staged frame starved behind two whose records the RS always failed: they went
+    /// first, oldest first, and two failures in a row stopped every run's pushes.
+    #[test]
+    fn older_staged_frames_that_failed_least_go_first() {
+        let mut s = settings("2026-11-01T00:00:00Z");
+        s.max_frames = 3;
+        let [a, b, c] = [3, 4, 5].map(|h| t("2026-11-01T00:00:00Z") + h * 3600);
+        let mut open = [a, b, c].map(|f| open(f, FrameState::Pushing, None));
+        open[0].attempts = 12;
+        open[1].attempts = 12;
+        let facts = Facts { open: open.to_vec(), ..Facts::default() };
+        let p = plan(&s, &facts, t("2026-11-01T12:02:00Z"), Scope::Push);
+        assert_eq!(p.steps, vec![Step::Push(c), Step::Push(a), Step::Push(b)]);
     }
 
     #[test]

@@ -75,23 +75,35 @@ impl Ledger {
         Ok(())
     }
 
-    /// Records that the RS acknowledged requests in the run at `now`.
-    pub fn sink_acked(&mut self, now: Epoch) -> Result<()> {
+    /// Records what the RS did with this run's sends, at `now`: it acknowledged requests, it
+    /// acknowledged a unit it had failed before (`recovered`), it failed a unit sent for the
+    /// first time (`newcomer_failed`).
+    pub fn sink_evidence(&mut self, now: Epoch, acked: bool, recovered: bool, newcomer_failed: bool) -> Result<()> {
+        if !acked && !recovered && !newcomer_failed {
+            return Ok(());
+        }
+        let at = |happened: bool| happened.then_some(now);
         let tx = self.write()?;
         tx.execute(
-            "INSERT INTO servers (name, acked_at, updated_at) VALUES ('sink', ?1, ?1)
-             ON CONFLICT (name) DO UPDATE SET acked_at = ?1, updated_at = ?1",
-            [now],
+            "INSERT INTO servers (name, acked_at, recovered_at, newcomer_failed_at, updated_at)
+             VALUES ('sink', ?1, ?2, ?3, ?4)
+             ON CONFLICT (name) DO UPDATE SET acked_at = COALESCE(?1, acked_at),
+                 recovered_at = COALESCE(?2, recovered_at),
+                 newcomer_failed_at = COALESCE(?3, newcomer_failed_at), updated_at = ?4",
+            params![at(acked), at(recovered), at(newcomer_failed), now],
         )?;
         tx.commit()?;
         Ok(())
     }
 
-    /// Whether the RS acknowledged a request at or after `since` (and not after `now`: a time
-    /// written by a clock that has jumped back since proves nothing).
-    pub fn sink_acked_since(&self, since: Epoch, now: Epoch) -> Result<bool> {
+    /// Whether, after `since` (a record's previous failure) and up to `now`, the RS acknowledged
+    /// a request, failed no unit sent for the first time and acknowledged no unit it had failed
+    /// before: it takes what is new and keeps failing the same records. Times written by a
+    /// clock that has jumped back since prove nothing.
+    pub fn sink_fails_only_the_same(&self, since: Epoch, now: Epoch) -> Result<bool> {
         Ok(self.conn.query_row(
-            "SELECT EXISTS (SELECT 1 FROM servers WHERE name = 'sink' AND acked_at >= ?1 AND acked_at <= ?2)",
+            "SELECT EXISTS (SELECT 1 FROM servers WHERE name = 'sink' AND acked_at > ?1 AND acked_at <= ?2
+                 AND COALESCE(newcomer_failed_at, ?1) <= ?1 AND COALESCE(recovered_at, ?1) <= ?1)",
             params![since, now],
             |r| r.get(0),
         )?)
@@ -161,6 +173,27 @@ impl Pacer {
 mod tests {
     use super::*;
     use crate::ledger::Sync;
+
+    #[test]
+    fn a_record_is_blamed_only_while_the_rs_takes_what_is_new_and_fails_the_same() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut l = Ledger::open(&dir.path().join("l.db"), Sync::Normal).unwrap();
+        assert!(!l.sink_fails_only_the_same(50, 200).unwrap(), "nothing acknowledged yet");
+        l.sink_evidence(100, true, false, false).unwrap();
+        assert!(l.sink_fails_only_the_same(50, 200).unwrap(), "took another since its failure at 50");
+        assert!(!l.sink_fails_only_the_same(100, 200).unwrap(), "nothing taken since its failure at 100");
+        assert!(!l.sink_fails_only_the_same(50, 90).unwrap(), "an acknowledgement a clock ahead wrote");
+        // A record sent for the first time failed at 120: the RS fails new records too.
+        l.sink_evidence(120, false, false, true).unwrap();
+        l.sink_evidence(130, true, false, false).unwrap();
+        assert!(!l.sink_fails_only_the_same(110, 200).unwrap());
+        assert!(l.sink_fails_only_the_same(120, 200).unwrap(), "since 120 it failed only the same");
+        // It took a record it had failed before at 140: its failures pass.
+        l.sink_evidence(140, true, true, false).unwrap();
+        assert!(!l.sink_fails_only_the_same(130, 200).unwrap());
+        l.sink_evidence(150, true, false, false).unwrap();
+        assert!(l.sink_fails_only_the_same(140, 200).unwrap());
+    }
 
     #[test]
     fn quiet_is_remembered_and_only_ever_extended() {

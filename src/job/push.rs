@@ -46,10 +46,12 @@ pub(super) struct Pushing {
     pub trust: Trust,
     pub probes: u32,
     /// Units that failed this run and were skipped; counted against their records at the end
-    /// of the run if the RS took at least as many requests as it failed in it.
+    /// of the run where the RS is seen taking others (`settle_failed_sends`).
     failed: Vec<FailedUnit>,
     /// Requests the RS acknowledged this run.
     acked: u32,
+    /// The RS acknowledged a unit this run that it had failed before.
+    recovered: bool,
     failed_in_a_row: u32,
     /// How the last records were refused, and how many in a row.
     refused_in_a_row: (String, u32),
@@ -336,6 +338,7 @@ impl Job<'_> {
             Verdict::Acknowledged => {
                 crate::hooks::kill_point("after-ack");
                 self.pushing.acked += 1;
+                self.pushing.recovered |= unit.items.iter().any(|i| i.pending.failed_before);
                 self.pushing.failed_in_a_row = 0;
                 self.pushing.refused_in_a_row = (String::new(), 0);
                 self.acknowledged(frame, outgoing.into_iter().map(|o| o.uid))
@@ -545,35 +548,37 @@ impl Job<'_> {
 
     /// At the end of the run, the units the RS failed count against their records — only while
     /// the RS is seen taking other records: it acknowledged at least as many requests as it
-    /// failed in this run, or, in a quiet feed where this run sent nothing else, it failed one
-    /// whose previous failure was followed by an acknowledgement of another request. An RS that
-    /// fails everything is down, one that fails most of what it gets is degraded, and no record
-    /// is to blame; a failure alone proves nothing, so an RS that goes down after its last
+    /// failed in this run; or, for a unit that failed before, since that failure the RS took
+    /// other requests, failed nothing sent for the first time and took nothing it had failed
+    /// before (it takes what is new and keeps failing the same records: a quiet feed, or
+    /// several bad records tried in one run). An RS that fails everything is down, one that
+    /// fails new records too or lets failed ones through later is degraded, and no record is
+    /// to blame; a first failure alone proves nothing, so an RS that goes down after its last
     /// acknowledgement blames no record however often the runs retry it. A record that reached
     /// `sink.max_attempts` is dead-lettered.
     pub(super) fn settle_failed_sends(&mut self) -> Result<()> {
         let now = self.clock.now();
         let acked = self.pushing.acked as usize;
-        if acked > 0 {
-            self.ledger.sink_acked(now)?;
-        }
+        let recovered = std::mem::take(&mut self.pushing.recovered);
         let failed = std::mem::take(&mut self.pushing.failed);
-        let blame = match (acked, failed.as_slice()) {
-            (_, []) => false,
-            (0, [unit]) => match self.ledger.last_failed_send(unit.frame.start, &unit.seqs())? {
-                Some(before) => self.ledger.sink_acked_since(before + 1, now)?,
-                None => false,
-            },
-            (acked, failed) => acked >= failed.len(),
-        };
-        if !blame {
-            for unit in &failed {
-                self.ledger.note_failed_send(unit.frame.start, &unit.seqs(), now)?;
-            }
-            return Ok(());
+        let mut previous = Vec::with_capacity(failed.len());
+        for unit in &failed {
+            previous.push(self.ledger.last_failed_send(unit.frame.start, &unit.seqs())?);
         }
+        let newcomer_failed = previous.iter().any(Option::is_none);
+        self.ledger.sink_evidence(now, acked > 0, recovered, newcomer_failed)?;
+        let majority = acked > 0 && acked >= failed.len();
         let mut exhausted = BTreeSet::new();
-        for unit in failed {
+        for (unit, previous) in failed.into_iter().zip(previous) {
+            let blame = majority
+                || match previous {
+                    Some(before) => self.ledger.sink_fails_only_the_same(before, now)?,
+                    None => false,
+                };
+            if !blame {
+                self.ledger.note_failed_send(unit.frame.start, &unit.seqs(), now)?;
+                continue;
+            }
             let reason = self.config.secrets.scrub(&unit.reason);
             let attempts = self.ledger.count_failed_send(unit.frame.start, &unit.seqs(), &reason, now)?;
             let most = attempts.into_iter().max().unwrap_or(0);

@@ -635,6 +635,26 @@ fn an_rs_that_goes_down_after_its_last_acknowledgement_blames_no_record() {
     assert_eq!(w.state(T0 + 60), Some(FrameState::Delivered));
 }
 
+/// Pins two records the RS always failed, stuck for ever in a sparse feed: every run took the
+/// one new record and failed both, so the RS never took as many requests as it failed.
+#[test]
+fn records_the_rs_keeps_failing_while_it_takes_every_new_one_are_dead_lettered() {
+    let mut w = World::new(config("max_attempts = 2"));
+    let mut frames = vec![(T0, vec!["p1"]), (T0 + 60, vec!["p2"])];
+    let healthy: Vec<&'static str> = (0..60).map(|i| &*format!("h{i}").leak()).collect();
+    frames.extend(healthy.iter().enumerate().map(|(i, &uid)| (T0 + 120 + 60 * i as Epoch, vec![uid])));
+    let src = source(&frames);
+    let sink = FakeSink::new().always("p1", server_error()).always("p2", server_error());
+    for now in (T0 + 240..T0 + 3600).step_by(60) {
+        w.run(&src, &sink, now, Scope::Run);
+    }
+    assert_eq!(w.count("SELECT COUNT(*) FROM dead_letters WHERE reason = 'exhausted'"), 2);
+    assert_eq!(w.count("SELECT COUNT(*) FROM frames WHERE state <> 'delivered' AND start < 1793534400 + 3000"), 0);
+    for uid in &healthy[..50] {
+        assert_eq!(sink.stored_count(uid), 1, "{uid}");
+    }
+}
+
 #[test]
 fn a_batch_the_rs_keeps_failing_with_an_answer_goes_again_record_by_record() {
     let mut w = World::new(config("mode = \"batch\"\nbatch_size = 3\nmax_attempts = 1"));

@@ -693,10 +693,10 @@ impl Checker {
 
     /// The frame holds a record that crashes the RS and is on its way to a dead letter, or
     /// rightly waits: pulled recently enough that its `sink.max_attempts` (10) failures, each
-    /// after the frame's backoff (at most `retry_max`), may not all have come yet; or the feed
-    /// is quiet — the RS took no other request in the `QUIET_FEED` before now, or none since the
-    /// record last failed — so its failures blame no record (nor do runs whose every send fails:
-    /// several frames holding such records stay until a person looks, exit 1 every run).
+    /// after the frame's backoff (at most `retry_max`), may not all have come yet; or nothing
+    /// blames it yet — the RS took no other request in the `QUIET_FEED` before now, or, since
+    /// the record last failed, took none, failed a newcomer or let a failed unit through (so
+    /// an RS that fails everything, or fails at random, keeps it failing, exit 1 every run).
     fn poison_waits(&self, ledger: &Ledger, net: &Net, frame: i64, now: i64) -> Result<bool, Violation> {
         let rows: Vec<(Option<i64>, String, Option<i64>)> = {
             let mut stmt = ledger
@@ -723,7 +723,9 @@ impl Checker {
             .flatten();
         let quiet = match (acked_at, failed_at) {
             (None, _) => true,
-            (Some(acked), failed) => acked < now - QUIET_FEED || failed.is_some_and(|failed| acked < failed),
+            (Some(acked), _) if acked < now - QUIET_FEED => true,
+            (Some(_), Some(failed)) => !ledger.sink_fails_only_the_same(failed, now).map_err(ledger_err)?,
+            (Some(_), None) => false,
         };
         Ok(recent || quiet)
     }
