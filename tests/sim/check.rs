@@ -50,7 +50,7 @@ use super::scenario::{Bounds, Format, Keys, Lookup, Scenario};
 /// Whole-ledger checks run this often (in runs), and at the end.
 pub const INTEGRITY_EVERY: usize = 300;
 /// `status --json` is checked against the ledger every this many runs (invariant 10).
-pub const STATUS_EVERY: usize = 10;
+pub const STATUS_EVERY: usize = 30;
 
 /// Why an eligible frame may stay undelivered after a run that exited 0 (invariant 5).
 pub const ACCEPTED_REASONS: &[&str] = &[
