@@ -63,6 +63,14 @@ pub const ACCEPTED_REASONS: &[&str] = &[
     "the other cron line does it: `pull` leaves staged frames to `push`, `push` leaves missing frames to `pull`",
 ];
 
+/// Whether the backfill window (minutes of the UTC day, `[from, to)`, wrapping midnight) is
+/// open at `t`; always without one.
+fn in_window(window: Option<(u32, u32)>, t: i64) -> bool {
+    let Some((from, to)) = window else { return true };
+    let minute = (t.rem_euclid(86_400) / 60) as u32;
+    if from < to { (from..to).contains(&minute) } else { minute >= from || minute < to }
+}
+
 /// At most this many undelivered frames are looked at per run for invariant 5.
 const MAX_EXPLAINED: usize = 5_000;
 /// A feed the RS took nothing from in this long is quiet: a record that crashes the RS, retried
@@ -659,7 +667,7 @@ impl Checker {
     pub fn liveness(&mut self, ledger: &Ledger, net: &Net, settled: &Settled, last: &Ending) -> Checked {
         let (settled_until, now) = (settled.frames_until, settled.now);
         if let Some((from, before)) = settled.frames_from {
-            self.backlog_shrank(ledger, net, from, before)?;
+            self.backlog_shrank(ledger, net, from, before, now)?;
         }
         let reference = settled.frames_from.map_or(self.scenario.reference, |(from, _)| from);
         if settled_until > reference {
@@ -763,11 +771,14 @@ impl Checker {
         (self.calm_runs > 0 && self.calm_too_early_stops * 10 >= self.calm_runs).then_some('i')
     }
 
-    /// A backlog too large to drain in the calm phase at least shrank. Frames whose history
-    /// the SS refuses can never be delivered: neither count is of them.
-    fn backlog_shrank(&mut self, ledger: &Ledger, net: &Net, until: i64, before: usize) -> Checked {
+    /// A backlog too large to drain in the calm phase at least shrank — where the backfill
+    /// window was open for some of it (old gaps are pulled only then). Frames whose history the
+    /// SS refuses can never be delivered: neither count is of them.
+    fn backlog_shrank(&mut self, ledger: &Ledger, net: &Net, until: i64, before: usize, now: i64) -> Checked {
         let left = undelivered(ledger, net, self.scenario.reference, until, self.scenario.size)?;
-        if before > 0 && left >= before {
+        let calm_from = until + self.scenario.delay + self.scenario.size;
+        let open_runs = (calm_from..now).step_by(60).filter(|&t| in_window(self.scenario.backfill_window, t)).count();
+        if before > 0 && left >= before && open_runs >= 10 {
             let detail = format!(
                 "the backlog did not shrink in the calm phase: {before} frames then, {left} now (besides those whose history the SS refused)"
             );
