@@ -695,7 +695,7 @@ impl Checker {
                 }
             }
         }
-        self.rechecks_are_not_overdue(ledger, net, settled.rechecks_until)?;
+        self.rechecks_are_not_overdue(ledger, net, settled.rechecks_until, now)?;
         self.last_run_succeeded(net, last)
     }
 
@@ -738,6 +738,13 @@ impl Checker {
         Ok(recent || quiet)
     }
 
+    /// The first frame the SS still keeps at `now` (its history limit is in true time: a
+    /// minute's slack); every frame without a limit.
+    fn kept_from(&self, now: i64) -> i64 {
+        let size = self.scenario.size;
+        self.scenario.history.map_or(i64::MIN, |h| (now - size - h - 60 + size - 1).div_euclid(size) * size)
+    }
+
     /// Which known hole keeps a frame undelivered: a wait a clock far ahead set (e), a record
     /// that crashes the RS (f), or re-checks the SS refuses starving the old gaps (d).
     fn why_stuck(&self, ledger: &Ledger, net: &Net, frame: i64, now: i64) -> rusqlite::Result<Option<char>> {
@@ -775,7 +782,9 @@ impl Checker {
     /// window was open for some of it (old gaps are pulled only then). Frames whose history the
     /// SS refuses can never be delivered: neither count is of them.
     fn backlog_shrank(&mut self, ledger: &Ledger, net: &Net, until: i64, before: usize, now: i64) -> Checked {
-        let left = undelivered(ledger, net, self.scenario.reference, until, self.scenario.size)?;
+        // Frames the SS no longer keeps (framesync reached them too late) are not left either.
+        let from = self.kept_from(now).max(self.scenario.reference);
+        let left = if from < until { undelivered(ledger, net, from, until, self.scenario.size)? } else { 0 };
         let calm_from = until + self.scenario.delay + self.scenario.size;
         let open_runs = (calm_from..now).step_by(60).filter(|&t| in_window(self.scenario.backfill_window, t)).count();
         if before > 0 && left >= before && open_runs >= 10 {
@@ -789,7 +798,7 @@ impl Checker {
         Ok(())
     }
 
-    fn rechecks_are_not_overdue(&mut self, ledger: &Ledger, net: &Net, due_before: i64) -> Checked {
+    fn rechecks_are_not_overdue(&mut self, ledger: &Ledger, net: &Net, due_before: i64, now: i64) -> Checked {
         let overdue: Vec<i64> = {
             let mut stmt = ledger
                 .conn()
@@ -799,7 +808,8 @@ impl Checker {
             rows.collect::<Result<_, _>>().map_err(sql)?
         };
         for frame in overdue {
-            if !net.ss.refused_history.contains(&frame) {
+            // The SS refused it, or no longer keeps it: a re-check would be refused, then given up.
+            if !net.ss.refused_history.contains(&frame) && frame >= self.kept_from(now) {
                 let detail = format!(
                     "frame {}'s re-check is overdue after the calm phase ({} of {} calm runs stopped pulling at a frame the SS's clock said was not yet due)",
                     rfc3339(frame),
