@@ -25,8 +25,10 @@
 //!    the fresh frames and their re-checks leave of `max_frames`) + 10%, stretched to whole days
 //!    by a backfill window (`world.rs`, `Driver::calm`). A drain longer than 4× the schedule is
 //!    not waited for: then the backlog must have shrunk, and later frames must be delivered.
-//! 8. Dead letters are deserved: each is a record the RS refuses for good (a bad record) or one
-//!    `sink.map` cannot satisfy — never a record refused because the RS was misconfigured.
+//! 8. Dead letters are deserved: each is a record the RS refuses for good (a bad record), one
+//!    `sink.map` cannot satisfy, one that crashes the RS, or one of a batch holding such a record
+//!    that never got an answer (it may have been stored, so it is dead-lettered whole, under its
+//!    key) — never a record refused because the RS was misconfigured.
 //! 9. Nothing promised is lost (at the end): every record stamped in a delivered frame whose
 //!    re-checks are done is stored or dead-lettered, unless the SS refused that frame's history.
 //! 10. What the operator reads agrees with the ledger: after every run that ended, the metrics
@@ -490,17 +492,28 @@ impl Checker {
 
     /// Invariant 8; returns how many dead letters the run added.
     fn dead_letters_are_deserved(&mut self, ledger: &Ledger, net: &Net, since: i64) -> Result<i64, Violation> {
-        let letters: Vec<(String, String, Option<i64>, i64, String)> = {
+        let letters: Vec<(String, String, Option<i64>, i64, String, Option<String>)> = {
             let mut stmt = ledger
                 .conn()
-                .prepare_cached("SELECT uid, reason, status, frame, detail FROM dead_letters WHERE id > ?1 ORDER BY id")
+                .prepare_cached(
+                    "SELECT uid, reason, status, frame, detail, key FROM dead_letters WHERE id > ?1 ORDER BY id",
+                )
                 .map_err(sql)?;
             let rows = stmt
-                .query_map([since], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?)))
+                .query_map([since], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?)))
                 .map_err(sql)?;
             rows.collect::<Result<_, _>>().map_err(sql)?
         };
-        for (uid, reason, status, frame, why) in &letters {
+        // Batches dead-lettered whole: one that never got an answer may have been stored, so its
+        // records are not split under other keys. It is deserved if one of them crashes the RS.
+        let crashing_batch = |key: &Option<String>| -> Result<bool, Violation> {
+            let Some(key) = key.as_ref().filter(|k| k.starts_with("batch-")) else { return Ok(false) };
+            let mut stmt = ledger.conn().prepare_cached("SELECT uid FROM dead_letters WHERE key = ?1").map_err(sql)?;
+            let uids: Vec<String> =
+                stmt.query_map([key], |r| r.get(0)).map_err(sql)?.collect::<Result<_, _>>().map_err(sql)?;
+            Ok(uids.iter().any(|u| net.catalog.by_uid(u).is_some_and(|r| r.poison == Poison::Crash)))
+        };
+        for (uid, reason, status, frame, why, key) in &letters {
             let rec = net.catalog.by_uid(uid);
             let deserved = match (reason.as_str(), status) {
                 ("invalid", _) => rec.is_some_and(|r| !r.has_amount),
@@ -509,7 +522,7 @@ impl Checker {
                 }
                 // The RS failed it sink.max_attempts times while taking others: it crashes the RS
                 // (its last failure may have met another fault: the status is the last one's).
-                ("exhausted", _) => rec.is_some_and(|r| r.poison == Poison::Crash),
+                ("exhausted", _) => rec.is_some_and(|r| r.poison == Poison::Crash) || crashing_batch(key)?,
                 _ => false,
             };
             if !deserved {
