@@ -717,7 +717,8 @@ impl Checker {
     /// after the frame's backoff (at most `retry_max`), may not all have come yet; or nothing
     /// blames it yet — the RS took no other request in the `QUIET_FEED` before now, or, since
     /// the record last failed, took none, failed a newcomer or let a failed unit through (so
-    /// an RS that fails everything, or fails at random, keeps it failing, exit 1 every run).
+    /// an RS that fails everything, or fails at random, keeps it failing, exit 1 every run);
+    /// or the retry whose failure will count may not have come yet.
     fn poison_waits(&self, ledger: &Ledger, net: &Net, frame: i64, now: i64) -> Result<bool, Violation> {
         let rows: Vec<(Option<i64>, String, Option<i64>)> = {
             let mut stmt = ledger
@@ -748,7 +749,9 @@ impl Checker {
             (Some(_), Some(failed)) => !ledger.sink_fails_only_the_same(failed, now).map_err(ledger_err)?,
             (Some(_), None) => false,
         };
-        Ok(recent || quiet)
+        // Its next failure counts: it is due at most its backoff after the RS took the other.
+        let retry_due = acked_at.is_some_and(|acked| now > acked + 2 * (self.scenario.retry_max + 60));
+        Ok(recent || quiet || !retry_due)
     }
 
     /// The first frame the SS still keeps at `now` (its history limit is in true time: a
