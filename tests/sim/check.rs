@@ -73,6 +73,9 @@ fn in_window(window: Option<(u32, u32)>, t: i64) -> bool {
     if from < to { (from..to).contains(&minute) } else { minute >= from || minute < to }
 }
 
+/// A dead letter as invariant 8 reads it: uid, reason, status, frame, detail, key.
+type DeadLetterRow = (String, String, Option<i64>, i64, String, Option<String>);
+
 /// At most this many undelivered frames are looked at per run for invariant 5.
 const MAX_EXPLAINED: usize = 5_000;
 /// A feed the RS took nothing from in this long is quiet: a record that crashes the RS, retried
@@ -492,7 +495,7 @@ impl Checker {
 
     /// Invariant 8; returns how many dead letters the run added.
     fn dead_letters_are_deserved(&mut self, ledger: &Ledger, net: &Net, since: i64) -> Result<i64, Violation> {
-        let letters: Vec<(String, String, Option<i64>, i64, String, Option<String>)> = {
+        let letters: Vec<DeadLetterRow> = {
             let mut stmt = ledger
                 .conn()
                 .prepare_cached(
