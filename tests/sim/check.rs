@@ -870,7 +870,7 @@ impl Checker {
     /// The SS no longer keeps this frame's history, and the ledger records the frame failed.
     fn history_refused(&self, ledger: &Ledger, net: &Net, frame: i64, now: i64) -> Result<bool, Violation> {
         // The SS refused it, or no longer keeps it (its limit is in true time: a minute's slack).
-        let gone = self.scenario.history.is_some_and(|h| frame + self.scenario.size + h + 60 < now);
+        let gone = frame < self.kept_from(now);
         if !net.ss.refused_history.contains(&frame) && !gone {
             return Ok(false);
         }
