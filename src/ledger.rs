@@ -24,6 +24,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../sql/0005_delivery_attempts.sql"),
     include_str!("../sql/0006_sink_acks.sql"),
     include_str!("../sql/0007_failed_at.sql"),
+    include_str!("../sql/0008_refused.sql"),
 ];
 
 /// The schema version this framesync migrates a ledger to.
@@ -114,6 +115,17 @@ pub struct OpenFrame {
     pub next_attempt: Option<Epoch>,
     /// Failed attempts since its last progress.
     pub attempts: i64,
+    /// Its last failed pull was refused by the SS, not failed for a passing reason.
+    pub refused: bool,
+}
+
+/// Why a pull failed, as far as the order of retries cares.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PullFailure {
+    /// Something that passes: an outage, a busy SS, a reset, a broken page, a pull too slow.
+    Passing,
+    /// The SS refused the frame (a 4xx): history it no longer keeps, a request it will not serve.
+    Refused,
 }
 
 /// A record as it is staged by a pull.
@@ -415,7 +427,7 @@ impl Ledger {
     /// Every frame row that is not delivered.
     pub fn open_frames(&self) -> Result<Vec<OpenFrame>> {
         let mut stmt = self.conn.prepare_cached(
-            "SELECT start, state, next_attempt, attempts FROM frames WHERE state <> 'delivered' ORDER BY start",
+            "SELECT start, state, next_attempt, attempts, refused FROM frames WHERE state <> 'delivered' ORDER BY start",
         )?;
         let rows = stmt.query_map([], |r| {
             Ok(OpenFrame {
@@ -423,6 +435,7 @@ impl Ledger {
                 state: FrameState::parse(&r.get::<_, String>(1)?)?,
                 next_attempt: r.get(2)?,
                 attempts: r.get(3)?,
+                refused: r.get(4)?,
             })
         })?;
         Ok(rows.collect::<Result<_, _>>()?)
@@ -600,13 +613,22 @@ impl Ledger {
         }
     }
 
-    /// Records a failed pull: the frame stays missing, with its error and next attempt.
-    pub fn pull_failed(&mut self, frame: Frame, error: &str, next_attempt: Epoch, now: Epoch) -> Result<()> {
+    /// Records a failed pull: the frame stays missing, with its error, why, and next attempt.
+    pub fn pull_failed(
+        &mut self,
+        frame: Frame,
+        error: &str,
+        why: PullFailure,
+        next_attempt: Epoch,
+        now: Epoch,
+    ) -> Result<()> {
+        let refused = why == PullFailure::Refused;
         let tx = self.write()?;
-        tx.prepare_cached("INSERT INTO frames (start, end, state, attempts, last_error, next_attempt, updated_at)
-             VALUES (?1, ?2, 'missing', 1, ?3, ?4, ?5)
-             ON CONFLICT (start) DO UPDATE SET attempts = attempts + 1, last_error = ?3, next_attempt = ?4, updated_at = ?5
-             WHERE state = 'missing'")?.execute(params![frame.start, frame.end(), error, next_attempt, now],
+        tx.prepare_cached("INSERT INTO frames (start, end, state, attempts, last_error, refused, next_attempt, updated_at)
+             VALUES (?1, ?2, 'missing', 1, ?3, ?4, ?5, ?6)
+             ON CONFLICT (start) DO UPDATE SET attempts = attempts + 1, last_error = ?3, refused = ?4, next_attempt = ?5,
+                 updated_at = ?6
+             WHERE state = 'missing'")?.execute(params![frame.start, frame.end(), error, refused, next_attempt, now],
         )?;
         tx.commit()?;
         Ok(())
@@ -1228,12 +1250,22 @@ mod tests {
     #[test]
     fn a_failed_pull_counts_attempts_and_a_later_pull_clears_them() {
         let (_dir, mut l) = ledger();
-        l.pull_failed(frame(0), "HTTP 500", 100, 0).unwrap();
-        l.pull_failed(frame(0), "HTTP 500", 200, 0).unwrap();
+        l.pull_failed(frame(0), "HTTP 400", PullFailure::Refused, 100, 0).unwrap();
+        let refused =
+            OpenFrame { start: 0, state: FrameState::Missing, next_attempt: Some(100), attempts: 1, refused: true };
+        assert_eq!(l.open_frames().unwrap(), vec![refused]);
+        l.pull_failed(frame(0), "HTTP 500", PullFailure::Passing, 200, 0).unwrap();
         assert_eq!(l.attempts(0).unwrap(), 2);
         assert_eq!(
             l.open_frames().unwrap(),
-            vec![OpenFrame { start: 0, state: FrameState::Missing, next_attempt: Some(200), attempts: 2 }]
+            vec![OpenFrame {
+                start: 0,
+                state: FrameState::Missing,
+                next_attempt: Some(200),
+                attempts: 2,
+                refused: false
+            }],
+            "the last failure says why"
         );
         stage(&mut l, 0, &["a"]);
         assert_eq!(l.attempts(0).unwrap(), 0);

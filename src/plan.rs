@@ -143,22 +143,22 @@ pub fn plan(settings: &Settings, facts: &Facts, now: Epoch, scope: Scope) -> Pla
         steps.extend(facts.due_rechecks.iter().take(room).map(|&s| Step::Recheck(s)));
     }
     // 4. The oldest gaps, inside the backfill window: frames that failed before get at most a
-    //    quarter of the room first — those that failed least first — so frames the SS keeps
-    //    refusing (history it no longer has) never starve the others; then frames never tried;
-    //    then more retries if room is left.
+    //    quarter of the room first, so frames the SS keeps refusing (history it no longer has)
+    //    never starve the others; then frames never tried; then more retries if room is left.
+    //    Retries go in the order they came due — those that failed for a passing reason before
+    //    those the SS refused — so none waits behind a stream of newer failures.
     if pulls && !outside_window {
         let room = budget - steps.len();
-        let failed: HashMap<Epoch, i64> =
-            facts.open.iter().filter(|f| f.state == FrameState::Missing).map(|f| (f.start, f.attempts)).collect();
-        let mut retries: Vec<Epoch> = facts
+        let failed: HashSet<Epoch> =
+            facts.open.iter().filter(|f| f.state == FrameState::Missing).map(|f| f.start).collect();
+        let mut retries: Vec<&OpenFrame> = facts
             .open
             .iter()
             .filter(|f| f.state == FrameState::Missing && due(f) && (reference..fresh_from).contains(&f.start))
-            .map(|f| f.start)
             .collect();
-        retries.sort_by_key(|s| (failed[s], *s));
-        let untried: Vec<Epoch> =
-            pullable(reference, fresh_from).filter(|s| !failed.contains_key(s)).take(room).collect();
+        retries.sort_by_key(|f| (f.refused, f.next_attempt.map_or(Epoch::MIN, |t| t.min(now)), f.start));
+        let retries: Vec<Epoch> = retries.into_iter().map(|f| f.start).collect();
+        let untried: Vec<Epoch> = pullable(reference, fresh_from).filter(|s| !failed.contains(s)).take(room).collect();
         let first = retries.len().min(room.div_ceil(4));
         let taken = untried.len().min(room - first);
         let more = (room - first - taken).min(retries.len() - first);
@@ -259,6 +259,7 @@ mod tests {
     use crate::frames::parse_time;
 
     const MIN: i64 = 60;
+    const HOUR: i64 = 3600;
 
     fn t(text: &str) -> Epoch {
         parse_time(text).unwrap()
@@ -277,7 +278,7 @@ mod tests {
     }
 
     fn open(start: Epoch, state: FrameState, next_attempt: Option<Epoch>) -> OpenFrame {
-        OpenFrame { start, state, next_attempt, attempts: 1 }
+        OpenFrame { start, state, next_attempt, attempts: 1, refused: false }
     }
 
     fn pulls(plan: &Plan) -> Vec<Epoch> {
@@ -420,19 +421,53 @@ mod tests {
     }
 
     #[test]
-    fn among_old_frames_that_failed_those_that_failed_least_are_retried_first() {
+    fn among_old_frames_that_failed_those_the_ss_refused_are_retried_last() {
         let mut s = settings("2026-11-01T00:00:00Z");
         s.max_frames = 14; // 10 fresh frames, 4 for old gaps: one retry first
         let now = t("2026-11-01T12:02:00Z");
         let mut open: Vec<OpenFrame> =
-            (0..50).map(|i| open(t("2026-11-01T00:00:00Z") + i * MIN, FrameState::Missing, Some(now))).collect();
+            (0..50).map(|i| open(t("2026-11-01T00:00:00Z") + i * MIN, FrameState::Missing, Some(now - HOUR))).collect();
         for f in &mut open {
-            f.attempts = 40; // refused for hours
+            (f.attempts, f.refused) = (40, true); // refused for hours
         }
         let once = t("2026-11-01T05:00:00Z");
-        open.push(OpenFrame { start: once, state: FrameState::Missing, next_attempt: Some(now), attempts: 1 });
+        open.push(OpenFrame {
+            start: once,
+            state: FrameState::Missing,
+            next_attempt: Some(now),
+            attempts: 1,
+            refused: false,
+        });
         let p = plan(&s, &Facts { open, ..Facts::default() }, now, Scope::Run);
-        assert!(pulls(&p).contains(&once), "a frame that failed once goes before those that keep failing");
+        assert!(pulls(&p).contains(&once), "a frame that failed in an outage goes before those the SS refuses");
+    }
+
+    /// Pins a frame starved for hours (seeds 12672 and 13881 of the simulation): it failed twice in
+    /// an outage, and retries went fewest failures first — behind the frames of dropped history
+    /// the SS refused once, a new one every run, until the SS had dropped this frame too.
+    #[test]
+    fn old_frames_are_retried_in_the_order_they_came_due_so_none_starves() {
+        let mut s = settings("2026-11-01T00:00:00Z");
+        s.max_frames = 14; // 10 fresh frames, 4 for old gaps: one retry first
+        let now = t("2026-11-01T12:02:00Z");
+        let twice = t("2026-11-01T08:00:00Z");
+        let mut open = vec![OpenFrame {
+            start: twice,
+            state: FrameState::Missing,
+            next_attempt: Some(now - 2 * HOUR),
+            attempts: 2,
+            refused: false,
+        }];
+        // Frames that failed once since, for a passing reason and for good.
+        open.extend((0..50).map(|i| OpenFrame {
+            start: t("2026-11-01T00:00:00Z") + i * MIN,
+            state: FrameState::Missing,
+            next_attempt: Some(now - i * MIN),
+            attempts: 1,
+            refused: i % 2 == 0,
+        }));
+        let p = plan(&s, &Facts { open, ..Facts::default() }, now, Scope::Run);
+        assert!(pulls(&p).contains(&twice), "the retry due longest goes first: {:?}", pulls(&p));
     }
 
     #[test]

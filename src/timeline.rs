@@ -229,7 +229,7 @@ mod tests {
             deliver(&mut l, reference + m * 60); // 06:00..09:00 delivered
         }
         let f = size(60).frame_at(reference + 3 * HOUR); // 09:00 failing
-        l.pull_failed(f, "HTTP 500", T0 + 24 * HOUR, T0).unwrap();
+        l.pull_failed(f, "HTTP 500", crate::ledger::PullFailure::Passing, T0 + 24 * HOUR, T0).unwrap();
         let p = size(60).frame_at(reference + 3 * HOUR + 60); // 09:01 staged
         l.stage_frame(p, &[], &[], &PullCounts::default(), T0).unwrap();
         let w = Window { reference, size: size(60), delay: 120, now: T0 + 10 * HOUR + 30 * 60 };

@@ -10,6 +10,7 @@ use anyhow::Result;
 
 use super::Job;
 use crate::frames::{Epoch, Frame, rfc3339};
+use crate::ledger::PullFailure;
 use crate::recheck::RecheckFailure;
 use crate::servers::{SKEW_WARNING, Server};
 use crate::source::{PullError, Pulled};
@@ -119,7 +120,7 @@ impl Job<'_> {
             took.as_secs()
         );
         let next = self.next_attempt(frame, None)?;
-        self.ledger.pull_failed(frame, &message, next, self.clock.now())?;
+        self.ledger.pull_failed(frame, &message, PullFailure::Passing, next, self.clock.now())?;
         self.fail(frame, message);
         Ok(false)
     }
@@ -264,7 +265,7 @@ impl Job<'_> {
         self.pulling.failed_in_a_row += 1;
         let message = self.config.secrets.scrub(&message);
         let next = self.next_attempt(frame, None)?;
-        self.ledger.pull_failed(frame, &message, next, self.clock.now())?;
+        self.ledger.pull_failed(frame, &message, PullFailure::Passing, next, self.clock.now())?;
         if self.pulling.failed_in_a_row >= FAILURES_TO_STOP {
             self.pulling.stopped = true;
             self.fail(frame, format!("{message}; no more pulls this run"));
@@ -279,7 +280,7 @@ impl Job<'_> {
     fn pull_refused(&mut self, frame: Frame, message: String) -> Result<Option<Pulled>> {
         let message = self.config.secrets.scrub(&message);
         let next = self.next_attempt(frame, None)?;
-        self.ledger.pull_failed(frame, &message, next, self.clock.now())?;
+        self.ledger.pull_failed(frame, &message, PullFailure::Refused, next, self.clock.now())?;
         self.fail(frame, message);
         Ok(None)
     }
@@ -293,7 +294,7 @@ impl Job<'_> {
         let message = self.config.secrets.scrub(&message);
         if what.is_empty() {
             let next = self.next_attempt(frame, retry_after)?;
-            self.ledger.pull_failed(frame, &message, next, self.clock.now())?;
+            self.ledger.pull_failed(frame, &message, PullFailure::Passing, next, self.clock.now())?;
         }
         self.pulling.stopped = true;
         self.fail(frame, format!("{what}{message}; no more pulls this run"));
