@@ -755,6 +755,29 @@ fn frames_the_ss_refuses_do_not_stop_the_pulls_of_the_run() {
     assert_eq!(w.count("SELECT COUNT(*) FROM frames WHERE state = 'missing' AND last_error LIKE '%HTTP 400%'"), 5);
 }
 
+/// Pins a frame starved behind dropped history (seeds 12672 and 13881 of the simulation): it
+/// failed in an outage, and old frames were retried fewest failures first — behind the frames
+/// the SS refused once, two more every run — until the SS had dropped it too.
+#[test]
+fn a_frame_that_failed_in_an_outage_is_retried_before_history_the_ss_no_longer_keeps() {
+    let mut w = World::new(config_with("", "", "max_frames = 4\nfresh = \"1m\""));
+    let x = T0 + 60 * 60;
+    let mut src = source(&[(x, vec!["x"])]);
+    src.refused = (0..60).map(|i| T0 + i * 60).collect();
+    src.down.borrow_mut().insert(x);
+    let mut now = x + 120;
+    for _ in 0..2 {
+        w.run(&src, &FakeSink::new(), now, Scope::Run);
+        now += 60;
+    }
+    assert_eq!(w.count("SELECT attempts FROM frames WHERE start = 1793534400 + 3600"), 2, "failed twice in the outage");
+    src.down.borrow_mut().clear();
+    w.run(&src, &FakeSink::new(), now, Scope::Run);
+    assert_eq!(w.state(x), Some(FrameState::Delivered), "its retry came due first");
+    assert_eq!(w.count("SELECT COUNT(*) FROM frames WHERE refused = 1 AND state = 'missing'"), 7, "refused, failing");
+    assert_eq!(w.count("SELECT COUNT(*) FROM frames WHERE refused = 0 AND state = 'missing'"), 0);
+}
+
 /// Pins a pipeline stuck behind an SS clock 150 s behind: it stopped pulling for the whole run,
 /// every run. Only the frames the SS says are still open wait.
 #[test]
