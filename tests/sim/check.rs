@@ -166,6 +166,8 @@ pub struct Checker {
     calm_too_early_stops: u64,
     /// Frames pulled or re-checked while this machine's clock was far ahead (j).
     committed_far_ahead: BTreeSet<i64>,
+    /// Of those, frames committed while the SS's clock was ahead too (its Date said closed).
+    committed_with_ss_ahead: BTreeSet<i64>,
 }
 
 type Checked = Result<(), Violation>;
@@ -193,6 +195,7 @@ impl Checker {
             calm_runs: 0,
             calm_too_early_stops: 0,
             committed_far_ahead: BTreeSet::new(),
+            committed_with_ss_ahead: BTreeSet::new(),
         }
     }
 
@@ -461,6 +464,9 @@ impl Checker {
             });
             if facts.clock_far_ahead {
                 self.committed_far_ahead.insert(frame);
+                if net.time.ss_jump > 0 {
+                    self.committed_with_ss_ahead.insert(frame);
+                }
             }
         }
         Ok(())
@@ -918,9 +924,11 @@ impl Checker {
                 if pending.contains(&frame) || net.ss.refused_history.contains(&frame) || net.rs.has(&rec.uid) {
                     continue;
                 }
-                // A frame pulled by a clock far ahead from an SS that sends no Date header:
-                // nothing told framesync it was early, which is outside the promise (README).
-                if self.committed_far_ahead.contains(&frame) && !self.scenario.date_header {
+                // A frame pulled by a clock far ahead from an SS that sends no Date header, or
+                // whose own clock was ahead too: nothing told framesync it was early, which is
+                // outside the promise (README).
+                let misled_by_clocks = !self.scenario.date_header || self.committed_with_ss_ahead.contains(&frame);
+                if self.committed_far_ahead.contains(&frame) && misled_by_clocks {
                     continue;
                 }
                 if !is_dead_letter(ledger, &rec.uid)? {
