@@ -27,7 +27,7 @@ fn the_example_config_is_what_init_writes_and_it_parses() {
 
 #[test]
 fn every_crontab_example_line_is_a_valid_cron_line_running_framesync() {
-    let text = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("crontab.example")).unwrap();
+    let text = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../../crontab.example")).unwrap();
     let mut jobs = 0;
     for line in text.lines().map(str::trim).filter(|l| !l.is_empty()) {
         let line = line.trim_start_matches("# ");

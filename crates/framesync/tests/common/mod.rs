@@ -37,7 +37,7 @@ impl Sim {
         let db = dir.join("rs.db");
         let addr_file = dir.join(format!("sim-{}.addr", std::process::id()));
         let _ = std::fs::remove_file(&addr_file);
-        let child = Command::new(env!("CARGO_BIN_EXE_framesync-sim"))
+        let child = Command::new(framesync_testkit::sim_binary())
             .args(["serve", "--listen", "127.0.0.1:0", "--rs-db"])
             .arg(&db)
             .arg("--addr-file")

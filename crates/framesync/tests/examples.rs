@@ -10,8 +10,9 @@ use std::process::Command;
 use serde::Deserialize;
 use serde_norway::Value;
 
+/// The repository's root: deploy/, README.md and crontab.example live there, beside crates/.
 fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
 }
 
 fn read(path: &str) -> String {
@@ -163,7 +164,7 @@ fn the_readme_documents_every_operator_view_and_every_ready_made_query() {
     for name in &names {
         assert!(readme.contains(&format!("`{name}`")), "README.md does not document `{name}`");
     }
-    for entry in std::fs::read_dir(root().join("sql/queries")).unwrap() {
+    for entry in std::fs::read_dir(Path::new(env!("CARGO_MANIFEST_DIR")).join("sql/queries")).unwrap() {
         let file = entry.unwrap().file_name().into_string().unwrap();
         assert!(readme.contains(&format!("sql/queries/{file}")), "README.md does not document sql/queries/{file}");
     }

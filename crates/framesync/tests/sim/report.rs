@@ -41,7 +41,7 @@ impl Report {
     /// The one line that replays this seed with its trace.
     pub fn replay_line(&self) -> String {
         format!(
-            "replay: {}SIM_SEED={} SIM_RUNS={} SIM_TRACE=1 cargo test --release --features test-hooks --test simulation -- --ignored replay --nocapture",
+            "replay: {}SIM_SEED={} SIM_RUNS={} SIM_TRACE=1 cargo test --release -p framesync --features test-hooks --test simulation -- --ignored replay --nocapture",
             self.tolerance, self.seed, self.runs_asked
         )
     }
