@@ -20,10 +20,10 @@ use framesync::config::{Config, SinkMode};
 use framesync::delivery::Key;
 use framesync::frames::{Epoch, Frame};
 use framesync::job::{Clock, Job};
-use framesync::ledger::{Ledger, PullCounts, StagedRecord, Sync};
+use framesync::ledger::{Ledger, StagedRecord, Sync};
 use framesync::plan::{Plan, Step};
 use framesync::sink::{Outgoing, Sink, Verdict};
-use framesync::source::{PullError, Pulled, Source};
+use framesync::source::{Page, Pages, Source};
 
 const MINUTE: Epoch = 60;
 /// 2026-11-01T00:00:00Z: where the ledger benchmark's frames start.
@@ -75,9 +75,9 @@ impl Generated {
 }
 
 impl Source for Generated {
-    fn pull(&self, frame: Frame) -> Result<Pulled, PullError> {
+    fn pages(&self, frame: Frame) -> Pages<'_> {
         let records = self.frames.borrow_mut().remove(&frame.start).unwrap_or_default();
-        Ok(Pulled { records, pages: 1, counts: PullCounts::default(), ..Pulled::default() })
+        Box::new(std::iter::once(Ok(Page { records, ..Page::default() })))
     }
 }
 

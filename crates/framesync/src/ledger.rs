@@ -2,8 +2,6 @@
 //! migrations in `sql/` and checks the durability settings; every write is a short
 //! `BEGIN IMMEDIATE` transaction, so a kill at any instant leaves a consistent ledger.
 
-use std::collections::HashMap;
-use std::hash::{BuildHasher, RandomState};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -13,6 +11,9 @@ use rusqlite::{Connection, OpenFlags, OptionalExtension, ToSql, TransactionBehav
 use crate::delivery::{DeadReason, Key};
 use crate::frames::{Epoch, Frame};
 use crate::identity::{Difference, Identity, Recorded};
+
+mod staging;
+pub use staging::{Committed, Staging};
 
 /// Migrations in order; the ledger's `user_version` is the number applied. Never edit one
 /// that has shipped: append a new file.
@@ -80,6 +81,8 @@ pub enum Sync {
 pub struct Ledger {
     pub(crate) conn: Connection,
     path: PathBuf,
+    /// A [`Staging`] is open on this connection.
+    staging_open: std::cell::Cell<bool>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -239,7 +242,7 @@ impl Ledger {
             OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_CREATE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
         )
         .map_err(|e| unusable(format!("cannot open it: {e}")))?;
-        let mut ledger = Self { conn, path: path.to_path_buf() };
+        let mut ledger = Self { conn, path: path.to_path_buf(), staging_open: Default::default() };
         ledger.configure(sync, busy_timeout).map_err(|e| unusable(format!("{e:#}")))?;
         ledger.migrate()?;
         Ok(ledger)
@@ -451,167 +454,6 @@ impl Ledger {
     }
 
     // ---- pull ------------------------------------------------------------------------------
-
-    /// Stages all records of a frame in one transaction: the frame becomes `pulled` with every
-    /// record, or stays as it was. Invalid records are dead-lettered in the same transaction.
-    pub fn stage_frame(
-        &mut self,
-        frame: Frame,
-        records: &[StagedRecord],
-        invalid: &[DeadLetter],
-        counts: &PullCounts,
-        now: Epoch,
-    ) -> Result<()> {
-        let mut staging = self.begin_staging(frame, now)?;
-        let staged = self
-            .stage(&mut staging, records)
-            .and_then(|()| invalid.iter().try_for_each(|letter| self.stage_dead_letter(&mut staging, letter)))
-            .and_then(|()| self.commit_staging(staging, counts));
-        if staged.is_err() {
-            self.abandon_staging();
-        }
-        staged
-    }
-
-    /// Opens the one transaction that stages a frame, page by page (see [`Staging`]).
-    pub fn begin_staging(&mut self, frame: Frame, now: Epoch) -> Result<Staging> {
-        self.conn.execute_batch("BEGIN IMMEDIATE")?;
-        let opened = self.open_for_staging(frame, now);
-        if opened.is_err() {
-            self.abandon_staging();
-        }
-        opened?;
-        Ok(Staging {
-            frame,
-            now,
-            staged: 0,
-            invalid: 0,
-            duplicates: 0,
-            first_by_hash: HashMap::new(),
-            collided: HashMap::new(),
-            hasher: RandomState::new(),
-            hash_mask: u64::MAX,
-        })
-    }
-
-    fn open_for_staging(&mut self, frame: Frame, now: Epoch) -> Result<()> {
-        let state: Option<String> = self
-            .conn
-            .prepare_cached("SELECT state FROM frames WHERE start = ?1")?
-            .query_row([frame.start], |r| r.get(0))
-            .optional()?;
-        if matches!(state.as_deref(), Some("pulled" | "pushing" | "delivered")) {
-            bail!("frame {frame} is already {}; it is not pulled twice", state.unwrap_or_default());
-        }
-        self.conn
-            .prepare_cached(
-                "INSERT INTO frames (start, end, state, pulled_at, updated_at) VALUES (?1, ?2, 'pulled', ?3, ?3)
-             ON CONFLICT (start) DO UPDATE SET state = 'pulled', attempts = 0, last_error = NULL,
-                 next_attempt = NULL, sent_through = -1, pulled_at = ?3, updated_at = ?3",
-            )?
-            .execute(params![frame.start, frame.end(), now])?;
-        Ok(())
-    }
-
-    /// Stages records in order, after those already staged; a UID staged earlier in the frame is
-    /// kept once and counted as a duplicate.
-    pub fn stage(&mut self, staging: &mut Staging, records: &[StagedRecord]) -> Result<()> {
-        let mut at = self.conn.prepare_cached("SELECT uid, body FROM staged WHERE frame = ?1 AND seq = ?2")?;
-        let start = staging.frame.start;
-        // Records to insert, ROWS_PER_INSERT at a time: (seq, record).
-        let mut rows: Vec<(i64, &StagedRecord)> = Vec::with_capacity(ROWS_PER_INSERT);
-        let insert = |rows: &mut Vec<(i64, &StagedRecord)>| -> Result<()> {
-            if !rows.is_empty() {
-                let values: Vec<&dyn ToSql> =
-                    rows.iter().flat_map(|(seq, r)| [&start as &dyn ToSql, seq, &r.uid, &r.ts_ms, &r.body]).collect();
-                insert_rows(&self.conn, INSERT_STAGED, 5, &values)?;
-                rows.clear();
-            }
-            Ok(())
-        };
-        for record in records {
-            let hash = staging.hasher.hash_one(&record.uid) & staging.hash_mask;
-            let earlier = match staging.first_by_hash.get(&hash) {
-                None => {
-                    staging.first_by_hash.insert(hash, staging.staged);
-                    None
-                }
-                Some(&seq) => {
-                    insert(&mut rows)?; // the earlier record may be among them
-                    let (uid, body): (String, String) =
-                        at.query_row(params![start, seq], |r| Ok((r.get(0)?, r.get(1)?)))?;
-                    match (uid == record.uid, staging.collided.get(&record.uid)) {
-                        (true, _) => Some(body),
-                        (false, Some(&seq)) => Some(at.query_row(params![start, seq], |r| r.get(1))?),
-                        (false, None) => {
-                            staging.collided.insert(record.uid.clone(), staging.staged);
-                            None
-                        }
-                    }
-                }
-            };
-            if let Some(body) = earlier {
-                staging.duplicates += 1;
-                if body != record.body {
-                    log::warn!(
-                        "frame {}: UID {:?} appears twice with different contents; the first is kept",
-                        staging.frame,
-                        record.uid
-                    );
-                }
-                continue;
-            }
-            rows.push((staging.staged, record));
-            staging.staged += 1;
-            if rows.len() == ROWS_PER_INSERT {
-                insert(&mut rows)?;
-            }
-        }
-        insert(&mut rows)
-    }
-
-    /// Dead-letters a record that cannot be staged, with its frame (once: the same record in
-    /// another pull of the frame is the same dead letter).
-    pub fn stage_dead_letter(&mut self, staging: &mut Staging, letter: &DeadLetter) -> Result<()> {
-        if insert_dead_letter(&self.conn, staging.frame.start, letter, staging.now)? {
-            staging.invalid += 1;
-        }
-        Ok(())
-    }
-
-    /// Marks the records staged so far that are stamped before `before` (UTC seconds) as of
-    /// unknown fate: a frame of theirs older than `run.retain` may have delivered them and been
-    /// pruned, its UIDs forgotten, so they are looked up before they are sent where the RS has a
-    /// lookup (and otherwise go under their own keys, which an RS that honors keys knows).
-    pub fn stage_forgotten(&mut self, staging: &Staging, before: Epoch) -> Result<()> {
-        self.conn
-            .prepare_cached("UPDATE staged SET unknown = 1 WHERE frame = ?1 AND ts < ?2")?
-            .execute(params![staging.frame.start, before.saturating_mul(1000)])?;
-        Ok(())
-    }
-
-    /// Makes the frame `pulled` with everything staged; `counts` are what the SS client found
-    /// (repeats across pages found while staging are added).
-    pub fn commit_staging(&mut self, staging: Staging, counts: &PullCounts) -> Result<()> {
-        self.conn
-            .prepare_cached("UPDATE frames SET records = ?2, out_of_frame = ?3, duplicates = ?4 WHERE start = ?1")?
-            .execute(params![
-                staging.frame.start,
-                staging.staged + staging.invalid,
-                counts.out_of_frame,
-                counts.duplicates + staging.duplicates
-            ])?;
-        self.conn.execute_batch("COMMIT")?;
-        Ok(())
-    }
-
-    /// Rolls back a staging that will not be committed (no-op when none is open): the frame is
-    /// as it was before it.
-    pub fn abandon_staging(&mut self) {
-        if !self.conn.is_autocommit() {
-            let _ = self.conn.execute_batch("ROLLBACK");
-        }
-    }
 
     /// Records a failed pull: the frame stays missing, with its error, why, and next attempt.
     pub fn pull_failed(
@@ -904,38 +746,6 @@ fn deliver_if_complete(tx: &Connection, frame: Frame, next_recheck: Option<Epoch
     Ok(Some(updated == 1))
 }
 
-/// A frame being staged, page by page, in one open transaction (`Ledger::begin_staging`,
-/// `stage`, `commit_staging`): the frame becomes `pulled` with every record at once; not
-/// committed (a page failed, the process died), the ledger stays as it was. So a frame of any
-/// size is pulled atomically with one page in memory. Finding repeated UIDs holds 16 bytes per
-/// record (the seq of each UID's hash), not the UIDs.
-pub struct Staging {
-    frame: Frame,
-    now: Epoch,
-    staged: i64,
-    invalid: i64,
-    duplicates: i64,
-    /// The seq of the first record staged with each UID hash.
-    first_by_hash: HashMap<u64, i64>,
-    /// UIDs whose hash an earlier, different UID had, with their seq.
-    collided: HashMap<String, i64>,
-    hasher: RandomState,
-    /// All ones; tests clear it to make every UID's hash collide.
-    hash_mask: u64,
-}
-
-impl Staging {
-    /// Records staged so far.
-    pub fn staged(&self) -> i64 {
-        self.staged
-    }
-
-    /// Records dead-lettered so far.
-    pub fn invalid(&self) -> i64 {
-        self.invalid
-    }
-}
-
 /// Adds a dead letter unless the record is one already; true when added.
 fn insert_dead_letter(tx: &Connection, frame: Epoch, letter: &DeadLetter, now: Epoch) -> Result<bool> {
     let added = tx
@@ -1138,15 +948,15 @@ mod tests {
 
     #[test]
     fn a_frame_staged_page_by_page_is_pulled_only_when_committed() {
-        let (_dir, mut l) = ledger();
-        let mut staging = l.begin_staging(frame(0), 0).unwrap();
-        l.stage(&mut staging, &[rec("a"), rec("b")]).unwrap();
-        l.abandon_staging();
-        assert_eq!(l.frame_state(0).unwrap(), None, "an abandoned staging leaves no trace");
+        let (_dir, l) = ledger();
+        let mut staging = l.staging(frame(0)).unwrap();
+        staging.add(vec![rec("a"), rec("b")], &[]).unwrap();
+        drop(staging);
+        assert_eq!(l.frame_state(0).unwrap(), None, "a staging dropped uncommitted leaves no trace");
         assert_eq!(staged_count(&l, 0), 0);
 
-        let mut staging = l.begin_staging(frame(0), 0).unwrap();
-        l.stage(&mut staging, &[rec("a"), rec("b")]).unwrap();
+        let mut staging = l.staging(frame(0)).unwrap();
+        staging.add(vec![rec("a"), rec("b"), rec("a")], &[]).unwrap();
         assert_eq!(
             Connection::open(l.path())
                 .unwrap()
@@ -1155,28 +965,54 @@ mod tests {
             0,
             "invisible before the commit"
         );
-        l.stage(&mut staging, &[rec("b"), rec("c")]).unwrap();
-        assert_eq!(staging.staged(), 3);
-        l.commit_staging(staging, &PullCounts { out_of_frame: 0, duplicates: 2 }).unwrap();
+        staging.add(vec![rec("b"), rec("c")], &[]).unwrap();
+        assert_eq!((staging.staged(), staging.duplicates()), (3, 2));
+        staging.commit_pull(0, None, 0).unwrap();
         assert_eq!(l.frame_state(0).unwrap(), Some(FrameState::Pulled));
         let (pending, _) = l.pending(0).unwrap();
         assert_eq!(pending.iter().map(|p| (p.seq, p.uid.as_str())).collect::<Vec<_>>(), [(0, "a"), (1, "b"), (2, "c")]);
         let (records, duplicates): (i64, i64) =
             l.conn.query_row("SELECT records, duplicates FROM frames", [], |r| Ok((r.get(0)?, r.get(1)?))).unwrap();
-        assert_eq!((records, duplicates), (3, 3), "a repeat across pages is kept once and counted");
+        assert_eq!((records, duplicates), (3, 2), "a repeat, within a page or across pages, is kept once and counted");
     }
 
     #[test]
-    fn repeats_are_found_even_when_every_uid_hash_collides() {
-        let (_dir, mut l) = ledger();
-        let mut staging = l.begin_staging(frame(0), 0).unwrap();
-        staging.hash_mask = 0;
-        l.stage(&mut staging, &[rec("a"), rec("b"), rec("a")]).unwrap();
-        l.stage(&mut staging, &[rec("c"), rec("b"), rec("c")]).unwrap();
-        l.commit_staging(staging, &PullCounts::default()).unwrap();
-        let (pending, _) = l.pending(0).unwrap();
-        assert_eq!(pending.iter().map(|p| p.uid.as_str()).collect::<Vec<_>>(), ["a", "b", "c"]);
-        assert_eq!(l.conn.query_row("SELECT duplicates FROM frames", [], |r| r.get::<_, i64>(0)).unwrap(), 3);
+    fn a_frame_larger_than_the_spill_buffer_is_staged_whole_and_once() {
+        let (_dir, l) = ledger();
+        let body = "x".repeat(1000);
+        let page = |from: usize| -> Vec<StagedRecord> {
+            (from..from + 5000)
+                .map(|i| StagedRecord { uid: format!("u{i}"), ts_ms: Some(i as i64), body: body.clone() })
+                .collect()
+        };
+        let mut staging = l.staging(frame(0)).unwrap();
+        // 20,000 records of 1 kB (beyond the 8 MiB kept in memory), pages overlapping by half
+        // but the last: 15,000 distinct UIDs, repeats on both sides of the spill.
+        for from in [0, 2500, 5000, 10000] {
+            staging.add(page(from), &[]).unwrap();
+        }
+        assert_eq!((staging.staged(), staging.duplicates()), (15_000, 5_000));
+        assert!(staging.contains("u0").unwrap() && staging.contains("u14999").unwrap());
+        assert!(!staging.contains("u15000").unwrap());
+        staging.commit_pull(0, None, 0).unwrap();
+        let (pending, _) = l.pending_after(0, -1, 20_000).unwrap();
+        assert_eq!(pending.len(), 15_000);
+        assert!(pending.iter().enumerate().all(|(i, p)| p.seq == i as i64 && p.uid == format!("u{i}")));
+    }
+
+    #[test]
+    fn staging_takes_no_write_lock_until_it_commits() {
+        let (_dir, l) = ledger();
+        let other = Ledger::open_with(l.path(), Sync::Normal, Duration::ZERO).unwrap();
+        let mut staging = l.staging(frame(0)).unwrap();
+        let body = "y".repeat(1000);
+        let many: Vec<StagedRecord> =
+            (0..10_000).map(|i| StagedRecord { uid: format!("u{i}"), ts_ms: None, body: body.clone() }).collect();
+        staging.add(many, &[]).unwrap();
+        // Another process writes while the pages arrive, without waiting (busy_timeout 0).
+        other.conn.execute_batch("BEGIN IMMEDIATE; UPDATE pipeline SET delay = delay; COMMIT").unwrap();
+        staging.commit_pull(0, None, 0).unwrap();
+        assert_eq!(staged_count(&l, 0), 10_000);
     }
 
     #[test]

@@ -10,6 +10,7 @@ pub mod cmd;
 pub mod config;
 pub mod dead_letters;
 pub mod delivery;
+pub mod fetch;
 pub mod frames;
 pub mod hooks;
 pub mod http;

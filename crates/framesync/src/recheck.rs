@@ -3,11 +3,11 @@
 //! staged and pushed. Each such late record is remembered, so `status` can say how late the SS
 //! really is.
 
-use anyhow::{Result, bail};
+use anyhow::Result;
 use rusqlite::{OptionalExtension, params};
 
 use crate::frames::{Epoch, Frame};
-use crate::ledger::{Ledger, StagedRecord};
+use crate::ledger::Ledger;
 
 /// Late-data figures over a period.
 #[derive(Debug, Clone, Default, PartialEq, serde::Serialize)]
@@ -130,128 +130,6 @@ impl Ledger {
         Ok(failure)
     }
 
-    /// Stages the records of a re-check that the ledger has not seen (neither delivered, nor
-    /// dead-lettered, nor staged), in one transaction. With new records the frame goes back to
-    /// `pulled` so they are pushed; its delivered span stays, since everything pushed before
-    /// stays delivered. Returns how many records were new, or None when the frame is not
-    /// delivered (a dead letter retried meanwhile reopened it): it is re-checked once it is.
-    pub fn stage_recheck(
-        &mut self,
-        frame: Frame,
-        records: &[StagedRecord],
-        schedule: &[i64],
-        now: Epoch,
-    ) -> Result<Option<usize>> {
-        let tx = self.write()?;
-        let row: Option<(String, Option<Epoch>, Option<Epoch>)> = tx
-            .query_row("SELECT state, delivered_at, pulled_at FROM frames WHERE start = ?1", [frame.start], |r| {
-                Ok((r.get(0)?, r.get(1)?, r.get(2)?))
-            })
-            .optional()?;
-        let Some((state, Some(delivered_at), pulled_at)) = row else {
-            bail!("frame {frame} was never delivered; it is not re-checked");
-        };
-        if state != "delivered" {
-            return Ok(None);
-        }
-        // Delivered by a clock that was ahead then: the schedule counts from now instead.
-        let delivered_at = delivered_at.min(now);
-        let mut added = 0;
-        {
-            let mut insert = tx.prepare_cached(
-                "INSERT INTO staged (frame, seq, uid, ts, body)
-                 SELECT ?1, ?2, ?3, ?4, ?5
-                 WHERE NOT EXISTS (SELECT 1 FROM delivered WHERE uid = ?3)
-                   AND NOT EXISTS (SELECT 1 FROM dead_letters WHERE uid = ?3)
-                   AND NOT EXISTS (SELECT 1 FROM staged WHERE uid = ?3)",
-            )?;
-            let mut late = tx.prepare_cached(
-                "INSERT OR IGNORE INTO late_records (uid, frame, ts, first_pulled_at, found_at) VALUES (?1, ?2, ?3, ?4, ?5)",
-            )?;
-            for record in records {
-                if insert.execute(params![frame.start, added as i64, record.uid, record.ts_ms, record.body])? == 1 {
-                    late.execute(params![
-                        record.uid,
-                        frame.start,
-                        record.ts_ms,
-                        pulled_at.unwrap_or(delivered_at),
-                        now
-                    ])?;
-                    added += 1;
-                }
-            }
-        }
-        let next = next_recheck(delivered_at, schedule, now);
-        tx.execute(
-            "UPDATE frames SET rechecks = rechecks + 1, next_recheck = ?2, updated_at = ?3, delivered_at = ?4,
-                 recheck_attempts = 0, recheck_refusals = 0,
-                 recheck_error = CASE WHEN rechecks_given_up > 0 THEN recheck_error END
-             WHERE start = ?1",
-            params![frame.start, next, now, delivered_at],
-        )?;
-        if added > 0 {
-            tx.execute(
-                "UPDATE frames SET state = 'pulled', sent_through = -1, late = late + ?2, records = records + ?2
-                 WHERE start = ?1",
-                params![frame.start, added as i64],
-            )?;
-        }
-        tx.commit()?;
-        Ok(Some(added))
-    }
-
-    /// Stages records of a delivered frame to be sent again (`backfill --redeliver`, or
-    /// `verify --repair` for records the RS lost or the ledger never saw): their delivered UIDs
-    /// are forgotten in the same transaction and recorded again as the RS acknowledges them;
-    /// the keys stay the same, so an RS that honors them stores nothing twice. Dead-lettered
-    /// records stay dead letters. Returns how many records are staged.
-    pub fn stage_redelivery(&mut self, frame: Frame, records: &[StagedRecord], now: Epoch) -> Result<usize> {
-        let tx = self.write()?;
-        let state: Option<String> =
-            tx.query_row("SELECT state FROM frames WHERE start = ?1", [frame.start], |r| r.get(0)).optional()?;
-        let pruned = state.is_none()
-            && tx.query_row(
-                "SELECT EXISTS (SELECT 1 FROM delivered_spans WHERE start <= ?1 AND end >= ?2)",
-                params![frame.start, frame.end()],
-                |r| r.get::<_, bool>(0),
-            )?;
-        if pruned {
-            // Delivered, and its row pruned after run.retain: it comes back as delivered (with
-            // no re-check schedule, which its first delivery has long finished).
-            tx.execute(
-                "INSERT INTO frames (start, end, state, pulled_at, delivered_at, updated_at) VALUES (?1, ?2, 'delivered', ?3, ?3, ?3)",
-                params![frame.start, frame.end(), now],
-            )?;
-        } else if state.as_deref() != Some("delivered") {
-            bail!("frame {frame} is not delivered; it is pulled, not re-delivered");
-        }
-        let (mut staged, mut forgotten) = (0, 0);
-        {
-            let mut forget = tx.prepare_cached("DELETE FROM delivered WHERE uid = ?1")?;
-            let mut insert = tx.prepare_cached(
-                "INSERT INTO staged (frame, seq, uid, ts, body, unknown) SELECT ?1, ?2, ?3, ?4, ?5, 1
-                 WHERE NOT EXISTS (SELECT 1 FROM dead_letters WHERE uid = ?3)
-                   AND NOT EXISTS (SELECT 1 FROM staged WHERE uid = ?3)",
-            )?;
-            for record in records {
-                if insert.execute(params![frame.start, staged as i64, record.uid, record.ts_ms, record.body])? == 1 {
-                    forgotten += forget.execute([&record.uid])?;
-                    staged += 1;
-                }
-            }
-        }
-        if staged > 0 {
-            tx.execute(
-                "UPDATE frames SET state = 'pulled', sent_through = -1, records = records + ?2 - ?3,
-                     pushed = pushed - ?3, updated_at = ?4
-                 WHERE start = ?1",
-                params![frame.start, staged as i64, forgotten as i64, now],
-            )?;
-        }
-        tx.commit()?;
-        Ok(staged)
-    }
-
     /// Late-data figures for records found since `since`.
     pub fn late_figures(&self, since: Epoch) -> Result<LateFigures> {
         let size: i64 = self.conn.query_row("SELECT COALESCE(MAX(frame_size), 60) FROM pipeline", [], |r| r.get(0))?;
@@ -288,7 +166,7 @@ fn percentile(values: &mut [i64], p: usize) -> Option<i64> {
 mod tests {
     use super::*;
     use crate::ledger::testing::frame;
-    use crate::ledger::{FrameState, PullCounts, Sync};
+    use crate::ledger::{FrameState, PullCounts, StagedRecord, Sync};
 
     fn rec(uid: &str, ts_ms: i64) -> StagedRecord {
         StagedRecord { uid: uid.into(), ts_ms: Some(ts_ms), body: format!("{{\"id\":\"{uid}\"}}") }
@@ -338,7 +216,7 @@ mod tests {
 
     #[test]
     fn a_recheck_that_finds_nothing_new_only_moves_the_schedule() {
-        let (_dir, mut l) = delivered_ledger(&["a"]);
+        let (_dir, l) = delivered_ledger(&["a"]);
         assert_eq!(l.stage_recheck(frame(0), &[rec("a", 1_000)], &[600], 720).unwrap(), Some(0));
         assert_eq!(l.frame_state(0).unwrap(), Some(FrameState::Delivered));
         assert!(l.due_rechecks(i64::MAX, 86_400, 10).unwrap().is_empty(), "the last re-check is done");

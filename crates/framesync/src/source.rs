@@ -2,7 +2,6 @@
 //! or cursor until it is absent, turning the pages into records to stage. Parsing is pure
 //! (`parse_page`, `collect`) so it is tested and fuzzed without sockets.
 
-use std::collections::HashMap;
 use std::collections::HashSet;
 use std::time::Duration;
 
@@ -12,23 +11,46 @@ use serde_json::Value;
 use crate::config::{SourceConfig, TimeFormat};
 use crate::frames::{Epoch, Frame};
 use crate::http;
-use crate::ledger::{DeadLetter, PullCounts, StagedRecord};
+use crate::ledger::{DeadLetter, StagedRecord};
 use crate::record;
 use crate::redact::Redactor;
 use crate::servers::Pacer;
 
-/// Everything one pull of a frame produced.
+/// One page of a frame as the SS served it: its records in order (repeats kept: the ledger's
+/// staging keeps a UID once across the whole frame), the records that cannot be staged, and
+/// what the answer said beside them.
 #[derive(Debug, Default)]
-pub struct Pulled {
+pub struct Page {
     pub records: Vec<StagedRecord>,
     /// Records that cannot be staged (no usable UID): dead-lettered with the frame.
     pub invalid: Vec<DeadLetter>,
-    pub counts: PullCounts,
-    pub pages: usize,
+    /// Records stamped outside the frame (or with no readable timestamp): kept.
+    pub out_of_frame: i64,
     /// The SS's clock, from its `Date` header, when it sent one.
+    pub server_date: Option<Epoch>,
+    /// How long the page took to arrive.
+    pub took: Duration,
+}
+
+/// What a walk through a frame's pages learnt beside the records.
+#[derive(Debug, Default, Clone, PartialEq)]
+pub struct Walked {
+    pub pages: usize,
+    pub out_of_frame: i64,
+    /// The SS's clock, from the first `Date` header of the walk.
     pub server_date: Option<Epoch>,
     /// The slowest page.
     pub slowest: Duration,
+}
+
+impl Walked {
+    /// Counts a page in.
+    pub fn add(&mut self, page: &Page) {
+        self.pages += 1;
+        self.out_of_frame += page.out_of_frame;
+        self.server_date = self.server_date.or(page.server_date);
+        self.slowest = self.slowest.max(page.took);
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -49,31 +71,12 @@ pub enum PullError {
     Stopped,
 }
 
-/// Pulls one frame. A trait so the run loop is tested without a server.
+/// A frame's pages, in order, fetched as they are asked for; an error ends them.
+pub type Pages<'a> = Box<dyn Iterator<Item = Result<Page, PullError>> + 'a>;
+
+/// The SS: a frame's pages. A trait so the run loop is tested without a server.
 pub trait Source {
-    fn pull(&self, frame: Frame) -> Result<Pulled, PullError>;
-
-    /// Pulls one frame page by page: `page` gets each page's records (repeats within the page
-    /// kept once) and the records that cannot be staged, as they arrive, and returns false to
-    /// stop. The `Pulled` returned holds the counts and facts, no records.
-    fn pull_pages(
-        &self,
-        frame: Frame,
-        page: &mut dyn FnMut(Vec<StagedRecord>, Vec<DeadLetter>) -> bool,
-    ) -> Result<Pulled, PullError> {
-        let mut pulled = self.pull(frame)?;
-        if !page(std::mem::take(&mut pulled.records), std::mem::take(&mut pulled.invalid)) {
-            return Err(PullError::Stopped);
-        }
-        Ok(pulled)
-    }
-}
-
-/// What a walk through a frame's pages learnt beside the records.
-struct Walk {
-    pages: usize,
-    server_date: Option<Epoch>,
-    slowest: Duration,
+    fn pages(&self, frame: Frame) -> Pages<'_>;
 }
 
 pub struct HttpSource {
@@ -139,93 +142,89 @@ impl HttpSource {
 }
 
 impl Source for HttpSource {
-    fn pull(&self, frame: Frame) -> Result<Pulled, PullError> {
-        let mut pages = Vec::new();
-        let walk = self.walk(frame, &mut |records| {
-            pages.push(records);
-            true
-        })?;
-        let mut pulled = collect(frame, pages.into_iter().flatten(), &self.config);
-        pulled.pages = walk.pages;
-        pulled.server_date = walk.server_date;
-        pulled.slowest = walk.slowest;
-        Ok(pulled)
-    }
-
-    fn pull_pages(
-        &self,
-        frame: Frame,
-        page: &mut dyn FnMut(Vec<StagedRecord>, Vec<DeadLetter>) -> bool,
-    ) -> Result<Pulled, PullError> {
-        let mut counts = PullCounts::default();
-        let walk = self.walk(frame, &mut |records| {
-            let pulled = collect_page(frame, records, &self.config);
-            counts.out_of_frame += pulled.counts.out_of_frame;
-            counts.duplicates += pulled.counts.duplicates;
-            page(pulled.records, pulled.invalid)
-        })?;
-        log_counts(frame, &counts);
-        Ok(Pulled {
-            counts,
-            pages: walk.pages,
-            server_date: walk.server_date,
-            slowest: walk.slowest,
-            ..Pulled::default()
+    fn pages(&self, frame: Frame) -> Pages<'_> {
+        let first = frame_url(&self.config.url, self.config.time_format, frame);
+        Box::new(PageWalk {
+            source: self,
+            frame,
+            url: Some(first.clone()),
+            first,
+            seen: HashSet::new(),
+            pages: 0,
+            total: 0,
         })
     }
 }
 
-impl HttpSource {
-    /// GETs a frame's pages in order, handing each page's records to `page` (false stops).
-    fn walk(&self, frame: Frame, page: &mut dyn FnMut(Vec<Value>) -> bool) -> Result<Walk, PullError> {
-        let first = frame_url(&self.config.url, self.config.time_format, frame);
-        let mut url = first.clone();
-        let mut seen = HashSet::new();
-        let mut pages = 0;
-        let mut server_date = None;
-        let mut total = 0usize;
-        let mut slowest = Duration::ZERO;
-        loop {
-            let started = std::time::Instant::now();
-            let (body, date) = self.get(&url)?;
-            slowest = slowest.max(started.elapsed());
-            server_date = server_date.or(date);
-            let parsed = parse_page(&body, &self.config)
-                .map_err(|e| PullError::Failed(format!("GET {}: {e}", self.secrets.scrub(&url))))?;
-            drop(body);
-            total += parsed.records.len();
-            if total > self.config.max_records {
-                return Err(PullError::Failed(format!(
-                    "frame {frame} has more than source.max_records ({}) records; raise the limit or use smaller frames",
-                    self.config.max_records
-                )));
-            }
-            pages += 1;
-            if !page(parsed.records) {
-                return Err(PullError::Stopped);
-            }
-            let Some(next) = parsed.next else { break };
+/// A walk through a frame's pages: GETs the next page when asked for it, following the
+/// next-page link or cursor on the SS's own server until there is none.
+struct PageWalk<'a> {
+    source: &'a HttpSource,
+    frame: Frame,
+    first: String,
+    /// The next page to GET; none when the walk is over (the last page, or an error).
+    url: Option<String>,
+    seen: HashSet<String>,
+    pages: usize,
+    total: usize,
+}
+
+impl Iterator for PageWalk<'_> {
+    type Item = Result<Page, PullError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        let url = self.url.take()?;
+        if self.pages > 0 {
             crate::hooks::kill_point("mid-pull");
-            url = next_url(&first, &next, &self.config.cursor_param);
-            if !same_origin(&url, &first) {
+        }
+        Some(self.fetch(&url))
+    }
+}
+
+impl PageWalk<'_> {
+    /// GETs one page and works out the next; an error ends the walk.
+    fn fetch(&mut self, url: &str) -> Result<Page, PullError> {
+        let (source, frame) = (self.source, self.frame);
+        let config = &source.config;
+        let started = std::time::Instant::now();
+        let (body, server_date) = source.get(url)?;
+        let took = started.elapsed();
+        let parsed = parse_page(&body, config)
+            .map_err(|e| PullError::Failed(format!("GET {}: {e}", source.secrets.scrub(url))))?;
+        drop(body);
+        self.total += parsed.records.len();
+        if self.total > config.max_records {
+            return Err(PullError::Failed(format!(
+                "frame {frame} has more than source.max_records ({}) records; raise the limit or use smaller frames",
+                config.max_records
+            )));
+        }
+        self.pages += 1;
+        if let Some(next) = parsed.next {
+            let url = next_url(&self.first, &next, &config.cursor_param);
+            if !same_origin(&url, &self.first) {
                 return Err(PullError::Failed(format!(
                     "frame {frame}: the SS's next page is on another server ({}); framesync sends the SS's headers only to source.url's own server",
-                    self.secrets.scrub(origin(&url))
+                    source.secrets.scrub(origin(&url))
                 )));
             }
-            if !seen.insert(url.clone()) {
+            if !self.seen.insert(url.clone()) {
                 return Err(PullError::Failed(format!(
                     "frame {frame}: the SS sent the same next page twice (a pagination loop)"
                 )));
             }
-            if pages >= self.config.max_pages {
+            if self.pages >= config.max_pages {
                 return Err(PullError::Failed(format!(
                     "frame {frame} has more than source.max_pages ({}) pages",
-                    self.config.max_pages
+                    config.max_pages
                 )));
             }
+            self.url = Some(url);
         }
-        Ok(Walk { pages, server_date, slowest })
+        let mut page = collect(frame, parsed.records, config);
+        page.server_date = server_date;
+        page.took = took;
+        Ok(page)
     }
 }
 
@@ -282,15 +281,15 @@ fn origin(url: &str) -> &str {
     }
 }
 
-/// One page of an SS answer.
+/// A page's body, parsed: its records and the next link or cursor.
 #[derive(Debug, PartialEq)]
-pub struct Page {
+pub struct PageBody {
     pub records: Vec<Value>,
     pub next: Option<String>,
 }
 
 /// Parses a page body: the records array at `records`, and the next link or cursor at `next`.
-pub fn parse_page(body: &str, config: &SourceConfig) -> Result<Page, String> {
+pub fn parse_page(body: &str, config: &SourceConfig) -> Result<PageBody, String> {
     let doc: Value = serde_json::from_str(body).map_err(|e| {
         if e.is_eof() {
             format!("the body ends early ({e}): a truncated response")
@@ -318,78 +317,39 @@ pub fn parse_page(body: &str, config: &SourceConfig) -> Result<Page, String> {
             ));
         }
     };
-    Ok(Page { records, next })
+    Ok(PageBody { records, next })
 }
 
 fn where_(pointer: &str) -> String {
     if pointer.is_empty() { "the body".into() } else { format!("{pointer:?}") }
 }
 
-/// Turns a frame's records into staged records: UIDs read, repeats within the frame kept once,
-/// records stamped outside the frame counted, records without a usable UID set aside.
-pub fn collect(frame: Frame, records: impl IntoIterator<Item = Value>, config: &SourceConfig) -> Pulled {
-    let pulled = collect_page(frame, records, config);
-    log_counts(frame, &pulled.counts);
-    pulled
-}
-
-/// `collect` without its warnings, for one page of many.
-fn collect_page(frame: Frame, records: impl IntoIterator<Item = Value>, config: &SourceConfig) -> Pulled {
-    let mut pulled = Pulled::default();
-    let mut seen: HashMap<String, u64> = HashMap::new();
+/// Turns a page's records into records to stage: UIDs read, records stamped outside the frame
+/// counted, records without a usable UID set aside. Repeats are kept: the ledger's staging
+/// keeps each UID once per frame.
+pub fn collect(frame: Frame, records: impl IntoIterator<Item = Value>, config: &SourceConfig) -> Page {
+    let mut page = Page::default();
     for value in records {
         let body = value.to_string();
         let uid = match record::uid(&value, &config.uid) {
             Ok(uid) => uid,
             Err(why) => {
-                pulled.invalid.push(DeadLetter::invalid(
-                    format!("invalid:{}", record::content_hash(&value)),
-                    why,
-                    body,
-                ));
+                page.invalid.push(DeadLetter::invalid(format!("invalid:{}", record::content_hash(&value)), why, body));
                 continue;
             }
         };
-        let hash = fingerprint(&body);
-        if let Some(previous) = seen.get(&uid) {
-            pulled.counts.duplicates += 1;
-            if *previous != hash {
-                log::warn!("frame {frame}: UID {uid:?} appears twice with different contents; the first is kept");
-            }
-            continue;
-        }
-        seen.insert(uid.clone(), hash);
         let ts_ms = timestamp(&value, config);
         if !ts_ms.is_some_and(|t| frame.contains_ms(t)) && config.timestamp.is_some() {
-            pulled.counts.out_of_frame += 1;
+            page.out_of_frame += 1;
         }
-        pulled.records.push(StagedRecord { uid, ts_ms, body });
+        page.records.push(StagedRecord { uid, ts_ms, body });
     }
-    pulled
-}
-
-fn log_counts(frame: Frame, counts: &PullCounts) {
-    if counts.out_of_frame > 0 {
-        log::warn!(
-            "frame {frame}: {} records are stamped outside the frame (or have no readable timestamp); kept, as the SS returned them",
-            counts.out_of_frame
-        );
-    }
-    if counts.duplicates > 0 {
-        log::warn!("frame {frame}: {} repeated UIDs in one pull were kept once", counts.duplicates);
-    }
+    page
 }
 
 fn timestamp(value: &Value, config: &SourceConfig) -> Option<i64> {
     let field = value.pointer(config.timestamp.as_deref()?)?;
     record::time_ms(field, config.timestamp_format).ok()
-}
-
-fn fingerprint(body: &str) -> u64 {
-    use std::hash::{Hash, Hasher};
-    let mut h = std::collections::hash_map::DefaultHasher::new();
-    body.hash(&mut h);
-    h.finish()
 }
 
 #[cfg(test)]
@@ -471,7 +431,7 @@ mod tests {
     fn pages_give_their_records_and_next_link() {
         let c = config("/items", "/id", Some("/next"));
         let page = parse_page(r#"{"items":[{"id":1}],"next":"/p2"}"#, &c).unwrap();
-        assert_eq!(page, Page { records: vec![json!({"id": 1})], next: Some("/p2".into()) });
+        assert_eq!(page, PageBody { records: vec![json!({"id": 1})], next: Some("/p2".into()) });
         let last = parse_page(r#"{"items":[],"next":null}"#, &c).unwrap();
         assert_eq!(last.next, None);
         let bare = config("", "/id", None);
@@ -495,7 +455,7 @@ mod tests {
     }
 
     #[test]
-    fn collecting_keeps_repeats_once_and_sets_aside_records_without_uid() {
+    fn collecting_reads_uids_counts_stamps_outside_the_frame_and_sets_aside_records_without_uid() {
         let c = config("/items", "/id", None);
         let f = frame("1970-01-01T00:00:00Z");
         let pulled = collect(
@@ -510,9 +470,8 @@ mod tests {
             &c,
         );
         let uids: Vec<_> = pulled.records.iter().map(|r| r.uid.as_str()).collect();
-        assert_eq!(uids, ["a", "7", "ünï-✓"]);
-        assert_eq!(pulled.counts.duplicates, 1);
-        assert_eq!(pulled.counts.out_of_frame, 1, "t=120s is outside 00:00..00:01");
+        assert_eq!(uids, ["a", "a", "7", "ünï-✓"], "repeats are the staging's to find, across pages");
+        assert_eq!(pulled.out_of_frame, 1, "t=120s is outside 00:00..00:01");
         assert_eq!(pulled.invalid.len(), 1);
         assert!(pulled.invalid[0].detail.contains("no UID at /id"));
         assert_eq!(pulled.records[0].ts_ms, Some(1000));
@@ -522,7 +481,7 @@ mod tests {
     fn hashed_uids_identify_records_by_content() {
         let c = config("", "hash", None);
         let pulled = collect(frame("1970-01-01T00:00:00Z"), vec![json!({"a": 1, "t": 1}), json!({"t": 1, "a": 1})], &c);
-        assert_eq!(pulled.records.len(), 1, "the same content is the same record");
+        assert_eq!(pulled.records[0].uid, pulled.records[1].uid, "the same content is the same record");
         assert_eq!(pulled.records[0].uid.len(), 64);
     }
 }
@@ -585,7 +544,7 @@ mod fuzz {
             if let Ok(page) = parse_page(&body, &config) {
                 let frame = FrameSize::new(60).unwrap().frame_at(0);
                 let pulled = collect(frame, page.records.clone(), &config);
-                prop_assert_eq!(pulled.records.len() + pulled.invalid.len() + pulled.counts.duplicates as usize, page.records.len());
+                prop_assert_eq!(pulled.records.len() + pulled.invalid.len(), page.records.len());
                 for record in &pulled.records {
                     prop_assert!(!record.uid.is_empty());
                 }

@@ -175,12 +175,17 @@ fn open_read_only(path: &Path) -> rusqlite::Result<Connection> {
 fn source(config: &Config) -> Verdict {
     let size = config.frames.size;
     let frame = size.frame_at(eligible_until(size, SystemClock.now(), config.frames.delay) - 1);
-    match HttpSource::new(&config.source, &config.secrets).pull(frame) {
-        Ok(pulled) => {
-            Verdict::Ok(format!("frame {frame} has {} records in {} pages", pulled.records.len(), pulled.pages))
+    let (mut records, mut pages) = (0, 0);
+    for page in HttpSource::new(&config.source, &config.secrets).pages(frame) {
+        match page {
+            Ok(page) => {
+                records += page.records.len();
+                pages += 1;
+            }
+            Err(e) => return Verdict::Failed(e.to_string()),
         }
-        Err(e) => Verdict::Failed(e.to_string()),
     }
+    Verdict::Ok(format!("frame {frame} has {records} records in {pages} pages"))
 }
 
 /// A HEAD on the ingest URL: it must exist, take our credentials, and be the final URL.

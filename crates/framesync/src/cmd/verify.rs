@@ -3,7 +3,6 @@
 //! `--repair` sends what is missing. Exit 0 only when nothing differs (or, with `--repair`,
 //! when every difference was repaired).
 
-use std::collections::HashSet;
 use std::io::Write;
 
 use anyhow::Result;
@@ -11,6 +10,7 @@ use rusqlite::params;
 
 use super::run::Parts;
 use crate::config::Config;
+use crate::fetch;
 use crate::frames::{Epoch, Frame, rfc3339};
 use crate::job::{Clock, Job, SystemClock};
 use crate::ledger::{FrameState, Ledger, StagedRecord};
@@ -141,15 +141,12 @@ fn compare(ledger: &Ledger, source: &dyn Source, rs: Option<&dyn Sink>, frame: F
         None if pruned => None,
         None => Some("missing: never pulled"),
     };
-    let pulled = match source.pull(frame) {
-        Ok(pulled) => pulled,
-        Err(e) => {
-            report.error = Some(format!("cannot pull it from the SS: {e}"));
-            return Ok(report);
-        }
-    };
-    let served: HashSet<&str> = pulled.records.iter().map(|r| r.uid.as_str()).collect();
-    for record in &pulled.records {
+    let mut staging = ledger.staging(frame)?;
+    if let Err(e) = fetch::stage_pages(source, frame, &mut staging, || true)? {
+        report.error = Some(format!("cannot pull it from the SS: {e}"));
+        return Ok(report);
+    }
+    staging.for_each(|record| {
         match known(ledger, &record.uid)? {
             Known::Unknown if !pruned => report.not_in_ledger.push(record.clone()),
             Known::Delivered | Known::Unknown if rs.is_some_and(|rs| rs.lookup(&record.uid) == Ok(false)) => {
@@ -157,10 +154,15 @@ fn compare(ledger: &Ledger, source: &dyn Source, rs: Option<&dyn Sink>, frame: F
             }
             _ => {}
         }
-    }
+        Ok(())
+    })?;
     let mut stmt = ledger.conn().prepare_cached("SELECT uid FROM delivered WHERE frame = ?1")?;
     let delivered: Vec<String> = stmt.query_map([frame.start], |r| r.get(0))?.collect::<Result<_, _>>()?;
-    report.not_served = delivered.into_iter().filter(|uid| !served.contains(uid.as_str())).collect();
+    for uid in delivered {
+        if !staging.contains(&uid)? {
+            report.not_served.push(uid);
+        }
+    }
     Ok(report)
 }
 

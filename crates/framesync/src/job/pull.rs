@@ -9,11 +9,12 @@ use std::time::Duration;
 use anyhow::Result;
 
 use super::Job;
+use crate::fetch;
 use crate::frames::{Epoch, Frame, rfc3339};
-use crate::ledger::PullFailure;
+use crate::ledger::{Committed, PullFailure};
 use crate::recheck::RecheckFailure;
 use crate::servers::{SKEW_WARNING, Server};
-use crate::source::{PullError, Pulled};
+use crate::source::{PullError, Walked};
 
 /// Failures in a row that stop the pulls (or the re-checks) of a run.
 const FAILURES_TO_STOP: u32 = 3;
@@ -44,14 +45,15 @@ impl Job<'_> {
         }
         let now = self.clock.now();
         let started = self.clock.elapsed();
-        let (result, staged, invalid) = self.pull_and_stage(frame, now)?;
+        let (result, committed) = self.pull_and_stage(frame, now)?;
         let result = match result {
             Err(PullError::Stopped) if self.out_of_time() => return self.pull_out_of_time(frame, started),
             other => other,
         };
-        let Some(pulled) = self.judge(frame, result)? else { return Ok(false) };
+        let Some(walked) = self.judge(frame, result)? else { return Ok(false) };
+        let Some(Committed { staged, invalid }) = committed else { return Ok(false) };
         crate::hooks::kill_point("after-stage");
-        log::info!("frame {frame}: pulled {staged} records in {} pages", pulled.pages);
+        log::info!("frame {frame}: pulled {staged} records in {} pages", walked.pages);
         let figures = &mut self.outcome.figures;
         figures.frames_pulled += 1;
         figures.records_pulled += staged;
@@ -62,48 +64,24 @@ impl Job<'_> {
         Ok(true)
     }
 
-    /// Stages a frame's pages as they arrive, in one transaction opened at the first page and
-    /// committed only when the pull succeeded and the SS's clock agrees the frame is closed;
-    /// otherwise rolled back. A frame of any size is pulled with one page in memory; the walk
-    /// stops between pages when the run is out of time. Returns the pull's result and the
-    /// records staged and dead-lettered; an error only when the ledger failed.
-    fn pull_and_stage(&mut self, frame: Frame, now: Epoch) -> Result<(Result<Pulled, PullError>, i64, i64)> {
-        let ledger = &mut *self.ledger;
+    /// Reads a frame's pages into a staging as they arrive, stopping between pages when the
+    /// run is out of time, and commits it only when the pull succeeded and the SS's clock
+    /// agrees the frame is closed; otherwise it is discarded and the ledger is as it was.
+    /// Returns the pull's result and, when committed, what was staged; an error only when the
+    /// ledger failed.
+    fn pull_and_stage(&mut self, frame: Frame, now: Epoch) -> Result<(Result<Walked, PullError>, Option<Committed>)> {
         let (clock, deadline) = (self.clock, self.deadline);
-        let mut staging = None;
-        let mut failure = None;
-        let result = self.source.pull_pages(frame, &mut |records, letters| {
-            let staged = (|| -> Result<()> {
-                let staging = match &mut staging {
-                    Some(staging) => staging,
-                    None => staging.insert(ledger.begin_staging(frame, now)?),
-                };
-                ledger.stage(staging, &records)?;
-                for letter in &letters {
-                    log::info!("frame {frame}: a record was dead-lettered: {}", letter.detail);
-                    ledger.stage_dead_letter(staging, letter)?;
-                }
-                Ok(())
-            })();
-            let in_time = deadline.is_none_or(|d| clock.elapsed() < d);
-            staged.map_err(|e| failure = Some(e)).is_ok() && in_time
-        });
-        let (staged, invalid) = staging.as_ref().map_or((0, 0), |s| (s.staged(), s.invalid()));
-        let delay = self.config.frames.delay;
-        let closed = |pulled: &Pulled| still_open(frame, delay, pulled.server_date, now).is_none();
-        let committed = match (&result, failure) {
-            (_, Some(error)) => Err(error),
-            (Ok(pulled), None) if closed(pulled) => match staging {
-                Some(staging) => self
-                    .ledger
-                    .stage_forgotten(&staging, now - self.config.run.retain)
-                    .and_then(|()| self.ledger.commit_staging(staging, &pulled.counts)),
-                None => self.ledger.stage_frame(frame, &[], &[], &pulled.counts, now),
-            },
-            _ => Ok(()),
+        let mut staging = self.ledger.staging(frame)?;
+        let result =
+            fetch::stage_pages(self.source, frame, &mut staging, || deadline.is_none_or(|d| clock.elapsed() < d))?;
+        let committed = match &result {
+            Ok(walked) if still_open(frame, self.config.frames.delay, walked.server_date, now).is_none() => {
+                let forgotten_before = now - self.config.run.retain;
+                Some(staging.commit_pull(walked.out_of_frame, Some(forgotten_before), now)?)
+            }
+            _ => None,
         };
-        self.ledger.abandon_staging();
-        committed.map(|()| (result, staged, invalid))
+        Ok((result, committed))
     }
 
     /// A walk through a frame's pages stopped at `run.max_seconds`: rolled back. Only a frame
@@ -135,31 +113,44 @@ impl Job<'_> {
         }
         let due = self.ledger.recheck_due_at(frame.start)?;
         let ss_now = self.pulling.skew.map(|skew| self.clock.now() + skew);
-        if let Some(why) = self.recheck_too_early(due, ss_now) {
+        if let Some(why) = recheck_too_early(due, ss_now, self.clock.now()) {
             // Learnt from an earlier answer of this run: no need to ask.
             return self.put_off_recheck(frame, why);
         }
-        let pulled = match self.source.pull(frame) {
-            Ok(pulled) => pulled,
-            Err(PullError::Busy { message, retry_after }) => {
-                return self.ss_busy(frame, "re-check: ", message, retry_after);
+        let now = self.clock.now();
+        let mut staging = self.ledger.staging(frame)?;
+        let walked = match fetch::stage_pages(self.source, frame, &mut staging, || true)? {
+            Ok(walked) => walked,
+            Err(error) => {
+                drop(staging);
+                return match error {
+                    PullError::Busy { message, retry_after } => self.ss_busy(frame, "re-check: ", message, retry_after),
+                    error @ PullError::Refused { .. } => self.recheck_failed(frame, error.to_string(), true),
+                    error => self.recheck_failed(frame, error.to_string(), false),
+                };
             }
-            Err(error @ PullError::Refused { .. }) => return self.recheck_failed(frame, error.to_string(), true),
-            Err(error) => return self.recheck_failed(frame, error.to_string(), false),
         };
-        self.learn_skew(pulled.server_date)?;
-        if let Some(why) = still_open(frame, self.config.frames.delay, pulled.server_date, self.clock.now()) {
+        let open = still_open(frame, self.config.frames.delay, walked.server_date, now);
+        let too_early = recheck_too_early(due, walked.server_date, now);
+        // With this machine's clock ahead of the SS's, the schedule goes on in the SS's time: a
+        // clock far ahead would otherwise pass over every re-check still to come.
+        let at = walked.server_date.map_or(now, |date| date.min(now));
+        let committed = if open.is_none() && too_early.is_none() {
+            staging.commit_recheck(&self.config.frames.recheck, at)?
+        } else {
+            drop(staging);
+            None
+        };
+        self.learn_skew(walked.server_date)?;
+        if let Some(why) = open {
             log::info!("frame {frame}: re-check put off: {why}");
             return Ok(false);
         }
-        if let Some(why) = self.recheck_too_early(due, pulled.server_date) {
+        if let Some(why) = too_early {
             return self.put_off_recheck(frame, why);
         }
         self.pulling.rechecks_failed_in_a_row = 0;
-        // With this machine's clock ahead of the SS's, the schedule goes on in the SS's time: a
-        // clock far ahead would otherwise pass over every re-check still to come.
-        let now = pulled.server_date.map_or(self.clock.now(), |date| date.min(self.clock.now()));
-        let Some(late) = self.ledger.stage_recheck(frame, &pulled.records, &self.config.frames.recheck, now)? else {
+        let Some(late) = committed else {
             return Ok(false);
         };
         crate::hooks::kill_point("after-stage");
@@ -169,22 +160,6 @@ impl Job<'_> {
             log::info!("frame {frame}: a re-check found {late} late records");
         }
         Ok(late > 0)
-    }
-
-    /// Why a re-check due by this machine's clock is not yet due by the SS's (`date`): done now,
-    /// it would look for late records before they had the time the schedule gives them, and
-    /// use up the schedule. A re-check set by a clock that has jumped back since (due after
-    /// now) is due whatever the clocks say.
-    fn recheck_too_early(&self, due: Option<Epoch>, date: Option<Epoch>) -> Option<String> {
-        let (due, date, now) = (due?, date?, self.clock.now());
-        (due <= now && date < due).then(|| {
-            format!(
-                "the SS clock says {}, before this re-check is due ({}); this machine's clock is {}s ahead of the SS, so it waits",
-                rfc3339(date),
-                rfc3339(due),
-                now - date
-            )
-        })
     }
 
     /// A re-check too early by the SS's clock stays due, as it was; the run reports the clocks.
@@ -222,17 +197,23 @@ impl Job<'_> {
     /// there are records to push. Their fate at the RS is unknown: where it has a lookup, they
     /// are looked up first and only those it lacks are sent, under the same keys.
     pub(super) fn redeliver(&mut self, frame: Frame) -> Result<bool> {
-        let pulled = match self.source.pull(frame) {
-            Ok(pulled) => pulled,
-            Err(PullError::Busy { message, retry_after }) => {
-                return self.ss_busy(frame, "redelivery: ", message, retry_after);
-            }
+        let now = self.clock.now();
+        let mut staging = self.ledger.staging(frame)?;
+        let staged = match fetch::stage_pages(self.source, frame, &mut staging, || true)? {
+            Ok(_) => staging.commit_redelivery(now)?,
             Err(error) => {
-                self.fail(frame, format!("redelivery: {error}"));
-                return Ok(false);
+                drop(staging);
+                return match error {
+                    PullError::Busy { message, retry_after } => {
+                        self.ss_busy(frame, "redelivery: ", message, retry_after)
+                    }
+                    error => {
+                        self.fail(frame, format!("redelivery: {error}"));
+                        Ok(false)
+                    }
+                };
             }
         };
-        let staged = self.ledger.stage_redelivery(frame, &pulled.records, self.clock.now())?;
         self.outcome.figures.frames_pulled += 1;
         self.outcome.figures.records_pulled += staged as i64;
         Ok(staged > 0)
@@ -241,17 +222,17 @@ impl Job<'_> {
     /// What a pull's result means: the pulled frame, or a failure recorded on the frame (with
     /// backoff, or the SS's Retry-After) that stops the pulls of the run when the SS is busy or
     /// broken three frames in a row.
-    fn judge(&mut self, frame: Frame, result: Result<Pulled, PullError>) -> Result<Option<Pulled>> {
+    fn judge(&mut self, frame: Frame, result: Result<Walked, PullError>) -> Result<Option<Walked>> {
         let message = match result {
-            Ok(pulled) => {
+            Ok(walked) => {
                 self.pulling.failed_in_a_row = 0;
-                self.learn_skew(pulled.server_date)?;
-                if let Some(why) = still_open(frame, self.config.frames.delay, pulled.server_date, self.clock.now()) {
-                    self.hold_back(frame, why, pulled.server_date)?;
+                self.learn_skew(walked.server_date)?;
+                if let Some(why) = still_open(frame, self.config.frames.delay, walked.server_date, self.clock.now()) {
+                    self.hold_back(frame, why, walked.server_date)?;
                     return Ok(None);
                 }
-                self.check_slow(pulled.slowest);
-                return Ok(Some(pulled));
+                self.check_slow(walked.slowest);
+                return Ok(Some(walked));
             }
             Err(PullError::Busy { message, retry_after }) => {
                 self.ss_busy(frame, "", message, retry_after)?;
@@ -277,7 +258,7 @@ impl Job<'_> {
 
     /// The SS refused a frame: it stays missing with the answer and backs off; the other
     /// frames go on.
-    fn pull_refused(&mut self, frame: Frame, message: String) -> Result<Option<Pulled>> {
+    fn pull_refused(&mut self, frame: Frame, message: String) -> Result<Option<Walked>> {
         let message = self.config.secrets.scrub(&message);
         let next = self.next_attempt(frame, None)?;
         self.ledger.pull_failed(frame, &message, PullFailure::Refused, next, self.clock.now())?;
@@ -383,6 +364,22 @@ fn still_open(frame: Frame, delay: i64, date: Option<Epoch>, now: Epoch) -> Opti
         format!(
             "the SS clock says {} — too early for this frame (delay {delay}s); this machine's clock is {}s ahead of the SS, so it waits",
             rfc3339(date),
+            now - date
+        )
+    })
+}
+
+/// Why a re-check due by this machine's clock (`now`) is not yet due by the SS's (`date`):
+/// done now, it would look for late records before they had the time the schedule gives them,
+/// and use up the schedule. A re-check set by a clock that has jumped back since (due after
+/// now) is due whatever the clocks say.
+fn recheck_too_early(due: Option<Epoch>, date: Option<Epoch>, now: Epoch) -> Option<String> {
+    let (due, date) = (due?, date?);
+    (due <= now && date < due).then(|| {
+        format!(
+            "the SS clock says {}, before this re-check is due ({}); this machine's clock is {}s ahead of the SS, so it waits",
+            rfc3339(date),
+            rfc3339(due),
             now - date
         )
     })

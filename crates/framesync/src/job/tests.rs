@@ -8,10 +8,10 @@ use std::time::Duration;
 use super::*;
 use crate::config::SinkMode;
 use crate::delivery::Key;
-use crate::ledger::{FrameState, PullCounts, StagedRecord, Sync};
+use crate::ledger::{FrameState, StagedRecord, Sync};
 use crate::plan::Scope;
 use crate::sink::{Outgoing, Verdict};
-use crate::source::{PullError, Pulled};
+use crate::source::{Page, Pages, PullError};
 
 const T0: Epoch = 1_793_534_400; // 2026-11-01T12:00:00Z
 
@@ -49,7 +49,14 @@ struct FakeSource {
 }
 
 impl Source for FakeSource {
-    fn pull(&self, frame: Frame) -> Result<Pulled, PullError> {
+    fn pages(&self, frame: Frame) -> Pages<'_> {
+        Box::new(std::iter::once(self.page(frame)))
+    }
+}
+
+impl FakeSource {
+    /// The frame as one page.
+    fn page(&self, frame: Frame) -> Result<Page, PullError> {
         self.calls.borrow_mut().push(frame.start);
         if self.busy {
             return Err(PullError::Busy { message: "HTTP 429".into(), retry_after: Some(Duration::from_secs(600)) });
@@ -73,14 +80,7 @@ impl Source for FakeSource {
             })
             .collect();
         let server_date = self.server_date.or(self.date_offset.map(|o| *self.now.borrow() + o));
-        Ok(Pulled {
-            records,
-            invalid: vec![],
-            counts: PullCounts::default(),
-            pages: 1,
-            server_date,
-            slowest: Duration::ZERO,
-        })
+        Ok(Page { records, server_date, ..Page::default() })
     }
 }
 
@@ -1019,25 +1019,14 @@ struct PagedSource<'a> {
 }
 
 impl Source for PagedSource<'_> {
-    fn pull(&self, _frame: Frame) -> Result<Pulled, PullError> {
-        unreachable!("pulls go page by page")
-    }
-
-    fn pull_pages(
-        &self,
-        frame: Frame,
-        page: &mut dyn FnMut(Vec<StagedRecord>, Vec<crate::ledger::DeadLetter>) -> bool,
-    ) -> Result<Pulled, PullError> {
-        for i in 0..self.pages {
+    fn pages(&self, frame: Frame) -> Pages<'_> {
+        Box::new((0..self.pages).map(move |i| {
             self.clock.sleep(self.page_takes);
             *self.served.borrow_mut() += 1;
             let uid = format!("{}-{i}", frame.start);
             let record = StagedRecord { uid: uid.clone(), ts_ms: None, body: format!(r#"{{"id":"{uid}"}}"#) };
-            if !page(vec![record], vec![]) {
-                return Err(PullError::Stopped);
-            }
-        }
-        Ok(Pulled { pages: self.pages, ..Pulled::default() })
+            Ok(Page { records: vec![record], ..Page::default() })
+        }))
     }
 }
 
