@@ -6,8 +6,6 @@
 //! `chaos_in_the_suite` runs a small number of trials on every test run; `scripts/chaos` runs
 //! `chaos_at_scale` with CHAOS_TRIALS (default 1000) kills per kind of RS.
 
-#![cfg(feature = "test-hooks")]
-
 mod common;
 
 use std::collections::BTreeMap;
