@@ -1,18 +1,6 @@
-//! `framesync-sim`: a sending server (SS) with deterministic data and a receiving server (RS)
-//! with its own SQLite database, on one port, with fault injection on both sides (`faults` says
-//! what a client sees for each fault; `serve --help` lists the flags and `/control/faults` keys).
-//! The demo, the integration and crash tests and the benchmarks run it as a real process.
-//!
-//! `serve` runs the servers until killed; `check` asks a running simulator whether the RS
-//! database holds exactly what the SS serves for a time range (exit 0 if so, 1 if not).
-
-mod app;
-mod control;
-mod data;
-mod faults;
-mod http;
-mod rs;
-mod ss;
+//! The command line: `serve` runs the servers until killed; `check` asks a running simulator
+//! whether the RS database holds exactly what the SS serves for a time range (exit 0 if so, 1 if
+//! not).
 
 use std::io::Write;
 use std::net::{SocketAddr, TcpListener};
@@ -29,13 +17,14 @@ use serde_json::Value;
 use crate::app::App;
 use crate::control::Stats;
 use crate::data::{Generator, NUMERIC_STRIDE, UidStyle};
-use crate::faults::{FaultSettings, Faults};
+use crate::faults::{FaultArgs, Faults, fraction};
 use crate::rs::Rs;
 use crate::ss::Ss;
+use crate::{data, http};
 
 #[derive(Parser)]
 #[command(name = "framesync-sim", version, about = "Simulated SS and RS for testing framesync")]
-struct Cli {
+pub struct Cli {
     #[command(subcommand)]
     command: Command,
 }
@@ -50,10 +39,10 @@ enum Command {
     /// Latency adds to any fault but a reset. /control/stats counts every injected fault.
     ///
     /// Every fault setting can be changed at run time with `POST /control/faults?KEY=VALUE&...`,
-    /// KEY being the flag's name in snake_case (`--ss-5xx-rate` is `ss_5xx_rate`), except:
-    /// durations are whole milliseconds (`latency_ms`, `ss_latency_ms`, `rs_latency_ms`,
-    /// `latency_jitter_ms`, `dribble_delay_ms`; `ss_latency_ms=none` falls back to `latency_ms`),
-    /// `retry_after_secs` is seconds, and `rs_down=1` resets every RS connection until `rs_down=0`.
+    /// KEY being the flag's name in snake_case (`--ss-5xx-rate` is `ss_5xx_rate`), with `_ms`
+    /// after a duration, then in whole milliseconds (`--dribble-delay` is `dribble_delay_ms`;
+    /// `ss_latency_ms=none` falls back to `latency_ms`) and `_secs` after seconds
+    /// (`retry_after_secs`); `rs_down=1` resets every RS connection until `rs_down=0`.
     Serve(Box<ServeArgs>),
     /// Ask a running simulator whether the RS holds exactly the SS's records of a range.
     Check(CheckArgs),
@@ -101,106 +90,6 @@ struct ServeArgs {
     faults: FaultArgs,
 }
 
-/// The flags of `FaultSettings`, in the order a roll walks the rates; explained in `serve --help`.
-#[derive(Args)]
-#[command(next_help_heading = "Fault injection")]
-struct FaultArgs {
-    /// Fraction of SS requests whose connection is reset after the request head: TCP RST, no byte of answer.
-    #[arg(long, default_value_t = 0.0, value_name = "RATE", value_parser = fraction)]
-    ss_reset_rate: f64,
-    /// Fraction of SS requests closed without a byte of answer (EOF).
-    #[arg(long, default_value_t = 0.0, value_name = "RATE", value_parser = fraction)]
-    ss_empty_rate: f64,
-    /// Fraction of SS requests answered 500.
-    #[arg(long, default_value_t = 0.0, value_name = "RATE", value_parser = fraction)]
-    ss_error_rate: f64,
-    /// Fraction of SS requests answered 500, 502, 503 or 504.
-    #[arg(long = "ss-5xx-rate", default_value_t = 0.0, value_name = "RATE", value_parser = fraction)]
-    ss_5xx_rate: f64,
-    /// Fraction of SS requests answered 429 with Retry-After.
-    #[arg(long = "ss-429-rate", default_value_t = 0.0, value_name = "RATE", value_parser = fraction)]
-    ss_429_rate: f64,
-    /// Fraction of SS answers cut off halfway through the body: full Content-Length, half the body, close.
-    #[arg(long, default_value_t = 0.0, value_name = "RATE", value_parser = fraction)]
-    ss_truncate_rate: f64,
-    /// Fraction of SS answers that are a 200 whose body is not JSON (HTML, or the page cut in half).
-    #[arg(long, default_value_t = 0.0, value_name = "RATE", value_parser = fraction)]
-    ss_malformed_rate: f64,
-    /// Fraction of SS answers whose body is written a few bytes at a time, --dribble-delay apart.
-    #[arg(long, default_value_t = 0.0, value_name = "RATE", value_parser = fraction)]
-    ss_dribble_rate: f64,
-    /// Fraction of RS requests reset after the request head, body unread, nothing stored: TCP RST.
-    #[arg(long, default_value_t = 0.0, value_name = "RATE", value_parser = fraction)]
-    rs_reset_rate: f64,
-    /// Fraction of RS requests read whole, not stored, closed without a byte of answer (EOF).
-    #[arg(long, default_value_t = 0.0, value_name = "RATE", value_parser = fraction)]
-    rs_empty_rate: f64,
-    /// Fraction of RS requests answered 503, nothing stored.
-    #[arg(long, default_value_t = 0.0, value_name = "RATE", value_parser = fraction)]
-    rs_error_rate: f64,
-    /// Fraction of RS requests answered 500, 502, 503 or 504, nothing stored.
-    #[arg(long = "rs-5xx-rate", default_value_t = 0.0, value_name = "RATE", value_parser = fraction)]
-    rs_5xx_rate: f64,
-    /// Fraction of RS requests answered 400 or 422, nothing stored.
-    #[arg(long = "rs-4xx-rate", default_value_t = 0.0, value_name = "RATE", value_parser = fraction)]
-    rs_4xx_rate: f64,
-    /// Fraction of RS requests answered 429 with Retry-After, nothing stored.
-    #[arg(long = "rs-429-rate", default_value_t = 0.0, value_name = "RATE", value_parser = fraction)]
-    rs_429_rate: f64,
-    /// Fraction of RS requests stored, then closed without an answer: the lost response.
-    #[arg(long, default_value_t = 0.0, value_name = "RATE", value_parser = fraction)]
-    rs_drop_response_rate: f64,
-    /// Slept before every SS and RS answer, faulty or not (but not before a reset).
-    #[arg(long, default_value = "0s", value_name = "DURATION", value_parser = humantime::parse_duration)]
-    latency: Duration,
-    /// The SS's latency, instead of --latency.
-    #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
-    ss_latency: Option<Duration>,
-    /// The RS's latency, instead of --latency.
-    #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
-    rs_latency: Option<Duration>,
-    /// Up to this much more latency, drawn per request (uniform, from the seed).
-    #[arg(long, default_value = "0s", value_name = "DURATION", value_parser = humantime::parse_duration)]
-    latency_jitter: Duration,
-    /// Retry-After of injected 429s, SS and RS, in seconds.
-    #[arg(long, default_value_t = 1, value_name = "SECONDS")]
-    retry_after: u64,
-    /// The pause between the pieces of a dribbled body.
-    #[arg(long, default_value = "50ms", value_name = "DURATION", value_parser = humantime::parse_duration)]
-    dribble_delay: Duration,
-}
-
-impl FaultArgs {
-    fn settings(&self) -> Result<FaultSettings> {
-        let settings = FaultSettings {
-            rs_down: false,
-            ss_reset_rate: self.ss_reset_rate,
-            ss_empty_rate: self.ss_empty_rate,
-            ss_error_rate: self.ss_error_rate,
-            ss_5xx_rate: self.ss_5xx_rate,
-            ss_429_rate: self.ss_429_rate,
-            ss_truncate_rate: self.ss_truncate_rate,
-            ss_malformed_rate: self.ss_malformed_rate,
-            ss_dribble_rate: self.ss_dribble_rate,
-            rs_reset_rate: self.rs_reset_rate,
-            rs_empty_rate: self.rs_empty_rate,
-            rs_error_rate: self.rs_error_rate,
-            rs_5xx_rate: self.rs_5xx_rate,
-            rs_4xx_rate: self.rs_4xx_rate,
-            rs_429_rate: self.rs_429_rate,
-            rs_drop_response_rate: self.rs_drop_response_rate,
-            latency_ms: millis(self.latency, "--latency")?,
-            ss_latency_ms: self.ss_latency.map(|d| millis(d, "--ss-latency")).transpose()?,
-            rs_latency_ms: self.rs_latency.map(|d| millis(d, "--rs-latency")).transpose()?,
-            latency_jitter_ms: millis(self.latency_jitter, "--latency-jitter")?,
-            retry_after_secs: self.retry_after,
-            dribble_delay_ms: millis(self.dribble_delay, "--dribble-delay")?,
-        };
-        settings.validate().map_err(|e| anyhow::anyhow!("{e} (the --ss-*-rate and --rs-*-rate flags)"))?;
-        Ok(settings)
-    }
-}
-
 fn millis(duration: Duration, flag: &str) -> Result<u64> {
     u64::try_from(duration.as_millis()).with_context(|| format!("{flag} is too long"))
 }
@@ -218,17 +107,12 @@ struct CheckArgs {
     to: String,
 }
 
-fn main() -> ExitCode {
-    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn")).init();
-    let cli = Cli::parse();
-    let result = match cli.command {
+/// Runs one command; the exit code, or the error that stopped it.
+pub fn run(cli: Cli) -> Result<ExitCode> {
+    match cli.command {
         Command::Serve(args) => serve(&args),
         Command::Check(args) => check(&args),
-    };
-    result.unwrap_or_else(|e| {
-        eprintln!("framesync-sim: {e:#}");
-        ExitCode::from(2)
-    })
+    }
 }
 
 fn serve(args: &ServeArgs) -> Result<ExitCode> {
@@ -247,7 +131,8 @@ fn build_app(args: &ServeArgs) -> Result<App> {
         poison_fraction: args.poison_fraction,
         uid_style: args.uid_style,
     };
-    let faults = args.faults.settings()?;
+    let faults = args.faults.0.clone();
+    faults.validate().map_err(|e| anyhow::anyhow!("{e} (the --ss-*-rate and --rs-*-rate flags)"))?;
     Ok(App {
         ss: Ss::new(generator.clone(), args.page_size as usize),
         generator,
@@ -290,11 +175,6 @@ fn check(args: &CheckArgs) -> Result<ExitCode> {
     println!("{}", serde_json::to_string_pretty(&report)?);
     let clean = ["missing", "extra", "duplicates"].iter().all(|k| report[k].as_u64() == Some(0));
     Ok(if clean { ExitCode::SUCCESS } else { ExitCode::FAILURE })
-}
-
-fn fraction(text: &str) -> Result<f64, String> {
-    let value: Option<f64> = text.parse().ok().filter(|f| (0.0..=1.0).contains(f));
-    value.ok_or_else(|| format!("`{text}` is not a number from 0 to 1"))
 }
 
 fn json_pointer(text: &str) -> Result<String, String> {
