@@ -265,3 +265,50 @@ fn the_readme_lists_every_fault_setting_as_defined() {
     let table = readme_table();
     assert!(readme.contains(&table), "README.md's simulator section should hold this table:\n{table}");
 }
+
+/// What names the simulator's settings outside it: the scripts, the README, the end-to-end tests.
+fn texts_naming_settings() -> Vec<(std::path::PathBuf, String)> {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let folders = [root.join("scripts"), root.join("crates/framesync/tests")];
+    let mut paths = vec![root.join("README.md")];
+    for folder in folders {
+        paths.extend(std::fs::read_dir(folder).unwrap().map(|entry| entry.unwrap().path()).filter(|p| p.is_file()));
+    }
+    paths.into_iter().map(|path| (path.clone(), std::fs::read_to_string(path).unwrap())).collect()
+}
+
+/// Words of `text` after `prefix`, made of the characters `allowed` takes.
+fn words_after<'a>(text: &'a str, prefix: &str, allowed: fn(char) -> bool) -> Vec<&'a str> {
+    text.match_indices(prefix)
+        .map(|(at, _)| {
+            let rest = &text[at + prefix.len()..];
+            &rest[..rest.find(|c| !allowed(c)).unwrap_or(rest.len())]
+        })
+        .collect()
+}
+
+#[test]
+fn the_scripts_readme_and_tests_name_only_settings_that_exist() {
+    use clap::CommandFactory;
+    let cli = crate::cli::Cli::command();
+    let serve = cli.find_subcommand("serve").unwrap();
+    let flags: BTreeSet<&str> = serve.get_arguments().filter_map(|arg| arg.get_long()).collect();
+    let keys: BTreeSet<&str> = FaultSettings::keys().collect();
+    let (mut flags_seen, mut keys_seen) = (0, 0);
+    for (path, text) in texts_naming_settings() {
+        for side in ["--ss-", "--rs-"] {
+            for rest in words_after(&text, side, |c| c.is_ascii_alphanumeric() || c == '-') {
+                let flag = format!("{}{rest}", &side[2..]);
+                assert!(flags.contains(flag.as_str()), "{}: --{flag} is no flag of serve", path.display());
+                flags_seen += 1;
+            }
+        }
+        for query in words_after(&text, "/control/faults?", |c| c.is_ascii_alphanumeric() || "_=.&".contains(c)) {
+            for key in query.split('&').filter_map(|pair| pair.split_once('=')).map(|(key, _)| key) {
+                assert!(keys.contains(key), "{}: `{key}` is no key of /control/faults", path.display());
+                keys_seen += 1;
+            }
+        }
+    }
+    assert!(flags_seen > 20 && keys_seen > 2, "{flags_seen} flags and {keys_seen} keys found");
+}
