@@ -1,13 +1,29 @@
-//! What framesync's tests share.
+//! What framesync's tests share: the simulator as a process ([`Sim`]) and its table of fault
+//! settings ([`faults`]), one HTTP client ([`http`]), a canned-answer server ([`Canned`]), and
+//! processes that die with the test ([`KillOnDrop`]).
 //!
 //! The simulator is a package of its own (`framesync-sim`, never installed with framesync), so a
 //! test of the `framesync` package cannot name its binary through `CARGO_BIN_EXE_*`. It is looked
 //! for beside the test binary's own profile directory (`target/debug` or `target/release`), and
 //! built there with the cargo that runs the tests when it is missing.
 
+mod canned;
+pub mod http;
+mod process;
+mod sim;
+
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::OnceLock;
+
+pub use canned::Canned;
+pub use process::KillOnDrop;
+pub use sim::Sim;
+
+/// The simulator's fault settings, as its flags and `/control/faults` keys are made from them.
+pub mod faults {
+    pub use framesync_sim::faults::{FaultSpec, Kind, SPECS};
+}
 
 /// The path of the `framesync-sim` binary of this build profile, built on first use if missing.
 pub fn sim_binary() -> &'static Path {

@@ -173,3 +173,49 @@ pub fn max_page_count() -> Option<u64> {
 pub fn mountinfo() -> String {
     "/proc/self/mountinfo".into()
 }
+
+#[cfg(test)]
+mod tests {
+    use std::process::Command;
+    use std::time::{Duration, Instant};
+
+    const CHILD: &str = "hooks::tests::in_a_child_process_with_every_variable_set";
+
+    /// Runs the child test below in a process of its own, with every `FRAMESYNC_TEST_*`
+    /// variable set, since a test cannot change its own environment safely. Without the feature
+    /// the child passes through a kill point it was told to die at and sees the real clock,
+    /// disk and mounts; with it, the same variables kill the child, which shows that the child
+    /// would notice hooks that act.
+    #[test]
+    fn the_test_variables_act_only_in_a_build_with_the_test_hooks_feature() {
+        let out = Command::new(std::env::current_exe().unwrap())
+            .args(["--exact", CHILD, "--ignored", "--nocapture", "--test-threads=1"])
+            .env("FRAMESYNC_TEST_KILL_AT", "after-lock")
+            .env("FRAMESYNC_TEST_PAUSE_AT", "mid-pull:5000")
+            .env("FRAMESYNC_TEST_NOW", "+31536000")
+            .env("FRAMESYNC_TEST_MAX_PAGE_COUNT", "1")
+            .env("FRAMESYNC_TEST_MOUNTINFO", "/nonexistent/mountinfo")
+            .output()
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        if cfg!(feature = "test-hooks") {
+            assert_eq!(out.status.code(), None, "killed at the kill point: {stdout}");
+        } else {
+            assert!(out.status.success(), "{stdout}{}", String::from_utf8_lossy(&out.stderr));
+            assert!(stdout.contains("1 passed"), "the child ran: {stdout}");
+        }
+    }
+
+    #[test]
+    #[ignore = "run by the test above, in a child process with the variables set"]
+    fn in_a_child_process_with_every_variable_set() {
+        assert!(std::env::var_os("FRAMESYNC_TEST_KILL_AT").is_some(), "run only by the test above");
+        super::kill_point("after-lock");
+        let start = Instant::now();
+        super::pause_point("mid-pull");
+        assert!(start.elapsed() < Duration::from_secs(5), "paused");
+        assert_eq!(super::now(1_000), 1_000);
+        assert_eq!(super::max_page_count(), None);
+        assert_eq!(super::mountinfo(), "/proc/self/mountinfo");
+    }
+}

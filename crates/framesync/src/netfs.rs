@@ -28,10 +28,15 @@ const NETWORK_FILESYSTEMS: &[&str] = &[
 /// The network filesystem type holding `ledger`, if it is on one.
 pub fn network_filesystem(ledger: &Path) -> Option<String> {
     let folder = ledger.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let fstype = filesystem_of(folder)?;
+    NETWORK_FILESYSTEMS.contains(&fstype.as_str()).then_some(fstype)
+}
+
+/// The filesystem type holding `folder`, or `None` when the mounts cannot be read.
+fn filesystem_of(folder: &Path) -> Option<String> {
     let folder = std::fs::canonicalize(folder).ok()?;
     let mountinfo = std::fs::read_to_string(crate::hooks::mountinfo()).ok()?;
-    let fstype = fstype_of(&mountinfo, folder.to_str()?)?;
-    NETWORK_FILESYSTEMS.contains(&fstype.as_str()).then_some(fstype)
+    fstype_of(&mountinfo, folder.to_str()?)
 }
 
 /// The filesystem type of the longest mount point that contains `path`.
@@ -93,9 +98,20 @@ mod tests {
         assert_eq!(fstype_of(MOUNTINFO, "/mnt/my share/x").as_deref(), Some("cifs"));
     }
 
+    /// Detection must work for the answer "not a network filesystem" to mean anything: the
+    /// filesystems every Linux machine mounts are recognised from the real mount table.
     #[test]
-    fn a_local_temp_folder_is_not_a_network_filesystem() {
+    fn the_real_mount_table_names_the_filesystem_of_a_folder() {
+        assert_eq!(filesystem_of(Path::new("/proc")).as_deref(), Some("proc"));
+        assert_eq!(filesystem_of(Path::new("/proc/self")).as_deref(), Some("proc"));
+        assert_eq!(filesystem_of(Path::new("/sys")).as_deref(), Some("sysfs"));
+    }
+
+    #[test]
+    fn a_local_temp_folder_is_recognised_and_is_not_a_network_filesystem() {
         let dir = tempfile::tempdir().unwrap();
+        let fstype = filesystem_of(dir.path()).expect("the temp folder's filesystem is found in the mount table");
+        assert!(!NETWORK_FILESYSTEMS.contains(&fstype.as_str()), "{fstype}");
         assert_eq!(network_filesystem(&dir.path().join("l.db")), None);
     }
 }

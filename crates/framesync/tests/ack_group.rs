@@ -2,8 +2,6 @@
 //! loses at most one group's acknowledgements, never a record; the group's records are sent
 //! again with the same keys, or looked up first where the RS has a lookup.
 
-#![cfg(feature = "test-hooks")]
-
 mod common;
 
 use common::*;

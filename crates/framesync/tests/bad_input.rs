@@ -7,6 +7,7 @@ use std::net::TcpListener;
 use std::sync::atomic::Ordering;
 
 use common::*;
+use framesync_testkit::Canned;
 
 fn config_text(ss: &str, rs: &str, extra_source: &str) -> String {
     format!(

@@ -6,8 +6,6 @@
 //! `chaos_in_the_suite` runs a small number of trials on every test run; `scripts/chaos` runs
 //! `chaos_at_scale` with CHAOS_TRIALS (default 1000) kills per kind of RS.
 
-#![cfg(feature = "test-hooks")]
-
 mod common;
 
 use std::collections::BTreeMap;
@@ -16,6 +14,7 @@ use std::time::Duration;
 
 use common::*;
 use framesync::hooks::POINTS;
+use framesync_testkit::faults::{Kind, SPECS as FAULTS};
 
 /// splitmix64: deterministic trials from CHAOS_SEED, no dependency.
 struct Rng(u64);
@@ -77,60 +76,31 @@ impl Tally {
 /// one group's acknowledgements, which the next run re-sends with the same keys.
 const ACK_GROUP: u64 = 4;
 
-/// Every fault the simulator has, each rare, so a trial meets a mix of them.
-const SIM_FAULTS: &[&str] = &[
-    "--records-per-minute",
-    "8",
-    "--page-size",
-    "3",
-    "--poison-fraction",
-    "0.02",
-    "--rs-drop-response-rate",
-    "0.02",
-    "--rs-error-rate",
-    "0.01",
-    "--rs-5xx-rate",
-    "0.01",
-    "--rs-429-rate",
-    "0.01",
-    "--rs-reset-rate",
-    "0.01",
-    "--rs-empty-rate",
-    "0.01",
-    "--ss-error-rate",
-    "0.01",
-    "--ss-5xx-rate",
-    "0.01",
-    "--ss-429-rate",
-    "0.01",
-    "--ss-reset-rate",
-    "0.01",
-    "--ss-empty-rate",
-    "0.01",
-    "--ss-truncate-rate",
-    "0.01",
-    "--ss-malformed-rate",
-    "0.01",
-    "--ss-dribble-rate",
-    "0.01",
-    "--dribble-delay",
-    "1ms",
-    "--retry-after",
-    "0",
-    "--latency-jitter",
-    "2ms",
-];
+/// Every fault rate the simulator has, each rare, so a trial meets a mix of them; lost
+/// responses twice as often. Except 4xx from the RS: it rejects a good record for good, and a
+/// round ends checking that every record but the poison ones is stored.
+fn sim_flags(seed: &str) -> Vec<String> {
+    let mut flags: Vec<String> = ["--records-per-minute", "8", "--page-size", "3", "--poison-fraction", "0.02"]
+        .into_iter()
+        .chain(["--dribble-delay", "1ms", "--retry-after", "0", "--latency-jitter", "2ms", "--seed", seed])
+        .map(String::from)
+        .collect();
+    for spec in FAULTS.iter().filter(|spec| spec.kind == Kind::Rate && spec.key != "rs_4xx_rate") {
+        let rate = if spec.key == "rs_drop_response_rate" { "0.02" } else { "0.01" };
+        flags.extend([format!("--{}", spec.flag.expect("every rate has a flag")), rate.to_string()]);
+    }
+    flags
+}
 
 /// One round: a fresh simulator and ledger, `kills` killed runs, a clean finish, the check.
 fn round(rs: Rs, kills: u64, rng: &mut Rng, tally: &mut Tally) {
     let dir = tempfile::tempdir().unwrap();
     let seed = rng.next().to_string();
-    let mut flags: Vec<&str> = SIM_FAULTS.to_vec();
-    flags.extend(["--seed", &seed]);
+    let mut flags = sim_flags(&seed);
     if rs != Rs::HonorsKeys {
-        flags.push("--rs-ignore-keys");
+        flags.push("--rs-ignore-keys".into());
     }
-    let sim = Sim::start(dir.path(), &flags);
+    let sim = Sim::start(dir.path(), &flags.iter().map(String::as_str).collect::<Vec<_>>());
     let sink = match rs {
         Rs::IgnoresKeysWithLookup => {
             format!("retries = 1\nack_group = {ACK_GROUP}\nlookup_url = \"{}/rs/ingest/{{uid}}\"", sim.base())

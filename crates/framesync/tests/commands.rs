@@ -6,6 +6,7 @@ use std::process::{Command, Stdio};
 use std::sync::atomic::Ordering;
 
 use common::*;
+use framesync_testkit::Canned;
 
 fn init(config: &std::path::Path) -> std::process::Output {
     Command::new(env!("CARGO_BIN_EXE_framesync")).arg("--config").arg(config).arg("init").output().unwrap()

@@ -20,7 +20,7 @@ fn missing_ranges(p: &Pipeline) -> String {
 }
 
 #[test]
-#[cfg(feature = "test-hooks")]
+#[cfg_attr(not(feature = "test-hooks"), ignore = "needs the test-hooks feature")]
 fn prune_deletes_old_uids_frame_rows_and_runs_and_nothing_looks_missing_or_is_sent_again() {
     let dir = tempfile::tempdir().unwrap();
     let sim = Sim::start(dir.path(), &["--records-per-minute", "5"]);
@@ -87,7 +87,7 @@ fn every_run_prunes_what_is_older_than_run_retain() {
 }
 
 #[test]
-#[cfg(feature = "test-hooks")]
+#[cfg_attr(not(feature = "test-hooks"), ignore = "needs the test-hooks feature")]
 fn a_prune_killed_inside_its_transaction_changes_nothing_and_the_next_one_finishes() {
     let dir = tempfile::tempdir().unwrap();
     let sim = Sim::start(dir.path(), &["--records-per-minute", "5"]);

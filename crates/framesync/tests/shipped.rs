@@ -1,7 +1,8 @@
-//! What ships is tested: every ready-made query prepares against the migrated schema, and the
-//! example config and crontab parse.
+//! What ships is tested: every ready-made query prepares against the migrated schema, `init`
+//! writes the example config as shipped and it parses, and the crontab example parses.
 
 use std::path::Path;
+use std::process::Command;
 
 #[test]
 fn every_ready_made_query_prepares_against_the_migrated_schema() {
@@ -18,11 +19,18 @@ fn every_ready_made_query_prepares_against_the_migrated_schema() {
 }
 
 #[test]
-fn the_example_config_is_what_init_writes_and_it_parses() {
-    let text = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("framesync.example.toml")).unwrap();
-    assert_eq!(text, framesync::config::EXAMPLE);
+fn framesync_init_writes_the_shipped_example_config_and_it_parses() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("framesync.toml");
+    let out = Command::new(env!("CARGO_BIN_EXE_framesync")).arg("--config").arg(&config).arg("init").output().unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    let written = std::fs::read_to_string(&config).unwrap();
+    let shipped =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("framesync.example.toml")).unwrap();
+    assert_eq!(written, shipped, "a config named framesync.toml gets the example as shipped");
     let env = |name: &str| Some(format!("value-of-{name}"));
-    framesync::config::Config::parse(&text, Path::new("/etc/framesync"), &env).unwrap();
+    let parsed = framesync::config::Config::load(&config, &env).unwrap();
+    assert_eq!(parsed.ledger, dir.path().join("framesync.db"));
 }
 
 #[test]

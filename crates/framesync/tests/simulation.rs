@@ -12,8 +12,6 @@
 //!
 //! A failing seed prints the one line that replays it.
 
-#![cfg(feature = "test-hooks")]
-
 mod sim;
 
 use sim::report::run_seeds;
