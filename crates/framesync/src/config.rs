@@ -14,33 +14,16 @@ use crate::ledger::Sync;
 use crate::mapping::Mapping;
 use crate::redact::Redactor;
 
-/// How a time is written in a URL or a record.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum TimeFormat {
-    Rfc3339,
-    EpochS,
-    EpochMs,
-}
+pub use crate::record::{TimeFormat, UidRule};
 
-impl TimeFormat {
-    pub fn parse(key: &str, text: &str) -> Result<Self> {
-        match text {
-            "rfc3339" => Ok(Self::Rfc3339),
-            "epoch_s" => Ok(Self::EpochS),
-            "epoch_ms" => Ok(Self::EpochMs),
-            other => bail!("{key}: {other:?} is not a time format; use rfc3339, epoch_s or epoch_ms"),
-        }
+/// Reads a time format by its config name; the error names `key`.
+fn time_format(key: &str, text: &str) -> Result<TimeFormat> {
+    match text {
+        "rfc3339" => Ok(TimeFormat::Rfc3339),
+        "epoch_s" => Ok(TimeFormat::EpochS),
+        "epoch_ms" => Ok(TimeFormat::EpochMs),
+        other => bail!("{key}: {other:?} is not a time format; use rfc3339, epoch_s or epoch_ms"),
     }
-}
-
-/// Where a record's UID comes from.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum UidRule {
-    /// A JSON pointer to a string or number field.
-    Field(String),
-    /// A SHA-256 of the record's canonical JSON, for sources without an ID.
-    Hash,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -446,13 +429,13 @@ fn source_config(raw: RawSource, env: Env, secrets: &mut Redactor) -> Result<Sou
         ptr => UidRule::Field(pointer("source.uid", ptr, false)?),
     };
     let timestamp_format =
-        raw.timestamp_format.as_deref().map(|t| TimeFormat::parse("source.timestamp_format", t)).transpose()?;
+        raw.timestamp_format.as_deref().map(|t| time_format("source.timestamp_format", t)).transpose()?;
     if raw.max_records == 0 || raw.max_pages == 0 || raw.max_bytes == 0 {
         bail!("source.max_records, source.max_pages and source.max_bytes must be at least 1");
     }
     Ok(SourceConfig {
         url,
-        time_format: TimeFormat::parse("source.time_format", &raw.time_format)?,
+        time_format: time_format("source.time_format", &raw.time_format)?,
         records: pointer("source.records", &raw.records, true)?,
         uid,
         timestamp: raw.timestamp.map(|p| pointer("source.timestamp", &p, false)).transpose()?,

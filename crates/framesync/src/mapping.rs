@@ -5,12 +5,20 @@
 use anyhow::{Result, anyhow, bail};
 use serde_json::{Map, Value};
 
-use crate::config::TimeFormat;
-use crate::record;
+use crate::record::{self, TimeError, TimeFormat};
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct Mapping {
     fields: Vec<(String, Rule)>,
+}
+
+/// Why a record cannot be mapped: the field it could not fill, and why.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum MapError {
+    #[error("field {target}: the record has nothing at {pointer}")]
+    Missing { target: String, pointer: String },
+    #[error("field {target}: {why}")]
+    Time { target: String, why: TimeError },
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -33,7 +41,7 @@ impl Mapping {
     }
 
     /// Builds the RS record, or says which field could not be filled.
-    pub fn apply(&self, source: &Value) -> Result<Value, String> {
+    pub fn apply(&self, source: &Value) -> Result<Value, MapError> {
         let mut out = Map::new();
         for (target, rule) in &self.fields {
             match rule {
@@ -42,12 +50,13 @@ impl Mapping {
                 }
                 Rule::From { pointer, time, optional } => match source.pointer(pointer) {
                     None | Some(Value::Null) if *optional => {}
-                    None => return Err(format!("field {target}: the record has nothing at {pointer}")),
+                    None => return Err(MapError::Missing { target: target.clone(), pointer: pointer.clone() }),
                     Some(value) => {
                         let value = match time {
                             None => value.clone(),
                             Some(format) => {
-                                let ms = record::time_ms(value, None).map_err(|e| format!("field {target}: {e}"))?;
+                                let ms = record::time_ms(value, None)
+                                    .map_err(|why| MapError::Time { target: target.clone(), why })?;
                                 record::format_time(ms, *format)
                             }
                         };
@@ -80,7 +89,7 @@ fn rule(key: &str, spec: &toml::Value) -> Result<Rule> {
                     pointer: pointer_of(key, pointer)?,
                     time: match t.get("time") {
                         None => None,
-                        Some(toml::Value::String(f)) => Some(TimeFormat::parse(&format!("{key}.time"), f)?),
+                        Some(toml::Value::String(f)) => Some(time_format(&format!("{key}.time"), f)?),
                         Some(other) => {
                             bail!("{key}.time: {other} is not a time format; use rfc3339, epoch_s or epoch_ms")
                         }
@@ -98,6 +107,15 @@ fn rule(key: &str, spec: &toml::Value) -> Result<Rule> {
         other => {
             bail!("{key}: {other} is neither a JSON pointer such as \"/id\" nor a table such as {{ const = \"x\" }}")
         }
+    }
+}
+
+fn time_format(key: &str, text: &str) -> Result<TimeFormat> {
+    match text {
+        "rfc3339" => Ok(TimeFormat::Rfc3339),
+        "epoch_s" => Ok(TimeFormat::EpochS),
+        "epoch_ms" => Ok(TimeFormat::EpochMs),
+        other => bail!("{key}: {other:?} is not a time format; use rfc3339, epoch_s or epoch_ms"),
     }
 }
 
@@ -138,14 +156,14 @@ note = { from = "/note", optional = true }
     #[test]
     fn a_record_missing_a_required_field_is_refused_with_the_field_named() {
         let m = mapping(r#"amount = "/payload/amount""#).unwrap();
-        let e = m.apply(&json!({"id": 1})).unwrap_err();
+        let e = m.apply(&json!({"id": 1})).unwrap_err().to_string();
         assert!(e.contains("amount") && e.contains("/payload/amount"), "{e}");
     }
 
     #[test]
     fn an_unreadable_time_is_refused() {
         let m = mapping(r#"at = { from = "/t", time = "rfc3339" }"#).unwrap();
-        assert!(m.apply(&json!({"t": "soon"})).unwrap_err().contains("field at"));
+        assert!(m.apply(&json!({"t": "soon"})).unwrap_err().to_string().contains("field at"));
         assert_eq!(m.apply(&json!({"t": 1})).unwrap(), json!({"at": "1970-01-01T00:00:01.000Z"}));
     }
 

@@ -344,7 +344,7 @@ fn collect_page(frame: Frame, records: impl IntoIterator<Item = Value>, config: 
             Err(why) => {
                 pulled.invalid.push(DeadLetter::invalid(
                     format!("invalid:{}", record::content_hash(&value)),
-                    why,
+                    why.to_string(),
                     body,
                 ));
                 continue;
