@@ -2,7 +2,7 @@
 //! Pure functions over `serde_json::Value`, shared by the source client and the mapping.
 
 use chrono::DateTime;
-use serde::{Deserialize, Deserializer, de::Error as _};
+use serde::Deserialize;
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
@@ -41,20 +41,6 @@ impl UidRule {
         match self {
             Self::Field(pointer) => pointer,
             Self::Hash => "hash",
-        }
-    }
-}
-
-/// `"hash"`, or a JSON pointer such as `"/id"`.
-impl<'de> Deserialize<'de> for UidRule {
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        match String::deserialize(deserializer)?.as_str() {
-            "hash" => Ok(Self::Hash),
-            "" => Err(D::Error::custom("must be a JSON pointer such as \"/id\"")),
-            text if !text.starts_with('/') => {
-                Err(D::Error::custom(format!("{text:?} is not a JSON pointer; write it as \"/{text}\"")))
-            }
-            pointer => Ok(Self::Field(pointer.to_owned())),
         }
     }
 }
