@@ -2,15 +2,29 @@
 //! source field (JSON pointer, optionally converting a time) or a constant. A record the
 //! mapping cannot satisfy is dead-lettered by the caller, never sent half-built.
 
-use anyhow::{Result, anyhow, bail};
+use std::collections::BTreeMap;
+use std::fmt;
+
+use serde::de::{self, Deserializer, MapAccess, Visitor};
+use serde::{Deserialize, de::value::MapAccessDeserializer};
 use serde_json::{Map, Value};
 
-use crate::config::TimeFormat;
-use crate::record;
+use crate::record::{self, TimeError, TimeFormat};
 
+/// The mapping, as `sink.map` writes it: a table of target fields, each a JSON pointer
+/// (`"/id"`) or a table (`{ from = "/t", time = "epoch_ms", optional = true }`, `{ const = 2 }`).
 #[derive(Debug, Clone, PartialEq)]
 pub struct Mapping {
     fields: Vec<(String, Rule)>,
+}
+
+/// Why a record cannot be mapped: the field it could not fill, and why.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum MapError {
+    #[error("field {target}: the record has nothing at {pointer}")]
+    Missing { target: String, pointer: String },
+    #[error("field {target}: {why}")]
+    Time { target: String, why: TimeError },
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -19,21 +33,21 @@ enum Rule {
     Const(Value),
 }
 
-impl Mapping {
-    /// `key` is the config key (`sink.map`), used in error messages.
-    pub fn from_toml(key: &str, table: &toml::Table) -> Result<Self> {
-        if table.is_empty() {
-            bail!("{key}: an empty mapping would send empty records; remove it to send records as they are");
+impl<'de> Deserialize<'de> for Mapping {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let fields = BTreeMap::<String, Rule>::deserialize(deserializer)?;
+        if fields.is_empty() {
+            return Err(de::Error::custom(
+                "an empty mapping would send empty records; remove it to send records as they are",
+            ));
         }
-        let fields = table
-            .iter()
-            .map(|(target, spec)| Ok((target.clone(), rule(&format!("{key}.{target}"), spec)?)))
-            .collect::<Result<Vec<_>>>()?;
-        Ok(Self { fields })
+        Ok(Self { fields: fields.into_iter().collect() })
     }
+}
 
+impl Mapping {
     /// Builds the RS record, or says which field could not be filled.
-    pub fn apply(&self, source: &Value) -> Result<Value, String> {
+    pub fn apply(&self, source: &Value) -> Result<Value, MapError> {
         let mut out = Map::new();
         for (target, rule) in &self.fields {
             match rule {
@@ -42,12 +56,13 @@ impl Mapping {
                 }
                 Rule::From { pointer, time, optional } => match source.pointer(pointer) {
                     None | Some(Value::Null) if *optional => {}
-                    None => return Err(format!("field {target}: the record has nothing at {pointer}")),
+                    None => return Err(MapError::Missing { target: target.clone(), pointer: pointer.clone() }),
                     Some(value) => {
                         let value = match time {
                             None => value.clone(),
                             Some(format) => {
-                                let ms = record::time_ms(value, None).map_err(|e| format!("field {target}: {e}"))?;
+                                let ms = record::time_ms(value, None)
+                                    .map_err(|why| MapError::Time { target: target.clone(), why })?;
                                 record::format_time(ms, *format)
                             }
                         };
@@ -60,50 +75,55 @@ impl Mapping {
     }
 }
 
-fn rule(key: &str, spec: &toml::Value) -> Result<Rule> {
-    match spec {
-        toml::Value::String(pointer) => {
-            Ok(Rule::From { pointer: pointer_of(key, pointer)?, time: None, optional: false })
-        }
-        toml::Value::Table(t) => {
-            for name in t.keys() {
-                if !["from", "const", "time", "optional"].contains(&name.as_str()) {
-                    bail!("{key}: unknown key {name:?}; use from, time, optional or const");
-                }
+/// A target field's table form.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RuleTable {
+    from: Option<String>,
+    #[serde(rename = "const")]
+    constant: Option<Value>,
+    time: Option<TimeFormat>,
+    #[serde(default)]
+    optional: bool,
+}
+
+impl<'de> Deserialize<'de> for Rule {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer.deserialize_any(RuleVisitor)
+    }
+}
+
+struct RuleVisitor;
+
+impl<'de> Visitor<'de> for RuleVisitor {
+    type Value = Rule;
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a JSON pointer such as \"/id\" or a table such as { const = \"x\" }")
+    }
+
+    fn visit_str<E: de::Error>(self, text: &str) -> Result<Rule, E> {
+        Ok(Rule::From { pointer: pointer(text)?, time: None, optional: false })
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Rule, A::Error> {
+        let table = RuleTable::deserialize(MapAccessDeserializer::new(map))?;
+        match (table.from, table.constant) {
+            (Some(_), Some(_)) => Err(de::Error::custom("give either from or const, not both")),
+            (None, Some(value)) => Ok(Rule::Const(value)),
+            (Some(from), None) => {
+                Ok(Rule::From { pointer: pointer(&from)?, time: table.time, optional: table.optional })
             }
-            match (t.get("from"), t.get("const")) {
-                (Some(_), Some(_)) => bail!("{key}: give either from or const, not both"),
-                (None, Some(value)) => {
-                    Ok(Rule::Const(serde_json::to_value(value).map_err(|e| anyhow!("{key}.const: {e}"))?))
-                }
-                (Some(toml::Value::String(pointer)), None) => Ok(Rule::From {
-                    pointer: pointer_of(key, pointer)?,
-                    time: match t.get("time") {
-                        None => None,
-                        Some(toml::Value::String(f)) => Some(TimeFormat::parse(&format!("{key}.time"), f)?),
-                        Some(other) => {
-                            bail!("{key}.time: {other} is not a time format; use rfc3339, epoch_s or epoch_ms")
-                        }
-                    },
-                    optional: match t.get("optional") {
-                        None => false,
-                        Some(toml::Value::Boolean(b)) => *b,
-                        Some(other) => bail!("{key}.optional: {other} is not true or false"),
-                    },
-                }),
-                (Some(other), None) => bail!("{key}.from: {other} is not a JSON pointer string such as \"/id\""),
-                (None, None) => bail!("{key}: needs from = \"/pointer\" or const = value"),
-            }
-        }
-        other => {
-            bail!("{key}: {other} is neither a JSON pointer such as \"/id\" nor a table such as {{ const = \"x\" }}")
+            (None, None) => Err(de::Error::custom("needs from = \"/pointer\" or const = value")),
         }
     }
 }
 
-fn pointer_of(key: &str, text: &str) -> Result<String> {
+fn pointer<E: de::Error>(text: &str) -> Result<String, E> {
     if !text.starts_with('/') {
-        bail!("{key}: {text:?} is not a JSON pointer; write \"/{text}\", or {{ const = {text:?} }} for a constant");
+        return Err(E::custom(format!(
+            "{text:?} is not a JSON pointer; write \"/{text}\", or {{ const = {text:?} }} for a constant"
+        )));
     }
     Ok(text.to_owned())
 }
@@ -113,9 +133,8 @@ mod tests {
     use super::*;
     use serde_json::json;
 
-    fn mapping(text: &str) -> Result<Mapping> {
-        let table: toml::Table = toml::from_str(text).unwrap();
-        Mapping::from_toml("sink.map", &table)
+    fn mapping(text: &str) -> Result<Mapping, toml::de::Error> {
+        toml::from_str(text)
     }
 
     #[test]
@@ -138,27 +157,30 @@ note = { from = "/note", optional = true }
     #[test]
     fn a_record_missing_a_required_field_is_refused_with_the_field_named() {
         let m = mapping(r#"amount = "/payload/amount""#).unwrap();
-        let e = m.apply(&json!({"id": 1})).unwrap_err();
+        let e = m.apply(&json!({"id": 1})).unwrap_err().to_string();
         assert!(e.contains("amount") && e.contains("/payload/amount"), "{e}");
     }
 
     #[test]
     fn an_unreadable_time_is_refused() {
         let m = mapping(r#"at = { from = "/t", time = "rfc3339" }"#).unwrap();
-        assert!(m.apply(&json!({"t": "soon"})).unwrap_err().contains("field at"));
+        assert!(m.apply(&json!({"t": "soon"})).unwrap_err().to_string().contains("field at"));
         assert_eq!(m.apply(&json!({"t": 1})).unwrap(), json!({"at": "1970-01-01T00:00:01.000Z"}));
     }
 
     #[test]
-    fn bad_mappings_name_the_key() {
+    fn bad_mappings_say_what_is_wrong() {
         for (text, want) in [
-            (r#"a = "id""#, "sink.map.a"),
+            (r#"a = "id""#, r#""id" is not a JSON pointer; write "/id""#),
             (r#"a = { from = "/x", const = 1 }"#, "either"),
             (r#"a = { form = "/x" }"#, "form"),
-            (r#"a = { from = "/x", time = "iso" }"#, "sink.map.a.time"),
-            (r#"a = 3"#, "sink.map.a"),
+            (r#"a = { from = "/x", time = "iso" }"#, "iso"),
+            (r#"a = { const = 1, optional = "yes" }"#, "a boolean"),
+            (r#"a = {}"#, "needs from"),
+            (r#"a = 3"#, "a JSON pointer such as"),
+            ("", "empty mapping"),
         ] {
-            let e = format!("{:#}", mapping(text).unwrap_err());
+            let e = mapping(text).unwrap_err().message().to_owned();
             assert!(e.contains(want), "{want} not in {e}");
         }
     }

@@ -2,21 +2,82 @@
 //! Pure functions over `serde_json::Value`, shared by the source client and the mapping.
 
 use chrono::DateTime;
+use serde::Deserialize;
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
-use crate::config::{TimeFormat, UidRule};
+/// How a time is written in a URL or a record.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TimeFormat {
+    Rfc3339,
+    EpochS,
+    EpochMs,
+}
+
+impl TimeFormat {
+    /// The name the config gives it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Rfc3339 => "rfc3339",
+            Self::EpochS => "epoch_s",
+            Self::EpochMs => "epoch_ms",
+        }
+    }
+}
+
+/// Where a record's UID comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum UidRule {
+    /// A JSON pointer to a string or number field.
+    Field(String),
+    /// A SHA-256 of the record's canonical JSON, for sources without an ID.
+    Hash,
+}
+
+impl UidRule {
+    /// The rule as the config writes it: `"hash"` or the pointer.
+    pub fn as_str(&self) -> &str {
+        match self {
+            Self::Field(pointer) => pointer,
+            Self::Hash => "hash",
+        }
+    }
+}
+
+/// Why a record has no usable UID.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum UidError {
+    #[error("the record has no UID at {pointer}")]
+    Missing { pointer: String },
+    #[error("the UID at {pointer} is an empty string")]
+    Empty { pointer: String },
+    #[error("the UID at {pointer} is {kind}, not a string or an integer")]
+    NotText { pointer: String, kind: &'static str },
+}
+
+/// Why a field cannot be read as a time.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum TimeError {
+    #[error("{0} is a number, not an RFC 3339 time")]
+    NotRfc3339Number(f64),
+    #[error("{0:?} is not an RFC 3339 time")]
+    NotRfc3339(String),
+    /// The value is of another JSON kind (see [`kind`]).
+    #[error("{0} is not a time")]
+    NotATime(&'static str),
+}
 
 /// A record's UID as text: a JSON string as is, a JSON integer as its decimal digits.
-pub fn uid(record: &Value, rule: &UidRule) -> Result<String, String> {
+pub fn uid(record: &Value, rule: &UidRule) -> Result<String, UidError> {
     match rule {
         UidRule::Hash => Ok(content_hash(record)),
         UidRule::Field(pointer) => match record.pointer(pointer) {
             Some(Value::String(s)) if !s.is_empty() => Ok(s.clone()),
             Some(Value::Number(n)) if n.is_i64() || n.is_u64() => Ok(n.to_string()),
-            Some(Value::String(_)) => Err(format!("the UID at {pointer} is an empty string")),
-            Some(other) => Err(format!("the UID at {pointer} is {}, not a string or an integer", kind(other))),
-            None => Err(format!("the record has no UID at {pointer}")),
+            Some(Value::String(_)) => Err(UidError::Empty { pointer: pointer.clone() }),
+            Some(other) => Err(UidError::NotText { pointer: pointer.clone(), kind: kind(other) }),
+            None => Err(UidError::Missing { pointer: pointer.clone() }),
         },
     }
 }
@@ -30,11 +91,11 @@ pub fn content_hash(record: &Value) -> String {
 
 /// Reads a time from a record field in milliseconds since the epoch.
 /// With no declared format: strings are RFC 3339; numbers below 10^11 are seconds, others ms.
-pub fn time_ms(value: &Value, format: Option<TimeFormat>) -> Result<i64, String> {
+pub fn time_ms(value: &Value, format: Option<TimeFormat>) -> Result<i64, TimeError> {
     let from_number = |n: f64| match format {
         Some(TimeFormat::EpochS) => Ok((n * 1000.0) as i64),
         Some(TimeFormat::EpochMs) => Ok(n as i64),
-        Some(TimeFormat::Rfc3339) => Err(format!("{n} is a number, not an RFC 3339 time")),
+        Some(TimeFormat::Rfc3339) => Err(TimeError::NotRfc3339Number(n)),
         None if n.abs() < 1e11 => Ok((n * 1000.0) as i64),
         None => Ok(n as i64),
     };
@@ -44,9 +105,9 @@ pub fn time_ms(value: &Value, format: Option<TimeFormat>) -> Result<i64, String>
             Ok(n) if format != Some(TimeFormat::Rfc3339) => from_number(n),
             _ => DateTime::parse_from_rfc3339(s.trim())
                 .map(|d| d.timestamp_millis())
-                .map_err(|_| format!("{s:?} is not an RFC 3339 time")),
+                .map_err(|_| TimeError::NotRfc3339(s.clone())),
         },
-        other => Err(format!("{} is not a time", kind(other))),
+        other => Err(TimeError::NotATime(kind(other))),
     }
 }
 
@@ -91,10 +152,11 @@ mod tests {
     #[test]
     fn a_missing_or_unusable_uid_says_why() {
         let r = json!({"id": "", "f": 1.5, "o": {}});
-        assert!(uid(&r, &field("/id")).unwrap_err().contains("empty"));
-        assert!(uid(&r, &field("/f")).unwrap_err().contains("a number"));
-        assert!(uid(&r, &field("/o")).unwrap_err().contains("an object"));
-        assert!(uid(&r, &field("/nope")).unwrap_err().contains("no UID at /nope"));
+        let why = |pointer: &str| uid(&r, &field(pointer)).unwrap_err().to_string();
+        assert!(why("/id").contains("empty"));
+        assert!(why("/f").contains("a number"));
+        assert!(why("/o").contains("an object"));
+        assert!(why("/nope").contains("no UID at /nope"));
     }
 
     #[test]

@@ -334,6 +334,7 @@ pub fn collect(frame: Frame, records: impl IntoIterator<Item = Value>, config: &
         let uid = match record::uid(&value, &config.uid) {
             Ok(uid) => uid,
             Err(why) => {
+                let why = why.to_string();
                 page.invalid.push(DeadLetter::invalid(format!("invalid:{}", record::content_hash(&value)), why, body));
                 continue;
             }

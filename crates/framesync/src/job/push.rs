@@ -270,7 +270,7 @@ impl Job<'_> {
             };
             let mapped = serde_json::from_str(&record.body)
                 .map_err(|e| format!("the staged record is not JSON: {e}"))
-                .and_then(|value| mapping.apply(&value));
+                .and_then(|value| mapping.apply(&value).map_err(|why| why.to_string()));
             match mapped {
                 Ok(value) => {
                     let outgoing = Outgoing { uid: record.uid.clone(), body: value.to_string() };

@@ -1,0 +1,108 @@
+//! The TOML config: read once, checked once, turned into typed values. Every error names the
+//! key and says what a valid value looks like, so a bad config is fixed in one edit.
+//!
+//! Each section is deserialized by serde into its `Raw*` form (defaults, enums, durations,
+//! pointers, the mapping), then checked into its `*Config` (what spans keys, `${VAR}`).
+
+mod check;
+mod duration;
+mod frames;
+mod run;
+mod sink;
+mod source;
+mod toml_error;
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result, anyhow};
+use serde::Deserialize;
+
+pub use self::frames::FramesConfig;
+pub use self::run::RunConfig;
+pub use self::sink::{SinkConfig, SinkMode};
+pub use self::source::SourceConfig;
+pub use crate::record::{TimeFormat, UidRule};
+
+use self::frames::RawFrames;
+use self::run::RawRun;
+use self::sink::RawSink;
+use self::source::RawSource;
+use crate::identity::Identity;
+use crate::redact::Redactor;
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub ledger: PathBuf,
+    pub frames: FramesConfig,
+    pub source: SourceConfig,
+    pub sink: SinkConfig,
+    pub run: RunConfig,
+    /// Values that came from the environment: scrubbed from every message framesync writes.
+    pub secrets: Redactor,
+    /// The pipeline's identity, URLs as written (before `${VAR}` expansion): the ledger keeps it.
+    pub identity: Identity,
+    /// The file the config was read from (none when parsed from text).
+    pub file: Option<PathBuf>,
+}
+
+/// The file as written.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    ledger: String,
+    frames: RawFrames,
+    source: RawSource,
+    sink: RawSink,
+    #[serde(default)]
+    run: RawRun,
+}
+
+/// Looks up an environment variable; injected so tests need not touch the process environment.
+pub type Env<'a> = &'a dyn Fn(&str) -> Option<String>;
+
+pub fn process_env(name: &str) -> Option<String> {
+    std::env::var(name).ok()
+}
+
+impl Config {
+    pub fn load(path: &Path, env: Env) -> Result<Self> {
+        let text =
+            std::fs::read_to_string(path).with_context(|| format!("cannot read the config file {}", path.display()))?;
+        let base = path.parent().unwrap_or(Path::new("."));
+        let config = Self::parse(&text, base, env).with_context(|| format!("bad config {}", path.display()))?;
+        Ok(Self { file: Some(path.to_path_buf()), ..config })
+    }
+
+    /// Parses and validates a config; relative paths are taken from `base` (the config's folder).
+    pub fn parse(text: &str, base: &Path, env: Env) -> Result<Self> {
+        let raw: RawConfig = toml::from_str(text).map_err(|e| anyhow!("{}", toml_error::one_line(text, &e)))?;
+        let written_urls = (raw.source.url.clone(), raw.sink.url.clone());
+        let mut secrets = Redactor::default();
+        let ledger = resolve(base, &raw.ledger);
+        let frames = raw.frames.check()?;
+        let source = raw.source.check(env, &mut secrets)?;
+        let sink = raw.sink.check(env, &mut secrets)?;
+        let run = raw.run.check(base, &frames)?;
+        let identity = Identity {
+            source_url: written_urls.0.unwrap_or_default(),
+            source_time_format: source.time_format.as_str().to_owned(),
+            source_records: source.records.clone(),
+            source_uid: source.uid.as_str().to_owned(),
+            frames_start: frames.start,
+            frames_size: frames.size.seconds(),
+            sink_url: written_urls.1.unwrap_or_default(),
+        };
+        Ok(Self { ledger, frames, source, sink, run, secrets, identity, file: None })
+    }
+}
+
+fn resolve(base: &Path, path: &str) -> PathBuf {
+    let path = Path::new(path);
+    if path.is_absolute() { path.to_path_buf() } else { base.join(path) }
+}
+
+/// The example written by `framesync init`; a test keeps it parsing.
+pub const EXAMPLE: &str = include_str!("../../framesync.example.toml");
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,146 @@
+//! `[sink]`: the RS, how records are sent to it, and what its answers mean.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use anyhow::{Result, bail};
+use serde::Deserialize;
+
+use super::check::{self, count, required, statuses};
+use super::{Env, duration};
+use crate::mapping::Mapping;
+use crate::redact::Redactor;
+
+const MOST_PER_BATCH: usize = 100_000;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SinkMode {
+    Record,
+    Batch,
+}
+
+#[derive(Debug, Clone)]
+pub struct SinkConfig {
+    pub url: String,
+    pub mode: SinkMode,
+    pub batch_size: usize,
+    pub idempotency_header: String,
+    pub already_there: Vec<u16>,
+    /// Statuses that mean "this record is bad": it is dead-lettered and the frame goes on.
+    pub reject: Vec<u16>,
+    pub lookup_url: Option<String>,
+    pub timeout: Duration,
+    pub headers: Vec<(String, String)>,
+    pub map: Option<Mapping>,
+    /// At most this many requests per second to the RS (lookups included).
+    pub max_rps: Option<f64>,
+    /// Immediate retries of a request that failed in a retryable way, before giving up for the run.
+    pub retries: u32,
+    /// Acknowledgements are recorded in one ledger transaction per group, before the next
+    /// request once the group holds this many records or is `ack_group_time` old: the records a
+    /// crash can re-send.
+    pub ack_group: usize,
+    pub ack_group_time: Duration,
+    /// A record the RS fails this many times while acknowledging others is dead-lettered.
+    pub max_attempts: u32,
+    /// This many records in a row refused the same way stop pushing for the run.
+    pub max_rejected_in_a_row: u32,
+}
+
+#[derive(Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub(super) struct RawSink {
+    /// As written: `${VAR}` is expanded by `check`.
+    pub(super) url: Option<String>,
+    mode: SinkMode,
+    batch_size: usize,
+    idempotency_header: String,
+    already_there: Vec<u16>,
+    reject: Vec<u16>,
+    lookup_url: Option<String>,
+    #[serde(deserialize_with = "duration::deserialize")]
+    timeout: Duration,
+    headers: BTreeMap<String, String>,
+    map: Option<Mapping>,
+    retries: u32,
+    max_rps: Option<f64>,
+    ack_group: usize,
+    #[serde(deserialize_with = "duration::deserialize")]
+    ack_group_time: Duration,
+    max_attempts: u32,
+    max_rejected_in_a_row: u32,
+}
+
+impl Default for RawSink {
+    fn default() -> Self {
+        Self {
+            url: None,
+            mode: SinkMode::Record,
+            batch_size: 500,
+            idempotency_header: "Idempotency-Key".into(),
+            already_there: vec![409],
+            reject: vec![400, 422],
+            lookup_url: None,
+            timeout: Duration::from_secs(30),
+            headers: BTreeMap::new(),
+            map: None,
+            retries: 2,
+            max_rps: None,
+            ack_group: 100,
+            ack_group_time: Duration::from_millis(100),
+            max_attempts: 10,
+            max_rejected_in_a_row: 20,
+        }
+    }
+}
+
+impl RawSink {
+    pub(super) fn check(self, env: Env, secrets: &mut Redactor) -> Result<SinkConfig> {
+        let url = required("sink.url", self.url, "url = \"https://rs.example.com/v1/ingest\"")?;
+        let url = check::url("sink.url", &url, &[], env, secrets)?;
+        let lookup_url = self.lookup_url.map(|u| lookup_url(&u, env, secrets)).transpose()?;
+        count("sink.batch_size", self.batch_size, 1..=MOST_PER_BATCH)?;
+        if self.ack_group == 0 {
+            bail!("sink.ack_group: must be at least 1 (1 records every acknowledgement on its own)");
+        }
+        statuses("sink.already_there", &self.already_there, "[409]")?;
+        statuses("sink.reject", &self.reject, "[400, 422]")?;
+        if let Some(code) = self.reject.iter().find(|c| self.already_there.contains(c)) {
+            bail!("sink.reject: {code} is also in sink.already_there; a status means one thing");
+        }
+        if self.max_attempts == 0 || self.max_rejected_in_a_row == 0 {
+            bail!("sink.max_attempts and sink.max_rejected_in_a_row must be at least 1");
+        }
+        let idempotency_header = self.idempotency_header;
+        if ureq::http::HeaderName::from_bytes(idempotency_header.as_bytes()).is_err() {
+            bail!("sink.idempotency_header: {idempotency_header:?} is not a valid HTTP header name");
+        }
+        Ok(SinkConfig {
+            url,
+            mode: self.mode,
+            batch_size: self.batch_size,
+            idempotency_header,
+            already_there: self.already_there,
+            reject: self.reject,
+            lookup_url,
+            timeout: self.timeout,
+            headers: check::headers("sink.headers", self.headers, env, secrets)?,
+            map: self.map,
+            max_rps: check::rate("sink.max_rps", self.max_rps)?,
+            retries: self.retries,
+            ack_group: self.ack_group,
+            ack_group_time: self.ack_group_time,
+            max_attempts: self.max_attempts,
+            max_rejected_in_a_row: self.max_rejected_in_a_row,
+        })
+    }
+}
+
+fn lookup_url(text: &str, env: Env, secrets: &mut Redactor) -> Result<String> {
+    let url = check::url("sink.lookup_url", text, &["uid"], env, secrets)?;
+    if !url.contains("{uid}") {
+        bail!("sink.lookup_url: the URL must contain {{uid}}, e.g. https://rs.example.com/v1/ingest/{{uid}}");
+    }
+    Ok(url)
+}

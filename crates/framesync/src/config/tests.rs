@@ -1,0 +1,165 @@
+//! The config as a whole: defaults, keys named in errors, secrets, the identity.
+
+use std::time::Duration;
+
+use super::*;
+use crate::frames::parse_time;
+
+fn env(name: &str) -> Option<String> {
+    match name {
+        "SS_TOKEN" => Some("ss-secret-123".into()),
+        "RS_TOKEN" => Some("rs-secret-456".into()),
+        _ => None,
+    }
+}
+
+fn minimal(extra_source: &str, extra_run: &str) -> String {
+    format!(
+        r#"
+ledger = "orders.db"
+[frames]
+start = "2026-11-01T00:00:30Z"
+[source]
+url = "http://127.0.0.1:1/ss?from={{from}}&to={{to}}"
+uid = "/id"
+{extra_source}
+[sink]
+url = "http://127.0.0.1:1/rs"
+[run]
+{extra_run}
+"#
+    )
+}
+
+fn parse(text: &str) -> Result<Config> {
+    Config::parse(text, Path::new("/etc/framesync"), &env)
+}
+
+fn error(text: &str) -> String {
+    format!("{:#}", parse(text).expect_err("the config should be refused"))
+}
+
+#[test]
+fn the_example_config_parses() {
+    let config = parse(EXAMPLE).unwrap();
+    assert_eq!(config.frames.size.seconds(), 60);
+    assert!(config.secrets.scrub("Bearer ss-secret-123").contains("***"));
+}
+
+#[test]
+fn defaults_fill_what_is_left_out() {
+    let config = parse(&minimal("", "")).unwrap();
+    assert_eq!(config.ledger, PathBuf::from("/etc/framesync/orders.db"));
+    assert_eq!(config.frames.start, parse_time("2026-11-01T00:00:00Z").unwrap(), "aligned down");
+    assert_eq!(config.frames.delay, 120);
+    assert_eq!(config.sink.idempotency_header, "Idempotency-Key");
+    assert_eq!(config.sink.already_there, vec![409]);
+    assert_eq!(config.run.max_frames, 60);
+    assert_eq!(config.run.max_seconds, Duration::from_secs(50));
+    assert_eq!((config.sink.ack_group, config.sink.ack_group_time), (100, Duration::from_millis(100)));
+}
+
+#[test]
+fn an_unknown_key_is_named() {
+    let e = error(&minimal("uidd = \"/x\"", ""));
+    assert!(e.contains("uidd"), "{e}");
+}
+
+#[test]
+fn bad_values_name_their_key() {
+    let cases = [
+        (minimal("time_format = \"iso\"", ""), "source.time_format"),
+        (minimal("timeout = \"soon\"", ""), "source.timeout"),
+        (minimal("next = \"next\"", ""), "source.next"),
+        (minimal("", "max_frames = 0"), "run.max_frames"),
+        (minimal("", "backfill_window = \"22-6\""), "run.backfill_window"),
+        (minimal("", "retain = \"5m\"").replace("[source]", "recheck = [\"10m\"]\n[source]"), "run.retain"),
+        (minimal("headers = { Authorization = \"Bearer ${NOPE}\" }", ""), "NOPE"),
+        (minimal("", "").replace("{to}", "{too}"), "{too}"),
+        (minimal("", "").replace("start = \"2026-11-01T00:00:30Z\"", "start = \"yesterday\""), "frames.start"),
+        (minimal("", "").replace("[source]", "[frames.x]\n[source]"), "x"),
+        (minimal("", "").replace("[run]", "ack_group = 0\n[run]"), "sink.ack_group"),
+        (minimal("", "").replace("[run]", "ack_group_time = \"now\"\n[run]"), "sink.ack_group_time"),
+    ];
+    for (text, key) in cases {
+        assert!(parse(&text).is_err(), "{key}: accepted {text}");
+        let e = error(&text);
+        assert!(e.contains(key), "{key} not named in: {e}");
+    }
+}
+
+#[test]
+fn a_frame_size_that_does_not_divide_a_day_is_refused() {
+    let text = minimal("", "").replace("[source]", "size = \"7s\"\n[source]");
+    let e = error(&text);
+    assert!(e.contains("frames.size") && e.contains("divide a day"), "{e}");
+}
+
+#[test]
+fn environment_values_are_expanded_and_remembered_as_secrets() {
+    let config = parse(&minimal("headers = { Authorization = \"Bearer ${SS_TOKEN}\" }", "")).unwrap();
+    assert_eq!(config.source.headers, vec![("Authorization".into(), "Bearer ss-secret-123".into())]);
+    assert_eq!(config.secrets.scrub("failed: Bearer ss-secret-123"), "failed: Bearer ***");
+}
+
+#[test]
+fn the_identity_keeps_the_urls_as_written_before_expansion() {
+    let text = minimal("", "")
+        .replace("&to={to}", "&to={to}&key=${SS_TOKEN}")
+        .replace("url = \"http://127.0.0.1:1/rs\"", "url = \"http://127.0.0.1:1/rs?key=${RS_TOKEN}\"");
+    let config = parse(&text).unwrap();
+    assert!(config.source.url.contains("ss-secret-123") && config.sink.url.contains("rs-secret-456"));
+    let identity = &config.identity;
+    assert_eq!(identity.source_url, "http://127.0.0.1:1/ss?from={from}&to={to}&key=${SS_TOKEN}");
+    assert_eq!(identity.sink_url, "http://127.0.0.1:1/rs?key=${RS_TOKEN}");
+    assert_eq!((identity.source_time_format.as_str(), identity.source_records.as_str()), ("rfc3339", ""));
+    assert_eq!(identity.source_uid, "/id");
+    assert_eq!(identity.frames_start, parse_time("2026-11-01T00:00:00Z").unwrap(), "aligned down");
+    assert_eq!(identity.frames_size, 60);
+}
+
+#[test]
+fn backfill_windows_may_wrap_midnight() {
+    use super::run::utc_window as window;
+    assert_eq!(window("22:00-06:00").unwrap(), (1320, 360));
+    assert_eq!(window("01:30-02:00").unwrap(), (90, 120));
+    assert!(window("25:00-01:00").is_none());
+    assert!(window("01:00-01:00").is_none());
+}
+
+#[test]
+fn bad_mappings_name_the_key() {
+    for (text, want) in [
+        (r#"a = "id""#, "sink.map.a"),
+        (r#"a = { from = "/x", const = 1 }"#, "either"),
+        (r#"a = { form = "/x" }"#, "form"),
+        (r#"a = { from = "/x", time = "iso" }"#, "sink.map.a.time"),
+        (r#"a = 3"#, "sink.map.a"),
+    ] {
+        let e = error(&minimal("", "").replace("[run]", &format!("map = {{ {text} }}\n[run]")));
+        assert!(e.contains(want), "{want} not in {e}");
+    }
+}
+
+#[test]
+fn errors_the_toml_reader_finds_are_one_line_led_by_their_key() {
+    let cases = [
+        (minimal("uidd = \"/x\"", ""), "source: unknown field `uidd`"),
+        (minimal("", "synchronous = \"fsync\""), "run.synchronous: unknown variant `fsync`"),
+        (minimal("", "max_seconds = -3"), "run.max_seconds: -3 is not a positive number of seconds such as 50"),
+        (
+            minimal("", "").replace("[source]", "recheck = [\"10m\", \"1500ms\"]\n[source]"),
+            "frames.recheck[1]: \"1500ms\" must be a whole number of seconds",
+        ),
+        (minimal("", "").replace("uid = \"/id\"", ""), "source.uid: missing; add it, e.g. uid = \"/id\""),
+        (
+            minimal("", "").replace("[run]", "[sink.map]\na = { form = \"/x\" }\n[run]"),
+            "sink.map.a: unknown field `form`",
+        ),
+        ("ledger = \"x\nfoo".into(), "line 2: "),
+    ];
+    for (text, want) in cases {
+        let e = error(&text);
+        assert!(e.starts_with(want) && !e.contains('\n'), "{want:?} does not lead {e:?}");
+    }
+}
