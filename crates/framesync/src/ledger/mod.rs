@@ -17,14 +17,14 @@ use crate::identity::{Difference, Identity, Recorded};
 /// Migrations in order; the ledger's `user_version` is the number applied. Never edit one
 /// that has shipped: append a new file.
 const MIGRATIONS: &[&str] = &[
-    include_str!("../sql/0001_init.sql"),
-    include_str!("../sql/0002_pruned_totals.sql"),
-    include_str!("../sql/0003_late_data_and_servers.sql"),
-    include_str!("../sql/0004_pipeline_identity.sql"),
-    include_str!("../sql/0005_delivery_attempts.sql"),
-    include_str!("../sql/0006_sink_acks.sql"),
-    include_str!("../sql/0007_failed_at.sql"),
-    include_str!("../sql/0008_refused.sql"),
+    include_str!("../../sql/0001_init.sql"),
+    include_str!("../../sql/0002_pruned_totals.sql"),
+    include_str!("../../sql/0003_late_data_and_servers.sql"),
+    include_str!("../../sql/0004_pipeline_identity.sql"),
+    include_str!("../../sql/0005_delivery_attempts.sql"),
+    include_str!("../../sql/0006_sink_acks.sql"),
+    include_str!("../../sql/0007_failed_at.sql"),
+    include_str!("../../sql/0008_refused.sql"),
 ];
 
 /// The schema version this framesync migrates a ledger to.
