@@ -20,7 +20,8 @@ use framesync::config::{Config, SinkMode};
 use framesync::delivery::Key;
 use framesync::frames::{Epoch, Frame};
 use framesync::job::{Clock, Job};
-use framesync::ledger::{Ledger, PullCounts, StagedRecord, Sync};
+use framesync::ledger::{Ledger, Synchronous};
+use framesync::model::{PullCounts, StagedRecord};
 use framesync::plan::{Plan, Step};
 use framesync::sink::{Outgoing, Sink, Verdict};
 use framesync::source::{PullError, Pulled, Source};
@@ -41,7 +42,7 @@ fn main() -> Result<()> {
         }
         Some("year-ledger") => year_ledger(Path::new(args.get(1).context("PATH is missing")?), number(2)?),
         Some("empty-ledger") => {
-            Ledger::open(Path::new(args.get(1).context("PATH is missing")?), Sync::Normal).map(drop)
+            Ledger::open(Path::new(args.get(1).context("PATH is missing")?), Synchronous::Normal).map(drop)
         }
         Some("pages") => pages(Path::new(args.get(1).context("DIR is missing")?), number(2)?, number(3)?),
         _ => bail!(
@@ -155,7 +156,7 @@ fn year_ledger(path: &Path, now: Epoch) -> Result<()> {
     let end = now / MINUTE * MINUTE;
     let start = end - 365 * 24 * 60 * MINUTE;
     let started = Instant::now();
-    let mut ledger = Ledger::open(path, Sync::Normal)?;
+    let mut ledger = Ledger::open(path, Synchronous::Normal)?;
     ledger.sync_pipeline(MINUTE, start, 2 * MINUTE, now)?;
     ledger.conn().execute_batch(&format!(
         "BEGIN IMMEDIATE;

@@ -10,7 +10,7 @@ use serde::Deserialize;
 
 use crate::frames::{Epoch, FrameSize, parse_time};
 use crate::identity::Identity;
-use crate::ledger::Sync;
+use crate::ledger::Synchronous;
 use crate::mapping::Mapping;
 use crate::redact::Redactor;
 
@@ -141,7 +141,7 @@ pub struct RunConfig {
     /// gets this. Stored waits beyond it were written by a clock that has jumped back since.
     pub max_retry_after: i64,
     /// SQLite `synchronous` for the ledger.
-    pub sync: Sync,
+    pub sync: Synchronous,
     /// How long a ledger write waits for another process's transaction before the run gives up.
     pub busy_timeout: Duration,
     /// A re-check that fails this many times in a row is given up (and recorded).
@@ -563,8 +563,8 @@ fn run_config(raw: RawRun, base: &Path, frames: &FramesConfig) -> Result<RunConf
             n => n,
         },
         sync: match raw.synchronous.as_str() {
-            "normal" => Sync::Normal,
-            "full" => Sync::Full,
+            "normal" => Synchronous::Normal,
+            "full" => Synchronous::Full,
             other => bail!(
                 "run.synchronous: {other:?} is not a setting; use \"normal\" (survives any crash of framesync) or \"full\" (also survives power loss, slower)"
             ),

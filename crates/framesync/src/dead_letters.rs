@@ -338,7 +338,7 @@ fn reopen(tx: &Transaction, start: Epoch, now: Epoch) -> Result<()> {
 mod tests {
     use super::*;
     use crate::ledger::testing::{frame, ledger};
-    use crate::ledger::{DeadLetter, FrameState, PullCounts, StagedRecord};
+    use crate::model::{DeadLetter, FrameState, PullCounts, StagedRecord};
 
     fn letter(uid: &str, reason: DeadReason, status: Option<u16>) -> DeadLetter {
         DeadLetter {

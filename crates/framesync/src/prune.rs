@@ -227,8 +227,9 @@ fn prune_late_records(tx: &Transaction, cutoff: Epoch, budget: &mut i64, batch: 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::ledger::RunFigures;
     use crate::ledger::testing::{frame, ledger};
-    use crate::ledger::{DeadLetter, PullCounts, RunFigures, StagedRecord};
+    use crate::model::{DeadLetter, PullCounts, StagedRecord};
 
     const DAY: i64 = 86_400;
     const T0: Epoch = 1_700_000_040; // a frame boundary

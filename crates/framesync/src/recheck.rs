@@ -7,7 +7,8 @@ use anyhow::{Result, bail};
 use rusqlite::{OptionalExtension, params};
 
 use crate::frames::{Epoch, Frame};
-use crate::ledger::{Ledger, StagedRecord};
+use crate::ledger::Ledger;
+use crate::model::StagedRecord;
 
 /// Late-data figures over a period.
 #[derive(Debug, Clone, Default, PartialEq, serde::Serialize)]
@@ -287,8 +288,9 @@ fn percentile(values: &mut [i64], p: usize) -> Option<i64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::ledger::Synchronous;
     use crate::ledger::testing::frame;
-    use crate::ledger::{FrameState, PullCounts, Sync};
+    use crate::model::{FrameState, PullCounts};
 
     fn rec(uid: &str, ts_ms: i64) -> StagedRecord {
         StagedRecord { uid: uid.into(), ts_ms: Some(ts_ms), body: format!("{{\"id\":\"{uid}\"}}") }
@@ -296,7 +298,7 @@ mod tests {
 
     fn delivered_ledger(uids: &[&str]) -> (tempfile::TempDir, Ledger) {
         let dir = tempfile::tempdir().unwrap();
-        let mut l = Ledger::open(&dir.path().join("l.db"), Sync::Normal).unwrap();
+        let mut l = Ledger::open(&dir.path().join("l.db"), Synchronous::Normal).unwrap();
         l.sync_pipeline(60, 0, 60, 0).unwrap();
         let records: Vec<_> = uids.iter().map(|u| rec(u, 1_000)).collect();
         l.stage_frame(frame(0), &records, &[], &PullCounts::default(), 120).unwrap();
@@ -352,7 +354,7 @@ mod tests {
     #[test]
     fn a_recheck_of_a_frame_a_retried_dead_letter_reopened_waits_for_its_delivery() {
         let (_dir, mut l) = delivered_ledger(&["a", "b"]);
-        let letter = crate::ledger::DeadLetter {
+        let letter = crate::model::DeadLetter {
             uid: "bad".into(),
             reason: crate::delivery::DeadReason::Rejected,
             status: Some(400),

@@ -172,12 +172,12 @@ impl Pacer {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::ledger::Sync;
+    use crate::ledger::Synchronous;
 
     #[test]
     fn a_record_is_blamed_only_while_the_rs_takes_what_is_new_and_fails_the_same() {
         let dir = tempfile::tempdir().unwrap();
-        let mut l = Ledger::open(&dir.path().join("l.db"), Sync::Normal).unwrap();
+        let mut l = Ledger::open(&dir.path().join("l.db"), Synchronous::Normal).unwrap();
         assert!(!l.sink_fails_only_the_same(50, 200).unwrap(), "nothing acknowledged yet");
         l.sink_evidence(100, true, false, false).unwrap();
         assert!(l.sink_fails_only_the_same(50, 200).unwrap(), "took another since its failure at 50");
@@ -198,7 +198,7 @@ mod tests {
     #[test]
     fn quiet_is_remembered_and_only_ever_extended() {
         let dir = tempfile::tempdir().unwrap();
-        let mut l = Ledger::open(&dir.path().join("l.db"), Sync::Normal).unwrap();
+        let mut l = Ledger::open(&dir.path().join("l.db"), Synchronous::Normal).unwrap();
         assert_eq!(l.quiet_until(Server::Source, 0, 3600).unwrap(), None);
         l.set_quiet(Server::Source, 130, "HTTP 429", 100, 3600).unwrap();
         l.set_quiet(Server::Source, 110, "HTTP 503", 100, 3600).unwrap();
@@ -215,7 +215,7 @@ mod tests {
     #[test]
     fn a_quiet_longer_than_any_accepted_wait_is_over_when_read() {
         let dir = tempfile::tempdir().unwrap();
-        let mut l = Ledger::open(&dir.path().join("l.db"), Sync::Normal).unwrap();
+        let mut l = Ledger::open(&dir.path().join("l.db"), Synchronous::Normal).unwrap();
         let year = 365 * 86_400;
         l.set_quiet(Server::Sink, 100 + year + 60, "HTTP 503", 100 + year, 3600).unwrap();
         assert_eq!(l.quiet_until(Server::Sink, 100, 3600).unwrap(), None, "written by a clock a year ahead");

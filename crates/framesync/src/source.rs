@@ -12,7 +12,7 @@ use serde_json::Value;
 use crate::config::{SourceConfig, TimeFormat};
 use crate::frames::{Epoch, Frame};
 use crate::http;
-use crate::ledger::{DeadLetter, PullCounts, StagedRecord};
+use crate::model::{DeadLetter, PullCounts, StagedRecord};
 use crate::record;
 use crate::redact::Redactor;
 use crate::servers::Pacer;

@@ -183,8 +183,9 @@ fn cell_counts(w: &Window, cell: i64, horizon: Epoch, c: &Counts) -> Cell {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::ledger::Ledger;
     use crate::ledger::testing::ledger;
-    use crate::ledger::{Ledger, PullCounts};
+    use crate::model::PullCounts;
 
     const T0: Epoch = 1_795_564_800; // 2026-11-25T00:00:00Z
 
@@ -229,7 +230,7 @@ mod tests {
             deliver(&mut l, reference + m * 60); // 06:00..09:00 delivered
         }
         let f = size(60).frame_at(reference + 3 * HOUR); // 09:00 failing
-        l.pull_failed(f, "HTTP 500", crate::ledger::PullFailure::Passing, T0 + 24 * HOUR, T0).unwrap();
+        l.pull_failed(f, "HTTP 500", crate::model::PullFailure::Passing, T0 + 24 * HOUR, T0).unwrap();
         let p = size(60).frame_at(reference + 3 * HOUR + 60); // 09:01 staged
         l.stage_frame(p, &[], &[], &PullCounts::default(), T0).unwrap();
         let w = Window { reference, size: size(60), delay: 120, now: T0 + 10 * HOUR + 30 * 60 };

@@ -5,7 +5,8 @@
 mod common;
 
 use framesync::frames::{Epoch, FrameSize};
-use framesync::ledger::{Ledger, PullCounts, StagedRecord, Sync};
+use framesync::ledger::{Ledger, Synchronous};
+use framesync::model::{PullCounts, StagedRecord};
 
 use common::*;
 
@@ -145,7 +146,7 @@ fn deliver(ledger: &mut Ledger, start: Epoch, records: usize, per_frame: usize) 
 fn a_hundred_thousand_delivered_records_take_bounded_bytes_each_and_almost_none_once_pruned() {
     const RECORDS: usize = 100_000;
     let dir = tempfile::tempdir().unwrap();
-    let mut ledger = Ledger::open(&dir.path().join("l.db"), Sync::Normal).unwrap();
+    let mut ledger = Ledger::open(&dir.path().join("l.db"), Synchronous::Normal).unwrap();
     let empty = ledger_bytes(&ledger);
     let start = 1_700_000_040; // 2023-11-14: long past any retention
     deliver(&mut ledger, start, RECORDS, 20); // 20 records a minute: 5,000 frames

@@ -6,7 +6,8 @@ use std::path::Path;
 #[test]
 fn every_ready_made_query_prepares_against_the_migrated_schema() {
     let dir = tempfile::tempdir().unwrap();
-    let ledger = framesync::ledger::Ledger::open(&dir.path().join("l.db"), framesync::ledger::Sync::Normal).unwrap();
+    let ledger =
+        framesync::ledger::Ledger::open(&dir.path().join("l.db"), framesync::ledger::Synchronous::Normal).unwrap();
     let mut count = 0;
     for entry in std::fs::read_dir(Path::new(env!("CARGO_MANIFEST_DIR")).join("sql/queries")).unwrap() {
         let path = entry.unwrap().path();

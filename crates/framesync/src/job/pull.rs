@@ -10,7 +10,7 @@ use anyhow::Result;
 
 use super::Job;
 use crate::frames::{Epoch, Frame, rfc3339};
-use crate::ledger::PullFailure;
+use crate::model::PullFailure;
 use crate::recheck::RecheckFailure;
 use crate::servers::{SKEW_WARNING, Server};
 use crate::source::{PullError, Pulled};

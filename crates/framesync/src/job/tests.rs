@@ -8,7 +8,8 @@ use std::time::Duration;
 use super::*;
 use crate::config::SinkMode;
 use crate::delivery::Key;
-use crate::ledger::{FrameState, PullCounts, StagedRecord, Sync};
+use crate::ledger::Synchronous;
+use crate::model::{FrameState, PullCounts, StagedRecord};
 use crate::plan::Scope;
 use crate::sink::{Outgoing, Verdict};
 use crate::source::{PullError, Pulled};
@@ -256,7 +257,7 @@ struct World {
 impl World {
     fn new(config: Config) -> Self {
         let dir = tempfile::tempdir().unwrap();
-        let ledger = Ledger::open(&dir.path().join("l.db"), Sync::Normal).unwrap();
+        let ledger = Ledger::open(&dir.path().join("l.db"), Synchronous::Normal).unwrap();
         Self { _dir: dir, ledger, config }
     }
 
@@ -1026,7 +1027,7 @@ impl Source for PagedSource<'_> {
     fn pull_pages(
         &self,
         frame: Frame,
-        page: &mut dyn FnMut(Vec<StagedRecord>, Vec<crate::ledger::DeadLetter>) -> bool,
+        page: &mut dyn FnMut(Vec<StagedRecord>, Vec<crate::model::DeadLetter>) -> bool,
     ) -> Result<Pulled, PullError> {
         for i in 0..self.pages {
             self.clock.sleep(self.page_takes);

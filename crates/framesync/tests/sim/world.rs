@@ -18,7 +18,7 @@ use framesync::cmd::run::{Parts, execute, make_plan};
 use framesync::config::Config;
 use framesync::frames::{FrameSize, eligible_until, rfc3339};
 use framesync::hooks::inprocess::{Kill, Killed, arm};
-use framesync::ledger::{Ledger, Sync};
+use framesync::ledger::{Ledger, Synchronous};
 use framesync::plan::{Plan, Scope};
 use framesync::sink::HttpSink;
 use framesync::source::HttpSource;
@@ -359,7 +359,7 @@ impl Driver {
     /// The ledger, opened as a new process opens it.
     fn ledger(&mut self) -> Result<&mut Ledger, Violation> {
         if self.ledger.is_none() {
-            let opened = Ledger::open_with(&self.config.ledger, Sync::Normal, Duration::from_secs(5));
+            let opened = Ledger::open_with(&self.config.ledger, Synchronous::Normal, Duration::from_secs(5));
             self.ledger = Some(opened.map_err(ledger_err)?);
         }
         Ok(self.ledger.as_mut().expect("opened"))
