@@ -10,14 +10,22 @@
 //! - [`frames`]: what the planner reads, and failed pulls;
 //! - [`staging`]: a frame's records, staged in one transaction; re-checks and redeliveries;
 //! - [`push`]: pending records, their keys and failed sends;
-//! - [`deliver`]: acknowledgements, dead letters and delivered frames.
+//! - [`deliver`]: acknowledgements, dead letters and delivered frames;
+//! - [`recheck`]: re-checks due and failed, late-record figures;
+//! - [`dead_letters`]: dead letters listed, retried, set aside and dropped by hand;
+//! - [`servers`]: what framesync remembers about the SS and the RS between runs;
+//! - [`prune`]: deleting what is older than `run.retain`.
 
+mod dead_letters;
 mod deliver;
 mod frames;
 mod identity;
 mod open;
+mod prune;
 mod push;
+mod recheck;
 mod runs;
+mod servers;
 mod staging;
 
 #[cfg(test)]

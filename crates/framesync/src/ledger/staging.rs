@@ -11,6 +11,7 @@ use super::Ledger;
 use crate::delivery::Key;
 use crate::frames::{Epoch, Frame};
 use crate::model::{DeadLetter, PullCounts, StagedRecord};
+use crate::recheck::next_recheck;
 
 /// Rows per INSERT statement where many are written at once (a power of two): for rows this
 /// small, running a statement costs more than writing a row.
@@ -256,4 +257,128 @@ pub(super) fn insert_dead_letter(tx: &Connection, frame: Epoch, letter: &DeadLet
         tx.prepare_cached("UPDATE frames SET dead = dead + 1 WHERE start = ?1")?.execute([frame])?;
     }
     Ok(added > 0)
+}
+
+impl Ledger {
+    /// Stages the records of a re-check that the ledger has not seen (neither delivered, nor
+    /// dead-lettered, nor staged), in one transaction. With new records the frame goes back to
+    /// `pulled` so they are pushed; its delivered span stays, since everything pushed before
+    /// stays delivered. Returns how many records were new, or None when the frame is not
+    /// delivered (a dead letter retried meanwhile reopened it): it is re-checked once it is.
+    pub fn stage_recheck(
+        &mut self,
+        frame: Frame,
+        records: &[StagedRecord],
+        schedule: &[i64],
+        now: Epoch,
+    ) -> Result<Option<usize>> {
+        let tx = self.write()?;
+        let row: Option<(String, Option<Epoch>, Option<Epoch>)> = tx
+            .query_row("SELECT state, delivered_at, pulled_at FROM frames WHERE start = ?1", [frame.start], |r| {
+                Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+            })
+            .optional()?;
+        let Some((state, Some(delivered_at), pulled_at)) = row else {
+            bail!("frame {frame} was never delivered; it is not re-checked");
+        };
+        if state != "delivered" {
+            return Ok(None);
+        }
+        // Delivered by a clock that was ahead then: the schedule counts from now instead.
+        let delivered_at = delivered_at.min(now);
+        let mut added = 0;
+        {
+            let mut insert = tx.prepare_cached(
+                "INSERT INTO staged (frame, seq, uid, ts, body)
+                 SELECT ?1, ?2, ?3, ?4, ?5
+                 WHERE NOT EXISTS (SELECT 1 FROM delivered WHERE uid = ?3)
+                   AND NOT EXISTS (SELECT 1 FROM dead_letters WHERE uid = ?3)
+                   AND NOT EXISTS (SELECT 1 FROM staged WHERE uid = ?3)",
+            )?;
+            let mut late = tx.prepare_cached(
+                "INSERT OR IGNORE INTO late_records (uid, frame, ts, first_pulled_at, found_at) VALUES (?1, ?2, ?3, ?4, ?5)",
+            )?;
+            for record in records {
+                if insert.execute(params![frame.start, added as i64, record.uid, record.ts_ms, record.body])? == 1 {
+                    late.execute(params![
+                        record.uid,
+                        frame.start,
+                        record.ts_ms,
+                        pulled_at.unwrap_or(delivered_at),
+                        now
+                    ])?;
+                    added += 1;
+                }
+            }
+        }
+        let next = next_recheck(delivered_at, schedule, now);
+        tx.execute(
+            "UPDATE frames SET rechecks = rechecks + 1, next_recheck = ?2, updated_at = ?3, delivered_at = ?4,
+                 recheck_attempts = 0, recheck_refusals = 0,
+                 recheck_error = CASE WHEN rechecks_given_up > 0 THEN recheck_error END
+             WHERE start = ?1",
+            params![frame.start, next, now, delivered_at],
+        )?;
+        if added > 0 {
+            tx.execute(
+                "UPDATE frames SET state = 'pulled', sent_through = -1, late = late + ?2, records = records + ?2
+                 WHERE start = ?1",
+                params![frame.start, added as i64],
+            )?;
+        }
+        tx.commit()?;
+        Ok(Some(added))
+    }
+
+    /// Stages records of a delivered frame to be sent again (`backfill --redeliver`, or
+    /// `verify --repair` for records the RS lost or the ledger never saw): their delivered UIDs
+    /// are forgotten in the same transaction and recorded again as the RS acknowledges them;
+    /// the keys stay the same, so an RS that honors them stores nothing twice. Dead-lettered
+    /// records stay dead letters. Returns how many records are staged.
+    pub fn stage_redelivery(&mut self, frame: Frame, records: &[StagedRecord], now: Epoch) -> Result<usize> {
+        let tx = self.write()?;
+        let state: Option<String> =
+            tx.query_row("SELECT state FROM frames WHERE start = ?1", [frame.start], |r| r.get(0)).optional()?;
+        let pruned = state.is_none()
+            && tx.query_row(
+                "SELECT EXISTS (SELECT 1 FROM delivered_spans WHERE start <= ?1 AND end >= ?2)",
+                params![frame.start, frame.end()],
+                |r| r.get::<_, bool>(0),
+            )?;
+        if pruned {
+            // Delivered, and its row pruned after run.retain: it comes back as delivered (with
+            // no re-check schedule, which its first delivery has long finished).
+            tx.execute(
+                "INSERT INTO frames (start, end, state, pulled_at, delivered_at, updated_at) VALUES (?1, ?2, 'delivered', ?3, ?3, ?3)",
+                params![frame.start, frame.end(), now],
+            )?;
+        } else if state.as_deref() != Some("delivered") {
+            bail!("frame {frame} is not delivered; it is pulled, not re-delivered");
+        }
+        let (mut staged, mut forgotten) = (0, 0);
+        {
+            let mut forget = tx.prepare_cached("DELETE FROM delivered WHERE uid = ?1")?;
+            let mut insert = tx.prepare_cached(
+                "INSERT INTO staged (frame, seq, uid, ts, body, unknown) SELECT ?1, ?2, ?3, ?4, ?5, 1
+                 WHERE NOT EXISTS (SELECT 1 FROM dead_letters WHERE uid = ?3)
+                   AND NOT EXISTS (SELECT 1 FROM staged WHERE uid = ?3)",
+            )?;
+            for record in records {
+                if insert.execute(params![frame.start, staged as i64, record.uid, record.ts_ms, record.body])? == 1 {
+                    forgotten += forget.execute([&record.uid])?;
+                    staged += 1;
+                }
+            }
+        }
+        if staged > 0 {
+            tx.execute(
+                "UPDATE frames SET state = 'pulled', sent_through = -1, records = records + ?2 - ?3,
+                     pushed = pushed - ?3, updated_at = ?4
+                 WHERE start = ?1",
+                params![frame.start, staged as i64, forgotten as i64, now],
+            )?;
+        }
+        tx.commit()?;
+        Ok(staged)
+    }
 }
