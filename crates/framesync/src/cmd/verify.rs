@@ -7,7 +7,6 @@ use std::collections::HashSet;
 use std::io::Write;
 
 use anyhow::Result;
-use rusqlite::params;
 
 use super::run::Parts;
 use crate::config::Config;
@@ -159,8 +158,7 @@ fn compare(ledger: &Ledger, source: &dyn Source, rs: Option<&dyn Sink>, frame: F
             _ => {}
         }
     }
-    let mut stmt = ledger.conn().prepare_cached("SELECT uid FROM delivered WHERE frame = ?1")?;
-    let delivered: Vec<String> = stmt.query_map([frame.start], |r| r.get(0))?.collect::<Result<_, _>>()?;
+    let delivered = ledger.delivered_uids(frame.start)?;
     report.not_served = delivered.into_iter().filter(|uid| !served.contains(uid.as_str())).collect();
     Ok(report)
 }
@@ -173,13 +171,8 @@ enum Known {
 
 /// Where the ledger knows a UID from: delivered, staged or dead-lettered, in any frame.
 fn known(ledger: &Ledger, uid: &str) -> Result<Known> {
-    let (delivered, other): (bool, bool) = ledger.conn().query_row(
-        "SELECT EXISTS (SELECT 1 FROM delivered WHERE uid = ?1),
-                EXISTS (SELECT 1 FROM staged WHERE uid = ?1) OR EXISTS (SELECT 1 FROM dead_letters WHERE uid = ?1)",
-        params![uid],
-        |r| Ok((r.get(0)?, r.get(1)?)),
-    )?;
-    Ok(match (delivered, other) {
+    let seen = ledger.uid_seen(uid)?;
+    Ok(match (seen.delivered, seen.elsewhere) {
         (true, _) => Known::Delivered,
         (false, true) => Known::Elsewhere,
         (false, false) => Known::Unknown,

@@ -14,7 +14,8 @@
 //! - [`recheck`]: re-checks due and failed, late-record figures;
 //! - [`dead_letters`]: dead letters listed, retried, set aside and dropped by hand;
 //! - [`servers`]: what framesync remembers about the SS and the RS between runs;
-//! - [`prune`]: deleting what is older than `run.retain`.
+//! - [`prune`]: deleting what is older than `run.retain`;
+//! - [`views`]: the read models of `status`, the metrics file, the timeline and `verify`.
 
 mod dead_letters;
 mod deliver;
@@ -27,6 +28,7 @@ mod recheck;
 mod runs;
 mod servers;
 mod staging;
+pub mod views;
 
 #[cfg(test)]
 pub(crate) mod testing;
