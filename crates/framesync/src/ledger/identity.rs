@@ -76,7 +76,7 @@ impl Ledger {
 }
 
 /// The pipeline's identity as the ledger records it (schema version `IDENTITY_SCHEMA` on).
-pub fn read_identity(conn: &Connection) -> Result<Recorded> {
+pub(super) fn read_identity(conn: &Connection) -> Result<Recorded> {
     let row = conn
         .query_row(
             "SELECT frame_size, reference, identity_at IS NOT NULL, source_url, source_time_format,

@@ -27,6 +27,7 @@ mod push;
 mod recheck;
 mod runs;
 mod servers;
+pub mod snapshot;
 mod staging;
 pub mod views;
 
@@ -41,7 +42,7 @@ use std::time::Duration;
 use anyhow::Result;
 use rusqlite::{Connection, TransactionBehavior};
 
-pub use identity::{Adopt, Adoption, read_identity};
+pub use identity::{Adopt, Adoption};
 pub use open::{IDENTITY_SCHEMA, SCHEMA_VERSION};
 pub use runs::RunFigures;
 pub use staging::Staging;
