@@ -158,7 +158,8 @@ fn year_ledger(path: &Path, now: Epoch) -> Result<()> {
     let started = Instant::now();
     let mut ledger = Ledger::open(path, Synchronous::Normal)?;
     ledger.sync_pipeline(MINUTE, start, 2 * MINUTE, now)?;
-    ledger.conn().execute_batch(&format!(
+    let conn = rusqlite::Connection::open(ledger.path())?;
+    conn.execute_batch(&format!(
         "BEGIN IMMEDIATE;
          WITH RECURSIVE f(s) AS (SELECT {start} UNION ALL SELECT s + 60 FROM f WHERE s + 60 < {end})
          INSERT INTO frames (start, end, state, records, pushed, pulled_at, delivered_at, updated_at)
@@ -167,8 +168,8 @@ fn year_ledger(path: &Path, now: Epoch) -> Result<()> {
          INSERT INTO delivered_spans (start, end) VALUES ({start}, {end} + 2 * 86400);
          COMMIT;"
     ))?;
-    let frames: i64 = ledger.conn().query_row("SELECT COUNT(*) FROM frames", [], |r| r.get(0))?;
-    ledger.conn().execute_batch("PRAGMA wal_checkpoint(TRUNCATE)")?;
+    let frames: i64 = conn.query_row("SELECT COUNT(*) FROM frames", [], |r| r.get(0))?;
+    conn.execute_batch("PRAGMA wal_checkpoint(TRUNCATE)")?;
     eprintln!("year ledger: {frames} delivered frames in {:.1}s", started.elapsed().as_secs_f64());
     Ok(())
 }

@@ -125,7 +125,7 @@ mod tests {
     }
 
     fn count(l: &Ledger, sql: &str) -> i64 {
-        l.conn().query_row(sql, [], |r| r.get(0)).unwrap()
+        l.value(sql)
     }
 
     #[test]

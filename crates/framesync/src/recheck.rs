@@ -105,7 +105,7 @@ mod tests {
         assert_eq!((pending.len(), pending[0].uid.as_str(), sent_through), (1, "late", -1));
         l.acknowledge(0, &["late"], 730).unwrap();
         assert!(l.complete_frame(frame(0), Some(99_999), 730).unwrap());
-        let next: Option<i64> = l.conn.query_row("SELECT next_recheck FROM frames", [], |r| r.get(0)).unwrap();
+        let next: Option<i64> = l.value("SELECT next_recheck FROM frames");
         assert_eq!(next, Some(120 + 6000), "the schedule counts from the first delivery, not this one");
         let figures = l.late_figures(0).unwrap();
         assert_eq!(figures.late_records, 1);
@@ -120,7 +120,7 @@ mod tests {
         assert_eq!(l.stage_recheck(frame(0), &[rec("a", 1_000)], &[600], 720).unwrap(), Some(0));
         assert_eq!(l.frame_state(0).unwrap(), Some(FrameState::Delivered));
         assert!(l.due_rechecks(i64::MAX, 86_400, 10).unwrap().is_empty(), "the last re-check is done");
-        let staged: i64 = l.conn.query_row("SELECT COUNT(*) FROM staged", [], |r| r.get(0)).unwrap();
+        let staged: i64 = l.value("SELECT COUNT(*) FROM staged");
         assert_eq!(staged, 0);
     }
 

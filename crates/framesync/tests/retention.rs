@@ -117,7 +117,7 @@ fn a_prune_killed_inside_its_transaction_changes_nothing_and_the_next_one_finish
 
 /// Bytes the ledger's live pages take, after a checkpoint and VACUUM (what the file shrinks to).
 fn ledger_bytes(ledger: &Ledger) -> i64 {
-    let conn = ledger.conn();
+    let conn = rusqlite::Connection::open(ledger.path()).unwrap();
     conn.execute_batch("PRAGMA wal_checkpoint(TRUNCATE); VACUUM; PRAGMA wal_checkpoint(TRUNCATE);").unwrap();
     conn.query_row("SELECT page_count * page_size FROM pragma_page_count, pragma_page_size", [], |r| r.get(0)).unwrap()
 }

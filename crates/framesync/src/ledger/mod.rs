@@ -69,7 +69,7 @@ pub enum Synchronous {
 
 /// An open ledger: one SQLite connection, configured and migrated.
 pub struct Ledger {
-    pub(crate) conn: Connection,
+    conn: Connection,
     path: PathBuf,
 }
 
@@ -78,14 +78,16 @@ impl Ledger {
         &self.path
     }
 
-    /// Read access for status, views and tests.
-    pub fn conn(&self) -> &Connection {
-        &self.conn
+    /// Prepares `sql` against this ledger's schema without running it: whether a query a person
+    /// would run (`sql/queries/`) still fits the schema.
+    pub fn prepare_check(&self, sql: &str) -> Result<()> {
+        self.conn.prepare(sql)?;
+        Ok(())
     }
 
     /// A write transaction (`BEGIN IMMEDIATE`): it takes SQLite's write lock up front, so it
     /// waits for another writer at the start instead of failing halfway.
-    pub(crate) fn write(&mut self) -> Result<rusqlite::Transaction<'_>> {
+    fn write(&mut self) -> Result<rusqlite::Transaction<'_>> {
         Ok(self.conn.transaction_with_behavior(TransactionBehavior::Immediate)?)
     }
 }

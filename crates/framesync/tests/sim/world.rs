@@ -345,13 +345,14 @@ impl Driver {
             .map(|(from, to)| (to - from) / size.seconds())
             .sum();
         let open = ledger.open_frames().map_err(ledger_err)?.len();
-        let rechecks: i64 = ledger
-            .conn()
-            .query_row(
+        let rechecks: i64 = rusqlite::Connection::open(ledger.path())
+            .and_then(|conn| {
+                conn.query_row(
                 "SELECT COALESCE(SUM(MAX(?1 - rechecks, 1)), 0) FROM frames WHERE state = 'delivered' AND next_recheck IS NOT NULL",
                 [per_frame],
-                |r| r.get(0),
-            )
+                    |r| r.get(0),
+                )
+            })
             .map_err(|e| ledger_err(e.into()))?;
         Ok((gaps as usize + open, rechecks as usize * attempts))
     }
@@ -536,7 +537,8 @@ impl Driver {
         let dead_letters = self
             .ledger
             .as_ref()
-            .map_or(0, |l| l.conn().query_row("SELECT COUNT(*) FROM dead_letters", [], |r| r.get(0)).unwrap_or(0));
+            .and_then(|l| rusqlite::Connection::open(l.path()).ok())
+            .map_or(0, |conn| conn.query_row("SELECT COUNT(*) FROM dead_letters", [], |r| r.get(0)).unwrap_or(0));
         Report {
             seed: self.scenario.seed,
             runs_asked: runs,
