@@ -15,7 +15,8 @@
 //! - [`dead_letters`]: dead letters listed, retried, set aside and dropped by hand;
 //! - [`servers`]: what framesync remembers about the SS and the RS between runs;
 //! - [`prune`]: deleting what is older than `run.retain`;
-//! - [`views`]: the read models of `status`, the metrics file, the timeline and `verify`.
+//! - [`views`]: the read models of `status`, the metrics file, the timeline and `verify`;
+//! - [`snapshot`]: the read-only view `check` takes, which never creates nor migrates a ledger.
 
 mod dead_letters;
 mod deliver;
