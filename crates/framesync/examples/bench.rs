@@ -20,7 +20,8 @@ use framesync::config::{Config, SinkMode};
 use framesync::delivery::Key;
 use framesync::frames::{Epoch, Frame};
 use framesync::job::{Clock, Job};
-use framesync::ledger::{Ledger, StagedRecord, Sync};
+use framesync::ledger::{Ledger, Synchronous};
+use framesync::model::StagedRecord;
 use framesync::plan::{Plan, Step};
 use framesync::sink::{Outgoing, Sink, Verdict};
 use framesync::source::{Page, Pages, Source};
@@ -41,7 +42,7 @@ fn main() -> Result<()> {
         }
         Some("year-ledger") => year_ledger(Path::new(args.get(1).context("PATH is missing")?), number(2)?),
         Some("empty-ledger") => {
-            Ledger::open(Path::new(args.get(1).context("PATH is missing")?), Sync::Normal).map(drop)
+            Ledger::open(Path::new(args.get(1).context("PATH is missing")?), Synchronous::Normal).map(drop)
         }
         Some("pages") => pages(Path::new(args.get(1).context("DIR is missing")?), number(2)?, number(3)?),
         _ => bail!(
@@ -155,9 +156,10 @@ fn year_ledger(path: &Path, now: Epoch) -> Result<()> {
     let end = now / MINUTE * MINUTE;
     let start = end - 365 * 24 * 60 * MINUTE;
     let started = Instant::now();
-    let mut ledger = Ledger::open(path, Sync::Normal)?;
+    let mut ledger = Ledger::open(path, Synchronous::Normal)?;
     ledger.sync_pipeline(MINUTE, start, 2 * MINUTE, now)?;
-    ledger.conn().execute_batch(&format!(
+    let conn = rusqlite::Connection::open(ledger.path())?;
+    conn.execute_batch(&format!(
         "BEGIN IMMEDIATE;
          WITH RECURSIVE f(s) AS (SELECT {start} UNION ALL SELECT s + 60 FROM f WHERE s + 60 < {end})
          INSERT INTO frames (start, end, state, records, pushed, pulled_at, delivered_at, updated_at)
@@ -166,8 +168,8 @@ fn year_ledger(path: &Path, now: Epoch) -> Result<()> {
          INSERT INTO delivered_spans (start, end) VALUES ({start}, {end} + 2 * 86400);
          COMMIT;"
     ))?;
-    let frames: i64 = ledger.conn().query_row("SELECT COUNT(*) FROM frames", [], |r| r.get(0))?;
-    ledger.conn().execute_batch("PRAGMA wal_checkpoint(TRUNCATE)")?;
+    let frames: i64 = conn.query_row("SELECT COUNT(*) FROM frames", [], |r| r.get(0))?;
+    conn.execute_batch("PRAGMA wal_checkpoint(TRUNCATE)")?;
     eprintln!("year ledger: {frames} delivered frames in {:.1}s", started.elapsed().as_secs_f64());
     Ok(())
 }

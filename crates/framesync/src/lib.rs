@@ -20,6 +20,7 @@ pub mod ledger;
 pub mod lock;
 pub mod mapping;
 pub mod metrics;
+pub mod model;
 pub mod netfs;
 pub mod plan;
 pub mod prune;

@@ -15,10 +15,8 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
-use rusqlite::{Connection, OptionalExtension};
 
 use crate::config::Config;
-use crate::frames::Epoch;
 use crate::ledger::Ledger;
 
 /// One sample: a metric, its labels beyond `pipeline`, its value.
@@ -38,7 +36,7 @@ struct Family {
 /// Writes the metrics file if the config names one.
 pub fn write_if_configured(config: &Config, ledger: &Ledger) -> Result<()> {
     let Some(path) = &config.run.metrics_file else { return Ok(()) };
-    let families = gather(ledger.conn(), &config.ledger)?;
+    let families = gather(ledger, &config.ledger)?;
     let text = render(&pipeline_name(&config.ledger), &families);
     write_atomically(path, &text).with_context(|| format!("cannot write the metrics file {}", path.display()))
 }
@@ -79,65 +77,53 @@ fn pipeline_name(ledger: &Path) -> String {
     ledger.file_stem().map_or_else(|| "framesync".into(), |s| s.to_string_lossy().into_owned())
 }
 
-fn gather(conn: &Connection, ledger: &Path) -> Result<Vec<Family>> {
-    let one = |sql: &str| -> Result<f64> {
-        Ok(conn.prepare_cached(sql)?.query_row([], |r| r.get::<_, Option<f64>>(0)).optional()?.flatten().unwrap_or(0.0))
-    };
-    let mut families = runs(conn)?;
+fn gather(ledger: &Ledger, path: &Path) -> Result<Vec<Family>> {
+    let figures = ledger.metric_figures()?;
+    let mut families = runs(ledger)?;
     families.extend([
-        single(
-            "framesync_missing_frames",
-            "gauge",
-            "Eligible frames not yet delivered.",
-            one("SELECT missing_frames FROM lag")?,
-        ),
+        single("framesync_missing_frames", "gauge", "Eligible frames not yet delivered.", figures.missing_frames),
         single(
             "framesync_lag_seconds",
             "gauge",
             "Seconds since the start of the oldest undelivered frame.",
-            one("SELECT lag_seconds FROM lag")?,
+            figures.lag_seconds,
         ),
         single(
             "framesync_failing_frames",
             "gauge",
             "Frames waiting for a retry after an error.",
-            one("SELECT COUNT(*) FROM failing_frames")?,
+            figures.failing_frames,
         ),
         single(
             "framesync_dead_letters",
             "gauge",
             "Records refused for good, waiting for a person.",
-            one("SELECT COUNT(*) FROM dead_letters")?,
+            figures.dead_letters,
         ),
         single(
             "framesync_records_failing",
             "gauge",
             "Staged records the RS failed while acknowledging others (dead-lettered after sink.max_attempts).",
-            one("SELECT COUNT(*) FROM staged WHERE attempts > 0")?,
+            figures.records_failing,
         ),
         single(
             "framesync_rechecks_given_up",
             "gauge",
             "Frames with a re-check given up after run.max_recheck_attempts failures.",
-            one("SELECT COUNT(*) FROM frames WHERE rechecks_given_up > 0")?,
+            figures.rechecks_given_up,
         ),
-        single(
-            "framesync_records_pushed_total",
-            "counter",
-            "Records the RS acknowledged.",
-            one("SELECT records_pushed FROM totals")?,
-        ),
+        single("framesync_records_pushed_total", "counter", "Records the RS acknowledged.", figures.records_pushed),
         single(
             "framesync_late_records_total",
             "counter",
             "Records found by re-checks after their frame was delivered.",
-            one("SELECT late_records FROM totals")?,
+            figures.late_records,
         ),
         single(
             "framesync_lock_skips_total",
             "counter",
             "Runs that exited 75 because another run held the lock.",
-            skips(ledger) as f64,
+            skips(path) as f64,
         ),
     ]);
     Ok(families)
@@ -157,38 +143,22 @@ fn skips(ledger: &Path) -> u64 {
 
 /// Per command (`run`, `pull`, `push`): the last run's end, exit code and duration, and the
 /// last successful run's end.
-fn runs(conn: &Connection) -> Result<Vec<Family>> {
+fn runs(ledger: &Ledger) -> Result<Vec<Family>> {
     let mut last = family("framesync_last_run_timestamp_seconds", "When the last run ended (Unix time).");
     let mut code = family("framesync_last_run_exit_code", "The last run's exit code.");
     let mut duration = family("framesync_last_run_duration_seconds", "How long the last run took.");
     let mut success =
         family("framesync_last_success_timestamp_seconds", "When the last run that exited 0 ended (Unix time).");
-    let mut stmt = conn.prepare_cached(
-        "SELECT command, ended_at, exit_code, ended_at - started_at FROM runs
-         WHERE id IN (SELECT MAX(id) FROM runs WHERE ended_at IS NOT NULL GROUP BY command) ORDER BY command",
-    )?;
-    let rows = stmt.query_map([], |r| {
-        Ok((r.get::<_, String>(0)?, r.get::<_, Epoch>(1)?, r.get::<_, i64>(2)?, r.get::<_, i64>(3)?))
-    })?;
-    for row in rows {
-        let (command, ended, exit, seconds) = row?;
-        let labels = || vec![("command", command.clone())];
-        last.samples.push(Sample { labels: labels(), value: ended as f64 });
-        code.samples.push(Sample { labels: labels(), value: exit as f64 });
-        duration.samples.push(Sample { labels: labels(), value: seconds as f64 });
-        if let Some(at) = last_success(conn, &command)? {
+    for run in ledger.command_runs()? {
+        let labels = || vec![("command", run.command.clone())];
+        last.samples.push(Sample { labels: labels(), value: run.ended as f64 });
+        code.samples.push(Sample { labels: labels(), value: run.exit_code as f64 });
+        duration.samples.push(Sample { labels: labels(), value: run.seconds as f64 });
+        if let Some(at) = run.last_success {
             success.samples.push(Sample { labels: labels(), value: at as f64 });
         }
     }
     Ok(vec![last, code, duration, success])
-}
-
-fn last_success(conn: &Connection, command: &str) -> Result<Option<Epoch>> {
-    Ok(conn
-        .prepare_cached("SELECT MAX(ended_at) FROM runs WHERE command = ?1 AND exit_code = 0")?
-        .query_row([command], |r| r.get(0))
-        .optional()?
-        .flatten())
 }
 
 /// The text exposition format: HELP and TYPE once per family, its samples right after.

@@ -5,7 +5,7 @@
 use std::collections::{HashMap, HashSet};
 
 use crate::frames::{Epoch, FrameSize, eligible_until};
-use crate::ledger::{FrameState, OpenFrame};
+use crate::model::{FrameState, OpenFrame};
 
 #[derive(Debug, Clone)]
 pub struct Settings {

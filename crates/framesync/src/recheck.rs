@@ -3,11 +3,7 @@
 //! staged and pushed. Each such late record is remembered, so `status` can say how late the SS
 //! really is.
 
-use anyhow::Result;
-use rusqlite::{OptionalExtension, params};
-
-use crate::frames::{Epoch, Frame};
-use crate::ledger::Ledger;
+use crate::frames::Epoch;
 
 /// Late-data figures over a period.
 #[derive(Debug, Clone, Default, PartialEq, serde::Serialize)]
@@ -20,6 +16,24 @@ pub struct LateFigures {
     /// (seconds after the frame's end): more than the first pull's delay, at most the re-check's.
     pub delay_needed_at_least: Option<i64>,
     pub delay_needed_at_most: Option<i64>,
+}
+
+impl LateFigures {
+    /// The figures of late records as `(frame, ts_ms, first_pulled_at, found_at)`, for frames
+    /// of `size` seconds.
+    pub fn of(size: i64, rows: &[(Epoch, Option<i64>, Epoch, Epoch)]) -> Self {
+        let mut lateness: Vec<i64> =
+            rows.iter().filter_map(|(_, ts, _, found)| ts.map(|t| found - t.div_euclid(1000))).collect();
+        let mut at_least: Vec<i64> = rows.iter().map(|(frame, _, first, _)| first - (frame + size)).collect();
+        let mut at_most: Vec<i64> = rows.iter().map(|(frame, _, _, found)| found - (frame + size)).collect();
+        LateFigures {
+            late_records: rows.len() as i64,
+            lateness_p50: percentile(&mut lateness, 50),
+            lateness_p99: percentile(&mut lateness, 99),
+            delay_needed_at_least: percentile(&mut at_least, 99),
+            delay_needed_at_most: percentile(&mut at_most, 99),
+        }
+    }
 }
 
 /// What became of a failed re-check.
@@ -37,121 +51,6 @@ pub fn next_recheck(delivered_at: Epoch, schedule: &[i64], now: Epoch) -> Option
     schedule.iter().map(|after| delivered_at + after).find(|t| *t > now)
 }
 
-impl Ledger {
-    /// Delivered frames whose re-check is due, oldest first. A re-check set more than `bound`
-    /// ahead (the last re-check plus the longest backoff) was set by a clock that has jumped
-    /// back since: it is due now.
-    ///
-    /// Two walks along the `frames_recheck` index, each stopping at `limit`: a run's cost does
-    /// not grow with the re-checks waiting behind it.
-    pub fn due_rechecks(&self, now: Epoch, bound: i64, limit: usize) -> Result<Vec<Epoch>> {
-        let mut due = self.frames_by_recheck(
-            "SELECT start FROM frames WHERE next_recheck <= ?1 AND state = 'delivered'
-             ORDER BY next_recheck, start LIMIT ?2",
-            now,
-            limit,
-        )?;
-        if due.len() < limit {
-            let jumped = self.frames_by_recheck(
-                "SELECT start FROM frames WHERE next_recheck > ?1 AND state = 'delivered'
-                 ORDER BY next_recheck, start LIMIT ?2",
-                now.saturating_add(bound),
-                limit - due.len(),
-            )?;
-            due.extend(jumped);
-        }
-        Ok(due)
-    }
-
-    fn frames_by_recheck(&self, sql: &str, at: Epoch, limit: usize) -> Result<Vec<Epoch>> {
-        let mut stmt = self.conn.prepare_cached(sql)?;
-        let rows = stmt.query_map(params![at, limit as i64], |r| r.get(0))?;
-        Ok(rows.collect::<Result<_, _>>()?)
-    }
-
-    /// When a delivered frame's next re-check is due, if one is scheduled.
-    pub fn recheck_due_at(&self, start: Epoch) -> Result<Option<Epoch>> {
-        Ok(self
-            .conn
-            .query_row("SELECT next_recheck FROM frames WHERE start = ?1", [start], |r| r.get(0))
-            .optional()?
-            .flatten())
-    }
-
-    /// Failed re-checks of a frame since its last successful one.
-    pub fn recheck_attempts(&self, start: Epoch) -> Result<i64> {
-        Ok(self
-            .conn
-            .query_row("SELECT recheck_attempts FROM frames WHERE start = ?1", [start], |r| r.get(0))
-            .optional()?
-            .unwrap_or(0))
-    }
-
-    /// Records a re-check that failed: due again at `next` — or, when the SS refused it
-    /// (`refused`) for the `limit`th time in a row, given up, counted and kept on the frame with
-    /// the error, and the next scheduled re-check, if any, comes at its time.
-    #[allow(clippy::too_many_arguments)]
-    pub fn recheck_failed(
-        &mut self,
-        frame: Frame,
-        error: &str,
-        refused: bool,
-        next: Epoch,
-        limit: u32,
-        schedule: &[i64],
-        now: Epoch,
-    ) -> Result<RecheckFailure> {
-        let tx = self.write()?;
-        let row: Option<(i64, Option<Epoch>)> = tx
-            .query_row("SELECT recheck_refusals, delivered_at FROM frames WHERE start = ?1", [frame.start], |r| {
-                Ok((r.get(0)?, r.get(1)?))
-            })
-            .optional()?;
-        let Some((refusals, delivered_at)) = row else { return Ok(RecheckFailure::Retried) };
-        let failure = if refused && refusals + 1 >= i64::from(limit) {
-            let scheduled = next_recheck(delivered_at.unwrap_or(now).min(now), schedule, now);
-            tx.execute(
-                "UPDATE frames SET recheck_attempts = 0, recheck_refusals = 0, recheck_error = ?2,
-                     rechecks_given_up = rechecks_given_up + 1, next_recheck = ?3, updated_at = ?4
-                 WHERE start = ?1",
-                params![frame.start, error, scheduled, now],
-            )?;
-            RecheckFailure::GaveUp
-        } else {
-            tx.execute(
-                "UPDATE frames SET recheck_attempts = recheck_attempts + 1, recheck_refusals = recheck_refusals + ?5,
-                     recheck_error = ?2, next_recheck = ?3, updated_at = ?4
-                 WHERE start = ?1",
-                params![frame.start, error, next, now, i64::from(refused)],
-            )?;
-            RecheckFailure::Retried
-        };
-        tx.commit()?;
-        Ok(failure)
-    }
-
-    /// Late-data figures for records found since `since`.
-    pub fn late_figures(&self, since: Epoch) -> Result<LateFigures> {
-        let size: i64 = self.conn.query_row("SELECT COALESCE(MAX(frame_size), 60) FROM pipeline", [], |r| r.get(0))?;
-        let mut stmt = self
-            .conn
-            .prepare_cached("SELECT frame, ts, first_pulled_at, found_at FROM late_records WHERE found_at >= ?1")?;
-        let rows: Vec<(Epoch, Option<i64>, Epoch, Epoch)> =
-            stmt.query_map([since], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))?.collect::<Result<_, _>>()?;
-        let mut lateness: Vec<i64> =
-            rows.iter().filter_map(|(_, ts, _, found)| ts.map(|t| found - t.div_euclid(1000))).collect();
-        let mut at_least: Vec<i64> = rows.iter().map(|(frame, _, first, _)| first - (frame + size)).collect();
-        let mut at_most: Vec<i64> = rows.iter().map(|(frame, _, _, found)| found - (frame + size)).collect();
-        Ok(LateFigures {
-            late_records: rows.len() as i64,
-            lateness_p50: percentile(&mut lateness, 50),
-            lateness_p99: percentile(&mut lateness, 99),
-            delay_needed_at_least: percentile(&mut at_least, 99),
-            delay_needed_at_most: percentile(&mut at_most, 99),
-        })
-    }
-}
-
 /// The nearest-rank percentile.
 fn percentile(values: &mut [i64], p: usize) -> Option<i64> {
     if values.is_empty() {
@@ -166,7 +65,8 @@ fn percentile(values: &mut [i64], p: usize) -> Option<i64> {
 mod tests {
     use super::*;
     use crate::ledger::testing::frame;
-    use crate::ledger::{FrameState, PullCounts, StagedRecord, Sync};
+    use crate::ledger::{Ledger, Synchronous};
+    use crate::model::{FrameState, PullCounts, StagedRecord};
 
     fn rec(uid: &str, ts_ms: i64) -> StagedRecord {
         StagedRecord { uid: uid.into(), ts_ms: Some(ts_ms), body: format!("{{\"id\":\"{uid}\"}}") }
@@ -174,7 +74,7 @@ mod tests {
 
     fn delivered_ledger(uids: &[&str]) -> (tempfile::TempDir, Ledger) {
         let dir = tempfile::tempdir().unwrap();
-        let mut l = Ledger::open(&dir.path().join("l.db"), Sync::Normal).unwrap();
+        let mut l = Ledger::open(&dir.path().join("l.db"), Synchronous::Normal).unwrap();
         l.sync_pipeline(60, 0, 60, 0).unwrap();
         let records: Vec<_> = uids.iter().map(|u| rec(u, 1_000)).collect();
         l.stage_frame(frame(0), &records, &[], &PullCounts::default(), 120).unwrap();
@@ -205,7 +105,7 @@ mod tests {
         assert_eq!((pending.len(), pending[0].uid.as_str(), sent_through), (1, "late", -1));
         l.acknowledge(0, &["late"], 730).unwrap();
         assert!(l.complete_frame(frame(0), Some(99_999), 730).unwrap());
-        let next: Option<i64> = l.conn.query_row("SELECT next_recheck FROM frames", [], |r| r.get(0)).unwrap();
+        let next: Option<i64> = l.value("SELECT next_recheck FROM frames");
         assert_eq!(next, Some(120 + 6000), "the schedule counts from the first delivery, not this one");
         let figures = l.late_figures(0).unwrap();
         assert_eq!(figures.late_records, 1);
@@ -220,7 +120,7 @@ mod tests {
         assert_eq!(l.stage_recheck(frame(0), &[rec("a", 1_000)], &[600], 720).unwrap(), Some(0));
         assert_eq!(l.frame_state(0).unwrap(), Some(FrameState::Delivered));
         assert!(l.due_rechecks(i64::MAX, 86_400, 10).unwrap().is_empty(), "the last re-check is done");
-        let staged: i64 = l.conn.query_row("SELECT COUNT(*) FROM staged", [], |r| r.get(0)).unwrap();
+        let staged: i64 = l.value("SELECT COUNT(*) FROM staged");
         assert_eq!(staged, 0);
     }
 
@@ -230,7 +130,7 @@ mod tests {
     #[test]
     fn a_recheck_of_a_frame_a_retried_dead_letter_reopened_waits_for_its_delivery() {
         let (_dir, mut l) = delivered_ledger(&["a", "b"]);
-        let letter = crate::ledger::DeadLetter {
+        let letter = crate::model::DeadLetter {
             uid: "bad".into(),
             reason: crate::delivery::DeadReason::Rejected,
             status: Some(400),

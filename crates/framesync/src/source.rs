@@ -11,7 +11,7 @@ use serde_json::Value;
 use crate::config::{SourceConfig, TimeFormat};
 use crate::frames::{Epoch, Frame};
 use crate::http;
-use crate::ledger::{DeadLetter, StagedRecord};
+use crate::model::{DeadLetter, StagedRecord};
 use crate::record;
 use crate::redact::Redactor;
 use crate::servers::Pacer;

@@ -4,10 +4,11 @@
 //! the window only, so its cost does not grow with the length of the horizon.
 
 use anyhow::Result;
-use rusqlite::{Connection, named_params};
 use serde::Serialize;
 
 use crate::frames::{Epoch, FrameSize, eligible_until, rfc3339};
+use crate::ledger::Ledger;
+use crate::ledger::views::{CellCounts, CellWindow};
 
 const DAY: i64 = 86_400;
 const HOUR: i64 = 3_600;
@@ -96,75 +97,20 @@ pub fn cell_seconds(size: FrameSize) -> i64 {
     (1..=DAY / size).map(|k| k * size).find(|c| *c >= HOUR && DAY % c == 0).unwrap_or(DAY)
 }
 
-/// Spans are found by their `end` (the `+` keeps SQLite off the `start` key, which would read
-/// every span since the reference time), frames by their `start`: both only within the window.
-/// Per cell: delivered frame-seconds, failing frames, pending frames, and open frames inside a
-/// delivered span (a re-check or a retried dead letter put them back to `pulled`: they count
-/// as pending or failing, not delivered), from the spans and frame rows inside the window.
-/// Frames belong to the cell their start falls in.
-const CELLS_SQL: &str = "
-WITH RECURSIVE cell(i, lo, hi) AS (
-    SELECT 0, :from, :from + :cell
-    UNION ALL
-    SELECT i + 1, hi, hi + :cell FROM cell WHERE i + 1 < :cells
-),
-span AS (
-    SELECT MAX(ds.start, :lo) AS start, MIN(ds.end, :horizon) AS end FROM delivered_spans ds
-    WHERE ds.end > :lo AND +ds.start < :horizon
-),
-open AS MATERIALIZED (
-    SELECT fr.start, fr.state, fr.last_error IS NOT NULL AS failed,
-           EXISTS (SELECT 1 FROM delivered_spans ds WHERE ds.end > fr.start AND +ds.start <= fr.start) AS in_span
-    FROM frames fr
-    WHERE fr.start >= :lo AND fr.start < :to AND fr.state <> 'delivered'
-)
-SELECT c.lo,
-       (SELECT COALESCE(SUM(MIN(sp.end, c.hi) - MAX(sp.start, c.lo)), 0) FROM span sp
-        WHERE sp.end > c.lo AND sp.start < c.hi),
-       (SELECT COUNT(*) FROM open o WHERE o.start >= c.lo AND o.start < c.hi AND o.failed),
-       (SELECT COUNT(*) FROM open o WHERE o.start >= c.lo AND o.start < c.hi AND NOT o.failed
-            AND o.state IN ('pulled', 'pushing')),
-       (SELECT COUNT(*) FROM open o WHERE o.start >= c.lo AND o.start < c.hi AND o.in_span)
-FROM cell c ORDER BY c.lo";
-
 /// The last 24 hours up to the end of the current cell, oldest cell first.
-pub fn read(conn: &Connection, w: &Window) -> Result<Timeline> {
+pub fn read(ledger: &Ledger, w: &Window) -> Result<Timeline> {
     let cell = cell_seconds(w.size);
     let to = w.now.div_euclid(cell) * cell + cell;
     let from = to - DAY;
     let lo = from.max(w.reference);
     let horizon = eligible_until(w.size, w.now, w.delay);
-    let mut stmt = conn.prepare_cached(CELLS_SQL)?;
-    let params = named_params! {
-        ":from": from, ":to": to, ":cell": cell, ":cells": DAY / cell, ":lo": lo, ":horizon": horizon,
-    };
-    let rows = stmt.query_map(params, |r| {
-        Ok(Counts {
-            start: r.get(0)?,
-            delivered_s: r.get(1)?,
-            failing: r.get(2)?,
-            pending: r.get(3)?,
-            reopened: r.get(4)?,
-        })
-    })?;
-    let mut cells = Vec::new();
-    for row in rows {
-        cells.push(cell_counts(w, cell, horizon, &row?));
-    }
+    let counts = ledger.timeline_cells(&CellWindow { from, to, cell, cells: DAY / cell, lo, horizon })?;
+    let cells = counts.iter().map(|c| cell_counts(w, cell, horizon, c)).collect();
     Ok(Timeline { cell_seconds: cell, cells })
 }
 
-/// What the SQL counts in one cell.
-struct Counts {
-    start: Epoch,
-    delivered_s: i64,
-    failing: i64,
-    pending: i64,
-    reopened: i64,
-}
-
 /// Splits a cell's frames by state; everything eligible that is not accounted for is missing.
-fn cell_counts(w: &Window, cell: i64, horizon: Epoch, c: &Counts) -> Cell {
+fn cell_counts(w: &Window, cell: i64, horizon: Epoch, c: &CellCounts) -> Cell {
     let size = w.size.seconds();
     let frames = |from: Epoch, to: Epoch| if to > from { (to - from) / size } else { 0 };
     let (lo, hi) = (c.start, c.start + cell);
@@ -183,8 +129,9 @@ fn cell_counts(w: &Window, cell: i64, horizon: Epoch, c: &Counts) -> Cell {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::ledger::Ledger;
     use crate::ledger::testing::ledger;
-    use crate::ledger::{Ledger, PullCounts};
+    use crate::model::PullCounts;
 
     const T0: Epoch = 1_795_564_800; // 2026-11-25T00:00:00Z
 
@@ -229,11 +176,11 @@ mod tests {
             deliver(&mut l, reference + m * 60); // 06:00..09:00 delivered
         }
         let f = size(60).frame_at(reference + 3 * HOUR); // 09:00 failing
-        l.pull_failed(f, "HTTP 500", crate::ledger::PullFailure::Passing, T0 + 24 * HOUR, T0).unwrap();
+        l.pull_failed(f, "HTTP 500", crate::model::PullFailure::Passing, T0 + 24 * HOUR, T0).unwrap();
         let p = size(60).frame_at(reference + 3 * HOUR + 60); // 09:01 staged
         l.stage_frame(p, &[], &[], &PullCounts::default(), T0).unwrap();
         let w = Window { reference, size: size(60), delay: 120, now: T0 + 10 * HOUR + 30 * 60 };
-        let t = read(l.conn(), &w).unwrap();
+        let t = read(&l, &w).unwrap();
         assert_eq!(t.cell_seconds, 3600);
         assert_eq!(t.cells.len(), 24);
         assert_eq!(t.cells[0].start, "2026-11-24T11:00:00Z", "the window ends with the current hour");
@@ -255,32 +202,11 @@ mod tests {
         for m in 0..60 {
             deliver(&mut l, reference + m * 60);
         }
-        l.conn.execute("UPDATE frames SET state = 'pulled' WHERE start = ?1", [T0 + 600]).unwrap();
+        l.run_sql(&format!("UPDATE frames SET state = 'pulled' WHERE start = {}", T0 + 600));
         let w = Window { reference, size: size(60), delay: 120, now: T0 + 2 * HOUR };
-        let t = read(l.conn(), &w).unwrap();
+        let t = read(&l, &w).unwrap();
         let first = &t.cells[21];
         assert_eq!((first.delivered, first.pending, first.missing), (59, 1, 0));
         assert_eq!(first.mark(), Mark::Pending);
-    }
-
-    #[test]
-    fn the_timeline_reads_only_the_window_through_indexes_never_a_whole_table() {
-        let (_dir, l) = ledger();
-        let mut stmt = l.conn().prepare(&format!("EXPLAIN QUERY PLAN {CELLS_SQL}")).unwrap();
-        let plan: Vec<String> = stmt
-            .query_map([T0, T0, 3600, 24, T0, T0], |r| r.get::<_, String>(3))
-            .unwrap()
-            .map(Result::unwrap)
-            .collect();
-        // `ds` and `fr` are the tables; `cell`, `c`, `o` and `sp` are the window's own rows.
-        let tables = ["delivered_spans", " ds ", " fr ", "frames"];
-        let reads: Vec<&String> = plan.iter().filter(|d| tables.iter().any(|t| format!("{d} ").contains(t))).collect();
-        assert!(!reads.is_empty(), "{plan:#?}");
-        for read in reads {
-            let windowed = read.contains("(end>?)")
-                || read.contains("(start>? AND start<?)")
-                || read.contains("(rowid>? AND rowid<?)");
-            assert!(read.starts_with("SEARCH") && windowed, "{read} is not bounded by the window: {plan:#?}");
-        }
     }
 }

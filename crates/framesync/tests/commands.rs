@@ -311,3 +311,40 @@ fn check_reads_an_older_ledger_without_migrating_it_and_leaves_it_byte_identical
     assert!(text.contains("ledger: FAILED") && text.contains("newer than this framesync knows"), "{text}");
     assert!(ledger_files(dir.path()) == before, "a newer ledger is left as it was too");
 }
+
+/// `check` changes nothing: a ledger of an older schema is read as it is, neither migrated nor
+/// configured (its bytes stay the same, no `-wal` or `-shm` appears), and an absent one is not
+/// created.
+#[test]
+fn check_leaves_an_older_ledger_byte_for_byte_as_it_was_and_creates_none() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_ss, source_url) = an_empty_ss();
+    let rs = Canned::json(405, r#"{"error":"use POST"}"#);
+    check_config(dir.path(), &source_url, &format!("{}/rs", rs.base()), "", "");
+    let ledger = dir.path().join("ledger.db");
+    let (code, text) = check(dir.path(), &[]);
+    assert_eq!(code, Some(0), "{text}");
+    assert!(!ledger.exists(), "check creates no ledger: {text}");
+
+    let old = rusqlite::Connection::open(&ledger).unwrap();
+    old.pragma_update(None, "journal_mode", "WAL").unwrap();
+    for sql in [
+        include_str!("../sql/0001_init.sql"),
+        include_str!("../sql/0002_pruned_totals.sql"),
+        include_str!("../sql/0003_late_data_and_servers.sql"),
+    ] {
+        old.execute_batch(sql).unwrap();
+    }
+    old.pragma_update(None, "user_version", 3).unwrap();
+    old.execute("INSERT INTO pipeline (id, frame_size, reference, delay, updated_at) VALUES (1, 60, 0, 120, 0)", [])
+        .unwrap();
+    drop(old);
+    let before = std::fs::read(&ledger).unwrap();
+    let (code, text) = check(dir.path(), &[]);
+    assert_eq!(code, Some(0), "{text}");
+    assert!(text.contains("schema version 3, would be migrated by the next run"), "{text}");
+    assert_eq!(std::fs::read(&ledger).unwrap(), before, "the ledger is as it was");
+    for suffix in ["-wal", "-shm", "-journal"] {
+        assert!(!dir.path().join(format!("ledger.db{suffix}")).exists(), "check left a {suffix} file");
+    }
+}

@@ -155,9 +155,10 @@ fn the_kubernetes_cronjob_forbids_overlap_keeps_the_ledger_on_a_volume_and_takes
 fn the_readme_documents_every_operator_view_and_every_ready_made_query() {
     let readme = read("README.md");
     let dir = tempfile::tempdir().unwrap();
-    let ledger = framesync::ledger::Ledger::open(&dir.path().join("l.db"), framesync::ledger::Sync::Normal).unwrap();
-    let mut stmt = ledger
-        .conn()
+    let ledger =
+        framesync::ledger::Ledger::open(&dir.path().join("l.db"), framesync::ledger::Synchronous::Normal).unwrap();
+    let conn = rusqlite::Connection::open(ledger.path()).unwrap();
+    let mut stmt = conn
         .prepare("SELECT name FROM sqlite_master WHERE type IN ('view', 'table') AND name NOT LIKE 'sqlite_%'")
         .unwrap();
     let names: Vec<String> = stmt.query_map([], |r| r.get(0)).unwrap().map(Result::unwrap).collect();

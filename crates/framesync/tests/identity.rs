@@ -204,7 +204,7 @@ fn a_ledger_without_an_identity_takes_the_first_writing_commands_without_refusin
     let sim = Sim::start(dir.path(), &["--records-per-minute", "3"]);
     let reference = aligned_minutes_ago(5);
     let p = Pipeline::new(&sim, dir, reference, "", "", "");
-    let mut ledger = framesync::ledger::Ledger::open(&p.ledger_path(), framesync::ledger::Sync::Normal).unwrap();
+    let mut ledger = framesync::ledger::Ledger::open(&p.ledger_path(), framesync::ledger::Synchronous::Normal).unwrap();
     ledger.sync_pipeline(60, reference - 3600, 60, 0).unwrap();
     drop(ledger);
 

@@ -5,7 +5,8 @@
 mod common;
 
 use framesync::frames::{Epoch, FrameSize};
-use framesync::ledger::{Ledger, PullCounts, StagedRecord, Sync};
+use framesync::ledger::{Ledger, Synchronous};
+use framesync::model::{PullCounts, StagedRecord};
 
 use common::*;
 
@@ -116,7 +117,7 @@ fn a_prune_killed_inside_its_transaction_changes_nothing_and_the_next_one_finish
 
 /// Bytes the ledger's live pages take, after a checkpoint and VACUUM (what the file shrinks to).
 fn ledger_bytes(ledger: &Ledger) -> i64 {
-    let conn = ledger.conn();
+    let conn = rusqlite::Connection::open(ledger.path()).unwrap();
     conn.execute_batch("PRAGMA wal_checkpoint(TRUNCATE); VACUUM; PRAGMA wal_checkpoint(TRUNCATE);").unwrap();
     conn.query_row("SELECT page_count * page_size FROM pragma_page_count, pragma_page_size", [], |r| r.get(0)).unwrap()
 }
@@ -145,7 +146,7 @@ fn deliver(ledger: &mut Ledger, start: Epoch, records: usize, per_frame: usize) 
 fn a_hundred_thousand_delivered_records_take_bounded_bytes_each_and_almost_none_once_pruned() {
     const RECORDS: usize = 100_000;
     let dir = tempfile::tempdir().unwrap();
-    let mut ledger = Ledger::open(&dir.path().join("l.db"), Sync::Normal).unwrap();
+    let mut ledger = Ledger::open(&dir.path().join("l.db"), Synchronous::Normal).unwrap();
     let empty = ledger_bytes(&ledger);
     let start = 1_700_000_040; // 2023-11-14: long past any retention
     deliver(&mut ledger, start, RECORDS, 20); // 20 records a minute: 5,000 frames

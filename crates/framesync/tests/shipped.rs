@@ -7,12 +7,13 @@ use std::process::Command;
 #[test]
 fn every_ready_made_query_prepares_against_the_migrated_schema() {
     let dir = tempfile::tempdir().unwrap();
-    let ledger = framesync::ledger::Ledger::open(&dir.path().join("l.db"), framesync::ledger::Sync::Normal).unwrap();
+    let ledger =
+        framesync::ledger::Ledger::open(&dir.path().join("l.db"), framesync::ledger::Synchronous::Normal).unwrap();
     let mut count = 0;
     for entry in std::fs::read_dir(Path::new(env!("CARGO_MANIFEST_DIR")).join("sql/queries")).unwrap() {
         let path = entry.unwrap().path();
         let sql = std::fs::read_to_string(&path).unwrap();
-        ledger.conn().prepare(&sql).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        ledger.prepare_check(&sql).unwrap_or_else(|e| panic!("{}: {e:#}", path.display()));
         count += 1;
     }
     assert!(count >= 6, "{count} queries");

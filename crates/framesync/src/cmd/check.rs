@@ -6,17 +6,15 @@
 //! only when every line is ok. Values from the environment never appear in the output.
 
 use std::io::Write;
-use std::path::{Path, PathBuf};
 
 use anyhow::{Result, bail};
-use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, percent_encode};
-use rusqlite::{Connection, OpenFlags};
 
 use crate::config::{Config, TimeFormat};
 use crate::frames::eligible_until;
 use crate::http;
 use crate::job::{Clock, SystemClock};
-use crate::ledger::SCHEMA_VERSION;
+use crate::ledger::snapshot::Snapshot;
+use crate::ledger::{IDENTITY_SCHEMA, SCHEMA_VERSION};
 use crate::redact::Redactor;
 use crate::source::{HttpSource, Source};
 
@@ -116,57 +114,36 @@ fn ledger(config: &Config) -> (Verdict, bool) {
 /// writing anything.
 fn read_ledger(config: &Config) -> Result<String> {
     let (path, frame_size) = (&config.ledger, config.frames.size.seconds());
-    let conn = open_read_only(path)?;
-    let read = |e| anyhow::anyhow!("it cannot be read as a SQLite database ({e}); a run would refuse it too");
-    let version: usize = conn.query_row("PRAGMA user_version", [], |r| r.get(0)).map_err(read)?;
+    let ledger = Snapshot::open(path, config.run.busy_timeout)?;
+    let version = ledger.schema_version()?;
     if version > SCHEMA_VERSION {
         bail!("its schema version is {version}, newer than this framesync knows ({SCHEMA_VERSION}); upgrade framesync");
     }
-    let tables: i64 = conn.query_row("SELECT COUNT(*) FROM sqlite_master", [], |r| r.get(0)).map_err(read)?;
+    let tables = ledger.schema_objects()?;
     if version == 0 {
         if tables > 0 {
             bail!("it holds tables but is not a framesync ledger; pick another path");
         }
         return Ok("empty; the next run sets it up".into());
     }
-    if version >= crate::ledger::IDENTITY_SCHEMA {
-        let differences = crate::ledger::read_identity(&conn)?.differences(&config.identity);
+    if version >= IDENTITY_SCHEMA {
+        let differences = ledger.identity()?.differences(&config.identity);
         if !differences.is_empty() {
             let refusal = crate::identity::refusal(path, &differences, config.file.as_deref());
             return Err(crate::Usage(refusal).into());
         }
-    } else {
-        let size: Option<i64> =
-            conn.query_row("SELECT MAX(frame_size) FROM pipeline", [], |r| r.get(0)).map_err(read)?;
-        if let Some(size) = size.filter(|s| *s != frame_size) {
-            bail!(
-                "it was built with {size}s frames and frames.size is {frame_size}s; a run would refuse it (keep frames.size = \"{size}s\" or start a new ledger)"
-            );
-        }
+    } else if let Some(size) = ledger.frame_size()?.filter(|s| *s != frame_size) {
+        bail!(
+            "it was built with {size}s frames and frames.size is {frame_size}s; a run would refuse it (keep frames.size = \"{size}s\" or start a new ledger)"
+        );
     }
-    let frames: i64 = conn.query_row("SELECT COUNT(*) FROM frames", [], |r| r.get(0)).map_err(read)?;
+    let frames = ledger.frames()?;
     let schema = if version < SCHEMA_VERSION {
         format!("schema version {version}, would be migrated by the next run to {SCHEMA_VERSION}")
     } else {
         format!("schema version {version}")
     };
     Ok(format!("opens read-only, {schema}, {frames} frames recorded"))
-}
-
-/// Opens the ledger read-only without leaving anything behind. With no `-wal` file beside it,
-/// every committed transaction is in the file itself, which is read as immutable: SQLite then
-/// creates no `-wal` or `-shm` file (a plain read-only open of a WAL database would, and leave
-/// them). With a `-wal` file a run may be writing, and the ledger is read through it as any
-/// reader would.
-fn open_read_only(path: &Path) -> rusqlite::Result<Connection> {
-    /// What a path may hold as it is in a `file:` URI.
-    const PATH: &AsciiSet = &NON_ALPHANUMERIC.remove(b'/').remove(b'-').remove(b'.').remove(b'_').remove(b'~');
-    let mut wal = path.as_os_str().to_owned();
-    wal.push("-wal");
-    let immutable = if PathBuf::from(wal).exists() { "" } else { "&immutable=1" };
-    let encoded = percent_encode(path.as_os_str().as_encoded_bytes(), PATH);
-    let flags = OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_URI | OpenFlags::SQLITE_OPEN_NO_MUTEX;
-    Connection::open_with_flags(format!("file:{encoded}?mode=ro{immutable}"), flags)
 }
 
 // ---- the servers ---------------------------------------------------------------------------

@@ -109,7 +109,7 @@ pub fn dead_letters(config: &Config, args: Args, out: &mut dyn Write) -> Result<
     match args.action {
         Action::List(list) => self::list(config, &list, out),
         Action::Retry(bulk) => retry(config, &bulk, out),
-        Action::Drop(bulk) => drop(config, &bulk, out),
+        Action::Drop(bulk) => drop_letters(config, &bulk, out),
         Action::Add(add) => self::add(config, &add, out),
     }
 }
@@ -166,7 +166,7 @@ fn retry(config: &Config, args: &BulkArgs, out: &mut dyn Write) -> Result<u8> {
     Ok(0)
 }
 
-fn drop(config: &Config, args: &BulkArgs, out: &mut dyn Write) -> Result<u8> {
+fn drop_letters(config: &Config, args: &BulkArgs, out: &mut dyn Write) -> Result<u8> {
     let filter = bulk_filter(args, "drop")?;
     let _lock = super::lock_by_hand(config, &[Side::Push])?;
     let mut ledger = super::open_ledger(config, super::Access::Write)?;

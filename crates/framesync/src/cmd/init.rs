@@ -8,7 +8,7 @@ use anyhow::{Context, Result};
 
 use crate::Usage;
 use crate::config::EXAMPLE;
-use crate::ledger::{Ledger, Sync};
+use crate::ledger::{Ledger, Synchronous};
 
 pub fn init(path: PathBuf, out: &mut dyn Write) -> Result<u8> {
     if path.exists() {
@@ -17,7 +17,7 @@ pub fn init(path: PathBuf, out: &mut dyn Write) -> Result<u8> {
     let name = ledger_name(&path);
     write_new(&path, &example(&name))?;
     let ledger = path.parent().unwrap_or(Path::new(".")).join(&name);
-    Ledger::open(&ledger, Sync::Normal)?;
+    Ledger::open(&ledger, Synchronous::Normal)?;
     writeln!(out, "wrote {} and created the ledger {}", path.display(), ledger.display())?;
     writeln!(
         out,

@@ -20,7 +20,7 @@ pub fn prune(config: &Config, out: &mut dyn Write) -> Result<u8> {
     let cutoff = now - config.run.retain;
     let pruned = crate::prune::prune(&mut ledger, config.run.retain, now, &|| false)?;
     print_pruned(out, &pruned, cutoff)?;
-    print_kept(out, &crate::prune::kept(&ledger, cutoff)?)?;
+    print_kept(out, &ledger.kept(cutoff)?)?;
     Ok(0)
 }
 

@@ -5,13 +5,13 @@
 use std::io::{IsTerminal, Write};
 
 use anyhow::Result;
-use rusqlite::Connection;
 use serde::Serialize;
 
 use crate::config::Config;
 use crate::frames::{Epoch, rfc3339};
 use crate::job::{Clock, SystemClock};
 use crate::ledger::Ledger;
+use crate::ledger::views::{FailingFrame, Lag, LastRun, MissingRange, ServerState};
 use crate::timeline::{self, Mark, Timeline, Window};
 
 /// Lists in the summary stop here; the counts say how many there are in all.
@@ -43,9 +43,9 @@ struct Status {
     last_run: Option<LastRun>,
     lag: Option<Lag>,
     missing_ranges: i64,
-    missing: Vec<Range>,
+    missing: Vec<MissingRange>,
     failing_frames: i64,
-    failing: Vec<Failing>,
+    failing: Vec<FailingFrame>,
     dead_letters: i64,
     /// Staged records the RS failed while it acknowledged others: dead-lettered once they reach
     /// `sink.max_attempts`.
@@ -54,42 +54,8 @@ struct Status {
     /// there are not looked for again.
     rechecks_given_up: i64,
     late: Late,
-    servers: Vec<Server>,
+    servers: Vec<ServerState>,
     timeline: Timeline,
-}
-
-#[derive(Debug, Serialize)]
-struct Lag {
-    eligible_until: String,
-    complete_until: String,
-    lag_seconds: i64,
-    missing_frames: i64,
-}
-
-#[derive(Debug, Serialize)]
-struct Range {
-    from: String,
-    to: String,
-    frames: i64,
-}
-
-#[derive(Debug, Serialize)]
-struct Failing {
-    frame: String,
-    state: String,
-    attempts: i64,
-    last_error: Option<String>,
-    next_attempt: Option<String>,
-}
-
-#[derive(Debug, Serialize)]
-struct LastRun {
-    command: String,
-    started: String,
-    seconds: Option<i64>,
-    exit_code: String,
-    records_pushed: i64,
-    message: Option<String>,
 }
 
 /// Records that re-checks found after their frame was first delivered (late data).
@@ -106,22 +72,6 @@ struct Late {
     delay_needed_at_most_seconds: Option<i64>,
     /// Delivered frames still waiting for a re-check.
     frames_awaiting_recheck: i64,
-}
-
-/// What framesync remembers about a server between runs.
-#[derive(Debug, Serialize)]
-struct Server {
-    name: String,
-    /// The server asked for quiet (429/503 with Retry-After): no request before this time.
-    quiet_until: Option<String>,
-    quiet_reason: Option<String>,
-    /// The server's clock minus ours, from its Date header, and when that was measured.
-    clock_skew_seconds: Option<i64>,
-    skew_measured: Option<String>,
-    /// The sink's lookup: when a run last checked it could say "absent", and, if it could not,
-    /// why lookups were off in that run.
-    lookup_checked: Option<String>,
-    lookup_off_reason: Option<String>,
 }
 
 pub fn status(config: &Config, args: &Args, out: &mut dyn Write) -> Result<u8> {
@@ -155,79 +105,28 @@ fn use_colour(choice: Colour) -> bool {
 }
 
 fn read(ledger: &Ledger, window: &Window, path: &str) -> Result<Status> {
-    let conn = ledger.conn();
-    let count = |sql: &str| -> Result<i64> { Ok(conn.prepare_cached(sql)?.query_row([], |r| r.get(0))?) };
+    let counts = ledger.status_counts()?;
     Ok(Status {
         version: 1,
         now: rfc3339(window.now),
         ledger: path.to_owned(),
-        last_run: last_run(conn)?,
-        lag: lag(conn)?,
-        missing_ranges: count("SELECT COUNT(*) FROM missing_ranges")?,
-        missing: missing(conn)?,
-        failing_frames: count("SELECT COUNT(*) FROM failing_frames")?,
-        failing: failing(conn)?,
-        dead_letters: count("SELECT COUNT(*) FROM dead_letters")?,
-        records_failing: count("SELECT COUNT(*) FROM staged WHERE attempts > 0")?,
-        rechecks_given_up: count("SELECT COUNT(*) FROM frames WHERE rechecks_given_up > 0")?,
-        late: late(ledger, window.now)?,
-        servers: servers(conn)?,
-        timeline: timeline::read(conn, window)?,
+        last_run: ledger.last_run()?,
+        lag: ledger.lag()?,
+        missing_ranges: counts.missing_ranges,
+        missing: ledger.missing_ranges(LIST_LIMIT)?,
+        failing_frames: counts.failing_frames,
+        failing: ledger.failing_frames(LIST_LIMIT)?,
+        dead_letters: counts.dead_letters,
+        records_failing: counts.records_failing,
+        rechecks_given_up: counts.rechecks_given_up,
+        late: late(ledger, window.now, counts.frames_awaiting_recheck)?,
+        servers: ledger.server_states()?,
+        timeline: timeline::read(ledger, window)?,
     })
 }
 
-fn missing(conn: &Connection) -> Result<Vec<Range>> {
-    let sql = format!("SELECT from_time, to_time, frames FROM missing_ranges LIMIT {LIST_LIMIT}");
-    rows(conn, &sql, |r| Ok(Range { from: r.get(0)?, to: r.get(1)?, frames: r.get(2)? }))
-}
-
-fn lag(conn: &Connection) -> Result<Option<Lag>> {
-    let sql = "SELECT eligible_until, complete_until, lag_seconds, missing_frames FROM lag";
-    let lag = rows(conn, sql, |r| {
-        Ok(Lag {
-            eligible_until: r.get(0)?,
-            complete_until: r.get(1)?,
-            lag_seconds: r.get(2)?,
-            missing_frames: r.get(3)?,
-        })
-    })?;
-    Ok(lag.into_iter().next())
-}
-
-fn failing(conn: &Connection) -> Result<Vec<Failing>> {
-    let sql = format!("SELECT frame, state, attempts, last_error, next_attempt FROM failing_frames LIMIT {LIST_LIMIT}");
-    rows(conn, &sql, |r| {
-        Ok(Failing {
-            frame: r.get(0)?,
-            state: r.get(1)?,
-            attempts: r.get(2)?,
-            last_error: r.get(3)?,
-            next_attempt: r.get(4)?,
-        })
-    })
-}
-
-fn last_run(conn: &Connection) -> Result<Option<LastRun>> {
-    let sql = "SELECT command, started, seconds, exit_code, records_pushed, message FROM recent_runs LIMIT 1";
-    let run = rows(conn, sql, |r| {
-        Ok(LastRun {
-            command: r.get(0)?,
-            started: r.get(1)?,
-            seconds: r.get(2)?,
-            exit_code: r.get(3)?,
-            records_pushed: r.get(4)?,
-            message: r.get(5)?,
-        })
-    })?;
-    Ok(run.into_iter().next())
-}
-
-fn late(ledger: &Ledger, now: Epoch) -> Result<Late> {
+fn late(ledger: &Ledger, now: Epoch, frames_awaiting_recheck: i64) -> Result<Late> {
     let figures = ledger.late_figures(now - 86_400)?;
-    let frames_awaiting_recheck = ledger
-        .conn()
-        .prepare_cached("SELECT COUNT(*) FROM frames WHERE next_recheck IS NOT NULL")?
-        .query_row([], |r| r.get(0))?;
     Ok(Late {
         records_24h: figures.late_records,
         lateness_p50_seconds: figures.lateness_p50,
@@ -236,28 +135,6 @@ fn late(ledger: &Ledger, now: Epoch) -> Result<Late> {
         delay_needed_at_most_seconds: figures.delay_needed_at_most,
         frames_awaiting_recheck,
     })
-}
-
-fn servers(conn: &Connection) -> Result<Vec<Server>> {
-    let sql = "SELECT name, quiet_until, quiet_reason, clock_skew, skew_at, lookup_checked_at, lookup_off_reason
-               FROM servers ORDER BY name DESC";
-    rows(conn, sql, |r| {
-        Ok(Server {
-            name: r.get(0)?,
-            quiet_until: r.get::<_, Option<Epoch>>(1)?.map(rfc3339),
-            quiet_reason: r.get(2)?,
-            clock_skew_seconds: r.get(3)?,
-            skew_measured: r.get::<_, Option<Epoch>>(4)?.map(rfc3339),
-            lookup_checked: r.get::<_, Option<Epoch>>(5)?.map(rfc3339),
-            lookup_off_reason: r.get(6)?,
-        })
-    })
-}
-
-fn rows<T>(conn: &Connection, sql: &str, map: impl FnMut(&rusqlite::Row) -> rusqlite::Result<T>) -> Result<Vec<T>> {
-    let mut stmt = conn.prepare_cached(sql)?;
-    let rows = stmt.query_map([], map)?;
-    Ok(rows.collect::<Result<_, _>>()?)
 }
 
 // ---- text ----------------------------------------------------------------------------------

@@ -6,15 +6,15 @@
 use std::io::Write;
 
 use anyhow::Result;
-use rusqlite::params;
 
 use super::run::Parts;
 use crate::config::Config;
 use crate::fetch;
 use crate::frames::{Epoch, Frame, rfc3339};
 use crate::job::{Clock, Job, SystemClock};
-use crate::ledger::{FrameState, Ledger, StagedRecord};
+use crate::ledger::Ledger;
 use crate::lock::Side;
+use crate::model::{FrameState, StagedRecord};
 use crate::plan::{Plan, Step};
 use crate::sink::{HttpSink, Sink};
 use crate::source::{HttpSource, Source};
@@ -156,9 +156,7 @@ fn compare(ledger: &Ledger, source: &dyn Source, rs: Option<&dyn Sink>, frame: F
         }
         Ok(())
     })?;
-    let mut stmt = ledger.conn().prepare_cached("SELECT uid FROM delivered WHERE frame = ?1")?;
-    let delivered: Vec<String> = stmt.query_map([frame.start], |r| r.get(0))?.collect::<Result<_, _>>()?;
-    for uid in delivered {
+    for uid in ledger.delivered_uids(frame.start)? {
         if !staging.contains(&uid)? {
             report.not_served.push(uid);
         }
@@ -174,13 +172,8 @@ enum Known {
 
 /// Where the ledger knows a UID from: delivered, staged or dead-lettered, in any frame.
 fn known(ledger: &Ledger, uid: &str) -> Result<Known> {
-    let (delivered, other): (bool, bool) = ledger.conn().query_row(
-        "SELECT EXISTS (SELECT 1 FROM delivered WHERE uid = ?1),
-                EXISTS (SELECT 1 FROM staged WHERE uid = ?1) OR EXISTS (SELECT 1 FROM dead_letters WHERE uid = ?1)",
-        params![uid],
-        |r| Ok((r.get(0)?, r.get(1)?)),
-    )?;
-    Ok(match (delivered, other) {
+    let seen = ledger.uid_seen(uid)?;
+    Ok(match (seen.delivered, seen.elsewhere) {
         (true, _) => Known::Delivered,
         (false, true) => Known::Elsewhere,
         (false, false) => Known::Unknown,

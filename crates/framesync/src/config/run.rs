@@ -12,7 +12,7 @@ use super::frames::FramesConfig;
 use super::toml_error::read_str;
 use super::{duration, resolve};
 use crate::frames::FrameSize;
-use crate::ledger::Sync;
+use crate::ledger::Synchronous;
 
 /// A run's plan holds at most this many frames (a year of 1-minute frames is 525,600).
 const MOST_FRAMES_PER_RUN: usize = 1_000_000;
@@ -38,28 +38,11 @@ pub struct RunConfig {
     /// gets this. Stored waits beyond it were written by a clock that has jumped back since.
     pub max_retry_after: i64,
     /// SQLite `synchronous` for the ledger.
-    pub sync: Sync,
+    pub sync: Synchronous,
     /// How long a ledger write waits for another process's transaction before the run gives up.
     pub busy_timeout: Duration,
     /// A re-check that fails this many times in a row is given up (and recorded).
     pub max_recheck_attempts: u32,
-}
-
-/// `run.synchronous`: "normal" survives any crash of framesync, "full" also power loss.
-#[derive(Debug, Clone, Copy, Deserialize)]
-#[serde(rename_all = "snake_case")]
-enum Synchronous {
-    Normal,
-    Full,
-}
-
-impl From<Synchronous> for Sync {
-    fn from(synchronous: Synchronous) -> Self {
-        match synchronous {
-            Synchronous::Normal => Sync::Normal,
-            Synchronous::Full => Sync::Full,
-        }
-    }
 }
 
 #[derive(Deserialize)]
@@ -133,7 +116,7 @@ impl RawRun {
             retry_base: self.retry_base,
             retry_max: self.retry_max,
             max_retry_after: self.max_retry_after,
-            sync: self.synchronous.into(),
+            sync: self.synchronous,
             busy_timeout: self.busy_timeout,
             max_recheck_attempts: self.max_recheck_attempts,
         })

@@ -27,7 +27,7 @@ use super::lookup::Trust;
 use crate::config::SinkMode;
 use crate::delivery::{DeadReason, Key};
 use crate::frames::{Epoch, Frame};
-use crate::ledger::{DeadLetter, Pending};
+use crate::model::{DeadLetter, Pending};
 use crate::servers::Server;
 use crate::sink::{Outgoing, Verdict, batch_key};
 

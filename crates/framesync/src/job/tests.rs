@@ -8,7 +8,8 @@ use std::time::Duration;
 use super::*;
 use crate::config::SinkMode;
 use crate::delivery::Key;
-use crate::ledger::{FrameState, StagedRecord, Sync};
+use crate::ledger::Synchronous;
+use crate::model::{FrameState, StagedRecord};
 use crate::plan::Scope;
 use crate::sink::{Outgoing, Verdict};
 use crate::source::{Page, Pages, PullError};
@@ -256,7 +257,7 @@ struct World {
 impl World {
     fn new(config: Config) -> Self {
         let dir = tempfile::tempdir().unwrap();
-        let ledger = Ledger::open(&dir.path().join("l.db"), Sync::Normal).unwrap();
+        let ledger = Ledger::open(&dir.path().join("l.db"), Synchronous::Normal).unwrap();
         Self { _dir: dir, ledger, config }
     }
 
@@ -272,11 +273,11 @@ impl World {
     }
 
     fn count(&self, sql: &str) -> i64 {
-        self.ledger.conn().query_row(sql, [], |r| r.get(0)).unwrap()
+        self.ledger.value(sql)
     }
 
     fn text(&self, sql: &str) -> String {
-        self.ledger.conn().query_row(sql, [], |r| r.get(0)).unwrap()
+        self.ledger.value(sql)
     }
 }
 
@@ -366,11 +367,8 @@ fn a_rejected_record_is_dead_lettered_its_frame_completes_and_the_run_says_so_on
     assert!(outcome.failures[0].contains("framesync dead-letters list"));
     assert_eq!(w.state(T0), Some(FrameState::Delivered));
     assert_eq!(*sink.stored.borrow(), ["a", "c"]);
-    let (status, response): (i64, String) = w
-        .ledger
-        .conn()
-        .query_row("SELECT status, response FROM dead_letters WHERE uid = 'bad'", [], |r| Ok((r.get(0)?, r.get(1)?)))
-        .unwrap();
+    let (status, response): (i64, String) =
+        w.ledger.pair("SELECT status, response FROM dead_letters WHERE uid = 'bad'");
     assert_eq!((status, response.as_str()), (400, "bad record"));
     assert_eq!(w.count("SELECT dead FROM frames"), 1);
 }
@@ -577,11 +575,7 @@ fn a_record_the_rs_always_fails_is_dead_lettered_after_max_attempts_and_the_rest
     }
     assert_eq!(codes, [1, 1, 1, 0], "failing, failing, dead-lettered, then nothing wrong");
     assert_eq!(w.state(T0), Some(FrameState::Delivered), "delivered without the poison record");
-    let (reason, detail): (String, String) = w
-        .ledger
-        .conn()
-        .query_row("SELECT reason, detail FROM dead_letters", [], |r| Ok((r.get(0)?, r.get(1)?)))
-        .unwrap();
+    let (reason, detail): (String, String) = w.ledger.pair("SELECT reason, detail FROM dead_letters");
     assert_eq!(reason, "exhausted");
     assert!(detail.contains("3 times") && detail.contains("HTTP 500"), "{detail}");
     assert_eq!(sink.sent_uids().iter().filter(|u| *u == "poison").count(), 3);
@@ -677,10 +671,7 @@ fn a_batch_that_keeps_timing_out_is_dead_lettered_whole_under_its_key() {
     let sink = FakeSink::batches(2).always("a", timeout);
     let outcome = w.run(&src, &sink, T0 + 240, Scope::Run);
     assert!(has(&outcome.failures, "2 records were dead-lettered this run (2 exhausted)"), "{:?}", outcome.failures);
-    let keys: Vec<String> = {
-        let mut stmt = w.ledger.conn().prepare("SELECT key FROM dead_letters").unwrap();
-        stmt.query_map([], |r| r.get(0)).unwrap().map(Result::unwrap).collect()
-    };
+    let keys: Vec<String> = w.ledger.column("SELECT key FROM dead_letters");
     assert!(keys.len() == 2 && keys[0] == keys[1] && keys[0].starts_with("batch-"), "{keys:?}");
 }
 

@@ -17,8 +17,10 @@ use std::hash::{BuildHasher, RandomState};
 use anyhow::{Result, bail};
 use rusqlite::{Connection, OptionalExtension, ToSql, Transaction, TransactionBehavior, params};
 
-use super::{DeadLetter, INSERT_STAGED, Ledger, PullCounts, StagedRecord, insert_dead_letter, insert_rows};
+use super::Ledger;
+use super::rows::{INSERT_STAGED, insert_dead_letter, insert_rows};
 use crate::frames::{Epoch, Frame};
+use crate::model::{DeadLetter, PullCounts, StagedRecord};
 use crate::recheck::next_recheck;
 
 /// Bodies held in memory before the records go to the temp table (and after, between flushes).

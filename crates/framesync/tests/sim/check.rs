@@ -248,9 +248,9 @@ impl Checker {
     /// rows and with how the run ended. (Their missing frames count up to the real clock's
     /// horizon, as the operator views do: the checker counts to the same horizon.)
     fn status_agrees(&mut self, ledger: &Ledger, facts: &RunFacts) -> Checked {
+        let conn = db(ledger);
         let Ending::Exit { code, .. } = facts.ending else { return Ok(()) };
-        let count =
-            |query: &str| -> Result<i64, Violation> { ledger.conn().query_row(query, [], |r| r.get(0)).map_err(sql) };
+        let count = |query: &str| -> Result<i64, Violation> { conn.query_row(query, [], |r| r.get(0)).map_err(sql) };
         let horizon = count("SELECT horizon FROM horizon")?;
         // `status` reads a day of timeline: every `STATUS_EVERY` runs; the metrics every run.
         let status = if facts.run % STATUS_EVERY == STATUS_EVERY - 1 {
@@ -349,7 +349,8 @@ impl Checker {
 
     /// Invariant 1, for the frames the run worked on (only they gain acknowledgements).
     fn acknowledged_are_stored(&mut self, ledger: &Ledger, net: &Net, plan: &Plan) -> Checked {
-        let mut stmt = ledger.conn().prepare_cached("SELECT uid FROM delivered WHERE frame = ?1").map_err(sql)?;
+        let conn = db(ledger);
+        let mut stmt = conn.prepare_cached("SELECT uid FROM delivered WHERE frame = ?1").map_err(sql)?;
         let mut missing = Vec::new();
         for step in &plan.steps {
             let uids = stmt.query_map([step.start()], |r| r.get::<_, String>(0)).map_err(sql)?;
@@ -501,9 +502,9 @@ impl Checker {
 
     /// Invariant 8; returns how many dead letters the run added.
     fn dead_letters_are_deserved(&mut self, ledger: &Ledger, net: &Net, since: i64) -> Result<i64, Violation> {
+        let conn = db(ledger);
         let letters: Vec<DeadLetterRow> = {
-            let mut stmt = ledger
-                .conn()
+            let mut stmt = conn
                 .prepare_cached(
                     "SELECT uid, reason, status, frame, detail, key FROM dead_letters WHERE id > ?1 ORDER BY id",
                 )
@@ -517,7 +518,7 @@ impl Checker {
         // records are not split under other keys. It is deserved if one of them crashes the RS.
         let crashing_batch = |key: &Option<String>| -> Result<bool, Violation> {
             let Some(key) = key.as_ref().filter(|k| k.starts_with("batch-")) else { return Ok(false) };
-            let mut stmt = ledger.conn().prepare_cached("SELECT uid FROM dead_letters WHERE key = ?1").map_err(sql)?;
+            let mut stmt = conn.prepare_cached("SELECT uid FROM dead_letters WHERE key = ?1").map_err(sql)?;
             let uids: Vec<String> =
                 stmt.query_map([key], |r| r.get(0)).map_err(sql)?.collect::<Result<_, _>>().map_err(sql)?;
             Ok(uids.iter().any(|u| net.catalog.by_uid(u).is_some_and(|r| r.poison == Poison::Crash)))
@@ -616,8 +617,8 @@ impl Checker {
         planned: &BTreeSet<i64>,
         quiet: &BTreeMap<String, (i64, i64)>,
     ) -> rusqlite::Result<Option<&'static str>> {
-        let (state, next_attempt): (Option<String>, Option<i64>) = ledger
-            .conn()
+        let conn = db(ledger);
+        let (state, next_attempt): (Option<String>, Option<i64>) = conn
             .prepare_cached("SELECT state, next_attempt FROM frames WHERE start = ?1")?
             .query_row([frame], |r| Ok((r.get(0)?, r.get(1)?)))
             .optional()?
@@ -651,8 +652,8 @@ impl Checker {
 
     /// Invariant 6, per run: no delivered frame keeps staged records.
     fn nothing_staged_in_delivered_frames(&mut self, ledger: &Ledger) -> Checked {
-        let frame: Option<i64> = ledger
-            .conn()
+        let conn = db(ledger);
+        let frame: Option<i64> = conn
             .prepare_cached(
                 // CROSS JOIN keeps this order: the few staged rows, then their frames.
                 "SELECT s.frame FROM staged s CROSS JOIN frames f ON f.start = s.frame WHERE f.state = 'delivered' LIMIT 1",
@@ -671,12 +672,13 @@ impl Checker {
 
     /// Invariant 6, whole ledger.
     pub fn integrity(&mut self, ledger: &Ledger) -> Checked {
-        let ok: String = ledger.conn().query_row("PRAGMA integrity_check", [], |r| r.get(0)).map_err(sql)?;
+        let conn = db(ledger);
+        let ok: String = conn.query_row("PRAGMA integrity_check", [], |r| r.get(0)).map_err(sql)?;
         if ok != "ok" {
             self.flag(violation(6, "integrity", format!("PRAGMA integrity_check: {ok}")))?;
         }
         let broken: Option<String> =
-            ledger.conn().query_row("PRAGMA foreign_key_check", [], |r| r.get(0)).optional().map_err(sql)?;
+            conn.query_row("PRAGMA foreign_key_check", [], |r| r.get(0)).optional().map_err(sql)?;
         if let Some(table) = broken {
             self.flag(violation(6, "foreign-keys", format!("PRAGMA foreign_key_check: a row of {table}")))?;
         }
@@ -729,9 +731,9 @@ impl Checker {
     /// an RS that fails everything, or fails at random, keeps it failing, exit 1 every run);
     /// or the retry whose failure will count may not have come yet.
     fn poison_waits(&self, ledger: &Ledger, net: &Net, frame: i64, now: i64) -> Result<bool, Violation> {
+        let conn = db(ledger);
         let rows: Vec<(Option<i64>, String, Option<i64>)> = {
-            let mut stmt = ledger
-                .conn()
+            let mut stmt = conn
                 .prepare_cached(
                     "SELECT f.pulled_at, s.uid, s.failed_at FROM frames f JOIN staged s ON s.frame = f.start
                      WHERE f.start = ?1",
@@ -746,8 +748,7 @@ impl Checker {
         let Some(first) = crashing.next() else { return Ok(false) };
         let failed_at = crashing.fold(first.2, |last, row| last.max(row.2));
         let recent = now < pulled_at + 2 * 10 * (self.scenario.retry_max + 60);
-        let acked_at: Option<i64> = ledger
-            .conn()
+        let acked_at: Option<i64> = conn
             .query_row("SELECT acked_at FROM servers WHERE name = 'sink' AND acked_at <= ?1", [now], |r| r.get(0))
             .optional()
             .map_err(sql)?
@@ -773,12 +774,13 @@ impl Checker {
     /// Which known hole keeps a frame undelivered: a wait a clock far ahead set (e), a record
     /// that crashes the RS (f), or re-checks the SS refuses starving the old gaps (d).
     fn why_stuck(&self, ledger: &Ledger, net: &Net, frame: i64, now: i64) -> rusqlite::Result<Option<char>> {
+        let conn = db(ledger);
         if far_ahead(ledger, frame, now)? {
             return Ok(Some('e'));
         }
         // The frame holds a record that crashes the RS, or frames that do take the budget.
         let staged: Vec<String> = {
-            let mut stmt = ledger.conn().prepare_cached("SELECT uid FROM staged")?;
+            let mut stmt = conn.prepare_cached("SELECT uid FROM staged")?;
             let rows = stmt.query_map([], |r| r.get(0))?;
             rows.collect::<Result<_, _>>()?
         };
@@ -788,8 +790,7 @@ impl Checker {
         if let Some(hole) = self.starved_by_too_early() {
             return Ok(Some(hole));
         }
-        let attempted: Option<String> = ledger
-            .conn()
+        let attempted: Option<String> = conn
             .query_row("SELECT COALESCE(last_error, '') FROM frames WHERE start = ?1", [frame], |r| r.get(0))
             .optional()?;
         let starved = !net.ss.refused_history.is_empty();
@@ -824,9 +825,9 @@ impl Checker {
     }
 
     fn rechecks_are_not_overdue(&mut self, ledger: &Ledger, net: &Net, due_before: i64, now: i64) -> Checked {
+        let conn = db(ledger);
         let overdue: Vec<i64> = {
-            let mut stmt = ledger
-                .conn()
+            let mut stmt = conn
                 .prepare("SELECT start FROM frames WHERE state = 'delivered' AND next_recheck < ?1 ORDER BY start")
                 .map_err(sql)?;
             let rows = stmt.query_map([due_before], |r| r.get(0)).map_err(sql)?;
@@ -875,13 +876,13 @@ impl Checker {
 
     /// The SS no longer keeps this frame's history, and the ledger records the frame failed.
     fn history_refused(&self, ledger: &Ledger, net: &Net, frame: i64, now: i64) -> Result<bool, Violation> {
+        let conn = db(ledger);
         // The SS refused it, or no longer keeps it (its limit is in true time: a minute's slack).
         let gone = frame < self.kept_from(now);
         if !net.ss.refused_history.contains(&frame) && !gone {
             return Ok(false);
         }
-        let error: Option<String> = ledger
-            .conn()
+        let error: Option<String> = conn
             .query_row("SELECT last_error FROM frames WHERE start = ?1", [frame], |r| r.get(0))
             .optional()
             .map_err(sql)?
@@ -893,8 +894,7 @@ impl Checker {
         }
         // Never tried, no longer kept, and waiting behind older frames the SS refused: the old
         // gaps are walked oldest first, one refusal at a time.
-        let behind_refused: bool = ledger
-            .conn()
+        let behind_refused: bool = conn
             .query_row(
                 "SELECT EXISTS (SELECT 1 FROM frames WHERE start < ?1 AND last_error LIKE '%HTTP 400%')",
                 [frame],
@@ -907,11 +907,11 @@ impl Checker {
     /// Invariant 9: every record stamped in a delivered frame whose re-checks are done is
     /// stored or dead-lettered, unless the SS refused the frame's history.
     pub fn nothing_promised_is_lost(&mut self, ledger: &Ledger, net: &Net, until: i64) -> Checked {
+        let conn = db(ledger);
         let reference = self.scenario.reference;
         let spans = ledger.delivered_spans(reference, until).map_err(ledger_err)?;
         let pending: BTreeSet<i64> = {
-            let mut stmt = ledger
-                .conn()
+            let mut stmt = conn
                 .prepare("SELECT start FROM frames WHERE state <> 'delivered' OR next_recheck IS NOT NULL")
                 .map_err(sql)?;
             let rows = stmt.query_map([], |r| r.get(0)).map_err(sql)?;
@@ -981,11 +981,9 @@ fn misled(net: &Net, uid: &str) -> Option<(char, &'static str)> {
 
 /// The frame's next attempt, or a server's quiet, is more than `FAR` ahead of `now`.
 fn far_ahead(ledger: &Ledger, frame: i64, now: i64) -> rusqlite::Result<bool> {
-    let next: Option<i64> = ledger
-        .conn()
-        .query_row("SELECT next_attempt FROM frames WHERE start = ?1", [frame], |r| r.get(0))
-        .optional()?
-        .flatten();
+    let conn = db(ledger);
+    let next: Option<i64> =
+        conn.query_row("SELECT next_attempt FROM frames WHERE start = ?1", [frame], |r| r.get(0)).optional()?.flatten();
     let quiet = quiet(ledger)?;
     Ok(next.is_some_and(|t| t > now + FAR) || quiet.values().any(|&(until, _)| until > now + FAR))
 }
@@ -997,8 +995,8 @@ fn stopped_too_early(ending: &Ending) -> bool {
 }
 
 fn frame_row(ledger: &Ledger, start: i64) -> rusqlite::Result<(Option<String>, i64)> {
-    Ok(ledger
-        .conn()
+    let conn = db(ledger);
+    Ok(conn
         .prepare_cached("SELECT state, rechecks FROM frames WHERE start = ?1")?
         .query_row([start], |r| Ok((Some(r.get(0)?), r.get(1)?)))
         .optional()?
@@ -1006,30 +1004,28 @@ fn frame_row(ledger: &Ledger, start: i64) -> rusqlite::Result<(Option<String>, i
 }
 
 fn max_dead_letter(ledger: &Ledger) -> rusqlite::Result<i64> {
-    ledger.conn().prepare_cached("SELECT COALESCE(MAX(id), 0) FROM dead_letters")?.query_row([], |r| r.get(0))
+    let conn = db(ledger);
+    conn.prepare_cached("SELECT COALESCE(MAX(id), 0) FROM dead_letters")?.query_row([], |r| r.get(0))
 }
 
 fn is_dead_letter(ledger: &Ledger, uid: &str) -> Result<bool, Violation> {
-    ledger
-        .conn()
-        .prepare_cached("SELECT 1 FROM dead_letters WHERE uid = ?1")
-        .and_then(|mut s| s.exists([uid]))
-        .map_err(sql)
+    let conn = db(ledger);
+    conn.prepare_cached("SELECT 1 FROM dead_letters WHERE uid = ?1").and_then(|mut s| s.exists([uid])).map_err(sql)
 }
 
 /// The servers' quiet, by name: (until, set at).
 fn quiet(ledger: &Ledger) -> rusqlite::Result<BTreeMap<String, (i64, i64)>> {
-    let mut stmt = ledger
-        .conn()
-        .prepare_cached("SELECT name, quiet_until, updated_at FROM servers WHERE quiet_until IS NOT NULL")?;
+    let conn = db(ledger);
+    let mut stmt =
+        conn.prepare_cached("SELECT name, quiet_until, updated_at FROM servers WHERE quiet_until IS NOT NULL")?;
     let rows = stmt.query_map([], |r| Ok((r.get(0)?, (r.get(1)?, r.get(2)?))))?;
     rows.collect()
 }
 
 /// What the ledger says of a frame, for a violation's message.
 fn describe_frame(ledger: &Ledger, frame: i64) -> rusqlite::Result<String> {
-    let row: Option<(String, i64, Option<String>, Option<i64>)> = ledger
-        .conn()
+    let conn = db(ledger);
+    let row: Option<(String, i64, Option<String>, Option<i64>)> = conn
         .query_row(
             "SELECT state, attempts, last_error, next_attempt FROM frames WHERE start = ?1",
             params![frame],
@@ -1058,4 +1054,9 @@ fn sql(e: rusqlite::Error) -> Violation {
 /// The ledger failed under a check: framesync would exit 3 on it too.
 pub fn ledger_err(e: anyhow::Error) -> Violation {
     violation(6, "exit-3", format!("the ledger failed: {e:#}"))
+}
+
+/// A connection of its own on the ledger's file, for the checks' reads: what a run committed.
+fn db(ledger: &Ledger) -> rusqlite::Connection {
+    rusqlite::Connection::open(ledger.path()).expect("the ledger opens for the checks")
 }

@@ -18,7 +18,7 @@ use framesync::cmd::run::{Parts, execute, make_plan};
 use framesync::config::Config;
 use framesync::frames::{FrameSize, eligible_until, rfc3339};
 use framesync::hooks::inprocess::{Kill, Killed, arm};
-use framesync::ledger::{Ledger, Sync};
+use framesync::ledger::{Ledger, Synchronous};
 use framesync::plan::{Plan, Scope};
 use framesync::sink::HttpSink;
 use framesync::source::HttpSource;
@@ -345,13 +345,14 @@ impl Driver {
             .map(|(from, to)| (to - from) / size.seconds())
             .sum();
         let open = ledger.open_frames().map_err(ledger_err)?.len();
-        let rechecks: i64 = ledger
-            .conn()
-            .query_row(
+        let rechecks: i64 = rusqlite::Connection::open(ledger.path())
+            .and_then(|conn| {
+                conn.query_row(
                 "SELECT COALESCE(SUM(MAX(?1 - rechecks, 1)), 0) FROM frames WHERE state = 'delivered' AND next_recheck IS NOT NULL",
                 [per_frame],
-                |r| r.get(0),
-            )
+                    |r| r.get(0),
+                )
+            })
             .map_err(|e| ledger_err(e.into()))?;
         Ok((gaps as usize + open, rechecks as usize * attempts))
     }
@@ -359,7 +360,7 @@ impl Driver {
     /// The ledger, opened as a new process opens it.
     fn ledger(&mut self) -> Result<&mut Ledger, Violation> {
         if self.ledger.is_none() {
-            let opened = Ledger::open_with(&self.config.ledger, Sync::Normal, Duration::from_secs(5));
+            let opened = Ledger::open_with(&self.config.ledger, Synchronous::Normal, Duration::from_secs(5));
             self.ledger = Some(opened.map_err(ledger_err)?);
         }
         Ok(self.ledger.as_mut().expect("opened"))
@@ -536,7 +537,8 @@ impl Driver {
         let dead_letters = self
             .ledger
             .as_ref()
-            .map_or(0, |l| l.conn().query_row("SELECT COUNT(*) FROM dead_letters", [], |r| r.get(0)).unwrap_or(0));
+            .and_then(|l| rusqlite::Connection::open(l.path()).ok())
+            .map_or(0, |conn| conn.query_row("SELECT COUNT(*) FROM dead_letters", [], |r| r.get(0)).unwrap_or(0));
         Report {
             seed: self.scenario.seed,
             runs_asked: runs,
