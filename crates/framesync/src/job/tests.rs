@@ -6,7 +6,6 @@ use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
 use super::*;
-use crate::config::SinkMode;
 use crate::delivery::Key;
 use crate::ledger::{FrameState, PullCounts, StagedRecord, Sync};
 use crate::plan::Scope;
@@ -104,7 +103,6 @@ enum Lookup {
 /// An RS answering from a script: a UID maps to what happens at its successive sends (then
 /// acknowledged), or always. It stores what it acknowledges, honoring Idempotency-Keys or not.
 struct FakeSink {
-    mode: SinkMode,
     batch_size: usize,
     script: RefCell<HashMap<String, Vec<Act>>>,
     always: HashMap<String, Verdict>,
@@ -119,7 +117,6 @@ struct FakeSink {
 impl FakeSink {
     fn new() -> Self {
         Self {
-            mode: SinkMode::Record,
             batch_size: 1,
             script: RefCell::default(),
             always: HashMap::new(),
@@ -133,7 +130,7 @@ impl FakeSink {
     }
 
     fn batches(size: usize) -> Self {
-        Self { mode: SinkMode::Batch, batch_size: size, ..Self::new() }
+        Self { batch_size: size, ..Self::new() }
     }
 
     fn answer(self, uid: &str, acts: Vec<Act>) -> Self {
@@ -173,9 +170,6 @@ fn server_error() -> Verdict {
 }
 
 impl Sink for FakeSink {
-    fn mode(&self) -> SinkMode {
-        self.mode
-    }
     fn batch_size(&self) -> usize {
         self.batch_size
     }
