@@ -16,7 +16,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
-use framesync::config::{Config, SinkMode};
+use framesync::config::Config;
 use framesync::delivery::Key;
 use framesync::frames::{Epoch, Frame};
 use framesync::job::{Clock, Job};
@@ -86,9 +86,6 @@ impl Source for Generated {
 struct Null;
 
 impl Sink for Null {
-    fn mode(&self) -> SinkMode {
-        SinkMode::Record
-    }
     fn batch_size(&self) -> usize {
         1
     }

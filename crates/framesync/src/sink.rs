@@ -89,7 +89,6 @@ pub struct Outgoing {
 
 /// The RS, behind a trait so the run loop is tested without a server.
 pub trait Sink {
-    fn mode(&self) -> SinkMode;
     fn batch_size(&self) -> usize;
     /// Sends one record (record mode) or one batch (batch mode) under `key`.
     fn send(&self, records: &[Outgoing], key: &Key) -> Verdict;
@@ -156,10 +155,6 @@ impl HttpSink {
 }
 
 impl Sink for HttpSink {
-    fn mode(&self) -> SinkMode {
-        self.config.mode
-    }
-
     fn batch_size(&self) -> usize {
         match self.config.mode {
             SinkMode::Record => 1,

@@ -8,9 +8,16 @@ use anyhow::Result;
 
 use super::Job;
 
-/// What this run knows of the lookup.
+/// What this run knows of the lookup, and how often it asked for a UID that cannot exist.
+#[derive(Debug, Default)]
+pub(super) struct Lookups {
+    trust: Trust,
+    probes: u32,
+}
+
+/// Whether the lookup can be believed.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
-pub(super) enum Trust {
+enum Trust {
     /// Not asked yet (or the RS failed since it last answered "absent").
     #[default]
     Unchecked,
@@ -27,22 +34,22 @@ impl Job<'_> {
         if !self.sink.has_lookup() {
             return Ok(Ok(false));
         }
-        match self.pushing.trust {
+        match self.pushing.lookups.trust {
             Trust::Trusted => return Ok(Ok(true)),
             Trust::Off => return Ok(Ok(false)),
             Trust::Unchecked => {}
         }
-        self.pushing.probes += 1;
+        self.pushing.lookups.probes += 1;
         let now = self.clock.now();
-        let probe = format!("framesync-no-such-record-{now}-{}", self.pushing.probes);
+        let probe = format!("framesync-no-such-record-{now}-{}", self.pushing.lookups.probes);
         match self.sink.lookup(&probe) {
             Ok(false) => {
-                self.pushing.trust = Trust::Trusted;
+                self.pushing.lookups.trust = Trust::Trusted;
                 self.ledger.lookup_checked(None, now)?;
                 Ok(Ok(true))
             }
             Ok(true) => {
-                self.pushing.trust = Trust::Off;
+                self.pushing.lookups.trust = Trust::Off;
                 let why = format!(
                     "sink.lookup_url answered \"present\" for {probe:?}, a UID that cannot exist: it cannot say \"absent\", so it is no evidence; lookups are off for this run and records whose fate is unknown go again under their keys"
                 );
@@ -57,8 +64,8 @@ impl Job<'_> {
 
     /// The RS failed: a lookup trusted so far is asked again before it is relied on.
     pub(super) fn doubt_lookup(&mut self) {
-        if self.pushing.trust == Trust::Trusted {
-            self.pushing.trust = Trust::Unchecked;
+        if self.pushing.lookups.trust == Trust::Trusted {
+            self.pushing.lookups.trust = Trust::Unchecked;
         }
     }
 }

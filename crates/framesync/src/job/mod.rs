@@ -4,12 +4,20 @@
 //! the exit code says whether all attempted work succeeded: a run that leaves anything
 //! undelivered without a recorded reason, or that dead-letters a record, does not exit 0.
 //!
-//! The pull half is in [`pull`], the push half in [`push`], and whether the RS's lookup can be
-//! believed in [`lookup`].
+//! The pull half is in [`pull`]. The push half: a frame's pending records in [`push`], what
+//! the RS receives for them in [`outgoing`], one request and its answer in [`send`], the
+//! acknowledgements recorded in groups in [`acks`], which records are to blame and become dead
+//! letters in [`blame`], and whether the RS's lookup can be believed in [`lookup`]. How long a
+//! failed frame waits is [`backoff`].
 
+mod acks;
+mod backoff;
+mod blame;
 mod lookup;
+mod outgoing;
 mod pull;
 mod push;
+mod send;
 #[cfg(test)]
 mod tests;
 
@@ -18,6 +26,7 @@ use std::time::Duration;
 
 use anyhow::Result;
 
+use self::backoff::Backoff;
 use crate::config::Config;
 use crate::delivery::DeadReason;
 use crate::frames::{Epoch, Frame};
@@ -188,17 +197,14 @@ impl<'a> Job<'a> {
     /// Exponential backoff from the frame's attempts so far, or the server's `Retry-After`,
     /// never longer than `run.retry_max` (or the server's, than `run.max_retry_after`).
     fn next_attempt(&self, frame: Frame, retry_after: Option<Duration>) -> Result<Epoch> {
-        let attempts = self.ledger.attempts(frame.start)?.clamp(0, 30) as u32;
-        Ok(self.clock.now() + self.backoff(attempts, retry_after))
+        let attempts = self.ledger.attempts(frame.start)?;
+        Ok(Backoff::of(&self.config.run).next_attempt(self.clock.now(), attempts, retry_after))
     }
 
     /// The wait after `attempts` failures: `run.retry_base` doubled each time, or what the
     /// server asked, at most `run.max_retry_after`.
     fn backoff(&self, attempts: u32, retry_after: Option<Duration>) -> i64 {
-        let run = &self.config.run;
-        let backoff = run.retry_base.saturating_mul(1i64 << attempts.min(20)).min(run.retry_max);
-        let asked = retry_after.map_or(0, |d| d.as_secs() as i64).min(run.max_retry_after);
-        backoff.max(asked)
+        Backoff::of(&self.config.run).wait(attempts, retry_after)
     }
 
     /// Counts a record dead-lettered this run.

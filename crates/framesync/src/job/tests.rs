@@ -6,7 +6,6 @@ use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
 use super::*;
-use crate::config::SinkMode;
 use crate::delivery::Key;
 use crate::ledger::Synchronous;
 use crate::model::{FrameState, StagedRecord};
@@ -105,7 +104,6 @@ enum Lookup {
 /// An RS answering from a script: a UID maps to what happens at its successive sends (then
 /// acknowledged), or always. It stores what it acknowledges, honoring Idempotency-Keys or not.
 struct FakeSink {
-    mode: SinkMode,
     batch_size: usize,
     script: RefCell<HashMap<String, Vec<Act>>>,
     always: HashMap<String, Verdict>,
@@ -120,7 +118,6 @@ struct FakeSink {
 impl FakeSink {
     fn new() -> Self {
         Self {
-            mode: SinkMode::Record,
             batch_size: 1,
             script: RefCell::default(),
             always: HashMap::new(),
@@ -134,7 +131,7 @@ impl FakeSink {
     }
 
     fn batches(size: usize) -> Self {
-        Self { mode: SinkMode::Batch, batch_size: size, ..Self::new() }
+        Self { batch_size: size, ..Self::new() }
     }
 
     fn answer(self, uid: &str, acts: Vec<Act>) -> Self {
@@ -174,9 +171,6 @@ fn server_error() -> Verdict {
 }
 
 impl Sink for FakeSink {
-    fn mode(&self) -> SinkMode {
-        self.mode
-    }
     fn batch_size(&self) -> usize {
         self.batch_size
     }

@@ -150,6 +150,8 @@ pub struct RunFacts<'a> {
 
 pub struct Checker {
     scenario: Arc<Scenario>,
+    /// `sink.max_attempts`: failures that dead-letter a record the RS keeps failing.
+    max_attempts: i64,
     size: FrameSize,
     /// Per frame, the records served by the walks framesync committed.
     committed: BTreeMap<i64, BTreeSet<usize>>,
@@ -180,10 +182,11 @@ fn violation(invariant: u8, tag: &'static str, detail: String) -> Violation {
 pub const FAR: i64 = 30 * 86_400;
 
 impl Checker {
-    pub fn new(scenario: Arc<Scenario>, go_on: Vec<char>) -> Self {
+    pub fn new(scenario: Arc<Scenario>, max_attempts: u32, go_on: Vec<char>) -> Self {
         let size = FrameSize::new(scenario.size).expect("the scenario's size divides a day");
         Self {
             scenario,
+            max_attempts: i64::from(max_attempts),
             size,
             committed: BTreeMap::new(),
             killed_runs: 0,
@@ -724,7 +727,7 @@ impl Checker {
     }
 
     /// The frame holds a record that crashes the RS and is on its way to a dead letter, or
-    /// rightly waits: pulled recently enough that its `sink.max_attempts` (10) failures, each
+    /// rightly waits: pulled recently enough that its `sink.max_attempts` failures, each
     /// after the frame's backoff (at most `retry_max`), may not all have come yet; or nothing
     /// blames it yet — the RS took no other request in the `QUIET_FEED` before now, or, since
     /// the record last failed, took none, failed a newcomer or let a failed unit through (so
@@ -747,7 +750,7 @@ impl Checker {
             rows.iter().filter(|(_, uid, _)| net.catalog.by_uid(uid).is_some_and(|r| r.poison == Poison::Crash));
         let Some(first) = crashing.next() else { return Ok(false) };
         let failed_at = crashing.fold(first.2, |last, row| last.max(row.2));
-        let recent = now < pulled_at + 2 * 10 * (self.scenario.retry_max + 60);
+        let recent = now < pulled_at + 2 * self.max_attempts * (self.scenario.retry_max + 60);
         let acked_at: Option<i64> = conn
             .query_row("SELECT acked_at FROM servers WHERE name = 'sink' AND acked_at <= ?1", [now], |r| r.get(0))
             .optional()

@@ -156,7 +156,7 @@ impl Driver {
         let mut at = |on: bool| on.then(|| rng.range(fault_ticks as i64 / 4, fault_ticks as i64 * 3 / 4) as usize);
         let (year_ahead_at, hour_back_at) = (at(scenario.year_ahead), at(scenario.hour_back));
         Self {
-            checker: Checker::new(scenario.clone(), go_on),
+            checker: Checker::new(scenario.clone(), config.sink.max_attempts, go_on),
             config,
             _dir: dir,
             shared: Shared::new(net),

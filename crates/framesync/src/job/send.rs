@@ -1,0 +1,144 @@
+//! One request to the RS and what its answer does to its records: acknowledged, refused
+//! (dead-lettered, or a batch split to find the bad record), too large (split in halves), a
+//! sign that the RS or the config is wrong (pushing stops), or a failure to try again — a few
+//! times within the run with a short pause, then later runs.
+
+use anyhow::Result;
+
+use super::Job;
+use super::backoff;
+use super::blame::FailedUnit;
+use super::outgoing::{self, Item, Unit};
+use crate::delivery::Key;
+use crate::frames::Frame;
+use crate::sink::{Outgoing, Verdict};
+
+/// Units failing in a row (retry later, no Retry-After) that stop the pushes of a run: one is
+/// a record the RS cannot take, two are an RS that is failing.
+const FAILURES_TO_STOP: u32 = 2;
+
+impl Job<'_> {
+    /// Sends one unit and acts on the answer.
+    pub(super) fn send_unit(&mut self, frame: Frame, unit: Unit) -> Result<()> {
+        // A full or older group is recorded before a request (which may take long).
+        self.record_acks_if_due()?;
+        let outgoing: Vec<Outgoing> = unit.items.iter().map(|i| i.outgoing.clone()).collect();
+        match self.send_with_retries(&outgoing, &unit.key)? {
+            Verdict::Acknowledged => {
+                crate::hooks::kill_point("after-ack");
+                self.pushing.evidence.acknowledged(unit.items.iter().any(|i| i.pending.failed_before));
+                self.pushing.failed_in_a_row = 0;
+                self.pushing.refused.clear();
+                self.acknowledged(frame, outgoing.into_iter().map(|o| o.uid))
+            }
+            Verdict::Rejected { status, response } if unit.items.len() == 1 => {
+                let item = unit.items.into_iter().next().expect("one item");
+                self.reject(frame, item, unit.key, status, response)
+            }
+            Verdict::Rejected { status, .. } => {
+                // One bad record must not sink its batch: the RS stored none of it, so each
+                // record goes alone, under its own key, to find the bad one.
+                log::info!(
+                    "frame {frame}: a batch of {} was refused (HTTP {status}); its records go one by one",
+                    outgoing.len()
+                );
+                self.split(frame, unit.items, 1)
+            }
+            Verdict::TooLarge { .. } if unit.items.len() > 1 => {
+                let half = unit.items.len().div_ceil(2);
+                log::info!(
+                    "frame {frame}: a batch of {} was too large (HTTP 413); sending it in halves",
+                    outgoing.len()
+                );
+                self.split(frame, unit.items, half)
+            }
+            Verdict::TooLarge { response } => {
+                let item = unit.items.into_iter().next().expect("one item");
+                self.reject(frame, item, unit.key, 413, response)
+            }
+            Verdict::Broken { reason } => {
+                self.doubt_lookup();
+                self.stop_pushing(frame, format!("{reason} (the RS or the config is wrong, not a record)"), None)
+            }
+            Verdict::RetryLater { reason, retry_after, status } => {
+                self.doubt_lookup();
+                if retry_after.is_some() {
+                    return self.stop_pushing(frame, reason, retry_after);
+                }
+                self.pushing.failed_in_a_row += 1;
+                let stop = self.pushing.failed_in_a_row >= FAILURES_TO_STOP;
+                let uids: Vec<&str> = unit.items.iter().map(|i| i.pending.uid.as_str()).collect();
+                log::warn!("frame {frame}: the RS failed {uids:?}: {reason}");
+                self.pushing.evidence.failed.push(FailedUnit {
+                    frame,
+                    items: unit.items,
+                    key: unit.key,
+                    reason: reason.clone(),
+                    status,
+                });
+                if stop { self.stop_pushing(frame, format!("{reason} (twice in a row)"), None) } else { Ok(()) }
+            }
+        }
+    }
+
+    /// Sends records again in pieces of `size` under new keys (one record: its own), written
+    /// to the ledger before any is sent.
+    fn split(&mut self, frame: Frame, items: Vec<Item>, size: usize) -> Result<()> {
+        let mut pieces: Vec<Vec<Item>> = Vec::new();
+        let mut items = items.into_iter().peekable();
+        while items.peek().is_some() {
+            pieces.push(items.by_ref().take(size).collect());
+        }
+        let keyed: Vec<(Vec<Item>, Key)> = pieces
+            .into_iter()
+            .map(|piece| {
+                let key = outgoing::key_of(&piece);
+                (piece, key)
+            })
+            .collect();
+        let keys: Vec<(i64, Option<Key>)> =
+            keyed.iter().flat_map(|(piece, key)| piece.iter().map(|i| (i.pending.seq, Some(key.clone())))).collect();
+        self.ledger.set_keys(frame.start, &keys)?;
+        for (items, key) in keyed {
+            if self.pushing.stopped {
+                break;
+            }
+            self.send_unit(frame, Unit { items, key, fresh: false })?;
+        }
+        Ok(())
+    }
+
+    /// Sends, retrying a retryable failure a few times within the run with a short pause. Not
+    /// when the RS asked for a longer quiet than the pause: then the run leaves it alone.
+    fn send_with_retries(&mut self, outgoing: &[Outgoing], key: &Key) -> Result<Verdict> {
+        let mut attempt = 0;
+        loop {
+            let verdict = self.sink.send(outgoing, key);
+            let Verdict::RetryLater { retry_after, .. } = &verdict else { return Ok(verdict) };
+            let pause = backoff::retry_pause(attempt);
+            if attempt >= self.config.sink.retries || retry_after.is_some_and(|d| d > pause) || self.out_of_time() {
+                return Ok(verdict);
+            }
+            self.clock.sleep(pause);
+            attempt += 1;
+            // The failed request may have been processed: where the RS can say so, ask first.
+            self.doubt_lookup();
+            match self.lookup_usable()? {
+                Ok(true) => {
+                    let answers: Vec<_> = outgoing.iter().map(|o| self.sink.lookup(&o.uid)).collect();
+                    if answers.iter().all(|a| *a == Ok(true)) {
+                        return Ok(Verdict::Acknowledged);
+                    }
+                    if answers.iter().any(|a| *a != Ok(false)) {
+                        // Partly stored, or the lookup failed: the next run looks each record up.
+                        return Ok(verdict);
+                    }
+                }
+                // No lookup, or one that cannot say "absent": sent again under the same key.
+                Ok(false) => {}
+                // The lookup could not be asked: not sent again blind; the next run asks.
+                Err(_) => return Ok(verdict),
+            }
+        }
+    }
+}
