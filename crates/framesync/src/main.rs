@@ -6,7 +6,7 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use framesync::cmd::{self, Cli};
-use framesync::{Usage, ledger, lock};
+use framesync::{Usage, ledger, lock, redact};
 
 /// Exit codes (see README): 0 ok, 1 work failed and is recorded, 2 usage or config,
 /// 3 ledger unusable, 75 another run holds the lock.
@@ -55,10 +55,12 @@ fn main() -> ExitCode {
             return ExitCode::from(if e.use_stderr() { 2 } else { 0 });
         }
     };
-    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn"))
-        .format(|buf, record| writeln!(buf, "framesync: {}: {}", record.level().as_str().to_lowercase(), record.args()))
-        .init();
-    match cmd::dispatch(cli, &mut std::io::stdout().lock()) {
+    let mut logger = env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn"));
+    logger.format(|buf, record| {
+        writeln!(buf, "framesync: {}: {}", record.level().as_str().to_lowercase(), record.args())
+    });
+    redact::Logger::init(logger);
+    match cmd::dispatch(cli, &mut redact::Scrubbed::new(std::io::stdout().lock())) {
         Ok(code) => ExitCode::from(code),
         Err(error) if broken_pipe(&error) => ExitCode::SUCCESS,
         Err(error) => {
@@ -67,7 +69,7 @@ fn main() -> ExitCode {
                 // Under cron a held lock is normal: the previous run is still going.
                 log::info!("{error:#}; exiting");
             } else {
-                eprintln!("framesync: error: {error:#}");
+                eprintln!("framesync: error: {}", redact::scrub(&format!("{error:#}")));
                 if let Some(hint) = hint(&error) {
                     eprintln!("framesync: {hint}");
                 }

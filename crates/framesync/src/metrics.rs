@@ -41,13 +41,13 @@ pub fn write_if_configured(config: &Config, ledger: &Ledger) -> Result<()> {
     write_atomically(path, &text).with_context(|| format!("cannot write the metrics file {}", path.display()))
 }
 
-/// Writes the metrics file at the end of a run; false (after saying why on stderr) when it
+/// Writes the metrics file at the end of a run; false (after saying why in the log) when it
 /// cannot: the run's work is recorded, but its monitoring is blind, so the run exits 1.
 pub fn write_or_say_why(config: &Config, ledger: &Ledger) -> bool {
     match write_if_configured(config, ledger) {
         Ok(()) => true,
         Err(e) => {
-            eprintln!("framesync: {e:#}; the run's work is recorded in the ledger");
+            log::error!("{e:#}; the run's work is recorded in the ledger");
             false
         }
     }

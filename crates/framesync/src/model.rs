@@ -1,6 +1,8 @@
 //! The values framesync works with between the servers and the ledger: frame states, the
 //! records a pull stages, the records a push sends, dead letters. No I/O here.
 
+use serde::Serialize;
+
 use crate::delivery::{DeadReason, Key};
 use crate::frames::Epoch;
 
@@ -108,4 +110,55 @@ impl DeadLetter {
             attempts: 0,
         }
     }
+}
+
+/// `synchronous` for the ledger (`run.synchronous`): NORMAL survives any process crash; FULL also
+/// survives power loss at the cost of an fsync per commit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Synchronous {
+    Normal,
+    Full,
+}
+
+/// What a prune deleted.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct Pruned {
+    pub uids: i64,
+    pub frames: i64,
+    pub runs: i64,
+    /// `late_records` rows (found by a re-check longer ago than the retention).
+    pub late_records: i64,
+    /// Late records counted by the deleted frame rows.
+    pub late: i64,
+    /// Records pushed counted by the deleted runs.
+    pub records_pushed: i64,
+    pub transactions: i64,
+    /// Nothing prunable is left (false when the deadline stopped it first).
+    pub finished: bool,
+}
+
+impl Pruned {
+    pub fn add(&mut self, batch: &Pruned) {
+        self.uids += batch.uids;
+        self.frames += batch.frames;
+        self.runs += batch.runs;
+        self.late_records += batch.late_records;
+        self.late += batch.late;
+        self.records_pushed += batch.records_pushed;
+        self.transactions += batch.transactions;
+        self.finished = batch.finished;
+    }
+
+    pub fn rows(&self) -> i64 {
+        self.uids + self.frames + self.runs + self.late_records
+    }
+}
+
+/// Old frames that stay although they are older than the retention, and why.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct Kept {
+    pub awaiting_recheck: i64,
+    pub with_dead_letters: i64,
+    pub not_delivered: i64,
 }

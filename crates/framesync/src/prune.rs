@@ -19,57 +19,15 @@
 use std::time::Duration;
 
 use anyhow::Result;
-use serde::Serialize;
 
 use crate::clock::Clock;
 use crate::config::Config;
 use crate::frames::Epoch;
 use crate::ledger::Ledger;
+use crate::model::Pruned;
 
 /// Rows deleted per transaction at most.
 pub const BATCH_ROWS: i64 = 10_000;
-
-/// What a prune deleted.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
-pub struct Pruned {
-    pub uids: i64,
-    pub frames: i64,
-    pub runs: i64,
-    /// `late_records` rows (found by a re-check longer ago than the retention).
-    pub late_records: i64,
-    /// Late records counted by the deleted frame rows.
-    pub late: i64,
-    /// Records pushed counted by the deleted runs.
-    pub records_pushed: i64,
-    pub transactions: i64,
-    /// Nothing prunable is left (false when the deadline stopped it first).
-    pub finished: bool,
-}
-
-impl Pruned {
-    fn add(&mut self, batch: &Pruned) {
-        self.uids += batch.uids;
-        self.frames += batch.frames;
-        self.runs += batch.runs;
-        self.late_records += batch.late_records;
-        self.late += batch.late;
-        self.records_pushed += batch.records_pushed;
-        self.transactions += batch.transactions;
-        self.finished = batch.finished;
-    }
-
-    pub fn rows(&self) -> i64 {
-        self.uids + self.frames + self.runs + self.late_records
-    }
-}
-
-/// Old frames that stay although they are older than the retention, and why.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
-pub struct Kept {
-    pub awaiting_recheck: i64,
-    pub with_dead_letters: i64,
-    pub not_delivered: i64,
-}
 
 /// Prunes everything older than `now - retain`, batch after batch, until nothing is left or
 /// `out_of_time` says so (at least one batch runs, so a busy pipeline still makes progress).
@@ -109,7 +67,7 @@ mod tests {
     use super::*;
     use crate::ledger::RunFigures;
     use crate::ledger::testing::{frame, ledger};
-    use crate::model::{DeadLetter, PullCounts, StagedRecord};
+    use crate::model::{DeadLetter, Kept, PullCounts, StagedRecord};
 
     const DAY: i64 = 86_400;
     const T0: Epoch = 1_700_000_040; // a frame boundary

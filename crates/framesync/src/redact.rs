@@ -1,5 +1,11 @@
-//! Secrets (values read from the environment) are scrubbed from every message framesync
-//! writes: logs, the ledger, error output.
+//! Secrets (values read from the environment) are scrubbed where a message leaves framesync,
+//! never call by call: the log ([`Logger`]), a command's output ([`Scrubbed`]) and its final
+//! error (`main`) use the secrets [`install`]ed from the config; the ledger scrubs every text it
+//! writes with the config's [`Redactor`] (`Ledger::scrub_with`). Messages inside framesync may
+//! hold a secret (a URL with its key); none leaves with one.
+
+use std::io::Write;
+use std::sync::RwLock;
 
 /// The secret values of one config. Cloned into each client that builds messages.
 #[derive(Clone, Default)]
@@ -10,6 +16,97 @@ pub struct Redactor {
 impl std::fmt::Debug for Redactor {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "Redactor({} secrets)", self.secrets.len())
+    }
+}
+
+/// The secrets of the configs loaded by this process, for the log and the command's output.
+static INSTALLED: RwLock<Redactor> = RwLock::new(Redactor { secrets: Vec::new() });
+
+/// Adds a config's secrets to those the log and the command's output scrub.
+pub fn install(secrets: &Redactor) {
+    let mut installed = INSTALLED.write().unwrap_or_else(|poisoned| poisoned.into_inner());
+    for secret in &secrets.secrets {
+        installed.add(secret);
+    }
+}
+
+/// `text` with every installed secret replaced by `***`.
+pub fn scrub(text: &str) -> String {
+    INSTALLED.read().unwrap_or_else(|poisoned| poisoned.into_inner()).scrub(text)
+}
+
+/// The one log channel: `env_logger`'s filter and format, every message scrubbed first.
+pub struct Logger(env_logger::Logger);
+
+impl Logger {
+    /// Installs the logger built by `builder` as the process's logger.
+    pub fn init(mut builder: env_logger::Builder) {
+        let inner = builder.build();
+        let level = inner.filter();
+        if log::set_boxed_logger(Box::new(Logger(inner))).is_ok() {
+            log::set_max_level(level);
+        }
+    }
+}
+
+impl log::Log for Logger {
+    fn enabled(&self, metadata: &log::Metadata) -> bool {
+        self.0.enabled(metadata)
+    }
+
+    fn log(&self, record: &log::Record) {
+        if self.0.matches(record) {
+            let text = scrub(&record.args().to_string());
+            self.0.log(
+                &log::Record::builder()
+                    .args(format_args!("{text}"))
+                    .level(record.level())
+                    .target(record.target())
+                    .module_path(record.module_path())
+                    .file(record.file())
+                    .line(record.line())
+                    .build(),
+            );
+        }
+    }
+
+    fn flush(&self) {
+        self.0.flush();
+    }
+}
+
+/// A command's output, scrubbed line by line (a secret never straddles a line).
+pub struct Scrubbed<W: Write> {
+    inner: W,
+    line: Vec<u8>,
+}
+
+impl<W: Write> Scrubbed<W> {
+    pub fn new(inner: W) -> Self {
+        Self { inner, line: Vec::new() }
+    }
+
+    fn write_line(&mut self, end: usize) -> std::io::Result<()> {
+        let rest = self.line.split_off(end);
+        let line = std::mem::replace(&mut self.line, rest);
+        self.inner.write_all(scrub(&String::from_utf8_lossy(&line)).as_bytes())
+    }
+}
+
+impl<W: Write> Write for Scrubbed<W> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.line.extend_from_slice(buf);
+        while let Some(newline) = self.line.iter().position(|&b| b == b'\n') {
+            self.write_line(newline + 1)?;
+        }
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        if !self.line.is_empty() {
+            self.write_line(self.line.len())?;
+        }
+        self.inner.flush()
     }
 }
 
@@ -50,6 +147,20 @@ mod tests {
         r.add("tok-abc-longer");
         r.add("ab");
         assert_eq!(r.scrub("a tok-abc-longer and tok-abc, ab"), "a *** and ***, ab");
+    }
+
+    #[test]
+    fn installed_secrets_are_scrubbed_from_output_line_by_line_even_when_written_in_pieces() {
+        let mut r = Redactor::default();
+        r.add("tok-installed-1");
+        install(&r);
+        let mut out = Scrubbed::new(Vec::new());
+        write!(out, "GET /x?key=tok-inst").unwrap();
+        writeln!(out, "alled-1 failed").unwrap();
+        write!(out, "and tok-installed-1").unwrap();
+        out.flush().unwrap();
+        assert_eq!(String::from_utf8(out.inner).unwrap(), "GET /x?key=*** failed\nand ***");
+        assert_eq!(scrub("a tok-installed-1"), "a ***");
     }
 
     #[test]

@@ -10,7 +10,6 @@ use sha2::{Digest, Sha256};
 use crate::config::{SinkConfig, SinkMode};
 use crate::delivery::Key;
 use crate::http;
-use crate::redact::Redactor;
 use crate::servers::Pacer;
 
 /// What an RS answer means for the records it carried. The run loop branches on this.
@@ -101,7 +100,6 @@ pub trait Sink {
 pub struct HttpSink {
     agent: ureq::Agent,
     config: SinkConfig,
-    secrets: Redactor,
     pacer: Pacer,
 }
 
@@ -134,13 +132,13 @@ pub fn header_key(records: &[Outgoing], key: &Key) -> String {
 }
 
 impl HttpSink {
-    pub fn new(config: &SinkConfig, secrets: &Redactor) -> Self {
-        Self::with_agent(config, secrets, http::agent(config.timeout))
+    pub fn new(config: &SinkConfig) -> Self {
+        Self::with_agent(config, http::agent(config.timeout))
     }
 
     /// With an agent of the caller's (the simulation's in-process transport).
-    pub fn with_agent(config: &SinkConfig, secrets: &Redactor, agent: ureq::Agent) -> Self {
-        Self { agent, config: config.clone(), secrets: secrets.clone(), pacer: Pacer::new(config.max_rps) }
+    pub fn with_agent(config: &SinkConfig, agent: ureq::Agent) -> Self {
+        Self { agent, config: config.clone(), pacer: Pacer::new(config.max_rps) }
     }
 
     fn body(&self, records: &[Outgoing]) -> String {
@@ -176,7 +174,7 @@ impl Sink for HttpSink {
             Ok(response) => response,
             Err(e) => {
                 return Verdict::RetryLater {
-                    reason: self.secrets.scrub(&format!("POST {}: {e}", self.config.url)),
+                    reason: format!("POST {}: {e}", self.config.url),
                     retry_after: None,
                     status: None,
                 };
@@ -190,19 +188,11 @@ impl Sink for HttpSink {
             Answer { status, body: &text, retry_after, location: location.as_deref(), batch: records.len() > 1 };
         let statuses = Statuses { already_there: &self.config.already_there, reject: &self.config.reject };
         match classify(&answer, statuses) {
-            Verdict::RetryLater { reason, retry_after, status } => Verdict::RetryLater {
-                reason: self.secrets.scrub(&format!("POST {}: {reason}", self.config.url)),
-                retry_after,
-                status,
-            },
-            Verdict::Broken { reason } => {
-                Verdict::Broken { reason: self.secrets.scrub(&format!("POST {}: {reason}", self.config.url)) }
+            Verdict::RetryLater { reason, retry_after, status } => {
+                Verdict::RetryLater { reason: format!("POST {}: {reason}", self.config.url), retry_after, status }
             }
-            Verdict::Rejected { status, response } => {
-                Verdict::Rejected { status, response: self.secrets.scrub(&response) }
-            }
-            Verdict::TooLarge { response } => Verdict::TooLarge { response: self.secrets.scrub(&response) },
-            Verdict::Acknowledged => Verdict::Acknowledged,
+            Verdict::Broken { reason } => Verdict::Broken { reason: format!("POST {}: {reason}", self.config.url) },
+            other => other,
         }
     }
 
@@ -213,13 +203,13 @@ impl Sink for HttpSink {
     fn lookup(&self, uid: &str) -> Result<bool, String> {
         let Some(template) = &self.config.lookup_url else { return Ok(false) };
         let url = template.replace("{uid}", &utf8_percent_encode(uid, PATH_SEGMENT).to_string());
-        let shown = self.secrets.scrub(&url);
+        let shown = &url;
         self.pacer.wait();
         let mut request = self.agent.get(&url);
         for (name, value) in &self.config.headers {
             request = request.header(name, value);
         }
-        let response = request.call().map_err(|e| self.secrets.scrub(&format!("lookup GET {shown}: {e}")))?;
+        let response = request.call().map_err(|e| format!("lookup GET {shown}: {e}"))?;
         match response.status().as_u16() {
             200..=299 => Ok(true),
             404 | 410 => Ok(false),

@@ -13,7 +13,6 @@ use crate::frames::{Epoch, Frame};
 use crate::http;
 use crate::model::{DeadLetter, StagedRecord};
 use crate::record;
-use crate::redact::Redactor;
 use crate::servers::Pacer;
 
 /// One page of a frame as the SS served it: its records in order (repeats kept: the ledger's
@@ -82,29 +81,27 @@ pub trait Source {
 pub struct HttpSource {
     agent: ureq::Agent,
     config: SourceConfig,
-    secrets: Redactor,
     pacer: Pacer,
 }
 
 impl HttpSource {
-    pub fn new(config: &SourceConfig, secrets: &Redactor) -> Self {
-        Self::with_agent(config, secrets, http::agent(config.timeout))
+    pub fn new(config: &SourceConfig) -> Self {
+        Self::with_agent(config, http::agent(config.timeout))
     }
 
     /// With an agent of the caller's (the simulation's in-process transport).
-    pub fn with_agent(config: &SourceConfig, secrets: &Redactor, agent: ureq::Agent) -> Self {
-        Self { agent, config: config.clone(), secrets: secrets.clone(), pacer: Pacer::new(config.max_rps) }
+    pub fn with_agent(config: &SourceConfig, agent: ureq::Agent) -> Self {
+        Self { agent, config: config.clone(), pacer: Pacer::new(config.max_rps) }
     }
 
     fn get(&self, url: &str) -> Result<(String, Option<Epoch>), PullError> {
-        let shown = self.secrets.scrub(url);
+        let shown = url;
         self.pacer.wait();
         let mut request = self.agent.get(url).header("Accept", "application/json");
         for (name, value) in &self.config.headers {
             request = request.header(name, value);
         }
-        let mut response =
-            request.call().map_err(|e| PullError::Failed(self.secrets.scrub(&format!("GET {shown}: {e}"))))?;
+        let mut response = request.call().map_err(|e| PullError::Failed(format!("GET {shown}: {e}")))?;
         let status = response.status().as_u16();
         let date = http::date_header(&response);
         let retry_after = http::retry_after(&response);
@@ -118,25 +115,23 @@ impl HttpSource {
                 )));
             }
             Err(e) => {
-                return Err(PullError::Failed(self.secrets.scrub(&format!("GET {shown}: reading the body: {e}"))));
+                return Err(PullError::Failed(format!("GET {shown}: reading the body: {e}")));
             }
         };
         match status {
             200..=299 => Ok((body, date)),
-            300..=399 => Err(PullError::Failed(self.secrets.scrub(&format!(
+            300..=399 => Err(PullError::Failed(format!(
                 "GET {shown}: HTTP {status}, a redirect to {location}: framesync never follows a redirect; put the final URL in source.url"
-            )))),
+            ))),
             429 | 503 => Err(PullError::Busy {
                 message: format!("GET {shown}: HTTP {status} (the SS is busy){}", http::retry_note(retry_after)),
                 retry_after,
             }),
             400..=499 if ![408, 425].contains(&status) => Err(PullError::Refused {
                 status,
-                message: self.secrets.scrub(&format!("GET {shown}: HTTP {status}: {}", http::excerpt(&body))),
+                message: format!("GET {shown}: HTTP {status}: {}", http::excerpt(&body)),
             }),
-            _ => Err(PullError::Failed(
-                self.secrets.scrub(&format!("GET {shown}: HTTP {status}: {}", http::excerpt(&body))),
-            )),
+            _ => Err(PullError::Failed(format!("GET {shown}: HTTP {status}: {}", http::excerpt(&body)))),
         }
     }
 }
@@ -189,8 +184,7 @@ impl PageWalk<'_> {
         let started = std::time::Instant::now();
         let (body, server_date) = source.get(url)?;
         let took = started.elapsed();
-        let parsed = parse_page(&body, config)
-            .map_err(|e| PullError::Failed(format!("GET {}: {e}", source.secrets.scrub(url))))?;
+        let parsed = parse_page(&body, config).map_err(|e| PullError::Failed(format!("GET {}: {e}", url)))?;
         drop(body);
         self.total += parsed.records.len();
         if self.total > config.max_records {
@@ -205,7 +199,7 @@ impl PageWalk<'_> {
             if !same_origin(&url, &self.first) {
                 return Err(PullError::Failed(format!(
                     "frame {frame}: the SS's next page is on another server ({}); framesync sends the SS's headers only to source.url's own server",
-                    source.secrets.scrub(origin(&url))
+                    origin(&url)
                 )));
             }
             if !self.seen.insert(url.clone()) {

@@ -66,10 +66,7 @@ pub fn backfill(config: &Config, args: &Args, out: &mut dyn Write) -> Result<u8>
     let frames = &config.frames;
     let plan = plan::backfill(frames.size, &facts, from, to, now, frames.delay, args.redeliver);
     if to > plan.horizon {
-        eprintln!(
-            "framesync: frames from {} on are not eligible yet (frames.delay); they are left out",
-            rfc3339(plan.horizon)
-        );
+        log::warn!("frames from {} on are not eligible yet (frames.delay); they are left out", rfc3339(plan.horizon));
     }
     if args.dry_run {
         super::run::print_plan(out, &plan, "backfill")?;
@@ -78,8 +75,8 @@ pub fn backfill(config: &Config, args: &Args, out: &mut dyn Write) -> Result<u8>
     ledger.sync_pipeline(frames.size.seconds(), frames.start, frames.delay, now)?;
     let bar = progress_bar(plan.steps.len() as u64);
     let show = |done: usize, _total: usize| bar.set_position(done as u64);
-    let source = HttpSource::new(&config.source, &config.secrets);
-    let sink = HttpSink::new(&config.sink, &config.secrets);
+    let source = HttpSource::new(&config.source);
+    let sink = HttpSink::new(&config.sink);
     let outcome = super::run::recorded(config, &mut ledger, "backfill", &clock, |ledger| {
         Job::new(config, ledger, &source, &sink, &clock).without_time_limit().with_progress(&show).execute(&plan, true)
     })?;

@@ -93,7 +93,7 @@ pub fn dispatch(cli: Cli, out: &mut dyn Write) -> Result<u8> {
 fn lock_by_hand(config: &Config, sides: &[crate::lock::Side]) -> Result<Vec<crate::lock::Lock>> {
     crate::lock::acquire_all(&config.ledger, sides).inspect_err(|e| {
         if e.downcast_ref::<crate::lock::Held>().is_some() {
-            eprintln!("framesync: {e}; try again when it has finished");
+            log::warn!("{e}; try again when it has finished");
         }
     })
 }
@@ -117,6 +117,7 @@ impl Access {
 /// (new, or from a framesync before identities).
 fn open_ledger(config: &Config, access: Access) -> Result<Ledger> {
     let mut ledger = Ledger::open_with(&config.ledger, config.run.sync, config.run.busy_timeout)?;
+    ledger.scrub_with(&config.secrets);
     let differences = match access {
         Access::Read => ledger.identity()?.differences(&config.identity),
         Access::Write => {
@@ -133,5 +134,7 @@ fn open_ledger(config: &Config, access: Access) -> Result<Ledger> {
 
 fn load(path: Option<PathBuf>) -> Result<Config> {
     let path = path.ok_or_else(|| Usage("no config: pass --config FILE or set FRAMESYNC_CONFIG".into()))?;
-    Config::load(&path, &process_env).map_err(|e| Usage(format!("{e:#}")).into())
+    let config = Config::load(&path, &process_env).map_err(|e| Usage(format!("{e:#}")))?;
+    crate::redact::install(&config.secrets);
+    Ok(config)
 }

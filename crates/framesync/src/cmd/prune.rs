@@ -10,7 +10,7 @@ use crate::config::Config;
 use crate::frames::rfc3339;
 use crate::job::{Clock, SystemClock};
 use crate::lock::Side;
-use crate::prune::{Kept, Pruned};
+use crate::model::{Kept, Pruned};
 
 pub fn prune(config: &Config, out: &mut dyn Write) -> Result<u8> {
     // Both locks, as a run: nothing else writes to the ledger while the prune goes on.

@@ -28,8 +28,8 @@ pub fn run(config: &Config, scope: Scope, dry_run: bool, out: &mut dyn Write) ->
         print_plan(out, &plan, name(scope))?;
         return Ok(0);
     }
-    let source = HttpSource::new(&config.source, &config.secrets);
-    let sink = HttpSink::new(&config.sink, &config.secrets);
+    let source = HttpSource::new(&config.source);
+    let sink = HttpSink::new(&config.sink);
     let outcome =
         execute(config, &mut ledger, scope, &plan, &Parts { source: &source, sink: &sink, clock: &clock }, started)?;
     Ok(outcome.exit_code() as u8)
@@ -93,7 +93,7 @@ pub(super) fn recorded(
         Ok(outcome) => outcome,
         Err(error) => {
             // Recording the failure may fail too; the original error is the one to report.
-            let message = config.secrets.scrub(&format!("{error:#}"));
+            let message = format!("{error:#}");
             let _ = ledger.end_run(run_id, &RunFigures::default(), 3, Some(&message), clock.now());
             let _ = crate::metrics::write_if_configured(config, ledger);
             return Err(error);
@@ -103,8 +103,8 @@ pub(super) fn recorded(
     let message = summary(&outcome.failures);
     ledger.end_run(run_id, &outcome.figures, outcome.exit_code(), message.as_deref(), clock.now())?;
     if !outcome.failures.is_empty() {
-        eprintln!(
-            "framesync: {} failure(s) recorded; the frames will be retried by later runs (framesync status shows them)",
+        log::warn!(
+            "{} failure(s) recorded; the frames will be retried by later runs (framesync status shows them)",
             outcome.failures.len()
         );
     }

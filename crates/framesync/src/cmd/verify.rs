@@ -57,8 +57,8 @@ pub fn verify(config: &Config, args: &Args, out: &mut dyn Write) -> Result<u8> {
     let clock = SystemClock;
     let size = config.frames.size;
     let horizon = crate::frames::eligible_until(size, clock.now(), config.frames.delay);
-    let source = HttpSource::new(&config.source, &config.secrets);
-    let sink = HttpSink::new(&config.sink, &config.secrets);
+    let source = HttpSource::new(&config.source);
+    let sink = HttpSink::new(&config.sink);
     let rs = rs_lookup(&sink, clock.now());
     let mut differing = Vec::new();
     let mut checked = 0;

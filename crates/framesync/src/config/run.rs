@@ -12,7 +12,7 @@ use super::frames::FramesConfig;
 use super::toml_error::read_str;
 use super::{duration, resolve};
 use crate::frames::FrameSize;
-use crate::ledger::Synchronous;
+use crate::model::Synchronous;
 
 /// A run's plan holds at most this many frames (a year of 1-minute frames is 525,600).
 const MOST_FRAMES_PER_RUN: usize = 1_000_000;

@@ -149,7 +149,7 @@ impl Job<'_> {
                 self.ledger.note_failed_send(unit.frame.start, &unit.seqs(), now)?;
                 continue;
             }
-            let reason = self.config.secrets.scrub(&unit.reason);
+            let reason = unit.reason.clone();
             let attempts = self.ledger.count_failed_send(unit.frame.start, &unit.seqs(), &reason, now)?;
             let most = attempts.into_iter().max().unwrap_or(0);
             if most >= i64::from(self.config.sink.max_attempts) {

@@ -17,7 +17,9 @@ mod lookup;
 mod outgoing;
 mod pull;
 mod push;
+mod recheck;
 mod send;
+mod ss_clock;
 #[cfg(test)]
 mod tests;
 
@@ -174,7 +176,7 @@ impl<'a> Job<'a> {
         let now = self.clock.now();
         let bound = self.config.run.max_retry_after;
         let wait = (wait.as_secs() as i64).min(bound);
-        self.ledger.set_quiet(server, now + wait, &self.config.secrets.scrub(reason), now, bound)
+        self.ledger.set_quiet(server, now + wait, reason, now, bound)
     }
 
     fn frame(&self, start: Epoch) -> Frame {
@@ -188,7 +190,6 @@ impl<'a> Job<'a> {
     }
 
     fn fail(&mut self, frame: Frame, message: String) {
-        let message = self.config.secrets.scrub(&message);
         log::error!("frame {frame}: {message}");
         self.outcome.failures.push(format!("frame {frame}: {message}"));
         self.outcome.figures.errors += 1;

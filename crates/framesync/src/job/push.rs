@@ -73,7 +73,7 @@ impl Job<'_> {
         } else if let Some(last) = self.pushing.evidence.failed[failed_before..].last() {
             let (reason, count) = (last.reason.clone(), self.pushing.evidence.failed.len() - failed_before);
             let next = self.next_attempt(frame, None)?;
-            self.ledger.push_failed(frame.start, &self.config.secrets.scrub(&reason), next, now)?;
+            self.ledger.push_failed(frame.start, &reason, next, now)?;
             self.fail(frame, format!("{count} request(s) failed, the rest went on: {reason}; tried again later"));
         }
         Ok(())
@@ -245,7 +245,6 @@ impl Job<'_> {
         if let Some(wait) = retry_after {
             self.set_quiet(Server::Sink, wait, &reason)?;
         }
-        let reason = self.config.secrets.scrub(&reason);
         let next = self.next_attempt(frame, retry_after)?;
         self.ledger.push_failed(frame.start, &reason, next, self.clock.now())?;
         self.fail(frame, format!("{reason}; no more pushes this run"));

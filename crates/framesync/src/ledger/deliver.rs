@@ -49,9 +49,10 @@ impl Ledger {
     /// Dead-letters records together, in one transaction (a batch exhausted as a whole);
     /// returns how many were added.
     pub fn dead_letter_all(&mut self, start: Epoch, letters: &[DeadLetter], now: Epoch) -> Result<i64> {
+        let letters: Vec<DeadLetter> = letters.iter().map(|letter| self.scrubbed_letter(letter)).collect();
         let tx = self.write()?;
         let mut added = 0;
-        for letter in letters {
+        for letter in &letters {
             added += i64::from(insert_dead_letter(&tx, start, letter, now)?);
         }
         tx.commit()?;
@@ -60,6 +61,7 @@ impl Ledger {
 
     /// Records a failed push: the frame keeps its progress and waits until `next_attempt`.
     pub fn push_failed(&mut self, start: Epoch, error: &str, next_attempt: Epoch, now: Epoch) -> Result<()> {
+        let error = self.scrubbed(error);
         let tx = self.write()?;
         tx.prepare_cached(
             "UPDATE frames SET attempts = attempts + 1, last_error = ?2, next_attempt = ?3, updated_at = ?4

@@ -57,6 +57,7 @@ impl Ledger {
         now: Epoch,
     ) -> Result<()> {
         let refused = why == PullFailure::Refused;
+        let error = self.scrubbed(error);
         let tx = self.write()?;
         tx.prepare_cached("INSERT INTO frames (start, end, state, attempts, last_error, refused, next_attempt, updated_at)
              VALUES (?1, ?2, 'missing', 1, ?3, ?4, ?5, ?6)
@@ -71,6 +72,7 @@ impl Ledger {
     /// Records a frame that waits, not failed: the SS's clock says it is still open. It stays
     /// missing with the reason and a next attempt; its attempts do not grow.
     pub fn pull_waiting(&mut self, frame: Frame, reason: &str, next_attempt: Epoch, now: Epoch) -> Result<()> {
+        let reason = self.scrubbed(reason);
         let tx = self.write()?;
         tx.prepare_cached(
             "INSERT INTO frames (start, end, state, last_error, next_attempt, updated_at) VALUES (?1, ?2, 'missing', ?3, ?4, ?5)

@@ -44,10 +44,16 @@ use std::time::Duration;
 use anyhow::Result;
 use rusqlite::{Connection, TransactionBehavior};
 
+use crate::model::DeadLetter;
+use crate::redact::Redactor;
+
 pub use identity::{Adopt, Adoption};
 pub use open::{IDENTITY_SCHEMA, SCHEMA_VERSION};
 pub use runs::RunFigures;
 pub use staging::{Committed, Staging};
+
+/// How the ledger is opened is the ledger's to say; the value lives with the domain values.
+pub use crate::model::Synchronous;
 
 /// How long a write waits for another process's transaction before giving up.
 pub const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
@@ -61,27 +67,40 @@ pub struct Unusable {
     pub problem: String,
 }
 
-/// `synchronous` for the ledger: NORMAL survives any process crash; FULL also survives
-/// power loss at the cost of an fsync per commit.
-/// `run.synchronous` in the config.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Synchronous {
-    Normal,
-    Full,
-}
-
 /// An open ledger: one SQLite connection, configured and migrated.
 pub struct Ledger {
     conn: Connection,
     path: PathBuf,
     /// A [`Staging`] is open on this connection.
     staging_open: std::cell::Cell<bool>,
+    /// Scrubbed from every text the ledger writes (errors, answers, reasons).
+    secrets: Redactor,
 }
 
 impl Ledger {
     pub fn path(&self) -> &Path {
         &self.path
+    }
+
+    /// Scrubs `secrets` from every text written from now on: an error, an RS answer or a reason
+    /// reaches the ledger as it was said, and the ledger keeps it without the secrets.
+    pub fn scrub_with(&mut self, secrets: &Redactor) {
+        self.secrets = secrets.clone();
+    }
+
+    /// A text as the ledger keeps it.
+    fn scrubbed(&self, text: &str) -> String {
+        self.secrets.scrub(text)
+    }
+
+    /// A dead letter as the ledger keeps it: what was said about it scrubbed (its body is the
+    /// record's own).
+    fn scrubbed_letter(&self, letter: &DeadLetter) -> DeadLetter {
+        DeadLetter {
+            response: letter.response.as_deref().map(|response| self.scrubbed(response)),
+            detail: self.scrubbed(&letter.detail),
+            ..letter.clone()
+        }
     }
 
     /// Prepares `sql` against this ledger's schema without running it: whether a query a person

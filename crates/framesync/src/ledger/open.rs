@@ -47,7 +47,8 @@ impl Ledger {
             OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_CREATE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
         )
         .map_err(|e| unusable(format!("cannot open it: {e}")))?;
-        let mut ledger = Self { conn, path: path.to_path_buf(), staging_open: Default::default() };
+        let mut ledger =
+            Self { conn, path: path.to_path_buf(), staging_open: Default::default(), secrets: Default::default() };
         ledger.configure(sync, busy_timeout).map_err(|e| unusable(format!("{e:#}")))?;
         ledger.migrate()?;
         Ok(ledger)

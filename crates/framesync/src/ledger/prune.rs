@@ -5,7 +5,7 @@ use rusqlite::{OptionalExtension, Transaction, params};
 
 use super::Ledger;
 use crate::frames::Epoch;
-use crate::prune::{Kept, Pruned};
+use crate::model::{Kept, Pruned};
 
 impl Ledger {
     /// The frames older than `cutoff` that pruning leaves alone, by reason.

@@ -93,6 +93,7 @@ impl Ledger {
     /// records, not the RS, are the likely cause) and notes when it failed; returns their
     /// attempts now.
     pub fn count_failed_send(&mut self, start: Epoch, seqs: &[i64], error: &str, now: Epoch) -> Result<Vec<i64>> {
+        let error = self.scrubbed(error);
         let tx = self.write()?;
         let mut attempts = Vec::with_capacity(seqs.len());
         {

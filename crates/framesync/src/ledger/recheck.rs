@@ -72,6 +72,7 @@ impl Ledger {
         schedule: &[i64],
         now: Epoch,
     ) -> Result<RecheckFailure> {
+        let error = self.scrubbed(error);
         let tx = self.write()?;
         let row: Option<(i64, Option<Epoch>)> = tx
             .query_row("SELECT recheck_refusals, delivered_at FROM frames WHERE start = ?1", [frame.start], |r| {

@@ -37,6 +37,7 @@ impl Ledger {
         message: Option<&str>,
         now: Epoch,
     ) -> Result<()> {
+        let message = message.map(|m| self.scrubbed(m));
         let tx = self.write()?;
         tx.execute(
             "UPDATE runs SET ended_at = ?2, frames_pulled = ?3, frames_delivered = ?4, records_pulled = ?5,

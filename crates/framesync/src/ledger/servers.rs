@@ -26,6 +26,7 @@ impl Ledger {
     /// Records whether the RS's lookup could say "absent" when a run checked it: `off_reason`
     /// is None when it could (and was used), else why lookups were off in that run.
     pub fn lookup_checked(&mut self, off_reason: Option<&str>, now: Epoch) -> Result<()> {
+        let off_reason = off_reason.map(|reason| self.scrubbed(reason));
         let tx = self.write()?;
         tx.execute(
             "INSERT INTO servers (name, lookup_checked_at, lookup_off_reason, updated_at) VALUES ('sink', ?1, ?2, ?1)
@@ -39,6 +40,7 @@ impl Ledger {
     /// Remembers that a server asked for quiet until `until`. A longer quiet already asked for
     /// stays, unless it is more than `bound` ahead (written by a clock since jumped back).
     pub fn set_quiet(&mut self, server: Server, until: Epoch, reason: &str, now: Epoch, bound: i64) -> Result<()> {
+        let reason = self.scrubbed(reason);
         let tx = self.write()?;
         tx.execute(
             "INSERT INTO servers (name, quiet_until, quiet_reason, updated_at) VALUES (?1, ?2, ?3, ?4)

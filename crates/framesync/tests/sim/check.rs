@@ -1060,6 +1060,20 @@ pub fn ledger_err(e: anyhow::Error) -> Violation {
 }
 
 /// A connection of its own on the ledger's file, for the checks' reads: what a run committed.
-fn db(ledger: &Ledger) -> rusqlite::Connection {
-    rusqlite::Connection::open(ledger.path()).expect("the ledger opens for the checks")
+/// The checks' own connection to the ledger, as another process would read it: one per thread
+/// and ledger file, kept between checks (opening one per check costs more than the checks).
+fn db(ledger: &Ledger) -> std::rc::Rc<rusqlite::Connection> {
+    thread_local! {
+        static OPEN: std::cell::RefCell<Option<(std::path::PathBuf, std::rc::Rc<rusqlite::Connection>)>> =
+            const { std::cell::RefCell::new(None) };
+    }
+    OPEN.with_borrow_mut(|open| match open {
+        Some((path, conn)) if path == ledger.path() => conn.clone(),
+        _ => {
+            let conn = rusqlite::Connection::open(ledger.path()).expect("the ledger opens for the checks");
+            let conn = std::rc::Rc::new(conn);
+            *open = Some((ledger.path().to_path_buf(), conn.clone()));
+            conn
+        }
+    })
 }

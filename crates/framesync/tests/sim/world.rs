@@ -419,13 +419,8 @@ impl Driver {
         arm(kill);
         let result = catch_unwind(AssertUnwindSafe(|| {
             framesync::hooks::kill_point("after-lock");
-            let source = HttpSource::with_agent(
-                &config.source,
-                &config.secrets,
-                transport::agent(shared, config.source.timeout),
-            );
-            let sink =
-                HttpSink::with_agent(&config.sink, &config.secrets, transport::agent(shared, config.sink.timeout));
+            let source = HttpSource::with_agent(&config.source, transport::agent(shared, config.source.timeout));
+            let sink = HttpSink::with_agent(&config.sink, transport::agent(shared, config.sink.timeout));
             let clock = SimClock(shared.clone());
             let started = framesync::clock::Clock::elapsed(&clock);
             execute(config, ledger, scope, plan, &Parts { source: &source, sink: &sink, clock: &clock }, started)
