@@ -23,8 +23,10 @@ use crate::frames::{Epoch, Frame};
 use crate::model::{DeadLetter, PullCounts, StagedRecord};
 use crate::recheck::next_recheck;
 
-/// Bodies held in memory before the records go to the temp table (and after, between flushes).
+/// Records held in memory before they go to the temp table (and after, between flushes).
 const SPILL_BYTES: usize = 8 << 20;
+/// What a record in memory costs beside its UID and body (the struct and two allocations).
+const RECORD_OVERHEAD: usize = 96;
 
 /// The temp tables, created once per connection; `seq` is the record's place in the frame.
 const CREATE_TEMP: &str = "
@@ -361,7 +363,7 @@ impl Records {
     }
 
     fn push(&mut self, conn: &Connection, record: StagedRecord) -> Result<()> {
-        self.buffered_bytes += record.body.len() + record.uid.len();
+        self.buffered_bytes += RECORD_OVERHEAD + record.body.len() + record.uid.len();
         self.buffer.push(record);
         if self.buffered_bytes > SPILL_BYTES {
             self.spill(conn)?;
