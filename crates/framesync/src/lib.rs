@@ -2,8 +2,10 @@
 //! time frames, keeping a SQLite ledger so that no record is lost and none is doubled.
 //!
 //! A run: take the lock ([`lock`]), open the ledger ([`ledger`]), plan the frames ([`plan`]),
-//! pull them from the SS ([`source`]), push them to the RS ([`sink`]) — the work itself is in
-//! [`job`] — and record the run. The commands are in [`cmd`].
+//! pull them from the SS ([`source`]) page by page into a staging ([`fetch`]), push them to the
+//! RS ([`sink`]) — the work itself is in [`job`] — and record the run. The commands are in
+//! [`cmd`]; the values that pass between them are in [`model`]; secrets are scrubbed where
+//! messages leave ([`redact`]).
 
 pub mod clock;
 pub mod cmd;

@@ -8,7 +8,9 @@
 //! - [`identity`]: the pipeline row and its identity;
 //! - [`runs`]: one row per command run;
 //! - [`frames`]: what the planner reads, and failed pulls;
-//! - [`staging`]: a frame's records, staged in one transaction; re-checks and redeliveries;
+//! - [`staging`]: a frame's records on their way in, held outside the ledger's tables while the
+//!   pages arrive and committed in one short transaction (a pull, a re-check, a redelivery);
+//! - [`rows`]: writing many rows at once, and dead letters;
 //! - [`push`]: pending records, their keys and failed sends;
 //! - [`deliver`]: acknowledgements, dead letters and delivered frames;
 //! - [`recheck`]: re-checks due and failed, late-record figures;
