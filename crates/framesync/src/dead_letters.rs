@@ -93,7 +93,7 @@ mod tests {
     use super::*;
     use crate::ledger::Ledger;
     use crate::ledger::testing::{frame, ledger};
-    use crate::model::{DeadLetter, FrameState, PullCounts, StagedRecord};
+    use crate::model::{DeadLetter, FrameState, StagedRecord};
 
     fn letter(uid: &str, reason: DeadReason, status: Option<u16>) -> DeadLetter {
         DeadLetter {
@@ -114,7 +114,7 @@ mod tests {
             .iter()
             .map(|u| StagedRecord { uid: u.to_string(), ts_ms: None, body: format!(r#"{{"id":"{u}"}}"#) })
             .collect();
-        l.stage_frame(frame(start), &records, &[], &PullCounts::default(), start).unwrap();
+        l.stage_frame(frame(start), &records, &[], start).unwrap();
         l.mark_sending(start, uids.len() as i64 - 1, &[], start).unwrap();
         l.dead_letter(start, &letter(uids[0], DeadReason::Rejected, Some(400)), start).unwrap();
         l.acknowledge(start, &uids[1..], start).unwrap();
@@ -167,7 +167,7 @@ mod tests {
     fn a_dead_letter_acknowledged_meanwhile_elsewhere_just_goes() {
         let (_dir, mut l) = ledger();
         deliver_with_a_dead_letter(&mut l, 0, &["a", "b"], true);
-        l.stage_frame(frame(60), &[], &[], &PullCounts::default(), 60).unwrap();
+        l.stage_frame(frame(60), &[], &[], 60).unwrap();
         l.acknowledge(60, &["a"], 60).unwrap();
         let retried = l.retry_dead_letters(&only("a"), 100).unwrap();
         assert_eq!(retried, Retried { staged: 0, already_delivered: 1, frames_reopened: 0 });
@@ -200,7 +200,7 @@ mod tests {
         let (_dir, mut l) = ledger();
         deliver_with_a_dead_letter(&mut l, 0, &["a", "b"], true);
         deliver_with_a_dead_letter(&mut l, 60, &["c", "d"], true);
-        l.stage_frame(frame(120), &[], &[letter("e", DeadReason::Invalid, None)], &PullCounts::default(), 120).unwrap();
+        l.stage_frame(frame(120), &[], &[letter("e", DeadReason::Invalid, None)], 120).unwrap();
         let uids = |f: Filter| -> Vec<String> { l.dead_letters(&f, 100).unwrap().into_iter().map(|d| d.uid).collect() };
         assert_eq!(uids(Filter::default()), ["e", "c", "a"], "newest first");
         assert_eq!(uids(Filter { frame_from: Some(60), ..Filter::default() }), ["e", "c"]);

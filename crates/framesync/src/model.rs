@@ -75,13 +75,6 @@ pub struct Pending {
     pub failed_before: bool,
 }
 
-/// What a pull found beside the records to stage.
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct PullCounts {
-    pub out_of_frame: i64,
-    pub duplicates: i64,
-}
-
 /// A record set aside for a person: refused by the RS, invalid, exhausted or set aside by hand.
 #[derive(Debug, Clone, PartialEq)]
 pub struct DeadLetter {

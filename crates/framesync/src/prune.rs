@@ -67,7 +67,7 @@ mod tests {
     use super::*;
     use crate::ledger::RunFigures;
     use crate::ledger::testing::{frame, ledger};
-    use crate::model::{DeadLetter, Kept, PullCounts, StagedRecord};
+    use crate::model::{DeadLetter, Kept, StagedRecord};
 
     const DAY: i64 = 86_400;
     const T0: Epoch = 1_700_000_040; // a frame boundary
@@ -76,7 +76,7 @@ mod tests {
     fn deliver(l: &mut Ledger, start: Epoch, n: usize, recheck: Option<Epoch>) {
         let records: Vec<_> =
             (0..n).map(|i| StagedRecord { uid: format!("{start}-{i}"), ts_ms: None, body: "{}".into() }).collect();
-        l.stage_frame(frame(start), &records, &[], &PullCounts::default(), start).unwrap();
+        l.stage_frame(frame(start), &records, &[], start).unwrap();
         let uids: Vec<String> = records.iter().map(|r| r.uid.clone()).collect();
         l.acknowledge(start, &uids.iter().map(String::as_str).collect::<Vec<_>>(), start).unwrap();
         assert!(l.complete_frame(frame(start), recheck, start).unwrap());
@@ -117,7 +117,7 @@ mod tests {
             attempts: 0,
         };
         l.dead_letter(T0 + 60, &letter, T0).unwrap();
-        l.stage_frame(frame(T0 + 120), &[], &[], &PullCounts::default(), T0 + 35 * DAY).unwrap();
+        l.stage_frame(frame(T0 + 120), &[], &[], T0 + 35 * DAY).unwrap();
         l.complete_frame(frame(T0 + 120), None, T0 + 35 * DAY).unwrap(); // delivered late, by a backfill
         deliver(&mut l, T0 + 180, 1, None);
         let pruned = prune(&mut l, 30 * DAY, T0 + 40 * DAY, &|| false).unwrap();

@@ -66,7 +66,7 @@ mod tests {
     use super::*;
     use crate::ledger::testing::frame;
     use crate::ledger::{Ledger, Synchronous};
-    use crate::model::{FrameState, PullCounts, StagedRecord};
+    use crate::model::{FrameState, StagedRecord};
 
     fn rec(uid: &str, ts_ms: i64) -> StagedRecord {
         StagedRecord { uid: uid.into(), ts_ms: Some(ts_ms), body: format!("{{\"id\":\"{uid}\"}}") }
@@ -77,7 +77,7 @@ mod tests {
         let mut l = Ledger::open(&dir.path().join("l.db"), Synchronous::Normal).unwrap();
         l.sync_pipeline(60, 0, 60, 0).unwrap();
         let records: Vec<_> = uids.iter().map(|u| rec(u, 1_000)).collect();
-        l.stage_frame(frame(0), &records, &[], &PullCounts::default(), 120).unwrap();
+        l.stage_frame(frame(0), &records, &[], 120).unwrap();
         l.acknowledge(0, uids, 120).unwrap();
         assert!(l.complete_frame(frame(0), Some(720), 120).unwrap());
         (dir, l)

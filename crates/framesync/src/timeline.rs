@@ -131,7 +131,6 @@ mod tests {
     use super::*;
     use crate::ledger::Ledger;
     use crate::ledger::testing::ledger;
-    use crate::model::PullCounts;
 
     const T0: Epoch = 1_795_564_800; // 2026-11-25T00:00:00Z
 
@@ -164,7 +163,7 @@ mod tests {
 
     fn deliver(l: &mut Ledger, start: Epoch) {
         let frame = size(60).frame_at(start);
-        l.stage_frame(frame, &[], &[], &PullCounts::default(), start).unwrap();
+        l.stage_frame(frame, &[], &[], start).unwrap();
         assert!(l.complete_frame(frame, None, start).unwrap());
     }
 
@@ -178,7 +177,7 @@ mod tests {
         let f = size(60).frame_at(reference + 3 * HOUR); // 09:00 failing
         l.pull_failed(f, "HTTP 500", crate::model::PullFailure::Passing, T0 + 24 * HOUR, T0).unwrap();
         let p = size(60).frame_at(reference + 3 * HOUR + 60); // 09:01 staged
-        l.stage_frame(p, &[], &[], &PullCounts::default(), T0).unwrap();
+        l.stage_frame(p, &[], &[], T0).unwrap();
         let w = Window { reference, size: size(60), delay: 120, now: T0 + 10 * HOUR + 30 * 60 };
         let t = read(&l, &w).unwrap();
         assert_eq!(t.cell_seconds, 3600);

@@ -6,7 +6,7 @@ mod common;
 
 use framesync::frames::{Epoch, FrameSize};
 use framesync::ledger::{Ledger, Synchronous};
-use framesync::model::{PullCounts, StagedRecord};
+use framesync::model::StagedRecord;
 
 use common::*;
 
@@ -135,7 +135,7 @@ fn deliver(ledger: &mut Ledger, start: Epoch, records: usize, per_frame: usize) 
                 body: format!(r#"{{"id":"ev-{minute}-{i}","created_at":"2026-11-25T05:35:00.000Z","payload":{{"amount":1234,"note":"a typical record of about 150 bytes of JSON"}}}}"#),
             })
             .collect();
-        ledger.stage_frame(frame, &batch, &[], &PullCounts::default(), frame.end()).unwrap();
+        ledger.stage_frame(frame, &batch, &[], frame.end()).unwrap();
         let uids: Vec<&str> = batch.iter().map(|r| r.uid.as_str()).collect();
         ledger.acknowledge(frame.start, &uids, frame.end()).unwrap();
         assert!(ledger.complete_frame(frame, None, frame.end()).unwrap());

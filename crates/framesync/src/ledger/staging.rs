@@ -20,7 +20,7 @@ use rusqlite::{Connection, OptionalExtension, ToSql, Transaction, TransactionBeh
 use super::Ledger;
 use super::rows::{INSERT_STAGED, insert_dead_letter, insert_rows};
 use crate::frames::{Epoch, Frame};
-use crate::model::{DeadLetter, PullCounts, StagedRecord};
+use crate::model::{DeadLetter, StagedRecord};
 use crate::recheck::next_recheck;
 
 /// Records held in memory before they go to the temp table (and after, between flushes).
@@ -54,7 +54,6 @@ pub struct Staging<'l> {
     frame: Frame,
     records: Records,
     dedup: Dedup,
-    invalid: i64,
     duplicates: i64,
 }
 
@@ -71,26 +70,22 @@ impl Ledger {
             frame,
             records: Records::default(),
             dedup: Dedup::default(),
-            invalid: 0,
             duplicates: 0,
         };
         Ok(staging)
     }
 
-    /// Stages all records of a frame at once, as a pull of one page would; `counts` are what
-    /// the SS client found (repeats found while staging are added).
+    /// Stages all records of a frame at once, as a pull of one page would.
     pub fn stage_frame(
         &self,
         frame: Frame,
         records: &[StagedRecord],
         invalid: &[DeadLetter],
-        counts: &PullCounts,
         now: Epoch,
     ) -> Result<()> {
         let mut staging = self.staging(frame)?;
         staging.add(records.to_vec(), invalid)?;
-        staging.duplicates += counts.duplicates;
-        staging.commit_pull(counts.out_of_frame, None, now).map(drop)
+        staging.commit_pull(0, None, now).map(drop)
     }
 
     /// Stages the late records among `records` of a delivered frame (see
@@ -146,7 +141,6 @@ impl Staging<'_> {
             self.conn.prepare_cached("INSERT INTO temp.staging_invalid (uid, detail, body) VALUES (?1, ?2, ?3)")?;
         for letter in invalid {
             insert.execute(params![letter.uid, letter.detail, letter.body])?;
-            self.invalid += 1;
         }
         Ok(())
     }

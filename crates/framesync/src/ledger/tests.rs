@@ -4,7 +4,7 @@ use super::open::MIGRATIONS;
 use super::testing::{frame, ledger};
 use super::*;
 use crate::identity::{Identity, Recorded};
-use crate::model::{DeadLetter, FrameState, OpenFrame, PullCounts, PullFailure, StagedRecord};
+use crate::model::{DeadLetter, FrameState, OpenFrame, PullFailure, StagedRecord};
 
 fn rec(uid: &str) -> StagedRecord {
     StagedRecord { uid: uid.into(), ts_ms: None, body: format!("{{\"id\":\"{uid}\"}}") }
@@ -12,7 +12,7 @@ fn rec(uid: &str) -> StagedRecord {
 
 fn stage(l: &mut Ledger, start: i64, uids: &[&str]) {
     let records: Vec<_> = uids.iter().map(|u| rec(u)).collect();
-    l.stage_frame(frame(start), &records, &[], &PullCounts::default(), 0).unwrap();
+    l.stage_frame(frame(start), &records, &[], 0).unwrap();
 }
 
 fn spans(l: &Ledger) -> Vec<(i64, i64)> {
@@ -195,7 +195,7 @@ fn a_delivered_frame_is_never_staged_again() {
     stage(&mut l, 0, &["a"]);
     l.acknowledge(0, &["a"], 0).unwrap();
     l.complete_frame(frame(0), None, 0).unwrap();
-    let e = l.stage_frame(frame(0), &[rec("a")], &[], &PullCounts::default(), 0).unwrap_err();
+    let e = l.stage_frame(frame(0), &[rec("a")], &[], 0).unwrap_err();
     assert!(e.to_string().contains("already delivered"), "{e}");
 }
 
