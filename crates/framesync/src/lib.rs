@@ -32,6 +32,7 @@ pub mod redact;
 pub mod servers;
 pub mod sink;
 pub mod source;
+pub mod template;
 pub mod timeline;
 
 /// A usage or config error: framesync exits 2.

@@ -11,6 +11,7 @@ use crate::config::{SinkConfig, SinkMode};
 use crate::delivery::Key;
 use crate::http;
 use crate::servers::Pacer;
+use crate::template::Vars;
 
 /// What an RS answer means for the records it carried. The run loop branches on this.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -138,7 +139,8 @@ impl HttpSink {
 
     /// With an agent of the caller's (the simulation's in-process transport).
     pub fn with_agent(config: &SinkConfig, agent: ureq::Agent) -> Self {
-        Self { agent, config: config.clone(), pacer: Pacer::new(config.max_rps) }
+        let url = config.query.apply(&config.url, &Vars::default());
+        Self { agent, config: SinkConfig { url, ..config.clone() }, pacer: Pacer::new(config.max_rps) }
     }
 
     fn body(&self, records: &[Outgoing]) -> String {

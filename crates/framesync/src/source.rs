@@ -5,7 +5,7 @@
 use std::collections::HashSet;
 use std::time::Duration;
 
-use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
+use percent_encoding::utf8_percent_encode;
 use serde_json::Value;
 
 use crate::config::{SourceConfig, TimeFormat};
@@ -14,6 +14,7 @@ use crate::http;
 use crate::model::{DeadLetter, StagedRecord};
 use crate::record;
 use crate::servers::Pacer;
+use crate::template::{QUERY_VALUE, Query, Vars};
 
 /// One page of a frame as the SS served it: its records in order (repeats kept: the ledger's
 /// staging keeps a UID once across the whole frame), the records that cannot be staged, and
@@ -138,7 +139,7 @@ impl HttpSource {
 
 impl Source for HttpSource {
     fn pages(&self, frame: Frame) -> Pages<'_> {
-        let first = frame_url(&self.config.url, self.config.time_format, frame);
+        let first = frame_url(&self.config.url, &self.config.query, self.config.time_format, frame);
         Box::new(PageWalk {
             source: self,
             frame,
@@ -222,13 +223,10 @@ impl PageWalk<'_> {
     }
 }
 
-/// The characters left as they are in a URL query value (RFC 3986 unreserved).
-const QUERY_VALUE: &AsciiSet = &NON_ALPHANUMERIC.remove(b'-').remove(b'.').remove(b'_').remove(b'~');
-
-/// Fills `{from}`, `{to}` and `{last}` into the URL template, URL-encoded. `{last}` is the
-/// frame's last millisecond, for SS APIs whose ranges are inclusive; epoch seconds cannot
-/// express it, so there it is `to - 1` s (and `check` warns).
-pub fn frame_url(template: &str, format: TimeFormat, frame: Frame) -> String {
+/// Fills `{from}`, `{to}` and `{last}` into the URL template, URL-encoded, and adds the query
+/// parameters. `{last}` is the frame's last millisecond, for SS APIs whose ranges are
+/// inclusive; epoch seconds cannot express it, so there it is `to - 1` s (and `check` warns).
+pub fn frame_url(template: &str, query: &Query, format: TimeFormat, frame: Frame) -> String {
     let (from, to) = (frame.start, frame.end());
     let (from, to, last) = match format {
         TimeFormat::Rfc3339 => {
@@ -238,7 +236,8 @@ pub fn frame_url(template: &str, format: TimeFormat, frame: Frame) -> String {
         TimeFormat::EpochMs => ((from * 1000).to_string(), (to * 1000).to_string(), (to * 1000 - 1).to_string()),
     };
     let enc = |v: &str| utf8_percent_encode(v, QUERY_VALUE).to_string();
-    template.replace("{from}", &enc(&from)).replace("{to}", &enc(&to)).replace("{last}", &enc(&last))
+    let url = template.replace("{from}", &enc(&from)).replace("{to}", &enc(&to)).replace("{last}", &enc(&last));
+    query.apply(&url, &Vars { from: &from, to: &to, last: &last, ..Vars::default() })
 }
 
 /// The URL of the next page: an absolute URL, a path on the same server, or a cursor added
@@ -371,13 +370,29 @@ mod tests {
         let f = frame("2026-11-01T12:00:00Z");
         let t = "http://h/e?from={from}&to={to}&last={last}";
         assert_eq!(
-            frame_url(t, TimeFormat::Rfc3339, f),
+            frame_url(t, &Query::default(), TimeFormat::Rfc3339, f),
             "http://h/e?from=2026-11-01T12%3A00%3A00Z&to=2026-11-01T12%3A01%3A00Z&last=2026-11-01T12%3A00%3A59.999Z"
         );
-        assert_eq!(frame_url(t, TimeFormat::EpochS, f), "http://h/e?from=1793534400&to=1793534460&last=1793534459");
         assert_eq!(
-            frame_url(t, TimeFormat::EpochMs, f),
+            frame_url(t, &Query::default(), TimeFormat::EpochS, f),
+            "http://h/e?from=1793534400&to=1793534460&last=1793534459"
+        );
+        assert_eq!(
+            frame_url(t, &Query::default(), TimeFormat::EpochMs, f),
             "http://h/e?from=1793534400000&to=1793534460000&last=1793534459999"
+        );
+    }
+
+    #[test]
+    fn query_parameters_carry_the_frame_encoded_whole() {
+        let f = frame("2026-11-01T12:00:00Z");
+        let all = [crate::template::Var::From, crate::template::Var::To];
+        let sql = "SELECT * FROM t WHERE ts >= '{from}' AND ts < '{to}' FORMAT JSON";
+        let query = Query::new(vec![("query".into(), crate::template::Template::parse(sql, &all).unwrap())]);
+        let url = frame_url("http://h:8123/?database=db", &query, TimeFormat::EpochS, f);
+        assert_eq!(
+            url,
+            "http://h:8123/?database=db&query=SELECT%20%2A%20FROM%20t%20WHERE%20ts%20%3E%3D%20%271793534400%27%20AND%20ts%20%3C%20%271793534460%27%20FORMAT%20JSON"
         );
     }
 
@@ -388,7 +403,7 @@ mod tests {
     fn last_reaches_the_frames_last_millisecond() {
         let f = frame("2026-11-01T12:00:00Z");
         let last = |format| {
-            let url = frame_url("{last}", format, f);
+            let url = frame_url("{last}", &Query::default(), format, f);
             percent_encoding::percent_decode_str(&url).decode_utf8().unwrap().into_owned()
         };
         let stamped = parse_time("2026-11-01T12:00:59Z").unwrap() * 1000 + 500;

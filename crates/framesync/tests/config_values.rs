@@ -246,7 +246,7 @@ proptest! {
         let frames = &config.frames;
         let settings = Settings::from_config(&config);
         let first = frames.size.frame_at(frames.start);
-        let _ = (first.end(), frame_url(&config.source.url, config.source.time_format, first));
+        let _ = (first.end(), frame_url(&config.source.url, &config.source.query, config.source.time_format, first));
         let _ = (Pacer::new(config.source.max_rps), Pacer::new(config.sink.max_rps));
         for now in nows {
             for scope in [Scope::Run, Scope::Pull, Scope::Push] {
@@ -255,7 +255,7 @@ proptest! {
             }
             let horizon = eligible_until(frames.size, now, frames.delay);
             let frame = frames.size.frame_at(horizon - 1);
-            let _ = (frame.end(), frame_url(&config.source.url, config.source.time_format, frame));
+            let _ = (frame.end(), frame_url(&config.source.url, &config.source.query, config.source.time_format, frame));
         }
     }
 }

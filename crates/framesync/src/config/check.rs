@@ -10,6 +10,7 @@ use anyhow::{Result, anyhow, bail};
 
 use super::Env;
 use crate::redact::Redactor;
+use crate::template::{Query, Template, Var};
 
 /// The slowest pace `max_rps` sets: one request every 1000 s.
 const LEAST_RATE: f64 = 0.001;
@@ -118,6 +119,32 @@ pub(super) fn headers(
             Ok((name, value))
         })
         .collect()
+}
+
+/// A template, as a config value gives it: placeholders limited to `allowed`, `${VAR}`
+/// expanded in its text (a secret is never read as a placeholder).
+pub(super) fn template(key: &str, text: &str, allowed: &[Var], env: Env, secrets: &mut Redactor) -> Result<Template> {
+    Template::parse(text, allowed).map_err(|e| anyhow!("{key}: {e}"))?.map_text(|text| expand(key, text, env, secrets))
+}
+
+/// A `query` table: each parameter's name and template.
+pub(super) fn query(
+    key: &str,
+    raw: BTreeMap<String, String>,
+    allowed: &[Var],
+    env: Env,
+    secrets: &mut Redactor,
+) -> Result<Query> {
+    let params = raw
+        .into_iter()
+        .map(|(name, text)| {
+            if name.is_empty() {
+                bail!("{key}: a parameter needs a name");
+            }
+            Ok((name.clone(), template(&format!("{key}.{name}"), &text, allowed, env, secrets)?))
+        })
+        .collect::<Result<_>>()?;
+    Ok(Query::new(params))
 }
 
 /// A JSON pointer: "" (the whole document, only where allowed) or a path starting with "/".

@@ -76,7 +76,7 @@ impl Config {
     /// Parses and validates a config; relative paths are taken from `base` (the config's folder).
     pub fn parse(text: &str, base: &Path, env: Env) -> Result<Self> {
         let raw: RawConfig = toml::from_str(text).map_err(|e| anyhow!("{}", toml_error::one_line(text, &e)))?;
-        let written_urls = (raw.source.url.clone(), raw.sink.url.clone());
+        let written_urls = (written(&raw.source.url, &raw.source.query), written(&raw.sink.url, &raw.sink.query));
         let mut secrets = Redactor::default();
         let ledger = resolve(base, &raw.ledger);
         let frames = raw.frames.check()?;
@@ -84,16 +84,27 @@ impl Config {
         let sink = raw.sink.check(env, &mut secrets)?;
         let run = raw.run.check(base, &frames)?;
         let identity = Identity {
-            source_url: written_urls.0.unwrap_or_default(),
+            source_url: written_urls.0,
             source_time_format: source.time_format.as_str().to_owned(),
             source_records: source.records.clone(),
             source_uid: source.uid.as_str().to_owned(),
             frames_start: frames.start,
             frames_size: frames.size.seconds(),
-            sink_url: written_urls.1.unwrap_or_default(),
+            sink_url: written_urls.1,
         };
         Ok(Self { ledger, frames, source, sink, run, secrets, identity, file: None })
     }
+}
+
+/// A URL and its query table as written (before `${VAR}` expansion and encoding): what the
+/// ledger keeps of where the records come from and go.
+fn written(url: &Option<String>, query: &std::collections::BTreeMap<String, String>) -> String {
+    let mut out = url.clone().unwrap_or_default();
+    for (name, value) in query {
+        out.push(if out.contains('?') { '&' } else { '?' });
+        out.push_str(&format!("{name}={value}"));
+    }
+    out
 }
 
 fn resolve(base: &Path, path: &str) -> PathBuf {

@@ -10,6 +10,7 @@ use super::check::{self, count, required, statuses};
 use super::{Env, duration};
 use crate::mapping::Mapping;
 use crate::redact::Redactor;
+use crate::template::Query;
 
 const MOST_PER_BATCH: usize = 100_000;
 
@@ -32,6 +33,9 @@ pub struct SinkConfig {
     pub lookup_url: Option<String>,
     pub timeout: Duration,
     pub headers: Vec<(String, String)>,
+    /// Query parameters added to `url` (fixed text, percent-encoded by framesync): for an RS
+    /// that takes its instructions in the URL, such as ClickHouse's `query=INSERT ...`.
+    pub query: Query,
     pub map: Option<Mapping>,
     /// At most this many requests per second to the RS (lookups included).
     pub max_rps: Option<f64>,
@@ -62,6 +66,7 @@ pub(super) struct RawSink {
     #[serde(deserialize_with = "duration::deserialize")]
     timeout: Duration,
     headers: BTreeMap<String, String>,
+    pub(super) query: BTreeMap<String, String>,
     map: Option<Mapping>,
     retries: u32,
     max_rps: Option<f64>,
@@ -84,6 +89,7 @@ impl Default for RawSink {
             lookup_url: None,
             timeout: Duration::from_secs(30),
             headers: BTreeMap::new(),
+            query: BTreeMap::new(),
             map: None,
             retries: 2,
             max_rps: None,
@@ -126,6 +132,7 @@ impl RawSink {
             lookup_url,
             timeout: self.timeout,
             headers: check::headers("sink.headers", self.headers, env, secrets)?,
+            query: check::query("sink.query", self.query, &[], env, secrets)?,
             map: self.map,
             max_rps: check::rate("sink.max_rps", self.max_rps)?,
             retries: self.retries,

@@ -11,6 +11,7 @@ use super::toml_error::read_str;
 use super::{Env, duration};
 use crate::record::{TimeFormat, UidRule};
 use crate::redact::Redactor;
+use crate::template::{Query, Var};
 
 #[derive(Debug, Clone)]
 pub struct SourceConfig {
@@ -27,6 +28,9 @@ pub struct SourceConfig {
     pub max_records: usize,
     pub max_pages: usize,
     pub headers: Vec<(String, String)>,
+    /// Query parameters added to every first page's URL: `{from}`, `{to}`, `{last}` rendered,
+    /// then percent-encoded by framesync.
+    pub query: Query,
     /// At most this many requests per second to the SS.
     pub max_rps: Option<f64>,
     /// A page slower than this means the SS is under load: pulling stops for the run.
@@ -55,6 +59,7 @@ pub(super) struct RawSource {
     max_records: usize,
     max_pages: usize,
     headers: BTreeMap<String, String>,
+    pub(super) query: BTreeMap<String, String>,
     max_rps: Option<f64>,
     #[serde(deserialize_with = "duration::optional")]
     slow_after: Option<Duration>,
@@ -76,6 +81,7 @@ impl Default for RawSource {
             max_records: 1_000_000,
             max_pages: 10_000,
             headers: BTreeMap::new(),
+            query: BTreeMap::new(),
             max_rps: None,
             slow_after: None,
         }
@@ -90,9 +96,11 @@ impl RawSource {
     pub(super) fn check(self, env: Env, secrets: &mut Redactor) -> Result<SourceConfig> {
         let url = required("source.url", self.url, URL_EXAMPLE)?;
         let url = check::url("source.url", &url, &["from", "to", "last"], env, secrets)?;
-        if !url.contains("{from}") && !url.contains("{last}") {
+        let query = check::query("source.query", self.query, &[Var::From, Var::To, Var::Last], env, secrets)?;
+        let bounded = |var: &str| url.contains(var) || query.uses(if var == "{from}" { Var::From } else { Var::Last });
+        if !bounded("{from}") && !bounded("{last}") {
             bail!(
-                "source.url: the URL must contain {{from}} and {{to}} (or {{last}}) so each frame is asked for its own time range"
+                "source.url: the URL (or source.query) must contain {{from}} and {{to}} (or {{last}}) so each frame is asked for its own time range"
             );
         }
         let uid = required("source.uid", self.uid, UID_EXAMPLE)?;
@@ -113,6 +121,7 @@ impl RawSource {
             max_records: self.max_records,
             max_pages: self.max_pages,
             headers: check::headers("source.headers", self.headers, env, secrets)?,
+            query,
             max_rps: check::rate("source.max_rps", self.max_rps)?,
             slow_after: self.slow_after,
         })

@@ -163,3 +163,41 @@ fn errors_the_toml_reader_finds_are_one_line_led_by_their_key() {
         assert!(e.starts_with(want) && !e.contains('\n'), "{want:?} does not lead {e:?}");
     }
 }
+
+#[test]
+fn query_tables_are_checked_expanded_and_kept_in_the_identity() {
+    let text = r#"
+ledger = "l.db"
+[frames]
+start = "2026-11-01T00:00:00Z"
+[source]
+url = "http://127.0.0.1:1/"
+uid = "/id"
+[source.query]
+query = "SELECT * FROM t WHERE ts >= {from} AND ts < {to} AND k = '${SS_TOKEN}' FORMAT JSON"
+[sink]
+url = "http://127.0.0.1:1/rs"
+[sink.query]
+query = "INSERT INTO t FORMAT JSONEachRow"
+"#;
+    let config = parse(text).unwrap();
+    assert!(config.source.query.uses(crate::template::Var::From));
+    assert!(
+        !config.secrets.scrub("k = ss-secret-123").contains("ss-secret-123"),
+        "the value from the environment is a secret"
+    );
+    assert!(config.identity.source_url.contains("${SS_TOKEN}"), "{}", config.identity.source_url);
+    assert!(
+        config.identity.sink_url.ends_with("?query=INSERT INTO t FORMAT JSONEachRow"),
+        "{}",
+        config.identity.sink_url
+    );
+
+    let typo = text.replace("ts < {to}", "ts < {too}");
+    let e = error(&typo);
+    assert!(e.starts_with("source.query.query: unknown placeholder {too}") && !e.contains('\n'), "{e}");
+    let unbounded = text.replace("ts >= {from} AND ts < {to} AND ", "");
+    assert!(error(&unbounded).contains("must contain {from}"), "{}", error(&unbounded));
+    let uid_in_sink = text.replace("INSERT INTO t", "INSERT INTO {uid}");
+    assert!(error(&uid_in_sink).starts_with("sink.query.query: {uid} cannot be used here"), "{}", error(&uid_in_sink));
+}
