@@ -25,6 +25,7 @@ pub mod metrics;
 pub mod model;
 pub mod netfs;
 pub mod plan;
+pub mod proxy;
 pub mod prune;
 pub mod recheck;
 pub mod record;
@@ -33,6 +34,7 @@ pub mod servers;
 pub mod sink;
 pub mod source;
 pub mod timeline;
+pub mod tls;
 
 /// A usage or config error: framesync exits 2.
 #[derive(Debug, thiserror::Error)]

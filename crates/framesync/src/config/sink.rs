@@ -9,6 +9,7 @@ use serde::Deserialize;
 use super::check::{self, count, required, statuses};
 use super::{Env, duration};
 use crate::mapping::Mapping;
+use super::tls::{RawTls, Transport};
 use crate::redact::Redactor;
 
 const MOST_PER_BATCH: usize = 100_000;
@@ -46,6 +47,8 @@ pub struct SinkConfig {
     pub max_attempts: u32,
     /// This many records in a row refused the same way stop pushing for the run.
     pub max_rejected_in_a_row: u32,
+    /// TLS (`[sink.tls]`) and the proxy, for pushes and lookups alike.
+    pub transport: Transport,
 }
 
 #[derive(Deserialize)]
@@ -70,6 +73,8 @@ pub(super) struct RawSink {
     ack_group_time: Duration,
     max_attempts: u32,
     max_rejected_in_a_row: u32,
+    /// Checked by `Config::parse`, which knows the config's folder.
+    pub(super) tls: RawTls,
 }
 
 impl Default for RawSink {
@@ -91,6 +96,7 @@ impl Default for RawSink {
             ack_group_time: Duration::from_millis(100),
             max_attempts: 10,
             max_rejected_in_a_row: 20,
+            tls: RawTls::default(),
         }
     }
 }
@@ -133,6 +139,8 @@ impl RawSink {
             ack_group_time: self.ack_group_time,
             max_attempts: self.max_attempts,
             max_rejected_in_a_row: self.max_rejected_in_a_row,
+            // The table is checked by `Config::parse`, which knows the config's folder.
+            transport: Transport::plain("sink.tls"),
         })
     }
 }

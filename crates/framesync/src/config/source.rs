@@ -10,6 +10,7 @@ use super::check::{self, required};
 use super::toml_error::read_str;
 use super::{Env, duration};
 use crate::record::{TimeFormat, UidRule};
+use super::tls::{RawTls, Transport};
 use crate::redact::Redactor;
 
 #[derive(Debug, Clone)]
@@ -31,6 +32,8 @@ pub struct SourceConfig {
     pub max_rps: Option<f64>,
     /// A page slower than this means the SS is under load: pulling stops for the run.
     pub slow_after: Option<Duration>,
+    /// TLS (`[source.tls]`) and the proxy.
+    pub transport: Transport,
 }
 
 #[derive(Deserialize)]
@@ -58,6 +61,8 @@ pub(super) struct RawSource {
     max_rps: Option<f64>,
     #[serde(deserialize_with = "duration::optional")]
     slow_after: Option<Duration>,
+    /// Checked by `Config::parse`, which knows the config's folder.
+    pub(super) tls: RawTls,
 }
 
 impl Default for RawSource {
@@ -78,6 +83,7 @@ impl Default for RawSource {
             headers: BTreeMap::new(),
             max_rps: None,
             slow_after: None,
+            tls: RawTls::default(),
         }
     }
 }
@@ -115,6 +121,8 @@ impl RawSource {
             headers: check::headers("source.headers", self.headers, env, secrets)?,
             max_rps: check::rate("source.max_rps", self.max_rps)?,
             slow_after: self.slow_after,
+            // The table is checked by `Config::parse`, which knows the config's folder.
+            transport: Transport::plain("source.tls"),
         })
     }
 }
