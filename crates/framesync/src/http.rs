@@ -24,10 +24,10 @@ const RESOLVED_FOR: Duration = Duration::from_secs(30);
 /// through the proxy the environment named when the config was read (and through no other).
 pub fn agent(timeout: Duration, transport: &Transport) -> ureq::Agent {
     let config = builder(timeout).proxy(transport.proxy.as_ref().map(|p| p.proxy.clone())).build();
-    let connector = ()
-        .chain(NamedProxy::new(transport.proxy.clone()))
-        .chain(TcpConnector::default())
-        .chain(TlsConnector::new(transport.tls.clone(), transport.why));
+    let connector =
+        ().chain(NamedProxy::new(transport.proxy.clone()))
+            .chain(TcpConnector::default())
+            .chain(TlsConnector::new(transport.tls.clone(), transport.why));
     ureq::Agent::with_parts(config, connector, CachingResolver::default())
 }
 

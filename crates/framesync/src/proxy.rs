@@ -180,6 +180,8 @@ mod tests {
         assert_eq!(setting.proxy.password(), Some("hunter2"));
         assert_eq!(secrets.scrub("x hunter2 y"), "x *** y");
         let failure = proxy_failed(&setting, &ureq::Error::ConnectProxyFailed("proxy server responded 407/407".into()));
-        assert!(failure.starts_with("the proxy p.example:3128 (from HTTPS_PROXY) failed: it answered CONNECT with 407"));
+        assert!(
+            failure.starts_with("the proxy p.example:3128 (from HTTPS_PROXY) failed: it answered CONNECT with 407")
+        );
     }
 }

@@ -56,8 +56,9 @@ pub fn client_config(
     min: MinVersion,
 ) -> Result<ClientConfig, rustls::Error> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let builder =
-        ClientConfig::builder_with_provider(provider).with_protocol_versions(min.versions())?.with_root_certificates(roots);
+    let builder = ClientConfig::builder_with_provider(provider)
+        .with_protocol_versions(min.versions())?
+        .with_root_certificates(roots);
     match client {
         Some((chain, key)) => builder.with_client_auth_cert(chain, key),
         None => Ok(builder.with_no_client_auth()),

@@ -77,7 +77,10 @@ fn without_the_ca_the_server_is_refused_as_not_trusted_and_the_message_names_tls
     assert_eq!(out.status.code(), Some(1), "{}", text(&out));
     let said = text(&out);
     let sink_line = said.lines().find(|l| l.starts_with("sink:")).unwrap_or_default();
-    assert!(sink_line.contains("FAILED") && sink_line.contains("not trusted") && sink_line.contains("sink.tls.ca"), "{said}");
+    assert!(
+        sink_line.contains("FAILED") && sink_line.contains("not trusted") && sink_line.contains("sink.tls.ca"),
+        "{said}"
+    );
 }
 
 #[test]

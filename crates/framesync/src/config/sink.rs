@@ -7,9 +7,9 @@ use anyhow::{Result, bail};
 use serde::Deserialize;
 
 use super::check::{self, count, required, statuses};
+use super::tls::{RawTls, Transport};
 use super::{Env, duration};
 use crate::mapping::Mapping;
-use super::tls::{RawTls, Transport};
 use crate::redact::Redactor;
 
 const MOST_PER_BATCH: usize = 100_000;

@@ -7,10 +7,10 @@ use anyhow::{Result, bail};
 use serde::{Deserialize, Deserializer};
 
 use super::check::{self, required};
+use super::tls::{RawTls, Transport};
 use super::toml_error::read_str;
 use super::{Env, duration};
 use crate::record::{TimeFormat, UidRule};
-use super::tls::{RawTls, Transport};
 use crate::redact::Redactor;
 
 #[derive(Debug, Clone)]

@@ -7,15 +7,15 @@
 //! Trust: the certificates of `ca`, plus the operating system's store with `system_roots`;
 //! with neither, the Mozilla roots bundled with framesync (what ureq trusts by default).
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 
 use anyhow::{Result, bail};
 use rustls::RootCertStore;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
-use serde::de::{self, Deserializer, Visitor};
 use serde::Deserialize;
+use serde::de::{self, Deserializer, Visitor};
 
 use super::{Env, resolve};
 use crate::proxy::{self, ProxySetting};
@@ -87,7 +87,11 @@ impl RawTls {
             let path = resolve(base, ca);
             for (i, cert) in certificates(&format!("{key}.ca"), &path)?.into_iter().enumerate() {
                 if let Err(e) = roots.add(cert) {
-                    bail!("{key}.ca: {}: certificate {} is not a CA certificate rustls can use: {e}", path.display(), i + 1);
+                    bail!(
+                        "{key}.ca: {}: certificate {} is not a CA certificate rustls can use: {e}",
+                        path.display(),
+                        i + 1
+                    );
                 }
             }
         }
@@ -106,7 +110,7 @@ impl RawTls {
 }
 
 /// Every certificate in a PEM file; at least one.
-fn certificates(key: &str, path: &PathBuf) -> Result<Vec<CertificateDer<'static>>> {
+fn certificates(key: &str, path: &Path) -> Result<Vec<CertificateDer<'static>>> {
     let text = read(key, path)?;
     let certs = CertificateDer::pem_slice_iter(&text)
         .collect::<Result<Vec<_>, _>>()
@@ -163,4 +167,76 @@ fn min_version<'de, D: Deserializer<'de>>(deserializer: D) -> Result<MinVersion,
     }
 
     deserializer.deserialize_any(Version)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use crate::config::Config;
+
+    fn parse(dir: &Path, source_tls: &str) -> anyhow::Result<Config> {
+        let text = format!(
+            "ledger = \"l.db\"\n[frames]\nstart = \"2026-11-01T00:00:00Z\"\n[source]\nurl = \"https://ss/e?from={{from}}&to={{to}}\"\nuid = \"/id\"\n[source.tls]\n{source_tls}\n[sink]\nurl = \"https://rs/in\"\n"
+        );
+        Config::parse(&text, dir, &|_| None)
+    }
+
+    fn error(dir: &Path, source_tls: &str) -> String {
+        let e = format!("{:#}", parse(dir, source_tls).unwrap_err());
+        assert_eq!(e.lines().count(), 1, "one line: {e}");
+        e
+    }
+
+    /// A CA certificate and a client certificate with its key, as PEM files in `dir`.
+    fn files(dir: &Path) {
+        let key = rcgen::KeyPair::generate().unwrap();
+        let cert = rcgen::CertificateParams::new(vec!["client".to_owned()]).unwrap().self_signed(&key).unwrap();
+        std::fs::write(dir.join("ca.pem"), cert.pem()).unwrap();
+        std::fs::write(dir.join("client.pem"), cert.pem()).unwrap();
+        std::fs::write(dir.join("client.key"), key.serialize_pem()).unwrap();
+        std::fs::write(dir.join("junk.pem"), "not a certificate").unwrap();
+    }
+
+    #[test]
+    fn relative_files_are_read_from_the_configs_folder() {
+        let dir = tempfile::tempdir().unwrap();
+        files(dir.path());
+        let config = parse(
+            dir.path(),
+            "ca = \"ca.pem\"\nclient_cert = \"client.pem\"\nclient_key = \"client.key\"\nmin_version = \"1.3\"",
+        )
+        .unwrap();
+        let why = config.source.transport.why;
+        assert_eq!((why.key, why.client_cert, why.min.as_str()), ("source.tls", true, "1.3"));
+        assert!(config.source.transport.tls.client_auth_cert_resolver.has_certs());
+        assert_eq!(config.sink.transport.why.key, "sink.tls");
+        assert!(!config.sink.transport.why.client_cert);
+    }
+
+    #[test]
+    fn a_bare_number_is_a_version_too() {
+        let dir = tempfile::tempdir().unwrap();
+        assert_eq!(parse(dir.path(), "min_version = 1.3").unwrap().source.transport.why.min.as_str(), "1.3");
+    }
+
+    #[test]
+    fn bad_tls_values_name_their_key_and_path() {
+        let dir = tempfile::tempdir().unwrap();
+        files(dir.path());
+        let e = error(dir.path(), "ca = \"missing.pem\"");
+        assert!(e.starts_with("source.tls.ca: cannot read ") && e.contains("missing.pem"), "{e}");
+        let e = error(dir.path(), "ca = \"junk.pem\"");
+        assert!(e.starts_with("source.tls.ca: ") && e.contains("holds no PEM certificate"), "{e}");
+        let e = error(dir.path(), "client_key = \"client.key\"");
+        assert!(e.starts_with("source.tls.client_cert: missing"), "{e}");
+        let e = error(dir.path(), "client_cert = \"client.pem\"");
+        assert!(e.starts_with("source.tls.client_key: missing"), "{e}");
+        let e = error(dir.path(), "client_cert = \"client.pem\"\nclient_key = \"client.pem\"");
+        assert!(e.starts_with("source.tls.client_key: ") && e.contains("no PEM private key"), "{e}");
+        let e = error(dir.path(), "min_version = \"1.1\"");
+        assert!(e.starts_with("source.tls.min_version: \"1.1\" is not a TLS version"), "{e}");
+        let e = error(dir.path(), "verify = false");
+        assert!(e.starts_with("source.tls: unknown field `verify`"), "{e}");
+    }
 }
