@@ -1,6 +1,7 @@
 //! What framesync's tests share: the simulator as a process ([`Sim`]) and its table of fault
-//! settings ([`faults`]), one HTTP client ([`http`]), a canned-answer server ([`Canned`]), and
-//! processes that die with the test ([`KillOnDrop`]).
+//! settings ([`faults`]), one HTTP client ([`http`]), a canned-answer server ([`Canned`]),
+//! processes that die with the test ([`KillOnDrop`]), TLS on loopback with a CA made in the test
+//! ([`tls`]) and a `CONNECT` proxy ([`ConnectProxy`]).
 //!
 //! The simulator is a package of its own (`framesync-sim`, never installed with framesync), so a
 //! test of the `framesync` package cannot name its binary through `CARGO_BIN_EXE_*`. It is looked
@@ -10,7 +11,9 @@
 mod canned;
 pub mod http;
 mod process;
+mod proxy;
 mod sim;
+pub mod tls;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -18,6 +21,7 @@ use std::sync::OnceLock;
 
 pub use canned::Canned;
 pub use process::KillOnDrop;
+pub use proxy::ConnectProxy;
 pub use sim::Sim;
 
 /// The simulator's fault settings, as its flags and `/control/faults` keys are made from them.

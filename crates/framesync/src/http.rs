@@ -1,5 +1,6 @@
 //! What both HTTP clients share: one agent per server (connections are reused across
-//! requests, hosts resolved once), and reading `Retry-After`, `Date` and short excerpts of bodies for messages.
+//! requests, hosts resolved once, TLS and the proxy as configured), and reading `Retry-After`,
+//! `Date` and short excerpts of bodies for messages.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -7,31 +8,76 @@ use std::time::{Duration, Instant};
 
 use chrono::DateTime;
 use ureq::unversioned::resolver::{DefaultResolver, ResolvedSocketAddrs, Resolver};
-use ureq::unversioned::transport::{DefaultConnector, NextTimeout};
+use ureq::unversioned::transport::{Connector, NextTimeout, TcpConnector};
 
+use crate::config::Transport;
 use crate::frames::Epoch;
+use crate::proxy::NamedProxy;
+use crate::tls::TlsConnector;
 
 /// How long a host's resolved addresses are reused.
 const RESOLVED_FOR: Duration = Duration::from_secs(30);
 
 /// An agent that never follows a redirect: every client gets a 3xx as the answer. A POST
 /// followed through a redirect may be re-sent as a GET, and a 2xx reached that way is no
-/// acknowledgement from the URL the config names.
-pub fn agent(timeout: Duration) -> ureq::Agent {
-    ureq::Agent::with_parts(config(timeout), DefaultConnector::default(), CachingResolver::default())
+/// acknowledgement from the URL the config names. It speaks TLS as `transport` says, and goes
+/// through the proxy the environment named when the config was read (and through no other).
+pub fn agent(timeout: Duration, transport: &Transport) -> ureq::Agent {
+    let config = builder(timeout).proxy(transport.proxy.as_ref().map(|p| p.proxy.clone())).build();
+    let connector =
+        ().chain(NamedProxy::new(transport.proxy.clone()))
+            .chain(TcpConnector::default())
+            .chain(TlsConnector::new(transport.tls.clone(), transport.why));
+    ureq::Agent::with_parts(config, connector, CachingResolver::default())
 }
 
 /// The agent settings every client uses: every status is an answer to classify, not an error,
 /// and a redirect is never followed — a 3xx is the answer (a POST redirected to a login page
-/// must not count as delivered).
+/// must not count as delivered). No proxy: [`agent`] sets the one the config read.
 pub fn config(timeout: Duration) -> ureq::config::Config {
+    builder(timeout).proxy(None).build()
+}
+
+fn builder(timeout: Duration) -> ureq::config::ConfigBuilder<ureq::typestate::AgentScope> {
     ureq::Agent::config_builder()
         .timeout_global(Some(timeout))
         .http_status_as_error(false)
         .max_redirects(0)
         .no_delay(true)
         .user_agent(concat!("framesync/", env!("CARGO_PKG_VERSION")))
-        .build()
+}
+
+/// A connection failure that framesync words itself (a TLS handshake, a proxy), carried
+/// through ureq as [`ureq::Error::Other`].
+#[derive(Debug)]
+pub struct Failure(String);
+
+impl Failure {
+    pub fn new(message: String) -> Self {
+        Self(message)
+    }
+}
+
+impl std::fmt::Display for Failure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for Failure {}
+
+impl From<Failure> for ureq::Error {
+    fn from(failure: Failure) -> Self {
+        ureq::Error::Other(Box::new(failure))
+    }
+}
+
+/// A request's error for a message: framesync's own wording where it has one.
+pub fn why(e: &ureq::Error) -> String {
+    match e {
+        ureq::Error::Other(inner) if inner.is::<Failure>() => inner.to_string(),
+        e => e.to_string(),
+    }
 }
 
 /// ureq resolves the host before every request, even one that reuses a pooled connection,

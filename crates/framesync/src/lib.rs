@@ -25,6 +25,7 @@ pub mod metrics;
 pub mod model;
 pub mod netfs;
 pub mod plan;
+pub mod proxy;
 pub mod prune;
 pub mod recheck;
 pub mod record;
@@ -34,6 +35,7 @@ pub mod sink;
 pub mod source;
 pub mod template;
 pub mod timeline;
+pub mod tls;
 
 /// A usage or config error: framesync exits 2.
 #[derive(Debug, thiserror::Error)]

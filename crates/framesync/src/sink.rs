@@ -134,7 +134,7 @@ pub fn header_key(records: &[Outgoing], key: &Key) -> String {
 
 impl HttpSink {
     pub fn new(config: &SinkConfig) -> Self {
-        Self::with_agent(config, http::agent(config.timeout))
+        Self::with_agent(config, http::agent(config.timeout, &config.transport))
     }
 
     /// With an agent of the caller's (the simulation's in-process transport).
@@ -176,7 +176,7 @@ impl Sink for HttpSink {
             Ok(response) => response,
             Err(e) => {
                 return Verdict::RetryLater {
-                    reason: format!("POST {}: {e}", self.config.url),
+                    reason: format!("POST {}: {}", self.config.url, http::why(&e)),
                     retry_after: None,
                     status: None,
                 };
@@ -211,7 +211,7 @@ impl Sink for HttpSink {
         for (name, value) in &self.config.headers {
             request = request.header(name, value);
         }
-        let response = request.call().map_err(|e| format!("lookup GET {shown}: {e}"))?;
+        let response = request.call().map_err(|e| format!("lookup GET {shown}: {}", http::why(&e)))?;
         match response.status().as_u16() {
             200..=299 => Ok(true),
             404 | 410 => Ok(false),

@@ -87,7 +87,7 @@ pub struct HttpSource {
 
 impl HttpSource {
     pub fn new(config: &SourceConfig) -> Self {
-        Self::with_agent(config, http::agent(config.timeout))
+        Self::with_agent(config, http::agent(config.timeout, &config.transport))
     }
 
     /// With an agent of the caller's (the simulation's in-process transport).
@@ -102,7 +102,7 @@ impl HttpSource {
         for (name, value) in &self.config.headers {
             request = request.header(name, value);
         }
-        let mut response = request.call().map_err(|e| PullError::Failed(format!("GET {shown}: {e}")))?;
+        let mut response = request.call().map_err(|e| PullError::Failed(format!("GET {shown}: {}", http::why(&e))))?;
         let status = response.status().as_u16();
         let date = http::date_header(&response);
         let retry_after = http::retry_after(&response);

@@ -167,13 +167,13 @@ fn source(config: &Config) -> Verdict {
 /// A HEAD on the ingest URL: it must exist, take our credentials, and be the final URL.
 fn sink(config: &Config) -> Verdict {
     let url = &config.sink.url;
-    let mut request = http::agent(config.sink.timeout).head(url);
+    let mut request = http::agent(config.sink.timeout, &config.sink.transport).head(url);
     for (name, value) in &config.sink.headers {
         request = request.header(name, value);
     }
     let verdict = match request.call() {
         Ok(response) => sink_answer(response.status().as_u16(), &http::location(&response)),
-        Err(e) => Verdict::Failed(e.to_string()),
+        Err(e) => Verdict::Failed(http::why(&e)),
     };
     verdict.prefixed(&format!("HEAD {url}: "))
 }
@@ -203,13 +203,13 @@ fn sink_answer(status: u16, location: &str) -> Verdict {
 fn lookup(config: &Config, template: &str) -> Verdict {
     let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos());
     let url = template.replace("{uid}", &format!("framesync-check-{nanos}-no-such-record"));
-    let mut request = http::agent(config.sink.timeout).get(&url);
+    let mut request = http::agent(config.sink.timeout, &config.sink.transport).get(&url);
     for (name, value) in &config.sink.headers {
         request = request.header(name, value);
     }
     let verdict = match request.call() {
         Ok(response) => lookup_answer(response.status().as_u16(), &http::location(&response)),
-        Err(e) => Verdict::Failed(e.to_string()),
+        Err(e) => Verdict::Failed(http::why(&e)),
     };
     verdict.prefixed(&format!("GET {url}: "))
 }

@@ -10,6 +10,7 @@ mod frames;
 mod run;
 mod sink;
 mod source;
+mod tls;
 mod toml_error;
 
 use std::path::{Path, PathBuf};
@@ -21,6 +22,7 @@ pub use self::frames::FramesConfig;
 pub use self::run::RunConfig;
 pub use self::sink::{SinkConfig, SinkMode};
 pub use self::source::SourceConfig;
+pub use self::tls::Transport;
 pub use crate::record::{TimeFormat, UidRule};
 
 use self::frames::RawFrames;
@@ -75,13 +77,16 @@ impl Config {
 
     /// Parses and validates a config; relative paths are taken from `base` (the config's folder).
     pub fn parse(text: &str, base: &Path, env: Env) -> Result<Self> {
-        let raw: RawConfig = toml::from_str(text).map_err(|e| anyhow!("{}", toml_error::one_line(text, &e)))?;
+        let mut raw: RawConfig = toml::from_str(text).map_err(|e| anyhow!("{}", toml_error::one_line(text, &e)))?;
         let written_urls = (written(&raw.source.url, &raw.source.query), written(&raw.sink.url, &raw.sink.query));
         let mut secrets = Redactor::default();
         let ledger = resolve(base, &raw.ledger);
         let frames = raw.frames.check()?;
-        let source = raw.source.check(env, &mut secrets)?;
-        let sink = raw.sink.check(env, &mut secrets)?;
+        let (source_tls, sink_tls) = (std::mem::take(&mut raw.source.tls), std::mem::take(&mut raw.sink.tls));
+        let mut source = raw.source.check(env, &mut secrets)?;
+        let mut sink = raw.sink.check(env, &mut secrets)?;
+        source.transport = source_tls.check("source.tls", base, &source.url, env, &mut secrets)?;
+        sink.transport = sink_tls.check("sink.tls", base, &sink.url, env, &mut secrets)?;
         let run = raw.run.check(base, &frames)?;
         let identity = Identity {
             source_url: written_urls.0,

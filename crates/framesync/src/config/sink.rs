@@ -7,6 +7,7 @@ use anyhow::{Result, bail};
 use serde::Deserialize;
 
 use super::check::{self, count, required, statuses};
+use super::tls::{RawTls, Transport};
 use super::{Env, duration};
 use crate::mapping::Mapping;
 use crate::redact::Redactor;
@@ -50,6 +51,8 @@ pub struct SinkConfig {
     pub max_attempts: u32,
     /// This many records in a row refused the same way stop pushing for the run.
     pub max_rejected_in_a_row: u32,
+    /// TLS (`[sink.tls]`) and the proxy, for pushes and lookups alike.
+    pub transport: Transport,
 }
 
 #[derive(Deserialize)]
@@ -75,6 +78,8 @@ pub(super) struct RawSink {
     ack_group_time: Duration,
     max_attempts: u32,
     max_rejected_in_a_row: u32,
+    /// Checked by `Config::parse`, which knows the config's folder.
+    pub(super) tls: RawTls,
 }
 
 impl Default for RawSink {
@@ -97,6 +102,7 @@ impl Default for RawSink {
             ack_group_time: Duration::from_millis(100),
             max_attempts: 10,
             max_rejected_in_a_row: 20,
+            tls: RawTls::default(),
         }
     }
 }
@@ -140,6 +146,8 @@ impl RawSink {
             ack_group_time: self.ack_group_time,
             max_attempts: self.max_attempts,
             max_rejected_in_a_row: self.max_rejected_in_a_row,
+            // The table is checked by `Config::parse`, which knows the config's folder.
+            transport: Transport::plain("sink.tls"),
         })
     }
 }

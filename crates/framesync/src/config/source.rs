@@ -7,6 +7,7 @@ use anyhow::{Result, bail};
 use serde::{Deserialize, Deserializer};
 
 use super::check::{self, required};
+use super::tls::{RawTls, Transport};
 use super::toml_error::read_str;
 use super::{Env, duration};
 use crate::record::{TimeFormat, UidRule};
@@ -35,6 +36,8 @@ pub struct SourceConfig {
     pub max_rps: Option<f64>,
     /// A page slower than this means the SS is under load: pulling stops for the run.
     pub slow_after: Option<Duration>,
+    /// TLS (`[source.tls]`) and the proxy.
+    pub transport: Transport,
 }
 
 #[derive(Deserialize)]
@@ -63,6 +66,8 @@ pub(super) struct RawSource {
     max_rps: Option<f64>,
     #[serde(deserialize_with = "duration::optional")]
     slow_after: Option<Duration>,
+    /// Checked by `Config::parse`, which knows the config's folder.
+    pub(super) tls: RawTls,
 }
 
 impl Default for RawSource {
@@ -84,6 +89,7 @@ impl Default for RawSource {
             query: BTreeMap::new(),
             max_rps: None,
             slow_after: None,
+            tls: RawTls::default(),
         }
     }
 }
@@ -124,6 +130,8 @@ impl RawSource {
             query,
             max_rps: check::rate("source.max_rps", self.max_rps)?,
             slow_after: self.slow_after,
+            // The table is checked by `Config::parse`, which knows the config's folder.
+            transport: Transport::plain("source.tls"),
         })
     }
 }
