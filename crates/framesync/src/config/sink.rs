@@ -6,6 +6,8 @@ use std::time::Duration;
 use anyhow::{Result, bail};
 use serde::Deserialize;
 
+use super::AuthConfig;
+use super::auth::{self, RawAuth};
 use super::check::{self, count, required, statuses};
 use super::{Env, duration};
 use crate::mapping::Mapping;
@@ -50,6 +52,8 @@ pub struct SinkConfig {
     pub max_attempts: u32,
     /// This many records in a row refused the same way stop pushing for the run.
     pub max_rejected_in_a_row: u32,
+    /// How framesync authenticates to the RS, lookups included (`[sink.auth]`); none: only `headers`.
+    pub auth: Option<AuthConfig>,
 }
 
 #[derive(Deserialize)]
@@ -75,6 +79,7 @@ pub(super) struct RawSink {
     ack_group_time: Duration,
     max_attempts: u32,
     max_rejected_in_a_row: u32,
+    auth: Option<RawAuth>,
 }
 
 impl Default for RawSink {
@@ -97,6 +102,7 @@ impl Default for RawSink {
             ack_group_time: Duration::from_millis(100),
             max_attempts: 10,
             max_rejected_in_a_row: 20,
+            auth: None,
         }
     }
 }
@@ -122,6 +128,8 @@ impl RawSink {
         if ureq::http::HeaderName::from_bytes(idempotency_header.as_bytes()).is_err() {
             bail!("sink.idempotency_header: {idempotency_header:?} is not a valid HTTP header name");
         }
+        let headers = check::headers("sink.headers", self.headers, env, secrets)?;
+        let auth = auth::check("sink.auth", self.auth, &headers, env, secrets)?;
         Ok(SinkConfig {
             url,
             mode: self.mode,
@@ -131,7 +139,7 @@ impl RawSink {
             reject: self.reject,
             lookup_url,
             timeout: self.timeout,
-            headers: check::headers("sink.headers", self.headers, env, secrets)?,
+            headers,
             query: check::query("sink.query", self.query, &[], env, secrets)?,
             map: self.map,
             max_rps: check::rate("sink.max_rps", self.max_rps)?,
@@ -140,6 +148,7 @@ impl RawSink {
             ack_group_time: self.ack_group_time,
             max_attempts: self.max_attempts,
             max_rejected_in_a_row: self.max_rejected_in_a_row,
+            auth,
         })
     }
 }

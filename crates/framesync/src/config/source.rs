@@ -6,6 +6,8 @@ use std::time::Duration;
 use anyhow::{Result, bail};
 use serde::{Deserialize, Deserializer};
 
+use super::AuthConfig;
+use super::auth::{self, RawAuth};
 use super::check::{self, required};
 use super::toml_error::read_str;
 use super::{Env, duration};
@@ -35,6 +37,8 @@ pub struct SourceConfig {
     pub max_rps: Option<f64>,
     /// A page slower than this means the SS is under load: pulling stops for the run.
     pub slow_after: Option<Duration>,
+    /// How framesync authenticates to the SS (`[source.auth]`); none: only `headers`.
+    pub auth: Option<AuthConfig>,
 }
 
 #[derive(Deserialize)]
@@ -63,6 +67,7 @@ pub(super) struct RawSource {
     max_rps: Option<f64>,
     #[serde(deserialize_with = "duration::optional")]
     slow_after: Option<Duration>,
+    auth: Option<RawAuth>,
 }
 
 impl Default for RawSource {
@@ -84,6 +89,7 @@ impl Default for RawSource {
             query: BTreeMap::new(),
             max_rps: None,
             slow_after: None,
+            auth: None,
         }
     }
 }
@@ -107,6 +113,8 @@ impl RawSource {
         if self.max_records == 0 || self.max_pages == 0 || self.max_bytes == 0 {
             bail!("source.max_records, source.max_pages and source.max_bytes must be at least 1");
         }
+        let headers = check::headers("source.headers", self.headers, env, secrets)?;
+        let auth = auth::check("source.auth", self.auth, &headers, env, secrets)?;
         Ok(SourceConfig {
             url,
             time_format: self.time_format,
@@ -120,10 +128,11 @@ impl RawSource {
             max_bytes: self.max_bytes,
             max_records: self.max_records,
             max_pages: self.max_pages,
-            headers: check::headers("source.headers", self.headers, env, secrets)?,
+            headers,
             query,
             max_rps: check::rate("source.max_rps", self.max_rps)?,
             slow_after: self.slow_after,
+            auth,
         })
     }
 }
