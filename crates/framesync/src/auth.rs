@@ -265,7 +265,7 @@ pub fn read_token(config: &OAuth2Config, answer: TokenAnswer) -> Result<Granted,
     }
     let expires_in = match json.get("expires_in") {
         None | Some(Value::Null) => None,
-        Some(Value::Number(n)) if n.as_f64().is_some_and(|s| s >= 0.0 && s < 1e9) => n.as_f64(),
+        Some(Value::Number(n)) if n.as_f64().is_some_and(|s| (0.0..1e9).contains(&s)) => n.as_f64(),
         Some(Value::String(s)) if s.trim().parse::<u32>().is_ok() => s.trim().parse::<f64>().ok(),
         Some(other) => return Err(fail(true, format!("expires_in is {other}, not a number of seconds"))),
     };
