@@ -8,6 +8,7 @@ use std::time::Duration;
 use percent_encoding::percent_decode_str;
 use serde_json::json;
 
+use crate::auth::{Guard, Side};
 use crate::control::{self, Stats};
 use crate::data::Generator;
 use crate::faults::{Fault, FaultKind, Faults, Garbage, Plan};
@@ -26,6 +27,8 @@ pub struct App {
     pub rs: Rs,
     pub faults: Faults,
     pub stats: Stats,
+    /// The credentials each side requires, and the token endpoint.
+    pub guard: Guard,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -36,13 +39,14 @@ enum Endpoint {
     ControlCheck,
     ControlFaults,
     ControlStats,
+    OauthToken,
     WrongMethod,
     NotFound,
 }
 
 impl Endpoint {
     fn of(request: &Request) -> Endpoint {
-        let known = ["/ss/events", "/rs/ingest", "/control/check", "/control/faults", "/control/stats"];
+        let known = ["/ss/events", "/rs/ingest", "/control/check", "/control/faults", "/control/stats", "/oauth/token"];
         match (request.method.as_str(), request.path.as_str()) {
             ("GET", "/ss/events") => Endpoint::SsEvents,
             ("POST", "/rs/ingest") => Endpoint::RsIngest,
@@ -50,6 +54,7 @@ impl Endpoint {
             ("GET", "/control/check") => Endpoint::ControlCheck,
             ("POST", "/control/faults") => Endpoint::ControlFaults,
             ("GET", "/control/stats") => Endpoint::ControlStats,
+            ("POST", "/oauth/token") => Endpoint::OauthToken,
             (_, path) if known.contains(&path) || path.starts_with(LOOKUP_PREFIX) => Endpoint::WrongMethod,
             _ => Endpoint::NotFound,
         }
@@ -64,6 +69,7 @@ impl Endpoint {
             Endpoint::ControlCheck => "control_check",
             Endpoint::ControlFaults => "control_faults",
             Endpoint::ControlStats => "control_stats",
+            Endpoint::OauthToken => "oauth_token",
             Endpoint::WrongMethod => "method_not_allowed",
             Endpoint::NotFound => "not_found",
         }
@@ -140,6 +146,14 @@ impl App {
     }
 
     fn dispatch(&self, endpoint: Endpoint, request: &Request) -> Response {
+        let side = match endpoint {
+            Endpoint::SsEvents => Some(Side::Ss),
+            Endpoint::RsIngest | Endpoint::RsLookup => Some(Side::Rs),
+            _ => None,
+        };
+        if let Some(refusal) = side.and_then(|side| self.guard.refuse(side, request)) {
+            return refusal;
+        }
         match endpoint {
             Endpoint::SsEvents => self.ss.events(request, now_ms()),
             Endpoint::RsIngest => self.ingest(request),
@@ -147,6 +161,7 @@ impl App {
             Endpoint::ControlCheck => self.check(request),
             Endpoint::ControlFaults => self.set_faults(request),
             Endpoint::ControlStats => Response::json(200, &self.stats.to_json()),
+            Endpoint::OauthToken => self.guard.token(request),
             Endpoint::WrongMethod => Response::error(405, "method not allowed"),
             Endpoint::NotFound => Response::error(404, format!("no such endpoint: {}", request.path)),
         }
@@ -265,6 +280,7 @@ mod tests {
             rs: Rs::open(&dir.path().join("rs.db"), "/id", true).unwrap(),
             faults: Faults::new(1, faults),
             stats: Stats::new(),
+            guard: Guard::default(),
         });
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let addr = listener.local_addr().unwrap();

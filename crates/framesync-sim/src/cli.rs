@@ -15,6 +15,7 @@ use percent_encoding::{NON_ALPHANUMERIC, utf8_percent_encode};
 use serde_json::Value;
 
 use crate::app::App;
+use crate::auth::{AuthArgs, Guard};
 use crate::control::Stats;
 use crate::data::{Generator, NUMERIC_STRIDE, UidStyle};
 use crate::faults::{FaultArgs, Faults, fraction};
@@ -88,6 +89,8 @@ struct ServeArgs {
     rs_uid_pointer: String,
     #[command(flatten)]
     faults: FaultArgs,
+    #[command(flatten)]
+    auth: AuthArgs,
 }
 
 fn millis(duration: Duration, flag: &str) -> Result<u64> {
@@ -139,6 +142,7 @@ fn build_app(args: &ServeArgs) -> Result<App> {
         rs: Rs::open(&args.rs_db, &args.rs_uid_pointer, !args.rs_ignore_keys)?,
         faults: Faults::new(args.seed, faults),
         stats: Stats::new(),
+        guard: Guard::new(args.auth.clone()),
     })
 }
 

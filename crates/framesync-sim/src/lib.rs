@@ -5,6 +5,7 @@
 //! tests also read its table of fault settings, [`faults::SPECS`].
 
 mod app;
+mod auth;
 pub mod cli;
 mod control;
 mod data;

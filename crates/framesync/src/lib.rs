@@ -7,6 +7,7 @@
 //! [`cmd`]; the values that pass between them are in [`model`]; secrets are scrubbed where
 //! messages leave ([`redact`]).
 
+pub mod auth;
 pub mod clock;
 pub mod cmd;
 pub mod config;

@@ -30,6 +30,12 @@ pub fn install(secrets: &Redactor) {
     }
 }
 
+/// Adds one secret learnt while running (an OAuth2 access token) to those the log, the
+/// command's output and the ledger scrub.
+pub fn install_one(secret: &str) {
+    INSTALLED.write().unwrap_or_else(|poisoned| poisoned.into_inner()).add(secret);
+}
+
 /// `text` with every installed secret replaced by `***`.
 pub fn scrub(text: &str) -> String {
     INSTALLED.read().unwrap_or_else(|poisoned| poisoned.into_inner()).scrub(text)

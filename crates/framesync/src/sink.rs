@@ -7,6 +7,7 @@ use std::time::Duration;
 use percent_encoding::{AsciiSet, CONTROLS, NON_ALPHANUMERIC, utf8_percent_encode};
 use sha2::{Digest, Sha256};
 
+use crate::auth::Auth;
 use crate::config::{SinkConfig, SinkMode};
 use crate::delivery::Key;
 use crate::http;
@@ -72,7 +73,7 @@ pub fn classify(answer: &Answer, statuses: Statuses) -> Verdict {
                 answer.location.unwrap_or("nowhere")
             ),
         },
-        401 | 403 | 407 => broken("the RS refused the credentials (check sink.headers)"),
+        401 | 403 | 407 => broken("the RS refused the credentials (check sink.headers and sink.auth)"),
         404 | 410 => broken("no such endpoint at the RS (a typo in sink.url, or a dropped table?)"),
         405 => broken("the RS does not take a POST at sink.url"),
         415 => broken("the RS does not take this content type"),
@@ -100,6 +101,7 @@ pub trait Sink {
 
 pub struct HttpSink {
     agent: ureq::Agent,
+    auth: Auth,
     config: SinkConfig,
     pacer: Pacer,
 }
@@ -140,7 +142,8 @@ impl HttpSink {
     /// With an agent of the caller's (the simulation's in-process transport).
     pub fn with_agent(config: &SinkConfig, agent: ureq::Agent) -> Self {
         let url = config.query.apply(&config.url, &Vars::default());
-        Self { agent, config: SinkConfig { url, ..config.clone() }, pacer: Pacer::new(config.max_rps) }
+        let auth = Auth::new(config.auth.as_ref(), &agent);
+        Self { agent, auth, config: SinkConfig { url, ..config.clone() }, pacer: Pacer::new(config.max_rps) }
     }
 
     fn body(&self, records: &[Outgoing]) -> String {
@@ -163,24 +166,30 @@ impl Sink for HttpSink {
     }
 
     fn send(&self, records: &[Outgoing], key: &Key) -> Verdict {
-        self.pacer.wait();
-        let mut request = self
-            .agent
-            .post(&self.config.url)
-            .header("Content-Type", "application/json")
-            .header(self.config.idempotency_header.as_str(), header_key(records, key));
-        for (name, value) in &self.config.headers {
-            request = request.header(name, value);
-        }
-        let mut response = match request.send(self.body(records)) {
-            Ok(response) => response,
-            Err(e) => {
-                return Verdict::RetryLater {
-                    reason: format!("POST {}: {}", self.config.url, http::why(&e)),
-                    retry_after: None,
-                    status: None,
-                };
+        let body = self.body(records);
+        let send = || {
+            self.pacer.wait();
+            let mut request = self
+                .agent
+                .post(&self.config.url)
+                .header("Content-Type", "application/json")
+                .header(self.config.idempotency_header.as_str(), header_key(records, key));
+            for (name, value) in &self.config.headers {
+                request = request.header(name, value);
             }
+            self.auth.apply(request).map_err(Verdict::from)?.send(&body).map_err(|e| Verdict::RetryLater {
+                reason: format!("POST {}: {}", self.config.url, http::why(&e)),
+                retry_after: None,
+                status: None,
+            })
+        };
+        let mut sent = send();
+        if sent.as_ref().is_ok_and(|r| r.status() == 401) && self.auth.renew() {
+            sent = send();
+        }
+        let mut response = match sent {
+            Ok(response) => response,
+            Err(verdict) => return verdict,
         };
         let status = response.status().as_u16();
         let retry_after = http::retry_after(&response);
@@ -206,12 +215,19 @@ impl Sink for HttpSink {
         let Some(template) = &self.config.lookup_url else { return Ok(false) };
         let url = template.replace("{uid}", &utf8_percent_encode(uid, PATH_SEGMENT).to_string());
         let shown = &url;
-        self.pacer.wait();
-        let mut request = self.agent.get(&url);
-        for (name, value) in &self.config.headers {
-            request = request.header(name, value);
+        let send = || {
+            self.pacer.wait();
+            let mut request = self.agent.get(&url);
+            for (name, value) in &self.config.headers {
+                request = request.header(name, value);
+            }
+            let request = self.auth.apply(request).map_err(|e| format!("lookup GET {shown}: {e}"))?;
+            request.call().map_err(|e| format!("lookup GET {shown}: {}", http::why(&e)))
+        };
+        let mut response = send()?;
+        if response.status() == 401 && self.auth.renew() {
+            response = send()?;
         }
-        let response = request.call().map_err(|e| format!("lookup GET {shown}: {}", http::why(&e)))?;
         match response.status().as_u16() {
             200..=299 => Ok(true),
             404 | 410 => Ok(false),

@@ -8,6 +8,7 @@ use std::time::Duration;
 use percent_encoding::utf8_percent_encode;
 use serde_json::Value;
 
+use crate::auth::Auth;
 use crate::config::{SourceConfig, TimeFormat};
 use crate::frames::{Epoch, Frame};
 use crate::http;
@@ -81,6 +82,7 @@ pub trait Source {
 
 pub struct HttpSource {
     agent: ureq::Agent,
+    auth: Auth,
     config: SourceConfig,
     pacer: Pacer,
 }
@@ -92,17 +94,24 @@ impl HttpSource {
 
     /// With an agent of the caller's (the simulation's in-process transport).
     pub fn with_agent(config: &SourceConfig, agent: ureq::Agent) -> Self {
-        Self { agent, config: config.clone(), pacer: Pacer::new(config.max_rps) }
+        let auth = Auth::new(config.auth.as_ref(), &agent);
+        Self { agent, auth, config: config.clone(), pacer: Pacer::new(config.max_rps) }
     }
 
     fn get(&self, url: &str) -> Result<(String, Option<Epoch>), PullError> {
         let shown = url;
-        self.pacer.wait();
-        let mut request = self.agent.get(url).header("Accept", "application/json");
-        for (name, value) in &self.config.headers {
-            request = request.header(name, value);
+        let send = || {
+            self.pacer.wait();
+            let mut request = self.agent.get(url).header("Accept", "application/json");
+            for (name, value) in &self.config.headers {
+                request = request.header(name, value);
+            }
+            self.auth.apply(request)?.call().map_err(|e| PullError::Failed(format!("GET {shown}: {}", http::why(&e))))
+        };
+        let mut response = send()?;
+        if response.status() == 401 && self.auth.renew() {
+            response = send()?;
         }
-        let mut response = request.call().map_err(|e| PullError::Failed(format!("GET {shown}: {}", http::why(&e))))?;
         let status = response.status().as_u16();
         let date = http::date_header(&response);
         let retry_after = http::retry_after(&response);

@@ -2,13 +2,14 @@
 //! config's pipeline, and both servers answer
 //! the way framesync needs — changing nothing anywhere: the ledger is opened read-only (never
 //! created, migrated or configured), the SS gets the GETs of one frame, the RS one HEAD and,
-//! with a lookup URL, one GET. Each line is ok, a WARNING or FAILED, and the exit code is 0
+//! with a lookup URL, one GET; with OAuth2, each server's token endpoint is asked for a token. Each line is ok, a WARNING or FAILED, and the exit code is 0
 //! only when every line is ok. Values from the environment never appear in the output.
 
 use std::io::Write;
 
 use anyhow::{Result, bail};
 
+use crate::auth::Auth;
 use crate::config::{Config, TimeFormat};
 use crate::frames::eligible_until;
 use crate::http;
@@ -63,10 +64,19 @@ pub fn check(config: &Config, out: &mut dyn Write) -> Result<u8> {
     }
     let (ledger, refused) = ledger(config);
     report.say("ledger", ledger)?;
+    let source_auth =
+        Auth::new(config.source.auth.as_ref(), &http::agent(config.source.timeout, &config.source.transport));
+    if let Some(verdict) = oauth2(&source_auth) {
+        report.say("source.auth", verdict)?;
+    }
     report.say("source", source(config))?;
-    report.say("sink", sink(config))?;
+    let sink_auth = Auth::new(config.sink.auth.as_ref(), &http::agent(config.sink.timeout, &config.sink.transport));
+    if let Some(verdict) = oauth2(&sink_auth) {
+        report.say("sink.auth", verdict)?;
+    }
+    report.say("sink", sink(config, &sink_auth))?;
     if let Some(template) = &config.sink.lookup_url {
-        report.say("lookup", lookup(config, template))?;
+        report.say("lookup", lookup(config, &sink_auth, template))?;
     }
     // A ledger that belongs to another pipeline is a config error, as for every command.
     Ok(if refused {
@@ -164,16 +174,25 @@ fn source(config: &Config) -> Verdict {
     Verdict::Ok(format!("frame {frame} has {records} records in {pages} pages"))
 }
 
+/// With OAuth2, a token fetched now (and kept for the requests that follow), or why not.
+fn oauth2(auth: &Auth) -> Option<Verdict> {
+    Some(match auth.fetch_now()? {
+        Ok(granted) => Verdict::Ok(format!("OAuth2 token fetched, {}", crate::auth::lifetime_note(granted.expires_in))),
+        Err(e) => Verdict::Failed(e.to_string()),
+    })
+}
+
 /// A HEAD on the ingest URL: it must exist, take our credentials, and be the final URL.
-fn sink(config: &Config) -> Verdict {
+fn sink(config: &Config, auth: &Auth) -> Verdict {
     let url = &config.sink.url;
     let mut request = http::agent(config.sink.timeout, &config.sink.transport).head(url);
     for (name, value) in &config.sink.headers {
         request = request.header(name, value);
     }
-    let verdict = match request.call() {
-        Ok(response) => sink_answer(response.status().as_u16(), &http::location(&response)),
-        Err(e) => Verdict::Failed(http::why(&e)),
+    let verdict = match auth.apply(request).map(|r| r.call()) {
+        Err(e) => return Verdict::Failed(e.to_string()),
+        Ok(Ok(response)) => sink_answer(response.status().as_u16(), &http::location(&response)),
+        Ok(Err(e)) => Verdict::Failed(http::why(&e)),
     };
     verdict.prefixed(&format!("HEAD {url}: "))
 }
@@ -188,7 +207,9 @@ fn sink_answer(status: u16, location: &str) -> Verdict {
         300..=399 => Verdict::Failed(format!(
             "HTTP {status}, a redirect to {location}: framesync never follows a redirect for a push; put the final URL in sink.url"
         )),
-        401 | 403 | 407 => Verdict::Failed(format!("HTTP {status}: check sink.headers (the RS's credentials)")),
+        401 | 403 | 407 => {
+            Verdict::Failed(format!("HTTP {status}: check sink.headers and sink.auth (the RS's credentials)"))
+        }
         404 | 410 => {
             Verdict::Failed(format!("HTTP {status}: no such endpoint (a typo in sink.url, or a dropped table)"))
         }
@@ -200,16 +221,17 @@ fn sink_answer(status: u16, location: &str) -> Verdict {
 }
 
 /// A GET of a UID that cannot exist: the lookup is of use only if it can say "absent".
-fn lookup(config: &Config, template: &str) -> Verdict {
+fn lookup(config: &Config, auth: &Auth, template: &str) -> Verdict {
     let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos());
     let url = template.replace("{uid}", &format!("framesync-check-{nanos}-no-such-record"));
     let mut request = http::agent(config.sink.timeout, &config.sink.transport).get(&url);
     for (name, value) in &config.sink.headers {
         request = request.header(name, value);
     }
-    let verdict = match request.call() {
-        Ok(response) => lookup_answer(response.status().as_u16(), &http::location(&response)),
-        Err(e) => Verdict::Failed(http::why(&e)),
+    let verdict = match auth.apply(request).map(|r| r.call()) {
+        Err(e) => return Verdict::Failed(e.to_string()),
+        Ok(Ok(response)) => lookup_answer(response.status().as_u16(), &http::location(&response)),
+        Ok(Err(e)) => Verdict::Failed(http::why(&e)),
     };
     verdict.prefixed(&format!("GET {url}: "))
 }
@@ -224,7 +246,9 @@ fn lookup_answer(status: u16, location: &str) -> Verdict {
         200..=299 => Verdict::Failed(format!(
             "HTTP {status}: answers present for a UID that cannot exist: it cannot say absent, so framesync does not trust it (runs turn lookups off when it does this)"
         )),
-        401 | 403 | 407 => Verdict::Failed(format!("HTTP {status}: check sink.headers (the RS's credentials)")),
+        401 | 403 | 407 => {
+            Verdict::Failed(format!("HTTP {status}: check sink.headers and sink.auth (the RS's credentials)"))
+        }
         _ => Verdict::Failed(format!("HTTP {status} for a UID that cannot exist; it must answer 404 or 410")),
     }
 }

@@ -79,7 +79,7 @@ fn check_placeholders(key: &str, url: &str, allowed: &[&str]) -> Result<()> {
 }
 
 /// Replaces `${VAR}` with the environment's value and remembers the value as a secret.
-fn expand(key: &str, text: &str, env: Env, secrets: &mut Redactor) -> Result<String> {
+pub(super) fn expand(key: &str, text: &str, env: Env, secrets: &mut Redactor) -> Result<String> {
     let mut out = String::with_capacity(text.len());
     let mut rest = text;
     while let Some(at) = rest.find("${") {

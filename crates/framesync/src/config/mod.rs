@@ -4,6 +4,7 @@
 //! Each section is deserialized by serde into its `Raw*` form (defaults, enums, durations,
 //! pointers, the mapping), then checked into its `*Config` (what spans keys, `${VAR}`).
 
+mod auth;
 mod check;
 mod duration;
 mod frames;
@@ -18,6 +19,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result, anyhow};
 use serde::Deserialize;
 
+pub use self::auth::{AuthConfig, AuthStyle, OAuth2Config, Secret};
 pub use self::frames::FramesConfig;
 pub use self::run::RunConfig;
 pub use self::sink::{SinkConfig, SinkMode};

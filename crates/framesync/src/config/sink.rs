@@ -6,6 +6,8 @@ use std::time::Duration;
 use anyhow::{Result, bail};
 use serde::Deserialize;
 
+use super::AuthConfig;
+use super::auth::{self, RawAuth};
 use super::check::{self, count, required, statuses};
 use super::tls::{RawTls, Transport};
 use super::{Env, duration};
@@ -53,6 +55,8 @@ pub struct SinkConfig {
     pub max_rejected_in_a_row: u32,
     /// TLS (`[sink.tls]`) and the proxy, for pushes and lookups alike.
     pub transport: Transport,
+    /// How framesync authenticates to the RS, lookups included (`[sink.auth]`); none: only `headers`.
+    pub auth: Option<AuthConfig>,
 }
 
 #[derive(Deserialize)]
@@ -80,6 +84,7 @@ pub(super) struct RawSink {
     max_rejected_in_a_row: u32,
     /// Checked by `Config::parse`, which knows the config's folder.
     pub(super) tls: RawTls,
+    auth: Option<RawAuth>,
 }
 
 impl Default for RawSink {
@@ -103,6 +108,7 @@ impl Default for RawSink {
             max_attempts: 10,
             max_rejected_in_a_row: 20,
             tls: RawTls::default(),
+            auth: None,
         }
     }
 }
@@ -128,6 +134,8 @@ impl RawSink {
         if ureq::http::HeaderName::from_bytes(idempotency_header.as_bytes()).is_err() {
             bail!("sink.idempotency_header: {idempotency_header:?} is not a valid HTTP header name");
         }
+        let headers = check::headers("sink.headers", self.headers, env, secrets)?;
+        let auth = auth::check("sink.auth", self.auth, &headers, env, secrets)?;
         Ok(SinkConfig {
             url,
             mode: self.mode,
@@ -137,7 +145,7 @@ impl RawSink {
             reject: self.reject,
             lookup_url,
             timeout: self.timeout,
-            headers: check::headers("sink.headers", self.headers, env, secrets)?,
+            headers,
             query: check::query("sink.query", self.query, &[], env, secrets)?,
             map: self.map,
             max_rps: check::rate("sink.max_rps", self.max_rps)?,
@@ -148,6 +156,7 @@ impl RawSink {
             max_rejected_in_a_row: self.max_rejected_in_a_row,
             // The table is checked by `Config::parse`, which knows the config's folder.
             transport: Transport::plain("sink.tls"),
+            auth,
         })
     }
 }

@@ -6,6 +6,8 @@ use std::time::Duration;
 use anyhow::{Result, bail};
 use serde::{Deserialize, Deserializer};
 
+use super::AuthConfig;
+use super::auth::{self, RawAuth};
 use super::check::{self, required};
 use super::tls::{RawTls, Transport};
 use super::toml_error::read_str;
@@ -38,6 +40,8 @@ pub struct SourceConfig {
     pub slow_after: Option<Duration>,
     /// TLS (`[source.tls]`) and the proxy.
     pub transport: Transport,
+    /// How framesync authenticates to the SS (`[source.auth]`); none: only `headers`.
+    pub auth: Option<AuthConfig>,
 }
 
 #[derive(Deserialize)]
@@ -68,6 +72,7 @@ pub(super) struct RawSource {
     slow_after: Option<Duration>,
     /// Checked by `Config::parse`, which knows the config's folder.
     pub(super) tls: RawTls,
+    auth: Option<RawAuth>,
 }
 
 impl Default for RawSource {
@@ -90,6 +95,7 @@ impl Default for RawSource {
             max_rps: None,
             slow_after: None,
             tls: RawTls::default(),
+            auth: None,
         }
     }
 }
@@ -113,6 +119,8 @@ impl RawSource {
         if self.max_records == 0 || self.max_pages == 0 || self.max_bytes == 0 {
             bail!("source.max_records, source.max_pages and source.max_bytes must be at least 1");
         }
+        let headers = check::headers("source.headers", self.headers, env, secrets)?;
+        let auth = auth::check("source.auth", self.auth, &headers, env, secrets)?;
         Ok(SourceConfig {
             url,
             time_format: self.time_format,
@@ -126,12 +134,13 @@ impl RawSource {
             max_bytes: self.max_bytes,
             max_records: self.max_records,
             max_pages: self.max_pages,
-            headers: check::headers("source.headers", self.headers, env, secrets)?,
+            headers,
             query,
             max_rps: check::rate("source.max_rps", self.max_rps)?,
             slow_after: self.slow_after,
             // The table is checked by `Config::parse`, which knows the config's folder.
             transport: Transport::plain("source.tls"),
+            auth,
         })
     }
 }

@@ -90,9 +90,10 @@ impl Ledger {
         self.secrets = secrets.clone();
     }
 
-    /// A text as the ledger keeps it.
+    /// A text as the ledger keeps it: the config's secrets and those learnt while running (an
+    /// OAuth2 token an RS echoed back) scrubbed.
     fn scrubbed(&self, text: &str) -> String {
-        self.secrets.scrub(text)
+        crate::redact::scrub(&self.secrets.scrub(text))
     }
 
     /// A dead letter as the ledger keeps it: what was said about it scrubbed (its body is the
