@@ -6,10 +6,14 @@ use std::time::Duration;
 use anyhow::{Result, bail};
 use serde::Deserialize;
 
+use super::answers::{self, RawBody, RawItems, RawRule};
 use super::check::{self, count, required, statuses};
 use super::{Env, duration};
 use crate::mapping::Mapping;
 use crate::redact::Redactor;
+use crate::sink::body::{BodyKind, BodySpec, Compress};
+use crate::sink::items::ItemsSpec;
+use crate::sink::rules::Rule;
 use crate::template::Query;
 
 const MOST_PER_BATCH: usize = 100_000;
@@ -50,6 +54,12 @@ pub struct SinkConfig {
     pub max_attempts: u32,
     /// This many records in a row refused the same way stop pushing for the run.
     pub max_rejected_in_a_row: u32,
+    /// How a request's records are written: `body`, `content_type`, `compress`, `ndjson_action`.
+    pub body: BodySpec,
+    /// `[[sink.answers]]`: rules tried in order before the statuses decide.
+    pub answers: Vec<Rule>,
+    /// `[sink.items]`: where a batch API's per-item results are.
+    pub items: Option<ItemsSpec>,
 }
 
 #[derive(Deserialize)]
@@ -75,6 +85,12 @@ pub(super) struct RawSink {
     ack_group_time: Duration,
     max_attempts: u32,
     max_rejected_in_a_row: u32,
+    body: Option<BodyKind>,
+    content_type: Option<String>,
+    compress: Compress,
+    ndjson_action: Option<String>,
+    answers: Vec<RawRule>,
+    items: Option<RawItems>,
 }
 
 impl Default for RawSink {
@@ -97,6 +113,12 @@ impl Default for RawSink {
             ack_group_time: Duration::from_millis(100),
             max_attempts: 10,
             max_rejected_in_a_row: 20,
+            body: None,
+            content_type: None,
+            compress: Compress::None,
+            ndjson_action: None,
+            answers: Vec::new(),
+            items: None,
         }
     }
 }
@@ -122,6 +144,14 @@ impl RawSink {
         if ureq::http::HeaderName::from_bytes(idempotency_header.as_bytes()).is_err() {
             bail!("sink.idempotency_header: {idempotency_header:?} is not a valid HTTP header name");
         }
+        let raw_body = RawBody {
+            body: self.body,
+            content_type: self.content_type,
+            compress: self.compress,
+            ndjson_action: self.ndjson_action,
+        };
+        let body = raw_body.check(self.mode, self.batch_size, env, secrets)?;
+        let items = self.items.map(|i| i.check(self.mode, self.batch_size)).transpose()?;
         Ok(SinkConfig {
             url,
             mode: self.mode,
@@ -140,6 +170,9 @@ impl RawSink {
             ack_group_time: self.ack_group_time,
             max_attempts: self.max_attempts,
             max_rejected_in_a_row: self.max_rejected_in_a_row,
+            body,
+            answers: answers::rules(self.answers)?,
+            items,
         })
     }
 }
