@@ -81,7 +81,9 @@ fn action(text: &str, kind: BodyKind, env: Env, secrets: &mut Redactor) -> Resul
     let template = check::template(KEY, text, &[Var::Uid], env, secrets)?;
     let sample = template.render(&Vars { uid: "uid-\"1\"\n", ..Vars::default() });
     if sample.contains(['\n', '\r']) {
-        bail!("{KEY}: the line must stay one line (a line break would start another NDJSON line)");
+        bail!(
+            "{KEY}: must stay one line whatever the UID holds (a line break would start another NDJSON line); write the UID as {{uid:json}}"
+        );
     }
     if let Err(e) = serde_json::from_str::<serde_json::Value>(&sample) {
         bail!(
@@ -154,5 +156,121 @@ impl RawItems {
             errors: self.errors.map(|e| pointer("sink.items.errors", e, false)).transpose()?,
             reason: self.reason.map(|r| pointer("sink.items.reason", r, false)).transpose()?,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::super::Config;
+    use super::*;
+
+    fn parse(sink: &str) -> Result<Config> {
+        let text = format!(
+            "ledger = \"l.db\"\n[frames]\nstart = \"2026-11-01T00:00:00Z\"\n[source]\nurl = \"http://ss/e?from={{from}}&to={{to}}\"\nuid = \"/id\"\n[sink]\nurl = \"http://rs/in\"\n{sink}\n"
+        );
+        Config::parse(&text, std::path::Path::new("."), &|_| None)
+    }
+
+    fn error(sink: &str) -> String {
+        format!("{:#}", parse(sink).expect_err(sink))
+    }
+
+    #[test]
+    fn bodies_default_to_todays_by_mode() {
+        let record = parse("").unwrap().sink.body;
+        assert_eq!((record.kind, record.content_type.as_str()), (BodyKind::Object, "application/json"));
+        assert_eq!(record.compress, Compress::None);
+        let batch = parse("mode = \"batch\"").unwrap().sink.body;
+        assert_eq!(batch.kind, BodyKind::Array);
+        let ndjson = parse("mode = \"batch\"\nbody = \"ndjson\"\ncompress = \"gzip\"").unwrap().sink.body;
+        assert_eq!((ndjson.content_type.as_str(), ndjson.compress), ("application/x-ndjson", Compress::Gzip));
+        let own = parse("body = \"ndjson\"\ncontent_type = \"application/json; charset=utf-8\"").unwrap();
+        assert_eq!(own.sink.body.content_type, "application/json; charset=utf-8");
+        let es =
+            parse("mode = \"batch\"\nbody = \"ndjson\"\nndjson_action = '{\"index\":{\"_id\":{uid:json}}}'").unwrap();
+        assert!(es.sink.body.action.is_some_and(|a| a.uses(Var::Uid)));
+    }
+
+    #[test]
+    fn bad_body_keys_are_refused_naming_the_key() {
+        for (sink, want) in [
+            ("mode = \"batch\"\nbody = \"object\"", "sink.body: \"object\" carries one record"),
+            ("body = \"csv\"", "body"),
+            ("compress = \"zstd\"", "compress"),
+            ("content_type = \"a\\u0007b\"", "sink.content_type"),
+            ("ndjson_action = '{\"index\":{}}'", "sink.ndjson_action: an action line goes before each record"),
+            (
+                "body = \"ndjson\"\nndjson_action = '{\"index\":{\"_id\":\"{uid}\"}}'",
+                "sink.ndjson_action: {uid} between quotes",
+            ),
+            ("body = \"ndjson\"\nndjson_action = '{\"index\":{uid}}'", "sink.ndjson_action: must stay one line"),
+            ("body = \"ndjson\"\nndjson_action = '{\"index\":{}'", "sink.ndjson_action: not JSON once filled in"),
+            ("body = \"ndjson\"\nndjson_action = '{\"i\":{from}}'", "sink.ndjson_action: {from} cannot be used here"),
+        ] {
+            let e = error(sink);
+            assert!(e.contains(want), "{sink}: {e}");
+        }
+        assert!(parse("mode = \"batch\"\nbatch_size = 1\nbody = \"object\"").is_ok(), "one record per request");
+    }
+
+    #[test]
+    fn answer_rules_are_checked_into_their_conditions() {
+        let config = parse(
+            "[[sink.answers]]\nstatus = [500, \"4xx\"]\nbody_contains = \"Code: 27\"\nmeans = \"reject\"\n[[sink.answers]]\npointer = \"/error/type\"\nequals = { a = [1, true] }\nmeans = \"already_there\"",
+        )
+        .unwrap();
+        let rules = config.sink.answers;
+        assert_eq!(rules[0].status, [StatusMatch::Code(500), StatusMatch::Class(4)]);
+        assert_eq!((rules[0].body_contains.as_deref(), rules[0].means), (Some("Code: 27"), Means::Reject));
+        assert_eq!(rules[1].equals, Some(json!({ "a": [1, true] })));
+    }
+
+    #[test]
+    fn bad_answer_rules_are_refused_naming_the_rule() {
+        for (rule, want) in [
+            ("means = \"retry\"", "sink.answers[0]: a rule needs something to match"),
+            ("status = [302]\nmeans = \"acknowledged\"", "sink.answers[0]: 302 is a redirect, never a delivery"),
+            ("status = [\"3xx\"]\nmeans = \"already_there\"", "3xx is a redirect"),
+            ("status = [\"5xy\"]\nmeans = \"retry\"", "sink.answers[0].status: \"5xy\" is neither"),
+            ("status = [600]\nmeans = \"retry\"", "sink.answers[0].status: 600 is not an HTTP status"),
+            ("pointer = \"error\"\nmeans = \"retry\"", "sink.answers[0].pointer: \"error\" is not a JSON pointer"),
+            (
+                "status = [500]\nequals = 1\nmeans = \"retry\"",
+                "sink.answers[0].equals: compares the value at a pointer",
+            ),
+            ("body_contains = \"\"\nmeans = \"retry\"", "sink.answers[0].body_contains: an empty text"),
+            ("status = [500]\nmeans = \"ok\"", "means"),
+            ("status = [500]\nmeans = \"retry\"\nwhen = 1", "when"),
+        ] {
+            let e = error(&format!("[[sink.answers]]\n{rule}"));
+            assert!(e.contains(want), "{rule}: {e}");
+        }
+        assert!(parse("[[sink.answers]]\nstatus = [302]\nmeans = \"broken\"").is_ok(), "a redirect may be broken");
+    }
+
+    #[test]
+    fn per_item_results_need_batches_and_pointers() {
+        let batch = "mode = \"batch\"\nbatch_size = 100\n";
+        let config =
+            parse(&format!("{batch}[sink.items]\nlist = \"/items\"\nstatus = \"/*/status\"\nerrors = \"/errors\""))
+                .unwrap();
+        assert_eq!(config.sink.items.unwrap().status, "/*/status");
+        for (sink, want) in [
+            ("[sink.items]\nlist = \"/items\"\nstatus = \"/*/status\"", "sink.items: per-item results are for batches"),
+            (
+                &format!("{batch}[sink.items]\nlist = \"items\"\nstatus = \"/s\""),
+                "sink.items.list: \"items\" is not a JSON pointer",
+            ),
+            (
+                &format!("{batch}[sink.items]\nlist = \"/items\"\nstatus = \"\""),
+                "sink.items.status: must be a JSON pointer",
+            ),
+            (&format!("{batch}[sink.items]\nlist = \"/items\""), "status"),
+        ] {
+            let e = error(sink);
+            assert!(e.contains(want), "{sink}: {e}");
+        }
     }
 }
