@@ -5,8 +5,10 @@
 use std::thread;
 use std::time::Duration;
 
+use std::io::Read as _;
+
 use percent_encoding::percent_decode_str;
-use serde_json::json;
+use serde_json::{Value, json};
 
 use crate::control::{self, Stats};
 use crate::data::Generator;
@@ -152,13 +154,23 @@ impl App {
         }
     }
 
+    /// Takes a JSON or NDJSON (`Content-Type: application/x-ndjson`) body, gzipped or not
+    /// (`Content-Encoding`). A text answer (ClickHouse-like) goes as `text/plain`.
     fn ingest(&self, request: &Request) -> Response {
         let key = request.header("idempotency-key");
-        match self.rs.ingest(key, &request.body, now_ms()) {
-            Ok(reply) if reply.replayed => {
-                Response::json(reply.status, &reply.body).with_header("Idempotent-Replayed", "true")
+        let body = match decoded(request) {
+            Ok(body) => body,
+            Err(response) => return response,
+        };
+        let ndjson = request.header("content-type").is_some_and(|t| t.starts_with("application/x-ndjson"));
+        match self.rs.ingest_as(key, &body, ndjson, now_ms()) {
+            Ok(reply) => {
+                let response = match &reply.body {
+                    Value::String(text) => Response::new(reply.status, "text/plain", text.clone().into_bytes()),
+                    body => Response::json(reply.status, body),
+                };
+                if reply.replayed { response.with_header("Idempotent-Replayed", "true") } else { response }
             }
-            Ok(reply) => Response::json(reply.status, &reply.body),
             Err(e) => internal_error(e.context("storing records in the RS database")),
         }
     }
@@ -203,6 +215,21 @@ impl App {
             self.stats.fault(kind);
             thread::sleep(delay);
         }
+    }
+}
+
+/// The request body, inflated if it came gzipped; an answer for an encoding the RS cannot read.
+fn decoded(request: &Request) -> Result<std::borrow::Cow<'_, [u8]>, Response> {
+    match request.header("content-encoding").map(str::trim) {
+        None | Some("identity") => Ok(request.body.as_slice().into()),
+        Some(e) if e.eq_ignore_ascii_case("gzip") => {
+            let mut body = Vec::new();
+            match flate2::read::GzDecoder::new(request.body.as_slice()).read_to_end(&mut body) {
+                Ok(_) => Ok(body.into()),
+                Err(e) => Err(Response::error(400, format!("Content-Encoding: gzip, but the body is not gzip: {e}"))),
+            }
+        }
+        Some(other) => Err(Response::error(415, format!("Content-Encoding {other:?} is not supported; gzip is"))),
     }
 }
 
@@ -547,6 +574,32 @@ mod tests {
             let retry_after = (seen.status() == 429).then_some("7");
             assert_eq!(seen.header("retry-after"), retry_after, "{key}");
         }
+    }
+
+    #[test]
+    fn a_gzipped_body_is_inflated_and_another_encoding_refused() {
+        use std::io::Write as _;
+        let dir = tempfile::tempdir().unwrap();
+        let (addr, app) = start_app(&dir, 2, 100, FaultSettings::default());
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        gz.write_all(b"{\"id\":\"g1\"}\n{\"id\":\"g2\"}\n").unwrap();
+        let body = gz.finish().unwrap();
+        let post = |encoding: &str, body: &[u8]| {
+            let mut stream = TcpStream::connect(addr).unwrap();
+            let head = format!(
+                "POST /rs/ingest HTTP/1.1\r\nHost: t\r\nConnection: close\r\nContent-Type: application/x-ndjson\r\nContent-Encoding: {encoding}\r\nContent-Length: {}\r\n\r\n",
+                body.len()
+            );
+            stream.write_all(head.as_bytes()).unwrap();
+            stream.write_all(body).unwrap();
+            let mut bytes = Vec::new();
+            stream.read_to_end(&mut bytes).unwrap();
+            Seen { bytes, error: None }.status()
+        };
+        assert_eq!(post("gzip", &body), 201);
+        assert_eq!((app.rs.count("g1").unwrap(), app.rs.count("g2").unwrap()), (1, 1));
+        assert_eq!(post("gzip", b"{\"id\":\"g3\"}\n"), 400, "not gzip");
+        assert_eq!(post("br", b"x"), 415);
     }
 
     #[test]
