@@ -22,7 +22,8 @@ fn dead_letters(p: &Pipeline) -> Vec<(i64, String, String)> {
 fn an_ndjson_batch_with_an_action_line_is_delivered_exactly_once() {
     let dir = tempfile::tempdir().unwrap();
     let sim = Sim::start(dir.path(), &["--records-per-minute", "7"]);
-    let sink = "mode = \"batch\"\nbatch_size = 4\nbody = \"ndjson\"\nndjson_action = '{\"index\":{\"_id\":{uid:json}}}'";
+    let sink =
+        "mode = \"batch\"\nbatch_size = 4\nbody = \"ndjson\"\nndjson_action = '{\"index\":{\"_id\":{uid:json}}}'";
     let p = Pipeline::new(&sim, dir, aligned_minutes_ago(6), "", sink, "");
     p.run_until_complete(3);
     assert!(p.assert_exactly_once(&sim) >= 20);
@@ -71,16 +72,8 @@ fn a_clickhouse_code_27_dead_letters_only_the_bad_record_of_its_batch() {
 #[test]
 fn a_bulk_rs_failing_some_items_gets_each_good_record_once_and_dead_letters_the_bad() {
     let dir = tempfile::tempdir().unwrap();
-    let flags = [
-        "--records-per-minute",
-        "10",
-        "--poison-fraction",
-        "0.1",
-        "--rs-answer",
-        "bulk",
-        "--rs-item-429-rate",
-        "0.2",
-    ];
+    let flags =
+        ["--records-per-minute", "10", "--poison-fraction", "0.1", "--rs-answer", "bulk", "--rs-item-429-rate", "0.2"];
     let sim = Sim::start(dir.path(), &flags);
     let sink = "mode = \"batch\"\nbatch_size = 6\nbody = \"ndjson\"\nretries = 1\n\
                 ndjson_action = '{\"index\":{\"_id\":{uid:json}}}'\n\
@@ -95,5 +88,29 @@ fn a_bulk_rs_failing_some_items_gets_each_good_record_once_and_dead_letters_the_
     assert!(poison > 0 && letters.len() as i64 == poison, "{poison} poison, {letters:?}");
     for (status, response, uid) in &letters {
         assert_eq!((*status, response.as_str()), (400, format!("record {uid} rejected: invalid").as_str()));
+    }
+}
+
+/// Killed with SIGKILL where a per-item answer is settled (inside its transaction, after it,
+/// after a dead letter), then run to the end: each good record stored once, each bad one a
+/// dead letter. The RS honors keys, so it replays a batch's answer for a batch sent again.
+#[test]
+fn a_run_killed_while_settling_per_item_answers_loses_and_doubles_nothing() {
+    for (n, point) in ["mid-ack-commit:2", "after-ack:3", "after-dead-letter:1", "mid-ack-commit:5"].iter().enumerate()
+    {
+        let dir = tempfile::tempdir().unwrap();
+        let seed = (n + 3).to_string();
+        let flags = ["--seed", &seed, "--poison-fraction", "0.1", "--rs-answer", "bulk", "--rs-item-429-rate", "0.3"];
+        let sim = Sim::start(dir.path(), &flags);
+        let sink = "mode = \"batch\"\nbatch_size = 5\nbody = \"ndjson\"\nretries = 1\nack_group = 3\n\
+                    [sink.items]\nlist = \"/items\"\nstatus = \"/*/status\"\nreason = \"/*/error/reason\"";
+        let reference = aligned_minutes_ago(6);
+        let p = Pipeline::new(&sim, dir, reference, "", sink, "");
+        let killed = p.command(&["run"]).env("FRAMESYNC_TEST_KILL_AT", point).output().unwrap();
+        assert_eq!(killed.status.code(), None, "{point}: killed by a signal: {}", stderr(&killed));
+        p.run_until_complete(6);
+        p.assert_exactly_once(&sim);
+        let poison = sim.check(reference, p.complete_until())["rejected_poison"].as_i64().unwrap();
+        assert_eq!(dead_letters(&p).len() as i64, poison, "{point}");
     }
 }

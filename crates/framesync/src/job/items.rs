@@ -77,6 +77,9 @@ impl Job<'_> {
         let again_key = Key::Batch(again_key(&key, &again));
         self.settle_items(frame, &key, &sorted, &again_key)?;
         crate::hooks::kill_point("after-ack");
+        if !sorted.rejected.is_empty() {
+            crate::hooks::kill_point("after-dead-letter");
+        }
         let Sorted { acknowledged, rejected, again, retry, broken } = sorted;
         if !acknowledged.is_empty() {
             self.pushing.evidence.acknowledged(acknowledged.iter().any(|i| i.pending.failed_before));
