@@ -20,6 +20,7 @@ use crate::control::Stats;
 use crate::data::{Generator, NUMERIC_STRIDE, UidStyle};
 use crate::faults::{FaultArgs, Faults, fraction};
 use crate::rs::Rs;
+use crate::rs::answer::RsAnswer;
 use crate::ss::Ss;
 use crate::{data, http};
 
@@ -84,6 +85,16 @@ struct ServeArgs {
     /// The RS ignores Idempotency-Key and stores every POST.
     #[arg(long)]
     rs_ignore_keys: bool,
+    /// How the RS answers: plain (201, a bad record refuses the request with 400), bulk (200
+    /// with a result per record, Elasticsearch's `_bulk` shape: bad records 400, some 429 by
+    /// --rs-item-429-rate, the rest stored), or clickhouse (a bad record fails the request
+    /// with 500 and a "Code: 27" text body, nothing stored). Every mode reads JSON, NDJSON
+    /// (Content-Type: application/x-ndjson, action lines skipped) and gzip bodies.
+    #[arg(long, value_enum, default_value_t = RsAnswer::Plain)]
+    rs_answer: RsAnswer,
+    /// With --rs-answer bulk: the fraction of readable records answered 429 and not stored.
+    #[arg(long, default_value_t = 0.0, value_parser = fraction)]
+    rs_item_429_rate: f64,
     /// JSON pointer to a record's UID in what the RS receives.
     #[arg(long, default_value = "/id", value_parser = json_pointer)]
     rs_uid_pointer: String,
@@ -139,7 +150,11 @@ fn build_app(args: &ServeArgs) -> Result<App> {
     Ok(App {
         ss: Ss::new(generator.clone(), args.page_size as usize),
         generator,
-        rs: Rs::open(&args.rs_db, &args.rs_uid_pointer, !args.rs_ignore_keys)?,
+        rs: Rs::open(&args.rs_db, &args.rs_uid_pointer, !args.rs_ignore_keys)?.answering(
+            args.rs_answer,
+            args.rs_item_429_rate,
+            args.seed,
+        ),
         faults: Faults::new(args.seed, faults),
         stats: Stats::new(),
         guard: Guard::new(args.auth.clone()),

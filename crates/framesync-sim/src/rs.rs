@@ -1,16 +1,23 @@
 //! The simulated receiving server and its SQLite database (the "DB" of the design's picture):
 //! `POST /rs/ingest` stores records, honoring `Idempotency-Key` or (by flag) ignoring it, and
-//! `GET /rs/ingest/{uid}` looks one up. Each request is one transaction, so a request is stored
-//! whole or not at all, and its key is recorded with its records.
+//! `GET /rs/ingest/{uid}` looks one up. Each request is one transaction, so what a request
+//! stores is stored whole or not at all, and its key is recorded with its records. How a body
+//! is read and answered (plain, bulk, ClickHouse-like) is in [`answer`].
+
+pub mod answer;
 
 use std::collections::HashMap;
 use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
 use anyhow::{Context, Result, ensure};
 use rusqlite::{Connection, OptionalExtension, Transaction, TransactionBehavior, params};
 use serde_json::{Value, json};
+
+use self::answer::{Incoming, ItemFate, RsAnswer};
+use crate::data::{splitmix64, unit};
 
 /// `IF NOT EXISTS` everywhere: the simulator may be restarted on the same database.
 const SCHEMA: &str = "
@@ -35,6 +42,12 @@ pub struct Rs {
     conn: Mutex<Connection>,
     uid_pointer: String,
     honor_keys: bool,
+    answer: RsAnswer,
+    /// In bulk answers, the fraction of readable records answered 429 (not stored).
+    item_429_rate: f64,
+    seed: u64,
+    /// Records answered in bulk so far: the n-th one's 429 is rolled from (seed, n).
+    items_seen: AtomicU64,
 }
 
 /// The RS's answer to an ingest request.
@@ -46,40 +59,101 @@ pub struct Reply {
     pub replayed: bool,
 }
 
-/// A received record: its UID as text and its JSON as stored.
-#[derive(Debug)]
-struct Incoming {
-    uid: String,
-    body: String,
-}
-
 impl Rs {
     pub fn open(path: &Path, uid_pointer: &str, honor_keys: bool) -> Result<Rs> {
         let context = || format!("opening the RS database {}", path.display());
         let conn = Connection::open(path).with_context(context)?;
         configure(&conn).with_context(context)?;
         conn.execute_batch(SCHEMA).with_context(context)?;
-        Ok(Rs { conn: Mutex::new(conn), uid_pointer: uid_pointer.into(), honor_keys })
+        Ok(Rs {
+            conn: Mutex::new(conn),
+            uid_pointer: uid_pointer.into(),
+            honor_keys,
+            answer: RsAnswer::Plain,
+            item_429_rate: 0.0,
+            seed: 0,
+            items_seen: AtomicU64::new(0),
+        })
     }
 
+    /// Answers in `answer` mode; in bulk, `item_429_rate` of the records meet a 429, rolled
+    /// from `seed`.
+    pub fn answering(self, answer: RsAnswer, item_429_rate: f64, seed: u64) -> Rs {
+        Rs { answer, item_429_rate, seed, ..self }
+    }
+
+    /// A JSON body (an object or an array).
+    #[cfg(test)]
     pub fn ingest(&self, key: Option<&str>, body: &[u8], now_ms: i64) -> Result<Reply> {
-        let records = match parse_records(body, &self.uid_pointer) {
+        self.ingest_as(key, body, false, now_ms)
+    }
+
+    /// A JSON body, or NDJSON.
+    pub fn ingest_as(&self, key: Option<&str>, body: &[u8], ndjson: bool, now_ms: i64) -> Result<Reply> {
+        let records = match answer::records(body, ndjson, &self.uid_pointer) {
             Ok(records) => records,
             Err(message) => return Ok(Reply::fresh(400, json!({ "error": message }))),
         };
+        if self.answer == RsAnswer::Bulk {
+            return self.bulk(key, records, now_ms);
+        }
+        let records: Result<Vec<Incoming>, _> =
+            records.into_iter().enumerate().map(|(n, r)| r.map_err(|e| (n, e))).collect();
+        let records = match records {
+            Ok(records) => records,
+            Err((row, message)) if self.answer == RsAnswer::Clickhouse => {
+                return Ok(Reply::fresh(500, answer::clickhouse_parse_error(row, &message)));
+            }
+            Err((_, message)) => return Ok(Reply::fresh(400, json!({ "error": message }))),
+        };
+        let reply = match self.answer {
+            RsAnswer::Clickhouse => Reply::fresh(200, Value::String(String::new())),
+            _ => Reply::fresh(201, json!({ "stored": records.len() })),
+        };
+        self.store(key, &records, reply, now_ms)
+    }
+
+    /// Stores `records` and answers `reply`, or replays the answer a key got before.
+    fn store(&self, key: Option<&str>, records: &[Incoming], reply: Reply, now_ms: i64) -> Result<Reply> {
         let honored_key = key.filter(|_| self.honor_keys);
         let mut conn = self.lock();
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
         if let Some(reply) = honored_key.map(|k| replay(&tx, k)).transpose()?.flatten() {
             return Ok(reply);
         }
-        insert_records(&tx, &records, key, now_ms)?;
-        let reply = Reply::fresh(201, json!({ "stored": records.len() }));
+        insert_records(&tx, records, key, now_ms)?;
         if let Some(key) = honored_key {
             remember(&tx, key, &reply, now_ms)?;
         }
         tx.commit()?;
         Ok(reply)
+    }
+
+    /// A result per record: bad ones refused (400), some busy (429), the rest stored. The
+    /// answer is kept for the key whatever it says, as a server that honors keys does.
+    fn bulk(&self, key: Option<&str>, records: Vec<Result<Incoming, String>>, now_ms: i64) -> Result<Reply> {
+        let honored_key = key.filter(|_| self.honor_keys);
+        if let Some(reply) = honored_key.map(|k| replay(&self.lock(), k)).transpose()?.flatten() {
+            return Ok(reply);
+        }
+        let (mut fates, mut stored) = (Vec::new(), Vec::new());
+        for record in records {
+            match record {
+                Err(reason) => fates.push(ItemFate::Refused { uid: None, reason }),
+                Ok(record) if self.busy() => fates.push(ItemFate::Busy(record.uid)),
+                Ok(record) => {
+                    fates.push(ItemFate::Stored(record.uid.clone()));
+                    stored.push(record);
+                }
+            }
+        }
+        self.store(key, &stored, Reply::fresh(200, answer::bulk_answer(&fates)), now_ms)
+    }
+
+    /// Whether the next record of a bulk request meets a 429.
+    fn busy(&self) -> bool {
+        let n = self.items_seen.fetch_add(1, Ordering::Relaxed);
+        unit(splitmix64(splitmix64(self.seed ^ 0x4255_4c4b) ^ n)) < self.item_429_rate
     }
 
     /// How many stored records carry this UID.
@@ -118,37 +192,7 @@ fn configure(conn: &Connection) -> Result<()> {
     Ok(())
 }
 
-/// The whole request is rejected on the first bad record, so nothing of it is stored.
-fn parse_records(body: &[u8], uid_pointer: &str) -> Result<Vec<Incoming>, String> {
-    let value: Value = serde_json::from_slice(body).map_err(|e| format!("body is not JSON: {e}"))?;
-    let items = match value {
-        Value::Object(_) => vec![value],
-        Value::Array(items) if !items.is_empty() => items,
-        Value::Array(_) => return Err("empty batch".into()),
-        _ => return Err("body must be a JSON object or an array of objects".into()),
-    };
-    let parse = |(n, item)| incoming(item, n, uid_pointer);
-    items.iter().enumerate().map(parse).collect()
-}
-
-fn incoming(item: &Value, n: usize, uid_pointer: &str) -> Result<Incoming, String> {
-    if !item.is_object() {
-        return Err(format!("item {n} is not a JSON object"));
-    }
-    let uid = match item.pointer(uid_pointer) {
-        Some(Value::String(s)) => s.clone(),
-        Some(Value::Number(n)) => n.to_string(),
-        _ => {
-            return Err(format!("item {n} has no string or number UID at `{uid_pointer}`"));
-        }
-    };
-    if item.get("valid") == Some(&Value::Bool(false)) {
-        return Err(format!("record {uid} rejected: invalid"));
-    }
-    Ok(Incoming { uid, body: item.to_string() })
-}
-
-fn replay(tx: &Transaction, key: &str) -> Result<Option<Reply>> {
+fn replay(tx: &Connection, key: &str) -> Result<Option<Reply>> {
     let sql = "SELECT status, response FROM idempotency_keys WHERE key = ?1";
     let row: Option<(u16, String)> = tx.query_row(sql, [key], |row| Ok((row.get(0)?, row.get(1)?))).optional()?;
     let Some((status, response)) = row else {
@@ -238,6 +282,62 @@ mod tests {
         let rs = Rs::open(&dir.path().join("rs.db"), "/meta/event_id", true).unwrap();
         assert_eq!(post(&rs, None, r#"{"meta": {"event_id": "e9"}}"#).status, 201);
         assert_eq!(rs.count("e9").unwrap(), 1);
+    }
+
+    fn answering(dir: &tempfile::TempDir, answer: RsAnswer, item_429_rate: f64) -> Rs {
+        rs(dir, true).answering(answer, item_429_rate, 1)
+    }
+
+    #[test]
+    fn an_ndjson_body_is_one_record_a_line_with_action_lines_checked_and_skipped() {
+        let dir = tempfile::tempdir().unwrap();
+        let rs = rs(&dir, true);
+        let body = "{\"index\":{\"_id\":\"a\"}}\n{\"id\":\"a\"}\n{\"id\":\"b\"}\n";
+        assert_eq!(rs.ingest_as(None, body.as_bytes(), true, 1).unwrap().status, 201);
+        assert_eq!((rs.count("a").unwrap(), rs.count("b").unwrap()), (1, 1));
+        for bad in ["{\"id\":\"c\"}", "{\"index\":{\"_id\":\"x\"}}\n{\"id\":\"c\"}\n", "{\"index\":{}}\n", "[1]\n"] {
+            assert_eq!(rs.ingest_as(None, bad.as_bytes(), true, 1).unwrap().status, 400, "{bad}");
+        }
+        assert_eq!(rs.count("c").unwrap(), 0);
+    }
+
+    #[test]
+    fn a_bulk_answer_has_a_result_per_record_and_stores_only_the_good_ones() {
+        let dir = tempfile::tempdir().unwrap();
+        let rs = answering(&dir, RsAnswer::Bulk, 0.0);
+        let reply = rs.ingest(Some("k"), br#"[{"id":"a"},{"id":"p","valid":false},{"id":"b"}]"#, 1).unwrap();
+        assert_eq!(reply.status, 200);
+        assert_eq!(reply.body["errors"], json!(true));
+        let statuses: Vec<&Value> =
+            reply.body["items"].as_array().unwrap().iter().map(|i| &i["index"]["status"]).collect();
+        assert_eq!(statuses, [&json!(201), &json!(400), &json!(201)]);
+        assert_eq!(reply.body["items"][1]["index"]["error"]["reason"], json!("record p rejected: invalid"));
+        assert_eq!((rs.count("a").unwrap(), rs.count("p").unwrap()), (1, 0));
+        let again = rs.ingest(Some("k"), br#"[{"id":"a"},{"id":"p","valid":false},{"id":"b"}]"#, 1).unwrap();
+        assert!(again.replayed && again.body == reply.body, "the key's answer is kept, failures and all");
+        let busy = answering(&tempfile::tempdir().unwrap(), RsAnswer::Bulk, 1.0);
+        let reply = busy.ingest(None, br#"[{"id":"a"}]"#, 1).unwrap();
+        assert_eq!(reply.body["items"][0]["index"]["status"], json!(429));
+        assert_eq!(busy.count("a").unwrap(), 0);
+        let ok = rs.ingest(None, br#"[{"id":"c"}]"#, 1).unwrap();
+        assert_eq!(ok.body["errors"], json!(false));
+    }
+
+    #[test]
+    fn a_clickhouse_like_rs_fails_a_request_with_a_bad_record_with_code_27() {
+        let dir = tempfile::tempdir().unwrap();
+        let rs = answering(&dir, RsAnswer::Clickhouse, 0.0);
+        let reply = rs.ingest(Some("k"), br#"[{"id":"a"},{"id":"p","valid":false}]"#, 1).unwrap();
+        assert_eq!(reply.status, 500);
+        let text = reply.body.as_str().unwrap();
+        assert!(
+            text.starts_with("Code: 27. DB::Exception: Cannot parse input") && text.contains("(at row 2)"),
+            "{text}"
+        );
+        assert_eq!(rs.count("a").unwrap(), 0, "nothing of the request is stored");
+        let ok = rs.ingest(Some("k"), br#"[{"id":"a"}]"#, 1).unwrap();
+        assert_eq!((ok.status, ok.body.as_str()), (200, Some("")));
+        assert_eq!(rs.count("a").unwrap(), 1);
     }
 
     #[test]

@@ -1,6 +1,11 @@
-//! The receiving server (RS) client: POSTs one record (mode `record`) or a JSON array of
-//! records (mode `batch`) with an Idempotency-Key, classifies every answer, and looks records
-//! up where the RS offers a lookup URL.
+//! The receiving server (RS) client: POSTs one record (mode `record`) or a batch of records
+//! (mode `batch`) with an Idempotency-Key, classifies every answer, and looks records up where
+//! the RS offers a lookup URL. How the records are written is in [`body`]; answer rules that
+//! look at the body in [`rules`]; per-item results of batch APIs in [`items`].
+
+pub mod body;
+pub mod items;
+pub mod rules;
 
 use std::time::Duration;
 
@@ -30,6 +35,9 @@ pub enum Verdict {
     /// Any other answer — a redirect, 401, 403, 404, 405, 407, 410, 415, … — says that the RS
     /// or the config is wrong, not a record: the frame fails and pushing stops for the run.
     Broken { reason: String },
+    /// A 2xx with a result per record (`[sink.items]`), one verdict each, in the order sent:
+    /// `Acknowledged`, `RetryLater`, `Rejected` or `Broken`, never `TooLarge` or `PerItem`.
+    PerItem(Vec<Verdict>),
 }
 
 /// What the statuses of an RS answer mean, from the config.
@@ -124,6 +132,23 @@ pub fn batch_key(records: &[Outgoing]) -> String {
     format!("batch-{hex}")
 }
 
+/// The key of the records a per-item answer sent back (to retry, or not taken for an RS
+/// fault), after they went under `previous`. Never `previous` again, nor any key they went
+/// under before: an RS that honors keys keeps the answer it gave a key and would replay it
+/// — results for the whole batch — for a smaller set. Chaining each key on the one before
+/// makes every retry of the same records a key of its own.
+pub fn again_key(previous: &Key, records: &[Outgoing]) -> String {
+    let mut hash = Sha256::new();
+    hash.update(previous.to_sql().as_bytes());
+    hash.update([0xff]);
+    for r in records {
+        hash.update(r.uid.as_bytes());
+        hash.update([0]);
+    }
+    let hex: String = hash.finalize().iter().take(16).map(|b| format!("{b:02x}")).collect();
+    format!("batch-{hex}")
+}
+
 /// The Idempotency-Key header of a request: a batch's key, or the UID of its one record, with
 /// what a header cannot carry percent-encoded.
 pub fn header_key(records: &[Outgoing], key: &Key) -> String {
@@ -146,16 +171,24 @@ impl HttpSink {
         Self { agent, auth, config: SinkConfig { url, ..config.clone() }, pacer: Pacer::new(config.max_rps) }
     }
 
-    fn body(&self, records: &[Outgoing]) -> String {
-        match (self.config.mode, records) {
-            (SinkMode::Record, [one]) => one.body.clone(),
-            _ => {
-                let items: Vec<&str> = records.iter().map(|r| r.body.as_str()).collect();
-                format!("[{}]", items.join(","))
-            }
+    /// What the answer means: the first `sink.answers` rule that matches, else per-item
+    /// results of a 2xx where `sink.items` says where they are, else the status.
+    fn judge(&self, answer: &Answer, records: usize) -> Verdict {
+        let statuses = Statuses { already_there: &self.config.already_there, reject: &self.config.reject };
+        if let Some(verdict) = rules::judge(&self.config.answers, answer) {
+            return verdict;
+        }
+        match &self.config.items {
+            Some(spec) if (200..=299).contains(&answer.status) => items::judge(spec, answer.body, records, statuses),
+            _ => classify(answer, statuses),
         }
     }
 }
+
+/// Per-item results run to a few hundred bytes a record: room for batches of many thousands.
+const ITEMS_ANSWER_LIMIT: u64 = 64 * 1024 * 1024;
+/// Otherwise the body only feeds messages and rules.
+const ANSWER_LIMIT: u64 = 64 * 1024;
 
 impl Sink for HttpSink {
     fn batch_size(&self) -> usize {
@@ -166,14 +199,18 @@ impl Sink for HttpSink {
     }
 
     fn send(&self, records: &[Outgoing], key: &Key) -> Verdict {
-        let body = self.body(records);
+        let spec = &self.config.body;
+        let body = spec.encode(records);
         let send = || {
             self.pacer.wait();
             let mut request = self
                 .agent
                 .post(&self.config.url)
-                .header("Content-Type", "application/json")
+                .header("Content-Type", spec.content_type.as_str())
                 .header(self.config.idempotency_header.as_str(), header_key(records, key));
+            if let Some(encoding) = spec.content_encoding() {
+                request = request.header("Content-Encoding", encoding);
+            }
             for (name, value) in &self.config.headers {
                 request = request.header(name, value);
             }
@@ -194,11 +231,17 @@ impl Sink for HttpSink {
         let status = response.status().as_u16();
         let retry_after = http::retry_after(&response);
         let location = response.headers().get("location").and_then(|v| v.to_str().ok()).map(str::to_owned);
-        let text = response.body_mut().with_config().limit(64 * 1024).read_to_string().unwrap_or_default();
+        let per_item = self.config.items.is_some() && (200..=299).contains(&status);
+        let limit = if per_item { ITEMS_ANSWER_LIMIT } else { ANSWER_LIMIT };
+        let text = match response.body_mut().with_config().limit(limit).read_to_string() {
+            Ok(text) => text,
+            // The records' fate is in the body: without it, nothing is known of them.
+            Err(e) if per_item => return unread_results(&self.config.url, status, limit, &e),
+            Err(_) => String::new(),
+        };
         let answer =
             Answer { status, body: &text, retry_after, location: location.as_deref(), batch: records.len() > 1 };
-        let statuses = Statuses { already_there: &self.config.already_there, reject: &self.config.reject };
-        match classify(&answer, statuses) {
+        match self.judge(&answer, records.len()) {
             Verdict::RetryLater { reason, retry_after, status } => {
                 Verdict::RetryLater { reason: format!("POST {}: {reason}", self.config.url), retry_after, status }
             }
@@ -236,6 +279,23 @@ impl Sink for HttpSink {
             )),
             status => Err(format!("lookup GET {shown}: HTTP {status} (expected 200 or 404)")),
         }
+    }
+}
+
+/// A 2xx whose per-item results could not be read. Too large is the config's doing (batches
+/// too big for the limit); anything else leaves the records' fate unknown, like a lost answer.
+fn unread_results(url: &str, status: u16, limit: u64, error: &ureq::Error) -> Verdict {
+    if matches!(error, ureq::Error::BodyExceedsLimit(_)) {
+        return Verdict::Broken {
+            reason: format!(
+                "POST {url}: HTTP {status} with per-item results over {limit} bytes; lower sink.batch_size"
+            ),
+        };
+    }
+    Verdict::RetryLater {
+        reason: format!("POST {url}: HTTP {status}, the per-item results were cut off: {error}"),
+        retry_after: None,
+        status: None,
     }
 }
 
@@ -313,6 +373,17 @@ mod tests {
             assert!(ureq::http::HeaderValue::from_str(&key(uid)).is_ok(), "{uid:?} → {:?}", key(uid));
         }
         assert_eq!(header_key(&[out("a"), out("b")], &Key::Batch("batch-1".into())), "batch-1");
+    }
+
+    #[test]
+    fn a_key_to_send_again_differs_from_every_key_before_it() {
+        let (a, b) = (out("a"), out("b"));
+        let first = Key::Batch(batch_key(&[a.clone(), b.clone()]));
+        let again = again_key(&first, std::slice::from_ref(&b));
+        assert_ne!(again, batch_key(std::slice::from_ref(&b)), "not the key of a new batch of b alone");
+        let twice = again_key(&Key::Batch(again.clone()), std::slice::from_ref(&b));
+        assert!(again != twice && again.starts_with("batch-"), "each retry a key of its own");
+        assert_eq!(again, again_key(&first, &[b]), "deterministic");
     }
 
     #[test]

@@ -4,6 +4,7 @@
 //! Each section is deserialized by serde into its `Raw*` form (defaults, enums, durations,
 //! pointers, the mapping), then checked into its `*Config` (what spans keys, `${VAR}`).
 
+mod answers;
 mod auth;
 mod check;
 mod duration;

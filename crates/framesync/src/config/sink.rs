@@ -7,12 +7,16 @@ use anyhow::{Result, bail};
 use serde::Deserialize;
 
 use super::AuthConfig;
+use super::answers::{self, RawBody, RawItems, RawRule};
 use super::auth::{self, RawAuth};
 use super::check::{self, count, required, statuses};
 use super::tls::{RawTls, Transport};
 use super::{Env, duration};
 use crate::mapping::Mapping;
 use crate::redact::Redactor;
+use crate::sink::body::{BodyKind, BodySpec, Compress};
+use crate::sink::items::ItemsSpec;
+use crate::sink::rules::Rule;
 use crate::template::Query;
 
 const MOST_PER_BATCH: usize = 100_000;
@@ -57,6 +61,12 @@ pub struct SinkConfig {
     pub transport: Transport,
     /// How framesync authenticates to the RS, lookups included (`[sink.auth]`); none: only `headers`.
     pub auth: Option<AuthConfig>,
+    /// How a request's records are written: `body`, `content_type`, `compress`, `ndjson_action`.
+    pub body: BodySpec,
+    /// `[[sink.answers]]`: rules tried in order before the statuses decide.
+    pub answers: Vec<Rule>,
+    /// `[sink.items]`: where a batch API's per-item results are.
+    pub items: Option<ItemsSpec>,
 }
 
 #[derive(Deserialize)]
@@ -85,6 +95,12 @@ pub(super) struct RawSink {
     /// Checked by `Config::parse`, which knows the config's folder.
     pub(super) tls: RawTls,
     auth: Option<RawAuth>,
+    body: Option<BodyKind>,
+    content_type: Option<String>,
+    compress: Compress,
+    ndjson_action: Option<String>,
+    answers: Vec<RawRule>,
+    items: Option<RawItems>,
 }
 
 impl Default for RawSink {
@@ -109,6 +125,12 @@ impl Default for RawSink {
             max_rejected_in_a_row: 20,
             tls: RawTls::default(),
             auth: None,
+            body: None,
+            content_type: None,
+            compress: Compress::None,
+            ndjson_action: None,
+            answers: Vec::new(),
+            items: None,
         }
     }
 }
@@ -136,6 +158,14 @@ impl RawSink {
         }
         let headers = check::headers("sink.headers", self.headers, env, secrets)?;
         let auth = auth::check("sink.auth", self.auth, &headers, env, secrets)?;
+        let raw_body = RawBody {
+            body: self.body,
+            content_type: self.content_type,
+            compress: self.compress,
+            ndjson_action: self.ndjson_action,
+        };
+        let body = raw_body.check(self.mode, self.batch_size, env, secrets)?;
+        let items = self.items.map(|i| i.check(self.mode, self.batch_size)).transpose()?;
         Ok(SinkConfig {
             url,
             mode: self.mode,
@@ -157,6 +187,9 @@ impl RawSink {
             // The table is checked by `Config::parse`, which knows the config's folder.
             transport: Transport::plain("sink.tls"),
             auth,
+            body,
+            answers: answers::rules(self.answers)?,
+            items,
         })
     }
 }

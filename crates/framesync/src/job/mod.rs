@@ -5,14 +5,15 @@
 //! undelivered without a recorded reason, or that dead-letters a record, does not exit 0.
 //!
 //! The pull half is in [`pull`]. The push half: a frame's pending records in [`push`], what
-//! the RS receives for them in [`outgoing`], one request and its answer in [`send`], the
-//! acknowledgements recorded in groups in [`acks`], which records are to blame and become dead
-//! letters in [`blame`], and whether the RS's lookup can be believed in [`lookup`]. How long a
-//! failed frame waits is [`backoff`].
+//! the RS receives for them in [`outgoing`], one request and its answer in [`send`], an answer
+//! with a result per record in [`items`], the acknowledgements recorded in groups in [`acks`],
+//! which records are to blame and become dead letters in [`blame`], and whether the RS's
+//! lookup can be believed in [`lookup`]. How long a failed frame waits is [`backoff`].
 
 mod acks;
 mod backoff;
 mod blame;
+mod items;
 mod lookup;
 mod outgoing;
 mod pull;

@@ -1,7 +1,8 @@
 //! One request to the RS and what its answer does to its records: acknowledged, refused
 //! (dead-lettered, or a batch split to find the bad record), too large (split in halves), a
-//! sign that the RS or the config is wrong (pushing stops), or a failure to try again — a few
-//! times within the run with a short pause, then later runs.
+//! sign that the RS or the config is wrong (pushing stops), a failure to try again — a few
+//! times within the run with a short pause, then later runs — or a result per record
+//! ([`super::items`]).
 
 use anyhow::Result;
 
@@ -20,6 +21,11 @@ const FAILURES_TO_STOP: u32 = 2;
 impl Job<'_> {
     /// Sends one unit and acts on the answer.
     pub(super) fn send_unit(&mut self, frame: Frame, unit: Unit) -> Result<()> {
+        self.send_unit_try(frame, unit, 0)
+    }
+
+    /// `send_unit` for records a per-item answer sent back `tries` times within this run.
+    pub(super) fn send_unit_try(&mut self, frame: Frame, unit: Unit, tries: u32) -> Result<()> {
         // A full or older group is recorded before a request (which may take long).
         self.record_acks_if_due()?;
         let outgoing: Vec<Outgoing> = unit.items.iter().map(|i| i.outgoing.clone()).collect();
@@ -56,6 +62,7 @@ impl Job<'_> {
                 let item = unit.items.into_iter().next().expect("one item");
                 self.reject(frame, item, unit.key, 413, response)
             }
+            Verdict::PerItem(verdicts) => self.per_item(frame, unit, verdicts, tries),
             Verdict::Broken { reason } => {
                 self.doubt_lookup();
                 self.stop_pushing(frame, format!("{reason} (the RS or the config is wrong, not a record)"), None)

@@ -113,6 +113,10 @@ struct FakeSink {
     sent: RefCell<Vec<(Key, Vec<String>)>>,
     lookup: Option<Lookup>,
     looked_up: RefCell<Vec<String>>,
+    /// Answers a result per record (`Verdict::PerItem`), stores the acknowledged ones, and
+    /// replays the answer it gave a key.
+    per_item: bool,
+    answers: RefCell<HashMap<String, Verdict>>,
 }
 
 impl FakeSink {
@@ -127,7 +131,37 @@ impl FakeSink {
             sent: RefCell::default(),
             lookup: None,
             looked_up: RefCell::default(),
+            per_item: false,
+            answers: RefCell::default(),
         }
+    }
+
+    fn bulk(size: usize) -> Self {
+        Self { per_item: true, ..Self::batches(size) }
+    }
+
+    /// A result per record: the next scripted verdict of each, else acknowledged.
+    fn send_per_item(&self, uids: Vec<String>, header: String) -> Verdict {
+        if self.honors_keys
+            && let Some(answer) = self.answers.borrow().get(&header)
+        {
+            return answer.clone();
+        }
+        let mut verdicts = Vec::new();
+        for uid in uids {
+            let next = self.script.borrow_mut().get_mut(&uid).filter(|a| !a.is_empty()).map(|acts| acts.remove(0));
+            let verdict = match next {
+                Some(Act::Answer(verdict)) => verdict,
+                _ => self.always.get(&uid).cloned().unwrap_or(Verdict::Acknowledged),
+            };
+            if verdict == Verdict::Acknowledged {
+                self.stored.borrow_mut().push(uid);
+            }
+            verdicts.push(verdict);
+        }
+        let answer = Verdict::PerItem(verdicts);
+        self.answers.borrow_mut().insert(header, answer.clone());
+        answer
     }
 
     fn batches(size: usize) -> Self {
@@ -178,6 +212,9 @@ impl Sink for FakeSink {
         let uids: Vec<String> = records.iter().map(|r| r.uid.clone()).collect();
         self.sent.borrow_mut().push((key.clone(), uids.clone()));
         let header = crate::sink::header_key(records, key);
+        if self.per_item {
+            return self.send_per_item(uids, header);
+        }
         if self.honors_keys && self.keys.borrow().contains(&header) {
             return Verdict::Acknowledged; // a replay of the stored answer: nothing stored
         }
@@ -1031,4 +1068,87 @@ fn secrets_never_reach_the_ledger() {
     w.run(&src, &sink, T0 + 120, Scope::Run);
     let error = w.text("SELECT last_error FROM frames");
     assert!(!error.contains("s3cret") && error.contains("***"), "{error}");
+}
+
+fn item_429() -> Act {
+    Act::Answer(Verdict::RetryLater {
+        reason: "item status 429: queue full".into(),
+        retry_after: None,
+        status: Some(429),
+    })
+}
+
+/// The keys the ledger holds for staged records, by UID.
+fn staged_keys(w: &World) -> Vec<(String, String)> {
+    let uids: Vec<String> = w.ledger.column("SELECT uid FROM staged ORDER BY seq");
+    let keys: Vec<String> = w.ledger.column("SELECT COALESCE(key, '') FROM staged ORDER BY seq");
+    uids.into_iter().zip(keys).collect()
+}
+
+#[test]
+fn a_batch_answered_item_by_item_delivers_the_taken_retries_the_failed_and_dead_letters_the_refused() {
+    let mut w = World::new(config("mode = \"batch\"\nbatch_size = 4\nretries = 1"));
+    let src = source(&[(T0, vec!["a", "b", "c", "d"])]);
+    let sink = FakeSink::bulk(4).answer("b", vec![item_429()]).always("c", rejected());
+    let outcome = w.run(&src, &sink, T0 + 120, Scope::Run);
+    assert_eq!(outcome.exit_code(), 1, "a dead letter: {:?}", outcome.failures);
+    let sent = sink.sent.borrow().clone();
+    assert_eq!(sent.len(), 2, "the batch, then only the failed record: {sent:?}");
+    assert_eq!(sent[1].1, ["b"]);
+    assert!(sent[1].0.is_batch() && sent[1].0 != sent[0].0, "under a key of its own, not the batch's: {sent:?}");
+    for uid in ["a", "b", "d"] {
+        assert_eq!(sink.stored_count(uid), 1, "{uid} stored once");
+    }
+    assert_eq!(w.state(T0), Some(FrameState::Delivered));
+    assert_eq!(w.text("SELECT group_concat(uid) FROM (SELECT uid FROM delivered ORDER BY uid)"), "a,b,d");
+    assert_eq!(w.text("SELECT uid || ' ' || status || ' ' || response FROM dead_letters"), "c 400 bad record");
+    assert_eq!(outcome.figures.records_pushed, 3);
+}
+
+/// An RS that honors keys replays the answer it gave the batch's key (results for all four
+/// records): sent again under it, the one record left would meet an answer of the wrong
+/// length forever.
+#[test]
+fn records_a_per_item_answer_sent_back_go_in_later_runs_under_their_new_key_only() {
+    let mut w = World::new(config("mode = \"batch\"\nbatch_size = 4"));
+    let src = source(&[(T0, vec!["a", "b", "c", "d"])]);
+    let sink = FakeSink::bulk(4).answer("b", vec![item_429(), item_429()]);
+    let first = w.run(&src, &sink, T0 + 120, Scope::Run);
+    assert_eq!(first.exit_code(), 1);
+    assert_eq!(w.state(T0), Some(FrameState::Pushing));
+    let batch = sink.sent.borrow()[0].0.clone();
+    let keys = staged_keys(&w);
+    let again = keys.iter().find(|(uid, _)| uid == "b").unwrap().1.clone();
+    assert!(again.starts_with("batch-") && again != batch.to_sql(), "{keys:?}");
+    assert_eq!(w.count("SELECT COUNT(*) FROM delivered"), 3, "the others are recorded at once");
+
+    sink.clear();
+    w.run(&src, &sink, T0 + 200, Scope::Run);
+    let second = sink.sent.borrow().clone();
+    assert_eq!(second, [(Key::Batch(again.clone()), vec!["b".to_string()])], "b alone under its new key");
+    sink.clear();
+    let third = w.run(&src, &sink, T0 + 400, Scope::Run);
+    assert_eq!(third.exit_code(), 0, "{:?}", third.failures);
+    let sent = sink.sent.borrow().clone();
+    assert_eq!(sent.len(), 1);
+    assert_ne!(sent[0].0, Key::Batch(again), "each retry under a key of its own");
+    assert_eq!(sink.stored_count("b"), 1);
+    assert_eq!(w.state(T0), Some(FrameState::Delivered));
+}
+
+#[test]
+fn an_item_that_blames_the_rs_stops_the_pushes_but_what_the_rs_took_is_recorded() {
+    let mut w = World::new(config("mode = \"batch\"\nbatch_size = 3"));
+    let src = source(&[(T0, vec!["a", "b", "c"]), (T0 + 60, vec!["d"])]);
+    let broken = Verdict::Broken { reason: "item status 404: no such index".into() };
+    let sink = FakeSink::bulk(3).answer("b", vec![Act::Answer(broken)]);
+    let outcome = w.run(&src, &sink, T0 + 180, Scope::Run);
+    assert_eq!(outcome.exit_code(), 1);
+    assert!(has(&outcome.failures, "no such index"), "{:?}", outcome.failures);
+    assert_eq!(sink.sent.borrow().len(), 1, "pushing stopped");
+    assert_eq!(w.count("SELECT COUNT(*) FROM delivered"), 2);
+    assert_eq!(w.count("SELECT COUNT(*) FROM dead_letters"), 0, "not the record's fault");
+    let later = w.run(&src, &sink, T0 + 400, Scope::Run);
+    assert_eq!(later.exit_code(), 0, "{:?}", later.failures);
+    assert_eq!(sink.stored_count("b"), 1);
 }

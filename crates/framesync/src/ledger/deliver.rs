@@ -6,6 +6,7 @@ use rusqlite::{Connection, OptionalExtension, ToSql, params};
 
 use super::Ledger;
 use super::rows::{INSERT_DELIVERED, insert_dead_letter, insert_rows};
+use crate::delivery::Key;
 use crate::frames::{Epoch, Frame};
 use crate::model::DeadLetter;
 
@@ -55,6 +56,37 @@ impl Ledger {
         for letter in &letters {
             added += i64::from(insert_dead_letter(&tx, start, letter, now)?);
         }
+        tx.commit()?;
+        Ok(added)
+    }
+
+    /// What a per-item answer settles, in one transaction: the records the RS took, those it
+    /// refused (dead letters; how many were added is returned), and the new key of those it
+    /// sent back. A crash leaves the batch as it was before the answer (re-sent whole under
+    /// its key) or wholly settled, never some of its records under another key than the rest.
+    pub fn settle_items(
+        &mut self,
+        start: Epoch,
+        acknowledged: &[&str],
+        letters: &[DeadLetter],
+        again: &[(i64, Key)],
+        now: Epoch,
+    ) -> Result<i64> {
+        let letters: Vec<DeadLetter> = letters.iter().map(|letter| self.scrubbed_letter(letter)).collect();
+        let tx = self.write()?;
+        record_acknowledged(&tx, start, acknowledged, now)?;
+        let mut added = 0;
+        for letter in &letters {
+            added += i64::from(insert_dead_letter(&tx, start, letter, now)?);
+        }
+        {
+            let mut update =
+                tx.prepare_cached("UPDATE staged SET key = ?3, attempts = 0 WHERE frame = ?1 AND seq = ?2")?;
+            for (seq, key) in again {
+                update.execute(params![start, seq, key.to_sql()])?;
+            }
+        }
+        crate::hooks::kill_point("mid-ack-commit");
         tx.commit()?;
         Ok(added)
     }
