@@ -10,5 +10,6 @@ mod control;
 mod data;
 pub mod faults;
 mod http;
+mod query;
 mod rs;
 mod ss;

@@ -7,6 +7,7 @@
 mod check;
 mod duration;
 mod frames;
+mod lookup;
 mod run;
 mod sink;
 mod source;
@@ -18,6 +19,7 @@ use anyhow::{Context, Result, anyhow};
 use serde::Deserialize;
 
 pub use self::frames::FramesConfig;
+pub use self::lookup::{LookupConfig, LookupMethod, Presence};
 pub use self::run::RunConfig;
 pub use self::sink::{SinkConfig, SinkMode};
 pub use self::source::SourceConfig;

@@ -7,6 +7,7 @@ use anyhow::{Result, bail};
 use serde::Deserialize;
 
 use super::check::{self, count, required, statuses};
+use super::lookup::{self, LookupConfig, RawLookup};
 use super::{Env, duration};
 use crate::mapping::Mapping;
 use crate::redact::Redactor;
@@ -30,7 +31,8 @@ pub struct SinkConfig {
     pub already_there: Vec<u16>,
     /// Statuses that mean "this record is bad": it is dead-lettered and the frame goes on.
     pub reject: Vec<u16>,
-    pub lookup_url: Option<String>,
+    /// `sink.lookup_url` or `[sink.lookup]`: how to ask the RS whether it holds a record.
+    pub lookup: Option<LookupConfig>,
     pub timeout: Duration,
     pub headers: Vec<(String, String)>,
     /// Query parameters added to `url` (fixed text, percent-encoded by framesync): for an RS
@@ -63,6 +65,7 @@ pub(super) struct RawSink {
     already_there: Vec<u16>,
     reject: Vec<u16>,
     lookup_url: Option<String>,
+    lookup: Option<RawLookup>,
     #[serde(deserialize_with = "duration::deserialize")]
     timeout: Duration,
     headers: BTreeMap<String, String>,
@@ -87,6 +90,7 @@ impl Default for RawSink {
             already_there: vec![409],
             reject: vec![400, 422],
             lookup_url: None,
+            lookup: None,
             timeout: Duration::from_secs(30),
             headers: BTreeMap::new(),
             query: BTreeMap::new(),
@@ -105,7 +109,7 @@ impl RawSink {
     pub(super) fn check(self, env: Env, secrets: &mut Redactor) -> Result<SinkConfig> {
         let url = required("sink.url", self.url, "url = \"https://rs.example.com/v1/ingest\"")?;
         let url = check::url("sink.url", &url, &[], env, secrets)?;
-        let lookup_url = self.lookup_url.map(|u| lookup_url(&u, env, secrets)).transpose()?;
+        let lookup = lookup::lookup(self.lookup_url, self.lookup, env, secrets)?;
         count("sink.batch_size", self.batch_size, 1..=MOST_PER_BATCH)?;
         if self.ack_group == 0 {
             bail!("sink.ack_group: must be at least 1 (1 records every acknowledgement on its own)");
@@ -129,7 +133,7 @@ impl RawSink {
             idempotency_header,
             already_there: self.already_there,
             reject: self.reject,
-            lookup_url,
+            lookup,
             timeout: self.timeout,
             headers: check::headers("sink.headers", self.headers, env, secrets)?,
             query: check::query("sink.query", self.query, &[], env, secrets)?,
@@ -142,12 +146,4 @@ impl RawSink {
             max_rejected_in_a_row: self.max_rejected_in_a_row,
         })
     }
-}
-
-fn lookup_url(text: &str, env: Env, secrets: &mut Redactor) -> Result<String> {
-    let url = check::url("sink.lookup_url", text, &["uid"], env, secrets)?;
-    if !url.contains("{uid}") {
-        bail!("sink.lookup_url: the URL must contain {{uid}}, e.g. https://rs.example.com/v1/ingest/{{uid}}");
-    }
-    Ok(url)
 }
