@@ -84,7 +84,7 @@ pub fn asked(request: &Request) -> Result<Asked, String> {
 
 fn unhex(hex: &str) -> Result<String, String> {
     let bad = || format!("{hex:?} is not hex-encoded UTF-8");
-    if hex.len() % 2 != 0 {
+    if !hex.len().is_multiple_of(2) {
         return Err(bad());
     }
     let bytes = (0..hex.len())
