@@ -1,7 +1,8 @@
 //! The simulated receiving server and its SQLite database (the "DB" of the design's picture):
 //! `POST /rs/ingest` stores records, honoring `Idempotency-Key` or (by flag) ignoring it, and
-//! `GET /rs/ingest/{uid}` looks one up (`/rs/query` looks UIDs up by query: [`crate::query`]). Each request is one transaction, so a request is stored
-//! whole or not at all, and its key is recorded with its records.
+//! `GET /rs/ingest/{uid}` looks one up (`/rs/query` looks UIDs up by query: [`crate::query`]).
+//! Each request is one transaction, so a request is stored whole or not at all, and its key is
+//! recorded with its records.
 
 use std::collections::HashMap;
 use std::path::Path;
