@@ -15,6 +15,7 @@ use crate::control::{self, Stats};
 use crate::data::Generator;
 use crate::faults::{Fault, FaultKind, Faults, Garbage, Plan};
 use crate::http::{Handler, Outcome, Request, Response};
+use crate::query::{self, Mood};
 use crate::rs::Rs;
 use crate::ss::Ss;
 
@@ -38,6 +39,7 @@ enum Endpoint {
     SsEvents,
     RsIngest,
     RsLookup,
+    RsQuery,
     ControlCheck,
     ControlFaults,
     ControlStats,
@@ -48,11 +50,20 @@ enum Endpoint {
 
 impl Endpoint {
     fn of(request: &Request) -> Endpoint {
-        let known = ["/ss/events", "/rs/ingest", "/control/check", "/control/faults", "/control/stats", "/oauth/token"];
+        let known = [
+            "/ss/events",
+            "/rs/ingest",
+            query::PATH,
+            "/control/check",
+            "/control/faults",
+            "/control/stats",
+            "/oauth/token",
+        ];
         match (request.method.as_str(), request.path.as_str()) {
             ("GET", "/ss/events") => Endpoint::SsEvents,
             ("POST", "/rs/ingest") => Endpoint::RsIngest,
             ("GET", path) if path.starts_with(LOOKUP_PREFIX) => Endpoint::RsLookup,
+            ("GET" | "POST", query::PATH) => Endpoint::RsQuery,
             ("GET", "/control/check") => Endpoint::ControlCheck,
             ("POST", "/control/faults") => Endpoint::ControlFaults,
             ("GET", "/control/stats") => Endpoint::ControlStats,
@@ -68,6 +79,7 @@ impl Endpoint {
             Endpoint::SsEvents => "ss_events",
             Endpoint::RsIngest => "rs_ingest",
             Endpoint::RsLookup => "rs_lookup",
+            Endpoint::RsQuery => "rs_query",
             Endpoint::ControlCheck => "control_check",
             Endpoint::ControlFaults => "control_faults",
             Endpoint::ControlStats => "control_stats",
@@ -91,7 +103,7 @@ impl Handler for App {
         }
         let plan = match endpoint {
             Endpoint::SsEvents => self.faults.next_ss(),
-            Endpoint::RsIngest | Endpoint::RsLookup => self.faults.next_rs(),
+            Endpoint::RsIngest | Endpoint::RsLookup | Endpoint::RsQuery => self.faults.next_rs(),
             _ => Plan::default(),
         };
         match plan.fault {
@@ -160,6 +172,7 @@ impl App {
             Endpoint::SsEvents => self.ss.events(request, now_ms()),
             Endpoint::RsIngest => self.ingest(request),
             Endpoint::RsLookup => self.lookup(request),
+            Endpoint::RsQuery => self.query(request),
             Endpoint::ControlCheck => self.check(request),
             Endpoint::ControlFaults => self.set_faults(request),
             Endpoint::ControlStats => Response::json(200, &self.stats.to_json()),
@@ -195,10 +208,21 @@ impl App {
         let Ok(uid) = percent_decode_str(encoded).decode_utf8() else {
             return Response::error(400, "the UID in the path is not UTF-8");
         };
-        match self.rs.count(&uid) {
+        let lies = self.faults.settings().rs_lookup_lies;
+        match self.rs.count(&uid).map(|n| if lies { n.max(1) } else { n }) {
             Ok(0) => Response::error(404, format!("no record with UID {uid}")),
             Ok(count) => Response::json(200, &json!({ "uid": uid, "count": count })),
             Err(e) => internal_error(e.context("looking a UID up in the RS database")),
+        }
+    }
+
+    fn query(&self, request: &Request) -> Response {
+        let settings = self.faults.settings();
+        let mood = Mood { lies: settings.rs_lookup_lies, unreadable: settings.rs_lookup_unreadable };
+        match query::answer(&self.rs, request, mood) {
+            Ok(Ok(answer)) => Response::json(200, &answer),
+            Ok(Err(message)) => Response::error(400, message),
+            Err(e) => internal_error(e.context("looking UIDs up in the RS database")),
         }
     }
 

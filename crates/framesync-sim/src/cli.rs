@@ -33,7 +33,7 @@ pub struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Serve the SS (/ss/events), the RS (/rs/ingest) and /control/* until killed.
+    /// Serve the SS (/ss/events), the RS (/rs/ingest, /rs/query) and /control/* until killed.
     ///
     /// Fault injection: each rate is the fraction of one side's requests that meet that fault,
     /// decided from --seed and the side's request count. A request meets at most one fault (one
@@ -44,7 +44,8 @@ enum Command {
     /// KEY being the flag's name in snake_case (`--ss-5xx-rate` is `ss_5xx_rate`), with `_ms`
     /// after a duration, then in whole milliseconds (`--dribble-delay` is `dribble_delay_ms`;
     /// `ss_latency_ms=none` falls back to `latency_ms`) and `_secs` after seconds
-    /// (`retry_after_secs`); `rs_down=1` resets every RS connection until `rs_down=0`.
+    /// (`retry_after_secs`); `rs_down=1` resets every RS connection until `rs_down=0`;
+    /// `rs_lookup_lies=1` and `rs_lookup_unreadable=1` make the RS's lookups misbehave.
     Serve(Box<ServeArgs>),
     /// Ask a running simulator whether the RS holds exactly the SS's records of a range.
     Check(CheckArgs),
@@ -73,7 +74,8 @@ struct ServeArgs {
     /// How late a late record can be.
     #[arg(long, default_value = "5m", value_parser = humantime::parse_duration)]
     max_lateness: Duration,
-    /// UIDs: "ev-M-I", the JSON integer M*100000+I, or non-ASCII "ünï-M-I-✓".
+    /// UIDs: "ev-M-I", the JSON integer M*100000+I, non-ASCII "ünï-M-I-✓", or hostile
+    /// "ev-M-I-'\"\\%2C,<newline>;" (quotes, a backslash, `%`, a comma, a newline).
     #[arg(long, value_enum, default_value_t = UidStyle::String)]
     uid_style: UidStyle,
     /// Fraction of records carrying "valid": false, which the RS rejects with 400.

@@ -28,7 +28,12 @@ pub enum UidStyle {
     String,
     Numeric,
     Unicode,
+    /// "ev-M-I" and a tail of what a careless encoder would let change a query's meaning.
+    Hostile,
 }
+
+/// The tail of a hostile UID: quotes, a backslash, `%`, a comma, a newline, a semicolon.
+const HOSTILE_TAIL: &str = "-'\"\\%2C,\n;";
 
 #[derive(Clone, Debug)]
 pub struct Generator {
@@ -160,6 +165,7 @@ impl Generator {
             }
             UidStyle::String => split_minute_index(text.strip_prefix("ev-")?)?,
             UidStyle::Unicode => split_minute_index(text.strip_prefix("ünï-")?.strip_suffix("-✓")?)?,
+            UidStyle::Hostile => split_minute_index(text.strip_prefix("ev-")?.strip_suffix(HOSTILE_TAIL)?)?,
         };
         // Only the canonical spelling counts: "+5" or "ev-01-2" were never generated.
         (index < self.per_minute && self.uid_text(minute, index) == text).then_some((minute, index))
@@ -177,6 +183,7 @@ impl Generator {
             UidStyle::String => format!("ev-{minute}-{index}"),
             UidStyle::Numeric => (minute * NUMERIC_STRIDE + i64::from(index)).to_string(),
             UidStyle::Unicode => format!("ünï-{minute}-{index}-✓"),
+            UidStyle::Hostile => format!("ev-{minute}-{index}{HOSTILE_TAIL}"),
         }
     }
 
@@ -295,7 +302,7 @@ mod tests {
 
     #[test]
     fn every_uid_style_decodes_back_to_its_record() {
-        for style in [UidStyle::String, UidStyle::Numeric, UidStyle::Unicode] {
+        for style in [UidStyle::String, UidStyle::Numeric, UidStyle::Unicode, UidStyle::Hostile] {
             let g = Generator { uid_style: style, ..generator(5, 10) };
             for minute in [-3, 0, 29_891_520] {
                 let record = g.record(minute, 9);

@@ -11,5 +11,6 @@ mod control;
 mod data;
 pub mod faults;
 mod http;
+mod query;
 mod rs;
 mod ss;

@@ -1,8 +1,9 @@
 //! The simulated receiving server and its SQLite database (the "DB" of the design's picture):
 //! `POST /rs/ingest` stores records, honoring `Idempotency-Key` or (by flag) ignoring it, and
-//! `GET /rs/ingest/{uid}` looks one up. Each request is one transaction, so what a request
-//! stores is stored whole or not at all, and its key is recorded with its records. How a body
-//! is read and answered (plain, bulk, ClickHouse-like) is in [`answer`].
+//! `GET /rs/ingest/{uid}` looks one up (`/rs/query` looks UIDs up by query: [`crate::query`]).
+//! Each request is one transaction, so what a request stores is stored whole or not at all, and
+//! its key is recorded with its records. How a body is read and answered (plain, bulk,
+//! ClickHouse-like) is in [`answer`].
 
 pub mod answer;
 

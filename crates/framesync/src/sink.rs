@@ -1,15 +1,16 @@
 //! The receiving server (RS) client: POSTs one record (mode `record`) or a batch of records
 //! (mode `batch`) with an Idempotency-Key, classifies every answer, and looks records up where
-//! the RS offers a lookup URL. How the records are written is in [`body`]; answer rules that
-//! look at the body in [`rules`]; per-item results of batch APIs in [`items`].
+//! the RS offers a lookup ([`lookup`]). How the records are written is in [`body`]; answer
+//! rules that look at the body in [`rules`]; per-item results of batch APIs in [`items`].
 
 pub mod body;
 pub mod items;
+pub mod lookup;
 pub mod rules;
 
 use std::time::Duration;
 
-use percent_encoding::{AsciiSet, CONTROLS, NON_ALPHANUMERIC, utf8_percent_encode};
+use percent_encoding::{AsciiSet, CONTROLS, utf8_percent_encode};
 use sha2::{Digest, Sha256};
 
 use crate::auth::Auth;
@@ -101,10 +102,19 @@ pub trait Sink {
     fn batch_size(&self) -> usize;
     /// Sends one record (record mode) or one batch (batch mode) under `key`.
     fn send(&self, records: &[Outgoing], key: &Key) -> Verdict;
-    /// Whether the RS offers a lookup URL.
+    /// Whether the RS offers a lookup.
     fn has_lookup(&self) -> bool;
     /// Asks the RS whether it holds `uid`: Ok(true) present, Ok(false) absent.
     fn lookup(&self, uid: &str) -> Result<bool, String>;
+    /// Asks about many UIDs, one answer each in order; an RS with batched lookups takes
+    /// `lookup_batch_size` of them a request.
+    fn lookup_many(&self, uids: &[&str]) -> Result<Vec<bool>, String> {
+        uids.iter().map(|uid| self.lookup(uid)).collect()
+    }
+    /// How many UIDs one lookup request asks about.
+    fn lookup_batch_size(&self) -> usize {
+        1
+    }
 }
 
 pub struct HttpSink {
@@ -117,8 +127,6 @@ pub struct HttpSink {
 /// Bytes a header value cannot carry as they are (controls, non-ASCII, and `%` itself so the
 /// encoding is reversible). Everything else in a UID goes as it is.
 const HEADER_UNSAFE: &AsciiSet = &CONTROLS.add(b'%').add(b' ');
-/// A UID in a URL path segment: everything but unreserved characters is encoded.
-const PATH_SEGMENT: &AsciiSet = &NON_ALPHANUMERIC.remove(b'-').remove(b'.').remove(b'_').remove(b'~');
 
 /// The key of a new batch: a hash of its UIDs, in order. The batch is re-sent only whole and
 /// under this key (the ledger keeps it), so an RS that honors keys stores it once.
@@ -251,34 +259,19 @@ impl Sink for HttpSink {
     }
 
     fn has_lookup(&self) -> bool {
-        self.config.lookup_url.is_some()
+        self.config.lookup.is_some()
     }
 
     fn lookup(&self, uid: &str) -> Result<bool, String> {
-        let Some(template) = &self.config.lookup_url else { return Ok(false) };
-        let url = template.replace("{uid}", &utf8_percent_encode(uid, PATH_SEGMENT).to_string());
-        let shown = &url;
-        let send = || {
-            self.pacer.wait();
-            let mut request = self.agent.get(&url);
-            for (name, value) in &self.config.headers {
-                request = request.header(name, value);
-            }
-            let request = self.auth.apply(request).map_err(|e| format!("lookup GET {shown}: {e}"))?;
-            request.call().map_err(|e| format!("lookup GET {shown}: {}", http::why(&e)))
-        };
-        let mut response = send()?;
-        if response.status() == 401 && self.auth.renew() {
-            response = send()?;
-        }
-        match response.status().as_u16() {
-            200..=299 => Ok(true),
-            404 | 410 => Ok(false),
-            status @ 300..=399 => Err(format!(
-                "lookup GET {shown}: HTTP {status}, a redirect: framesync never follows one (put the final URL in sink.lookup_url)"
-            )),
-            status => Err(format!("lookup GET {shown}: HTTP {status} (expected 200 or 404)")),
-        }
+        Ok(self.ask_rs(&[uid])?[0])
+    }
+
+    fn lookup_many(&self, uids: &[&str]) -> Result<Vec<bool>, String> {
+        self.ask_rs(uids)
+    }
+
+    fn lookup_batch_size(&self) -> usize {
+        self.lookup_batch()
     }
 }
 

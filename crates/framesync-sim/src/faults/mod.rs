@@ -28,6 +28,9 @@
 //! nothing. Latency (`latency_ms`, or `ss_latency_ms` / `rs_latency_ms` when set, plus up to
 //! `latency_jitter_ms`) is slept before every SS and RS answer, faulty or not, except a reset.
 //!
+//! Two more switches make the RS's lookups misbehave without a roll: `rs_lookup_lies` (every
+//! lookup answers present) and `rs_lookup_unreadable` (`/rs/query` answers without its data).
+//!
 //! Decisions are deterministic without a `rand` crate: the n-th SS request (and, counted apart,
 //! the n-th RS request) rolls splitmix64 of (seed, side, n, purpose). One roll picks at most one
 //! fault by walking the side's rates in a fixed order, so the rates add up (a side's must not

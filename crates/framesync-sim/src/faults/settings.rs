@@ -126,6 +126,10 @@ fault_settings! {
     retry_after_secs: Seconds = 1, flag Some("retry-after");
     /// The pause between the pieces of a dribbled body.
     dribble_delay_ms: Millis = 50, flag Some("dribble-delay");
+    /// Every RS lookup answers present: /rs/ingest/{uid} 200, /rs/query a count of 1 and every UID asked listed.
+    rs_lookup_lies: Switch = false, flag None;
+    /// Every /rs/query answer is a 200 without its data: {"rows": 0}.
+    rs_lookup_unreadable: Switch = false, flag None;
 }
 
 impl FaultSettings {

@@ -2,20 +2,24 @@
 //! config's pipeline, and both servers answer
 //! the way framesync needs — changing nothing anywhere: the ledger is opened read-only (never
 //! created, migrated or configured), the SS gets the GETs of one frame, the RS one HEAD and,
-//! with a lookup URL, one GET; with OAuth2, each server's token endpoint is asked for a token. Each line is ok, a WARNING or FAILED, and the exit code is 0
+//! with a lookup, one lookup of UIDs that cannot exist; with OAuth2, each server's token
+//! endpoint is asked for a token. Each line is ok, a WARNING or FAILED, and the exit code is 0
 //! only when every line is ok. Values from the environment never appear in the output.
 
 use std::io::Write;
 
 use anyhow::{Result, bail};
 
+use sha2::{Digest, Sha256};
+
 use crate::auth::Auth;
-use crate::config::{Config, TimeFormat};
+use crate::config::{Config, LookupConfig, TimeFormat};
 use crate::frames::eligible_until;
 use crate::http;
 use crate::job::{Clock, SystemClock};
 use crate::ledger::snapshot::Snapshot;
 use crate::ledger::{IDENTITY_SCHEMA, SCHEMA_VERSION};
+use crate::sink::lookup;
 use crate::source::{HttpSource, Source};
 
 /// What one line of the report says.
@@ -75,8 +79,8 @@ pub fn check(config: &Config, out: &mut dyn Write) -> Result<u8> {
         report.say("sink.auth", verdict)?;
     }
     report.say("sink", sink(config, &sink_auth))?;
-    if let Some(template) = &config.sink.lookup_url {
-        report.say("lookup", lookup(config, &sink_auth, template))?;
+    if let Some(lookup) = &config.sink.lookup {
+        report.say("lookup", lookup_probe(config, &sink_auth, lookup))?;
     }
     // A ledger that belongs to another pipeline is a config error, as for every command.
     Ok(if refused {
@@ -220,36 +224,33 @@ fn sink_answer(status: u16, location: &str) -> Verdict {
     }
 }
 
-/// A GET of a UID that cannot exist: the lookup is of use only if it can say "absent".
-fn lookup(config: &Config, auth: &Auth, template: &str) -> Verdict {
-    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos());
-    let url = template.replace("{uid}", &format!("framesync-check-{nanos}-no-such-record"));
-    let mut request = http::agent(config.sink.timeout, &config.sink.transport).get(&url);
-    for (name, value) in &config.sink.headers {
-        request = request.header(name, value);
-    }
-    let verdict = match auth.apply(request).map(|r| r.call()) {
-        Err(e) => return Verdict::Failed(e.to_string()),
-        Ok(Ok(response)) => lookup_answer(response.status().as_u16(), &http::location(&response)),
-        Ok(Err(e)) => Verdict::Failed(http::why(&e)),
-    };
-    verdict.prefixed(&format!("GET {url}: "))
+/// Asks for UIDs that cannot exist — two in one request for a batched lookup — with the
+/// sink's credentials: the lookup is of use only if it says "absent" for them.
+fn lookup_probe(config: &Config, auth: &Auth, lookup: &LookupConfig) -> Verdict {
+    let random = impossible_uid_stem();
+    let count = if lookup.batch_size > 1 { 2 } else { 1 };
+    let probes: Vec<String> = (1..=count).map(|n| format!("framesync-check-{random}-{n}")).collect();
+    let uids: Vec<&str> = probes.iter().map(String::as_str).collect();
+    let agent = http::agent(config.sink.timeout, &config.sink.transport);
+    let client = lookup::Client { agent: &agent, headers: &config.sink.headers, auth, pacer: None, config: lookup };
+    probe_verdict(lookup.key, &uids, client.ask(&uids))
 }
 
-/// What the answer to a lookup of a UID that cannot exist says about the lookup URL.
-fn lookup_answer(status: u16, location: &str) -> Verdict {
-    match status {
-        404 | 410 => Verdict::Ok(format!("HTTP {status} for a UID that cannot exist: it can say absent")),
-        300..=399 => Verdict::Failed(format!(
-            "HTTP {status}, a redirect to {location}: framesync never follows a redirect; put the final URL in sink.lookup_url"
+/// Hex no record is named with: a hash of the time and the process.
+fn impossible_uid_stem() -> String {
+    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos());
+    let hash = Sha256::digest(format!("{nanos}-{}", std::process::id()));
+    hash.iter().take(8).map(|b| format!("{b:02x}")).collect()
+}
+
+/// What a lookup's answer for UIDs that cannot exist says about it.
+fn probe_verdict(key: &str, uids: &[&str], answer: Result<Vec<bool>, String>) -> Verdict {
+    match answer {
+        Ok(present) if present.iter().any(|p| *p) => Verdict::Failed(format!(
+            "{key} answers present for {uids:?}, which cannot exist: it cannot say absent, so framesync does not trust it (runs turn lookups off when it does this)"
         )),
-        200..=299 => Verdict::Failed(format!(
-            "HTTP {status}: answers present for a UID that cannot exist: it cannot say absent, so framesync does not trust it (runs turn lookups off when it does this)"
-        )),
-        401 | 403 | 407 => {
-            Verdict::Failed(format!("HTTP {status}: check sink.headers and sink.auth (the RS's credentials)"))
-        }
-        _ => Verdict::Failed(format!("HTTP {status} for a UID that cannot exist; it must answer 404 or 410")),
+        Ok(_) => Verdict::Ok(format!("absent for {uids:?}, which cannot exist: it can say absent")),
+        Err(e) => Verdict::Failed(e),
     }
 }
 
@@ -273,6 +274,12 @@ mod tests {
         assert!(redirect.contains("https://rs.example.com/v2/ingest") && redirect.contains("sink.url"), "{redirect}");
         let Verdict::Failed(missing) = sink_answer(404, "") else { panic!() };
         assert!(missing.contains("no such endpoint"), "{missing}");
+    }
+
+    /// What `check` says of a lookup by status that answered `status`.
+    fn lookup_answer(status: u16, location: &str) -> Verdict {
+        let answer = lookup::by_status(status, location, "sink.lookup_url").map(|present| vec![present]);
+        probe_verdict("sink.lookup_url", &["framesync-check-0-1"], answer)
     }
 
     #[test]

@@ -1,5 +1,6 @@
 //! `verify --from --to [--repair]`: pulls the range from the SS again and compares its UIDs
-//! with the ledger (and, where the RS has a lookup URL, with the RS); prints every difference.
+//! with the ledger (and, where the RS has a lookup, with the RS, many UIDs a request where the
+//! lookup is batched); prints every difference.
 //! `--repair` sends what is missing. Exit 0 only when nothing differs (or, with `--repair`,
 //! when every difference was repaired).
 
@@ -59,7 +60,7 @@ pub fn verify(config: &Config, args: &Args, out: &mut dyn Write) -> Result<u8> {
     let horizon = crate::frames::eligible_until(size, clock.now(), config.frames.delay);
     let source = HttpSource::new(&config.source);
     let sink = HttpSink::new(&config.sink);
-    let rs = rs_lookup(&sink, clock.now());
+    let rs = rs_lookup(config, &sink, clock.now());
     let mut differing = Vec::new();
     let mut checked = 0;
     for start in (from..to.min(horizon)).step_by(size.seconds() as usize) {
@@ -108,24 +109,46 @@ impl RsLookup {
     fn note(&self) -> String {
         match self {
             RsLookup::Usable => String::new(),
-            RsLookup::None => " (no sink.lookup_url: the RS itself was not asked)".into(),
+            RsLookup::None => " (no sink.lookup_url or [sink.lookup]: the RS itself was not asked)".into(),
             RsLookup::Untrustworthy(why) => format!(" (the RS was not asked: {why})"),
         }
     }
 }
 
-fn rs_lookup(sink: &HttpSink, now: Epoch) -> RsLookup {
-    if !sink.has_lookup() {
+fn rs_lookup(config: &Config, sink: &HttpSink, now: Epoch) -> RsLookup {
+    let Some(key) = config.sink.lookup.as_ref().map(|l| l.key) else {
         return RsLookup::None;
+    };
+    // A batched lookup is asked for two in one request, as it will be asked for many.
+    let mut probes = vec![format!("framesync-no-such-record-{now}-verify")];
+    if sink.lookup_batch_size() > 1 {
+        probes.push(format!("{}-b", probes[0]));
     }
-    let probe = format!("framesync-no-such-record-{now}-verify");
-    match sink.lookup(&probe) {
-        Ok(false) => RsLookup::Usable,
-        Ok(true) => RsLookup::Untrustworthy(format!(
-            "sink.lookup_url answered \"present\" for {probe:?}, a UID that cannot exist, so its answers are no evidence"
+    let uids: Vec<&str> = probes.iter().map(String::as_str).collect();
+    match sink.lookup_many(&uids) {
+        Ok(present) if !present.contains(&true) => RsLookup::Usable,
+        Ok(_) => RsLookup::Untrustworthy(format!(
+            "{key} answered \"present\" for {uids:?}, UIDs that cannot exist, so its answers are no evidence"
         )),
-        Err(e) => RsLookup::Untrustworthy(format!("sink.lookup_url failed: {e}")),
+        Err(e) => RsLookup::Untrustworthy(format!("{key} failed: {e}")),
     }
+}
+
+/// Asks the RS about `uids`, `lookup_batch_size` a request: one answer each, in order (a
+/// request that failed gives its error for each of its UIDs).
+fn look_up(rs: &dyn Sink, uids: &[&str]) -> Vec<Result<bool, String>> {
+    let mut answers = Vec::with_capacity(uids.len());
+    for chunk in uids.chunks(rs.lookup_batch_size().max(1)) {
+        match rs.lookup_many(chunk) {
+            Ok(present) if present.len() == chunk.len() => answers.extend(present.into_iter().map(Ok)),
+            Ok(present) => {
+                let why = format!("the lookup gave {} answers for {} UIDs", present.len(), chunk.len());
+                answers.extend(chunk.iter().map(|_| Err(why.clone())));
+            }
+            Err(why) => answers.extend(chunk.iter().map(|_| Err(why.clone()))),
+        }
+    }
+    answers
 }
 
 /// Compares one frame; `rs` is the RS to ask, when its lookup can be believed.
@@ -146,16 +169,25 @@ fn compare(ledger: &Ledger, source: &dyn Source, rs: Option<&dyn Sink>, frame: F
         report.error = Some(format!("cannot pull it from the SS: {e}"));
         return Ok(report);
     }
+    let mut ask = Vec::new();
     staging.for_each(|record| {
         match known(ledger, &record.uid)? {
             Known::Unknown if !pruned => report.not_in_ledger.push(record.clone()),
-            Known::Delivered | Known::Unknown if rs.is_some_and(|rs| rs.lookup(&record.uid) == Ok(false)) => {
-                report.not_at_rs.push(record.clone())
-            }
+            Known::Delivered | Known::Unknown if rs.is_some() => ask.push(record.clone()),
             _ => {}
         }
         Ok(())
     })?;
+    if let Some(rs) = rs {
+        let answers = look_up(rs, &ask.iter().map(|r| r.uid.as_str()).collect::<Vec<_>>());
+        for (record, answer) in ask.into_iter().zip(answers) {
+            match answer {
+                Ok(false) => report.not_at_rs.push(record),
+                Ok(true) => {}
+                Err(e) => report.error = Some(format!("cannot ask the RS whether it holds {:?}: {e}", record.uid)),
+            }
+        }
+    }
     for uid in ledger.delivered_uids(frame.start)? {
         if !staging.contains(&uid)? {
             report.not_served.push(uid);
@@ -274,7 +306,9 @@ fn repair(
         }
         return Ok(outcome.exit_code() as u8);
     }
-    let still_missing: Vec<&String> = sent.iter().filter(|uid| sink.lookup(uid) != Ok(true)).collect();
+    let answers = look_up(sink, &sent.iter().map(String::as_str).collect::<Vec<_>>());
+    let still_missing: Vec<&String> =
+        sent.iter().zip(answers).filter(|(_, a)| *a != Ok(true)).map(|(u, _)| u).collect();
     if still_missing.is_empty() {
         writeln!(out, "repair: the RS now holds all {} records sent again (asked by lookup)", sent.len())?;
         return Ok(outcome.exit_code() as u8);

@@ -9,6 +9,7 @@ mod auth;
 mod check;
 mod duration;
 mod frames;
+mod lookup;
 mod run;
 mod sink;
 mod source;
@@ -22,6 +23,7 @@ use serde::Deserialize;
 
 pub use self::auth::{AuthConfig, AuthStyle, OAuth2Config, Secret};
 pub use self::frames::FramesConfig;
+pub use self::lookup::{LookupConfig, LookupMethod, Presence};
 pub use self::run::RunConfig;
 pub use self::sink::{SinkConfig, SinkMode};
 pub use self::source::SourceConfig;

@@ -10,6 +10,7 @@ use super::AuthConfig;
 use super::answers::{self, RawBody, RawItems, RawRule};
 use super::auth::{self, RawAuth};
 use super::check::{self, count, required, statuses};
+use super::lookup::{self, LookupConfig, RawLookup};
 use super::tls::{RawTls, Transport};
 use super::{Env, duration};
 use crate::mapping::Mapping;
@@ -37,7 +38,8 @@ pub struct SinkConfig {
     pub already_there: Vec<u16>,
     /// Statuses that mean "this record is bad": it is dead-lettered and the frame goes on.
     pub reject: Vec<u16>,
-    pub lookup_url: Option<String>,
+    /// `sink.lookup_url` or `[sink.lookup]`: how to ask the RS whether it holds a record.
+    pub lookup: Option<LookupConfig>,
     pub timeout: Duration,
     pub headers: Vec<(String, String)>,
     /// Query parameters added to `url` (fixed text, percent-encoded by framesync): for an RS
@@ -80,6 +82,7 @@ pub(super) struct RawSink {
     already_there: Vec<u16>,
     reject: Vec<u16>,
     lookup_url: Option<String>,
+    lookup: Option<RawLookup>,
     #[serde(deserialize_with = "duration::deserialize")]
     timeout: Duration,
     headers: BTreeMap<String, String>,
@@ -113,6 +116,7 @@ impl Default for RawSink {
             already_there: vec![409],
             reject: vec![400, 422],
             lookup_url: None,
+            lookup: None,
             timeout: Duration::from_secs(30),
             headers: BTreeMap::new(),
             query: BTreeMap::new(),
@@ -139,7 +143,7 @@ impl RawSink {
     pub(super) fn check(self, env: Env, secrets: &mut Redactor) -> Result<SinkConfig> {
         let url = required("sink.url", self.url, "url = \"https://rs.example.com/v1/ingest\"")?;
         let url = check::url("sink.url", &url, &[], env, secrets)?;
-        let lookup_url = self.lookup_url.map(|u| lookup_url(&u, env, secrets)).transpose()?;
+        let lookup = lookup::lookup(self.lookup_url, self.lookup, env, secrets)?;
         count("sink.batch_size", self.batch_size, 1..=MOST_PER_BATCH)?;
         if self.ack_group == 0 {
             bail!("sink.ack_group: must be at least 1 (1 records every acknowledgement on its own)");
@@ -173,7 +177,7 @@ impl RawSink {
             idempotency_header,
             already_there: self.already_there,
             reject: self.reject,
-            lookup_url,
+            lookup,
             timeout: self.timeout,
             headers,
             query: check::query("sink.query", self.query, &[], env, secrets)?,
@@ -192,12 +196,4 @@ impl RawSink {
             items,
         })
     }
-}
-
-fn lookup_url(text: &str, env: Env, secrets: &mut Redactor) -> Result<String> {
-    let url = check::url("sink.lookup_url", text, &["uid"], env, secrets)?;
-    if !url.contains("{uid}") {
-        bail!("sink.lookup_url: the URL must contain {{uid}}, e.g. https://rs.example.com/v1/ingest/{{uid}}");
-    }
-    Ok(url)
 }

@@ -41,8 +41,14 @@ impl Job<'_> {
         }
         self.pushing.lookups.probes += 1;
         let now = self.clock.now();
-        let probe = format!("framesync-no-such-record-{now}-{}", self.pushing.lookups.probes);
-        match self.sink.lookup(&probe) {
+        // A batched lookup is asked for two in one request, as it will be asked for many.
+        let mut probes = vec![format!("framesync-no-such-record-{now}-{}", self.pushing.lookups.probes)];
+        if self.sink.lookup_batch_size() > 1 {
+            probes.push(format!("{}-b", probes[0]));
+        }
+        let uids: Vec<&str> = probes.iter().map(String::as_str).collect();
+        let probe = &probes[0];
+        match self.sink.lookup_many(&uids).map(|present| present.contains(&true)) {
             Ok(false) => {
                 self.pushing.lookups.trust = Trust::Trusted;
                 self.ledger.lookup_checked(None, now)?;
@@ -50,8 +56,9 @@ impl Job<'_> {
             }
             Ok(true) => {
                 self.pushing.lookups.trust = Trust::Off;
+                let key = self.config.sink.lookup.as_ref().map_or("the lookup", |l| l.key);
                 let why = format!(
-                    "sink.lookup_url answered \"present\" for {probe:?}, a UID that cannot exist: it cannot say \"absent\", so it is no evidence; lookups are off for this run and records whose fate is unknown go again under their keys"
+                    "{key} answered \"present\" for {probe:?}, a UID that cannot exist: it cannot say \"absent\", so it is no evidence; lookups are off for this run and records whose fate is unknown go again under their keys"
                 );
                 self.ledger.lookup_checked(Some(&why), now)?;
                 log::error!("{why}");
@@ -60,6 +67,23 @@ impl Job<'_> {
             }
             Err(why) => Ok(Err(why)),
         }
+    }
+
+    /// Asks the lookup about `uids`, `lookup_batch_size` a request, in order: the answers
+    /// until the first failure, and the failure.
+    pub(super) fn look_up(&self, uids: &[&str]) -> (Vec<bool>, Option<String>) {
+        let mut answers = Vec::with_capacity(uids.len());
+        for chunk in uids.chunks(self.sink.lookup_batch_size().max(1)) {
+            match self.sink.lookup_many(chunk) {
+                Ok(present) if present.len() == chunk.len() => answers.extend(present),
+                Ok(present) => {
+                    let why = format!("the lookup gave {} answers for {} UIDs", present.len(), chunk.len());
+                    return (answers, Some(why));
+                }
+                Err(why) => return (answers, Some(why)),
+            }
+        }
+        (answers, None)
     }
 
     /// The RS failed: a lookup trusted so far is asked again before it is relied on.

@@ -144,9 +144,10 @@ impl Job<'_> {
     }
 
     /// Looks up the records whose fate is unknown, where the RS has a lookup that can say
-    /// "absent": the present ones are acknowledged without sending, and those absent from a
-    /// batch whose others are present leave it (they go under a new key). Without a usable
-    /// lookup they go again under their keys. None when the lookup failed: pushing stops.
+    /// "absent" (many a request where it takes batched lookups): the present ones are
+    /// acknowledged without sending, and those absent from a batch whose others are present
+    /// leave it (they go under a new key). Without a usable lookup they go again under their
+    /// keys. None when the lookup failed: pushing stops.
     fn resolve_unknown(&mut self, frame: Frame, pending: Vec<Pending>) -> Result<Option<Vec<Pending>>> {
         if !pending.iter().any(|p| p.unknown) {
             return Ok(Some(pending));
@@ -159,21 +160,27 @@ impl Job<'_> {
                 return Ok(None);
             }
         }
+        let (answers, failure) = {
+            let unknown: Vec<&str> = pending.iter().filter(|p| p.unknown).map(|p| p.uid.as_str()).collect();
+            self.look_up(&unknown)
+        };
+        let mut answers = answers.into_iter();
         let (mut present, mut left) = (Vec::new(), Vec::with_capacity(pending.len()));
         for record in pending {
             if !record.unknown {
                 left.push(record);
                 continue;
             }
-            match self.sink.lookup(&record.uid) {
-                Ok(true) => present.push(record),
-                Ok(false) => left.push(record),
-                Err(reason) => {
-                    self.acknowledge_present(frame, &present)?;
-                    self.stop_pushing(frame, reason, None)?;
-                    return Ok(None);
-                }
+            match answers.next() {
+                Some(true) => present.push(record),
+                Some(false) => left.push(record),
+                None => break,
             }
+        }
+        if let Some(reason) = failure {
+            self.acknowledge_present(frame, &present)?;
+            self.stop_pushing(frame, reason, None)?;
+            return Ok(None);
         }
         self.acknowledge_present(frame, &present)?;
         let split: BTreeSet<&Key> = present.iter().filter_map(|p| p.key.as_ref()).filter(|k| k.is_batch()).collect();
