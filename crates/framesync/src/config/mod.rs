@@ -21,6 +21,7 @@ pub use self::frames::FramesConfig;
 pub use self::run::RunConfig;
 pub use self::sink::{SinkConfig, SinkMode};
 pub use self::source::SourceConfig;
+pub use self::source::{BodyFormat, PageBy, Paging, Stop};
 pub use crate::record::{TimeFormat, UidRule};
 
 use self::frames::RawFrames;

@@ -13,6 +13,10 @@ use crate::record::{TimeFormat, UidRule};
 use crate::redact::Redactor;
 use crate::template::{Query, Var};
 
+mod shape;
+
+pub use shape::{BodyFormat, PageBy, Paging, Stop};
+
 #[derive(Debug, Clone)]
 pub struct SourceConfig {
     pub url: String,
@@ -35,6 +39,12 @@ pub struct SourceConfig {
     pub max_rps: Option<f64>,
     /// A page slower than this means the SS is under load: pulling stops for the run.
     pub slow_after: Option<Duration>,
+    /// How a frame's pages are walked: `[source.pages]`.
+    pub pages: Paging,
+    /// How each body is read.
+    pub format: BodyFormat,
+    /// Other hosts a next page may be on (fetched without `headers`), lowercased.
+    pub follow_hosts: Vec<String>,
 }
 
 #[derive(Deserialize)]
@@ -63,6 +73,9 @@ pub(super) struct RawSource {
     max_rps: Option<f64>,
     #[serde(deserialize_with = "duration::optional")]
     slow_after: Option<Duration>,
+    pages: shape::RawPages,
+    format: BodyFormat,
+    follow_hosts: Vec<String>,
 }
 
 impl Default for RawSource {
@@ -84,6 +97,9 @@ impl Default for RawSource {
             query: BTreeMap::new(),
             max_rps: None,
             slow_after: None,
+            pages: shape::RawPages::default(),
+            format: BodyFormat::Json,
+            follow_hosts: Vec::new(),
         }
     }
 }
@@ -107,6 +123,10 @@ impl RawSource {
         if self.max_records == 0 || self.max_pages == 0 || self.max_bytes == 0 {
             bail!("source.max_records, source.max_pages and source.max_bytes must be at least 1");
         }
+        if self.format == BodyFormat::Ndjson && !self.records.is_empty() {
+            bail!("source.records: must be \"\" with format = \"ndjson\" (each line of the body is a record)");
+        }
+        let pages = self.pages.check(self.next.as_deref(), self.format)?;
         Ok(SourceConfig {
             url,
             time_format: self.time_format,
@@ -124,6 +144,9 @@ impl RawSource {
             query,
             max_rps: check::rate("source.max_rps", self.max_rps)?,
             slow_after: self.slow_after,
+            pages,
+            format: self.format,
+            follow_hosts: shape::follow_hosts(self.follow_hosts)?,
         })
     }
 }
