@@ -114,6 +114,9 @@ impl Handler for App {
 
     fn handle(&self, request: &Request, plan: Plan) -> Outcome {
         let endpoint = Endpoint::of(request);
+        if endpoint == Endpoint::SsEvents && request.header("authorization").is_some() {
+            self.stats.ss_with_authorization();
+        }
         self.pause(endpoint, plan.delay);
         let outcome = match plan.fault {
             Some((kind, fault)) => {

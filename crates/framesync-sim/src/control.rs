@@ -102,6 +102,9 @@ pub struct Stats {
 struct StatsInner {
     requests: BTreeMap<&'static str, EndpointStats>,
     faults: BTreeMap<&'static str, u64>,
+    /// SS requests that carried an `Authorization` header (credentials meant for another
+    /// server, when this simulator stands for a second origin).
+    ss_with_authorization: u64,
 }
 
 #[derive(Default, Serialize)]
@@ -115,7 +118,7 @@ impl Stats {
     /// Every fault kind starts at zero, so the JSON shape does not depend on what happened.
     pub fn new() -> Stats {
         let faults = FaultKind::ALL.iter().map(|k| (k.name(), 0)).collect();
-        Stats { inner: Mutex::new(StatsInner { requests: BTreeMap::new(), faults }) }
+        Stats { inner: Mutex::new(StatsInner { requests: BTreeMap::new(), faults, ss_with_authorization: 0 }) }
     }
 
     pub fn request(&self, endpoint: &'static str, status: Option<u16>) {
@@ -124,6 +127,10 @@ impl Stats {
         let entry = inner.requests.entry(endpoint).or_default();
         entry.total += 1;
         *entry.by_status.entry(label).or_default() += 1;
+    }
+
+    pub fn ss_with_authorization(&self) {
+        self.inner.lock().unwrap_or_else(PoisonError::into_inner).ss_with_authorization += 1;
     }
 
     pub fn fault(&self, kind: FaultKind) {

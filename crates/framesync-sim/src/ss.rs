@@ -2,13 +2,19 @@
 //! query over the generated records with keyset pagination.
 //!
 //! Keyset, not offset: a page starts strictly after the last (timestamp, UID) served, so late
-//! records that become visible between two pages never shift a page or get served twice.
+//! records that become visible between two pages never shift a page or get served twice. The
+//! other shapes (a `Link` header, offset and page-number paging, NDJSON, compressed bodies, next
+//! links on another server) are asked for with query knobs: see `shape`.
 
 use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
 use serde_json::{Map, Value};
 
 use crate::data::{Generator, Range, Record};
 use crate::http::{Request, Response};
+
+mod shape;
+
+use shape::{Paging, Shape};
 
 /// What stays readable in the `next` URL; everything else is percent-encoded.
 const QUERY_VALUE: &AsciiSet = &NON_ALPHANUMERIC.remove(b'-').remove(b'.').remove(b'_').remove(b'~');
@@ -26,6 +32,10 @@ struct Query {
     to: String,
     cursor: Option<Cursor>,
     limit: Option<usize>,
+    /// The offset or page number asked for, with offset or page paging.
+    offset: Option<usize>,
+    page: Option<usize>,
+    shape: Shape,
 }
 
 /// The last (timestamp, UID) a page served; the next page starts strictly after it.
@@ -42,22 +52,59 @@ impl Ss {
 
     pub fn events(&self, request: &Request, now_ms: i64) -> Response {
         match Query::parse(request) {
-            Ok(query) => Response::json(200, &self.page(&query, now_ms)),
+            Ok(query) => query.shape.encode(request, self.page(&query, now_ms)),
             Err(message) => Response::error(400, message),
         }
     }
 
-    fn page(&self, query: &Query, now_ms: i64) -> Value {
+    fn page(&self, query: &Query, now_ms: i64) -> Response {
         let limit = query.limit.unwrap_or(self.page_size).min(self.page_size);
-        let mut items: Vec<Record> = self.after_cursor(query, now_ms).take(limit + 1).collect();
-        let more = items.len() > limit;
-        items.truncate(limit);
-        let mut body = Map::new();
-        body.insert("items".into(), items.iter().map(Record::to_json).collect());
-        if let Some(last) = items.last().filter(|_| more) {
-            body.insert("next".into(), next_url(query, last).into());
+        let shape = &query.shape;
+        let (items, next, total) = match shape.paging {
+            Paging::Next | Paging::Link => {
+                let mut items: Vec<Record> = self.after_cursor(query, now_ms).take(limit + 1).collect();
+                let more = items.len() > limit;
+                items.truncate(limit);
+                let next = items.last().filter(|_| more).map(|last| next_url(query, last));
+                (items, next, None)
+            }
+            Paging::Offset | Paging::Page => {
+                let offset = match shape.paging {
+                    Paging::Page => query.page.unwrap_or(0).saturating_sub(shape.page_base as usize) * limit,
+                    _ => query.offset.unwrap_or(0),
+                };
+                let offset = if shape.ignore_offset { 0 } else { offset };
+                let visible = self.after_cursor(query, now_ms);
+                let (mut items, mut total) = (Vec::new(), 0);
+                for (i, record) in visible.enumerate() {
+                    if i >= offset && items.len() < limit {
+                        items.push(record);
+                    }
+                    total += 1;
+                }
+                (items, None, Some((total + shape.lie_total).max(0)))
+            }
+        };
+        let mut response = if shape.ndjson {
+            let lines: String = items.iter().map(|r| r.to_json().to_string() + "\n").collect();
+            Response::new(200, "application/x-ndjson", lines.into_bytes())
+        } else {
+            let mut body = Map::new();
+            body.insert("items".into(), items.iter().map(Record::to_json).collect());
+            if let (Paging::Next, Some(next)) = (shape.paging, &next) {
+                body.insert("next".into(), next.clone().into());
+            }
+            if let Some(total) = total {
+                body.insert("total".into(), total.into());
+            }
+            Response::json(200, &Value::Object(body))
+        };
+        if let (Paging::Link, Some(next)) = (shape.paging, next) {
+            // Relative to the page when on this server, to exercise the client's resolution.
+            let next = next.strip_prefix("/ss/").unwrap_or(&next).to_owned();
+            response = response.with_header("Link", format!("<{next}>; rel=\"next\"; title=\"more, please\""));
         }
-        Value::Object(body)
+        response
     }
 
     /// Visible records of the range after the cursor, in order. Generation starts at the
@@ -75,9 +122,13 @@ impl Ss {
 fn next_url(query: &Query, last: &Record) -> String {
     let encode = |s: &str| utf8_percent_encode(s, QUERY_VALUE).to_string();
     let cursor = Cursor { ts_ms: last.ts_ms, uid: last.uid_text.clone() }.encode();
-    let mut url = format!("/ss/events?from={}&to={}&cursor={cursor}", encode(&query.from), encode(&query.to));
+    let origin = query.shape.next_origin.as_deref().unwrap_or("");
+    let mut url = format!("{origin}/ss/events?from={}&to={}&cursor={cursor}", encode(&query.from), encode(&query.to));
     if let Some(limit) = query.limit {
         url += &format!("&limit={limit}");
+    }
+    for (key, value) in &query.shape.carried {
+        url += &format!("&{key}={}", encode(value));
     }
     url
 }
@@ -89,7 +140,15 @@ impl Query {
         let cursor = request.param("cursor").map(Cursor::decode).transpose()?;
         let limit = request.param("limit").map(parse_limit).transpose()?;
         let (from, to) = (from.unwrap_or_default().into(), to.unwrap_or_default().into());
-        Ok(Query { range, from, to, cursor, limit })
+        let shape = Shape::parse(request)?;
+        let whole = |key: &str| {
+            request
+                .param(key)
+                .map(|v| v.parse::<usize>().map_err(|_| format!("parameter `{key}`: `{v}` is not a whole number")))
+                .transpose()
+        };
+        let (offset, page) = (whole("offset")?, whole("page")?);
+        Ok(Query { range, from, to, cursor, limit, offset, page, shape })
     }
 }
 
@@ -227,5 +286,43 @@ mod tests {
             assert_eq!(status, 400, "{target}");
             assert!(body["error"].is_string(), "{target}");
         }
+    }
+
+    #[test]
+    fn offset_and_page_paging_cover_the_range_once_and_state_the_total() {
+        let ss = Ss::new(generator(1, 10), 100);
+        let range = "/ss/events?from=1793491200&to=1793491260";
+        let mut seen = Vec::new();
+        for offset in [0, 4, 8] {
+            let (_, body) = get(&ss, &format!("{range}&paging=offset&limit=4&offset={offset}"), LATER);
+            assert_eq!(body["total"], 10);
+            seen.extend(body["items"].as_array().unwrap().iter().map(|r| r["id"].clone()));
+        }
+        let mut by_page = Vec::new();
+        for page in [0, 1, 2] {
+            let (_, body) = get(&ss, &format!("{range}&paging=page&page_base=0&limit=4&page={page}"), LATER);
+            by_page.extend(body["items"].as_array().unwrap().iter().map(|r| r["id"].clone()));
+        }
+        assert_eq!(seen.len(), 10);
+        assert_eq!(seen, by_page);
+        let (_, lying) =
+            get(&ss, &format!("{range}&paging=offset&limit=4&lie_total=3&ignore_offset=1&offset=4"), LATER);
+        assert_eq!((lying["total"].as_i64(), &lying["items"][0]["id"]), (Some(13), &seen[0]));
+    }
+
+    #[test]
+    fn next_links_carry_the_knobs_and_may_point_at_another_server() {
+        let ss = Ss::new(generator(1, 10), 4);
+        let (_, body) = get(&ss, "/ss/events?from=1793491200&to=1793491260&next_origin=http://o:9&format=json", LATER);
+        let next = body["next"].as_str().unwrap();
+        assert!(
+            next.starts_with("http://o:9/ss/events?") && next.contains("&next_origin=http%3A%2F%2Fo%3A9"),
+            "{next}"
+        );
+        let raw = "GET /ss/events?from=1793491200&to=1793491260&format=ndjson HTTP/1.1\r\n\r\n";
+        let response = ss.events(&parse_request(raw.as_bytes()).unwrap(), LATER);
+        let text = String::from_utf8(response.body).unwrap();
+        assert_eq!(text.lines().count(), 4);
+        assert!(text.lines().all(|l| serde_json::from_str::<Value>(l).unwrap()["id"].is_string()));
     }
 }

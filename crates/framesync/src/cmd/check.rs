@@ -161,21 +161,50 @@ fn read_ledger(config: &Config) -> Result<String> {
 
 // ---- the servers ---------------------------------------------------------------------------
 
-/// Pulls the last eligible frame, as the next run would.
+/// Pulls the last eligible frame, as the next run would. A page with no next (no `Link`
+/// header with rel="next", no next link) is the last page, not an error; a body the shape
+/// cannot read is.
 fn source(config: &Config) -> Verdict {
     let size = config.frames.size;
     let frame = size.frame_at(eligible_until(size, SystemClock.now(), config.frames.delay) - 1);
-    let (mut records, mut pages) = (0, 0);
+    let (mut records, mut pages, mut invalid) = (0, 0, Vec::new());
     for page in HttpSource::new(&config.source).pages(frame) {
         match page {
             Ok(page) => {
                 records += page.records.len();
                 pages += 1;
+                invalid.extend(page.invalid);
             }
             Err(e) => return Verdict::Failed(e.to_string()),
         }
     }
-    Verdict::Ok(format!("frame {frame} has {records} records in {pages} pages"))
+    let shape = shape(&config.source);
+    let counted = format!("frame {frame} has {records} records in {pages} pages{shape}");
+    match invalid.first() {
+        None => Verdict::Ok(counted),
+        Some(first) => Verdict::Warning(format!(
+            "{counted}, and {} records a run would dead-letter ({}); check source.uid, source.records and source.format",
+            invalid.len(),
+            first.detail
+        )),
+    }
+}
+
+/// How the pages are walked and read, when not the plain JSON document with a next link.
+fn shape(source: &crate::config::SourceConfig) -> String {
+    use crate::config::{BodyFormat, PageBy};
+    let mut parts = Vec::new();
+    match source.pages.by {
+        PageBy::Link => parts.push("pages by Link header".to_owned()),
+        PageBy::Offset | PageBy::Page => {
+            parts.push(format!("pages by {} (stop: {:?})", source.pages.by.as_str(), source.pages.stop).to_lowercase())
+        }
+        PageBy::Next | PageBy::None => {}
+    }
+    if source.format == BodyFormat::Ndjson {
+        parts.push("NDJSON".into());
+    }
+    if parts.is_empty() { String::new() } else { format!(" ({})", parts.join(", ")) }
 }
 
 /// With OAuth2, a token fetched now (and kept for the requests that follow), or why not.

@@ -27,6 +27,7 @@ pub use self::lookup::{LookupConfig, LookupMethod, Presence};
 pub use self::run::RunConfig;
 pub use self::sink::{SinkConfig, SinkMode};
 pub use self::source::SourceConfig;
+pub use self::source::{BodyFormat, PageBy, Paging, Stop};
 pub use self::tls::Transport;
 pub use crate::record::{TimeFormat, UidRule};
 

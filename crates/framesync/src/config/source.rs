@@ -16,6 +16,10 @@ use crate::record::{TimeFormat, UidRule};
 use crate::redact::Redactor;
 use crate::template::{Query, Var};
 
+mod shape;
+
+pub use shape::{BodyFormat, PageBy, Paging, Stop};
+
 #[derive(Debug, Clone)]
 pub struct SourceConfig {
     pub url: String,
@@ -42,6 +46,12 @@ pub struct SourceConfig {
     pub transport: Transport,
     /// How framesync authenticates to the SS (`[source.auth]`); none: only `headers`.
     pub auth: Option<AuthConfig>,
+    /// How a frame's pages are walked: `[source.pages]`.
+    pub pages: Paging,
+    /// How each body is read.
+    pub format: BodyFormat,
+    /// Other hosts a next page may be on (fetched without `headers`), lowercased.
+    pub follow_hosts: Vec<String>,
 }
 
 #[derive(Deserialize)]
@@ -73,6 +83,9 @@ pub(super) struct RawSource {
     /// Checked by `Config::parse`, which knows the config's folder.
     pub(super) tls: RawTls,
     auth: Option<RawAuth>,
+    pages: shape::RawPages,
+    format: BodyFormat,
+    follow_hosts: Vec<String>,
 }
 
 impl Default for RawSource {
@@ -96,6 +109,9 @@ impl Default for RawSource {
             slow_after: None,
             tls: RawTls::default(),
             auth: None,
+            pages: shape::RawPages::default(),
+            format: BodyFormat::Json,
+            follow_hosts: Vec::new(),
         }
     }
 }
@@ -121,6 +137,10 @@ impl RawSource {
         }
         let headers = check::headers("source.headers", self.headers, env, secrets)?;
         let auth = auth::check("source.auth", self.auth, &headers, env, secrets)?;
+        if self.format == BodyFormat::Ndjson && !self.records.is_empty() {
+            bail!("source.records: must be \"\" with format = \"ndjson\" (each line of the body is a record)");
+        }
+        let pages = self.pages.check(self.next.as_deref(), self.format)?;
         Ok(SourceConfig {
             url,
             time_format: self.time_format,
@@ -141,6 +161,9 @@ impl RawSource {
             // The table is checked by `Config::parse`, which knows the config's folder.
             transport: Transport::plain("source.tls"),
             auth,
+            pages,
+            format: self.format,
+            follow_hosts: shape::follow_hosts(self.follow_hosts)?,
         })
     }
 }
