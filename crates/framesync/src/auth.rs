@@ -281,28 +281,6 @@ pub fn lifetime_note(expires_in: Option<Duration>) -> String {
     }
 }
 
-impl From<AuthError> for crate::source::PullError {
-    /// Credentials the token endpoint refuses are the SS refusing the request; an endpoint out
-    /// of reach fails the frame, to be retried later.
-    fn from(e: AuthError) -> Self {
-        match e.permanent {
-            true => crate::source::PullError::Refused { status: e.status.unwrap_or(401), message: e.message },
-            false => crate::source::PullError::Failed(e.message),
-        }
-    }
-}
-
-impl From<AuthError> for crate::sink::Verdict {
-    /// Credentials the token endpoint refuses stop pushing, as a 401 from the RS does; an
-    /// endpoint out of reach is tried again later.
-    fn from(e: AuthError) -> Self {
-        match e.permanent {
-            true => crate::sink::Verdict::Broken { reason: e.message },
-            false => crate::sink::Verdict::RetryLater { reason: e.message, retry_after: None, status: e.status },
-        }
-    }
-}
-
 fn basic(pair: &str) -> String {
     format!("Basic {}", base64::engine::general_purpose::STANDARD.encode(pair))
 }

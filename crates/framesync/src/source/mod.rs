@@ -10,7 +10,7 @@ use std::time::Duration;
 use percent_encoding::utf8_percent_encode;
 use serde_json::Value;
 
-use crate::auth::Auth;
+use crate::auth::{Auth, AuthError};
 use crate::config::{BodyFormat, PageBy, SourceConfig, TimeFormat};
 use crate::frames::{Epoch, Frame};
 use crate::http;
@@ -78,6 +78,17 @@ pub enum PullError {
     /// The caller stopped the walk between pages (the run is out of time).
     #[error("stopped between pages")]
     Stopped,
+}
+
+impl From<AuthError> for PullError {
+    /// Credentials the token endpoint refuses are the SS refusing the request; an endpoint out
+    /// of reach fails the frame, to be retried later.
+    fn from(e: AuthError) -> Self {
+        match e.permanent {
+            true => PullError::Refused { status: e.status.unwrap_or(401), message: e.message },
+            false => PullError::Failed(e.message),
+        }
+    }
 }
 
 /// A frame's pages, in order, fetched as they are asked for; an error ends them.
