@@ -21,6 +21,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result, anyhow};
 use serde::Deserialize;
 
+pub use self::answers::{BodyKind, BodySpec, Compress, ItemsSpec, Means, Rule, StatusMatch};
 pub use self::auth::{AuthConfig, AuthStyle, OAuth2Config, Secret};
 pub use self::frames::FramesConfig;
 pub use self::lookup::{LookupConfig, LookupMethod, Presence};
