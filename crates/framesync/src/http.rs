@@ -2,6 +2,9 @@
 //! requests, hosts resolved once, TLS and the proxy as configured), and reading `Retry-After`,
 //! `Date` and short excerpts of bodies for messages.
 
+pub mod proxy;
+pub mod tls;
+
 use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -10,10 +13,10 @@ use chrono::DateTime;
 use ureq::unversioned::resolver::{DefaultResolver, ResolvedSocketAddrs, Resolver};
 use ureq::unversioned::transport::{Connector, NextTimeout, TcpConnector};
 
+use self::proxy::NamedProxy;
+use self::tls::TlsConnector;
 use crate::config::Transport;
 use crate::frames::Epoch;
-use crate::proxy::NamedProxy;
-use crate::tls::TlsConnector;
 
 /// How long a host's resolved addresses are reused.
 const RESOLVED_FOR: Duration = Duration::from_secs(30);

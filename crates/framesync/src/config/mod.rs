@@ -10,6 +10,7 @@ mod check;
 mod duration;
 mod frames;
 mod lookup;
+mod proxy;
 mod run;
 mod sink;
 mod source;
@@ -25,11 +26,12 @@ pub use self::answers::{BodyKind, BodySpec, Compress, ItemsSpec, Means, Rule, St
 pub use self::auth::{AuthConfig, AuthStyle, OAuth2Config, Secret};
 pub use self::frames::FramesConfig;
 pub use self::lookup::{LookupConfig, LookupMethod, Presence};
+pub use self::proxy::ProxySetting;
 pub use self::run::RunConfig;
 pub use self::sink::{SinkConfig, SinkMode};
 pub use self::source::SourceConfig;
 pub use self::source::{BodyFormat, PageBy, Paging, Stop};
-pub use self::tls::Transport;
+pub use self::tls::{MinVersion, Transport, Why};
 pub use crate::record::{TimeFormat, UidRule};
 
 use self::frames::RawFrames;
