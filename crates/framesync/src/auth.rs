@@ -121,6 +121,19 @@ impl Auth {
         }
     }
 
+    /// The answer to the request `send` makes; after a 401 that [`Auth::renew`] finds worth
+    /// it, the answer to a second one (carrying a fresh token), whatever it is.
+    pub fn send_renewing<E>(
+        &self,
+        send: impl Fn() -> Result<ureq::http::Response<ureq::Body>, E>,
+    ) -> Result<ureq::http::Response<ureq::Body>, E> {
+        let response = send()?;
+        if response.status() == 401 && self.renew() {
+            return send();
+        }
+        Ok(response)
+    }
+
     /// With OAuth2, fetches a token now (for `check`) and keeps it; none for other kinds.
     pub fn fetch_now(&self) -> Option<Result<Granted, AuthError>> {
         let Scheme::OAuth2(oauth) = &self.scheme else { return None };

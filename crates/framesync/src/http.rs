@@ -50,6 +50,11 @@ fn builder(timeout: Duration) -> ureq::config::ConfigBuilder<ureq::typestate::Ag
         .user_agent(concat!("framesync/", env!("CARGO_PKG_VERSION")))
 }
 
+/// `request` with the configured headers (`source.headers`, `sink.headers`) added.
+pub fn with_headers<B>(request: ureq::RequestBuilder<B>, headers: &[(String, String)]) -> ureq::RequestBuilder<B> {
+    headers.iter().fold(request, |request, (name, value)| request.header(name, value))
+}
+
 /// A connection failure that framesync words itself (a TLS handshake, a proxy), carried
 /// through ureq as [`ureq::Error::Other`].
 #[derive(Debug)]

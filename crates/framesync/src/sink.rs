@@ -230,20 +230,14 @@ impl Sink for HttpSink {
             if let Some(encoding) = spec.content_encoding() {
                 request = request.header("Content-Encoding", encoding);
             }
-            for (name, value) in &self.config.headers {
-                request = request.header(name, value);
-            }
+            request = http::with_headers(request, &self.config.headers);
             self.auth.apply(request).map_err(Verdict::from)?.send(&body).map_err(|e| Verdict::RetryLater {
                 reason: format!("POST {}: {}", self.config.url, http::why(&e)),
                 retry_after: None,
                 status: None,
             })
         };
-        let mut sent = send();
-        if sent.as_ref().is_ok_and(|r| r.status() == 401) && self.auth.renew() {
-            sent = send();
-        }
-        let mut response = match sent {
+        let mut response = match self.auth.send_renewing(send) {
             Ok(response) => response,
             Err(verdict) => return verdict,
         };

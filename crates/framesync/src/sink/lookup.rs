@@ -114,26 +114,18 @@ impl Client<'_> {
             }
             let sent = match (&config.method, &config.body) {
                 (LookupMethod::Post, Some(body)) => {
-                    let mut request = self.agent.post(&url).header("Content-Type", &config.content_type);
-                    for (name, value) in self.headers {
-                        request = request.header(name, value);
-                    }
+                    let request = self.agent.post(&url).header("Content-Type", &config.content_type);
+                    let request = http::with_headers(request, self.headers);
                     self.auth.apply(request).map_err(|e| fail(&e))?.send(body.render(vars))
                 }
                 _ => {
-                    let mut request = self.agent.get(&url);
-                    for (name, value) in self.headers {
-                        request = request.header(name, value);
-                    }
+                    let request = http::with_headers(self.agent.get(&url), self.headers);
                     self.auth.apply(request).map_err(|e| fail(&e))?.call()
                 }
             };
             sent.map_err(|e| fail(&http::why(&e)))
         };
-        let mut response = send()?;
-        if response.status() == 401 && self.auth.renew() {
-            response = send()?;
-        }
+        let mut response = self.auth.send_renewing(send)?;
         let status = response.status().as_u16();
         let location = http::location(&response);
         let body = response.body_mut().with_config().limit(MOST_ANSWER_BYTES).read_to_string();

@@ -129,17 +129,11 @@ impl HttpSource {
             self.pacer.wait();
             let mut request = self.agent.get(url).header("Accept", accept).header("Accept-Encoding", "gzip, deflate");
             if trusted {
-                for (name, value) in &self.config.headers {
-                    request = request.header(name, value);
-                }
-                request = self.auth.apply(request)?;
+                request = self.auth.apply(http::with_headers(request, &self.config.headers))?;
             }
             request.call().map_err(|e| PullError::Failed(format!("GET {shown}: {}", http::why(&e))))
         };
-        let mut response = send()?;
-        if trusted && response.status() == 401 && self.auth.renew() {
-            response = send()?;
-        }
+        let mut response = if trusted { self.auth.send_renewing(send)? } else { send()? };
         let status = response.status().as_u16();
         let date = http::date_header(&response);
         let retry_after = http::retry_after(&response);
