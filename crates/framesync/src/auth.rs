@@ -14,12 +14,11 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use base64::Engine as _;
-use percent_encoding::utf8_percent_encode;
 use serde_json::Value;
 
 use crate::config::{AuthConfig, AuthStyle, OAuth2Config};
 use crate::http;
-use crate::template::QUERY_VALUE;
+use crate::template::encode;
 
 /// The most taken off a token's lifetime before it is fetched again.
 const MOST_MARGIN: Duration = Duration::from_secs(30);
@@ -80,7 +79,6 @@ impl Auth {
 
     /// The credentials `config` describes; an OAuth2 token is asked for through `agent`.
     pub fn new(config: Option<&AuthConfig>, agent: &ureq::Agent) -> Auth {
-        let encode = |v: &str| utf8_percent_encode(v, QUERY_VALUE).to_string();
         let scheme = match config {
             None => Scheme::None,
             Some(AuthConfig::Bearer { token }) => Scheme::Header(format!("Bearer {}", token.expose())),
@@ -184,7 +182,6 @@ impl OAuth2 {
     /// config's `auth_style` says.
     fn post(&self) -> Result<TokenAnswer, ureq::Error> {
         let config = &self.config;
-        let encode = |v: &str| utf8_percent_encode(v, QUERY_VALUE).to_string();
         let mut form = vec![("grant_type", "client_credentials")];
         form.extend(config.scope.as_deref().map(|s| ("scope", s)));
         form.extend(config.audience.as_deref().map(|a| ("audience", a)));

@@ -7,7 +7,6 @@
 
 use std::collections::HashMap;
 
-use percent_encoding::utf8_percent_encode;
 use serde_json::Value;
 
 use super::HttpSink;
@@ -15,7 +14,7 @@ use crate::auth::Auth;
 use crate::config::{LookupConfig, LookupMethod, Presence};
 use crate::http;
 use crate::servers::Pacer;
-use crate::template::{QUERY_VALUE, Vars};
+use crate::template::{self, Vars};
 
 /// The most of an answer read: a batched lookup's list of UIDs.
 const MOST_ANSWER_BYTES: u64 = 16 * 1024 * 1024;
@@ -104,7 +103,7 @@ impl Client<'_> {
     /// Sends the lookup; the URL as shown in messages, and the answer.
     fn request(&self, vars: &Vars) -> Result<(String, Reply), String> {
         let config = self.config;
-        let path = config.url.replace("{uid}", &utf8_percent_encode(vars.uid, QUERY_VALUE).to_string());
+        let path = config.url.replace("{uid}", &template::encode(vars.uid));
         let url = config.batch_query.apply(&config.query.apply(&path, vars), vars);
         let shown = shorten(&url);
         let fail = |e: &dyn std::fmt::Display| format!("lookup {} {shown}: {e}", self.method());

@@ -7,7 +7,6 @@
 use std::collections::HashSet;
 use std::time::Duration;
 
-use percent_encoding::utf8_percent_encode;
 use serde_json::Value;
 
 use crate::auth::{Auth, AuthError};
@@ -17,13 +16,13 @@ use crate::http;
 use crate::model::{DeadLetter, StagedRecord};
 use crate::record;
 use crate::servers::Pacer;
-use crate::template::{QUERY_VALUE, Query, Vars};
+use crate::template::{Query, Vars, encode, with_param};
 
 mod body;
 mod pages;
 
 pub use body::{DecodeError, PageBody, decode, parse_page};
-pub use pages::{After, after_page, followed_host, link_next, next_url, resolve, same_origin, with_param};
+pub use pages::{After, after_page, followed_host, link_next, next_url, resolve, same_origin};
 
 /// One page of a frame as the SS served it: its records in order (repeats kept: the ledger's
 /// staging keeps a UID once across the whole frame), the records that cannot be staged, and
@@ -375,8 +374,8 @@ pub fn frame_url(template: &str, query: &Query, format: TimeFormat, frame: Frame
         TimeFormat::EpochS => (from.to_string(), to.to_string(), (to - 1).to_string()),
         TimeFormat::EpochMs => ((from * 1000).to_string(), (to * 1000).to_string(), (to * 1000 - 1).to_string()),
     };
-    let enc = |v: &str| utf8_percent_encode(v, QUERY_VALUE).to_string();
-    let url = template.replace("{from}", &enc(&from)).replace("{to}", &enc(&to)).replace("{last}", &enc(&last));
+    let url =
+        template.replace("{from}", &encode(&from)).replace("{to}", &encode(&to)).replace("{last}", &encode(&last));
     query.apply(&url, &Vars { from: &from, to: &to, last: &last, ..Vars::default() })
 }
 
