@@ -66,6 +66,17 @@ impl Sim {
         http::get(&self.addr, "/control/stats").json()
     }
 
+    /// How many requests `endpoint` (`ss_events`, `rs_ingest`, `oauth_token`, ...) answered,
+    /// by the simulator's counters.
+    pub fn requests(&self, endpoint: &str) -> u64 {
+        self.stats()["requests"][endpoint]["total"].as_u64().unwrap_or(0)
+    }
+
+    /// How many requests `endpoint` answered with `status`.
+    pub fn answered(&self, endpoint: &str, status: &str) -> u64 {
+        self.stats()["requests"][endpoint]["by_status"][status].as_u64().unwrap_or(0)
+    }
+
     /// Rows the RS database holds.
     pub fn stored(&self) -> i64 {
         let conn = rusqlite::Connection::open(&self.db).unwrap();

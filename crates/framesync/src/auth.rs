@@ -14,12 +14,11 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use base64::Engine as _;
-use percent_encoding::utf8_percent_encode;
 use serde_json::Value;
 
 use crate::config::{AuthConfig, AuthStyle, OAuth2Config};
 use crate::http;
-use crate::template::QUERY_VALUE;
+use crate::template::encode;
 
 /// The most taken off a token's lifetime before it is fetched again.
 const MOST_MARGIN: Duration = Duration::from_secs(30);
@@ -80,7 +79,6 @@ impl Auth {
 
     /// The credentials `config` describes; an OAuth2 token is asked for through `agent`.
     pub fn new(config: Option<&AuthConfig>, agent: &ureq::Agent) -> Auth {
-        let encode = |v: &str| utf8_percent_encode(v, QUERY_VALUE).to_string();
         let scheme = match config {
             None => Scheme::None,
             Some(AuthConfig::Bearer { token }) => Scheme::Header(format!("Bearer {}", token.expose())),
@@ -119,6 +117,19 @@ impl Auth {
             }
             _ => false,
         }
+    }
+
+    /// The answer to the request `send` makes; after a 401 that [`Auth::renew`] finds worth
+    /// it, the answer to a second one (carrying a fresh token), whatever it is.
+    pub fn send_renewing<E>(
+        &self,
+        send: impl Fn() -> Result<ureq::http::Response<ureq::Body>, E>,
+    ) -> Result<ureq::http::Response<ureq::Body>, E> {
+        let response = send()?;
+        if response.status() == 401 && self.renew() {
+            return send();
+        }
+        Ok(response)
     }
 
     /// With OAuth2, fetches a token now (for `check`) and keeps it; none for other kinds.
@@ -171,7 +182,6 @@ impl OAuth2 {
     /// config's `auth_style` says.
     fn post(&self) -> Result<TokenAnswer, ureq::Error> {
         let config = &self.config;
-        let encode = |v: &str| utf8_percent_encode(v, QUERY_VALUE).to_string();
         let mut form = vec![("grant_type", "client_credentials")];
         form.extend(config.scope.as_deref().map(|s| ("scope", s)));
         form.extend(config.audience.as_deref().map(|a| ("audience", a)));
@@ -278,28 +288,6 @@ pub fn lifetime_note(expires_in: Option<Duration>) -> String {
     match expires_in {
         Some(lifetime) => format!("expires in {} s", lifetime.as_secs()),
         None => "no expiry given (kept until the server refuses it)".into(),
-    }
-}
-
-impl From<AuthError> for crate::source::PullError {
-    /// Credentials the token endpoint refuses are the SS refusing the request; an endpoint out
-    /// of reach fails the frame, to be retried later.
-    fn from(e: AuthError) -> Self {
-        match e.permanent {
-            true => crate::source::PullError::Refused { status: e.status.unwrap_or(401), message: e.message },
-            false => crate::source::PullError::Failed(e.message),
-        }
-    }
-}
-
-impl From<AuthError> for crate::sink::Verdict {
-    /// Credentials the token endpoint refuses stop pushing, as a 401 from the RS does; an
-    /// endpoint out of reach is tried again later.
-    fn from(e: AuthError) -> Self {
-        match e.permanent {
-            true => crate::sink::Verdict::Broken { reason: e.message },
-            false => crate::sink::Verdict::RetryLater { reason: e.message, retry_after: None, status: e.status },
-        }
     }
 }
 

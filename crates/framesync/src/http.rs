@@ -2,6 +2,9 @@
 //! requests, hosts resolved once, TLS and the proxy as configured), and reading `Retry-After`,
 //! `Date` and short excerpts of bodies for messages.
 
+pub mod proxy;
+pub mod tls;
+
 use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -10,10 +13,10 @@ use chrono::DateTime;
 use ureq::unversioned::resolver::{DefaultResolver, ResolvedSocketAddrs, Resolver};
 use ureq::unversioned::transport::{Connector, NextTimeout, TcpConnector};
 
+use self::proxy::NamedProxy;
+use self::tls::TlsConnector;
 use crate::config::Transport;
 use crate::frames::Epoch;
-use crate::proxy::NamedProxy;
-use crate::tls::TlsConnector;
 
 /// How long a host's resolved addresses are reused.
 const RESOLVED_FOR: Duration = Duration::from_secs(30);
@@ -45,6 +48,11 @@ fn builder(timeout: Duration) -> ureq::config::ConfigBuilder<ureq::typestate::Ag
         .max_redirects(0)
         .no_delay(true)
         .user_agent(concat!("framesync/", env!("CARGO_PKG_VERSION")))
+}
+
+/// `request` with the configured headers (`source.headers`, `sink.headers`) added.
+pub fn with_headers<B>(request: ureq::RequestBuilder<B>, headers: &[(String, String)]) -> ureq::RequestBuilder<B> {
+    headers.iter().fold(request, |request, (name, value)| request.header(name, value))
 }
 
 /// A connection failure that framesync words itself (a TLS handshake, a proxy), carried

@@ -26,7 +26,6 @@ pub mod metrics;
 pub mod model;
 pub mod netfs;
 pub mod plan;
-pub mod proxy;
 pub mod prune;
 pub mod recheck;
 pub mod record;
@@ -36,7 +35,6 @@ pub mod sink;
 pub mod source;
 pub mod template;
 pub mod timeline;
-pub mod tls;
 
 /// A usage or config error: framesync exits 2.
 #[derive(Debug, thiserror::Error)]

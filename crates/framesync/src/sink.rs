@@ -13,7 +13,7 @@ use std::time::Duration;
 use percent_encoding::{AsciiSet, CONTROLS, utf8_percent_encode};
 use sha2::{Digest, Sha256};
 
-use crate::auth::Auth;
+use crate::auth::{Auth, AuthError};
 use crate::config::{SinkConfig, SinkMode};
 use crate::delivery::Key;
 use crate::http;
@@ -39,6 +39,17 @@ pub enum Verdict {
     /// A 2xx with a result per record (`[sink.items]`), one verdict each, in the order sent:
     /// `Acknowledged`, `RetryLater`, `Rejected` or `Broken`, never `TooLarge` or `PerItem`.
     PerItem(Vec<Verdict>),
+}
+
+impl From<AuthError> for Verdict {
+    /// Credentials the token endpoint refuses stop pushing, as a 401 from the RS does; an
+    /// endpoint out of reach is tried again later.
+    fn from(e: AuthError) -> Self {
+        match e.permanent {
+            true => Verdict::Broken { reason: e.message },
+            false => Verdict::RetryLater { reason: e.message, retry_after: None, status: e.status },
+        }
+    }
 }
 
 /// What the statuses of an RS answer mean, from the config.
@@ -219,20 +230,14 @@ impl Sink for HttpSink {
             if let Some(encoding) = spec.content_encoding() {
                 request = request.header("Content-Encoding", encoding);
             }
-            for (name, value) in &self.config.headers {
-                request = request.header(name, value);
-            }
+            request = http::with_headers(request, &self.config.headers);
             self.auth.apply(request).map_err(Verdict::from)?.send(&body).map_err(|e| Verdict::RetryLater {
                 reason: format!("POST {}: {}", self.config.url, http::why(&e)),
                 retry_after: None,
                 status: None,
             })
         };
-        let mut sent = send();
-        if sent.as_ref().is_ok_and(|r| r.status() == 401) && self.auth.renew() {
-            sent = send();
-        }
-        let mut response = match sent {
+        let mut response = match self.auth.send_renewing(send) {
             Ok(response) => response,
             Err(verdict) => return verdict,
         };

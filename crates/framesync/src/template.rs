@@ -27,6 +27,18 @@ use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
 /// The characters left as they are in a URL query name or value (RFC 3986 unreserved).
 pub const QUERY_VALUE: &AsciiSet = &NON_ALPHANUMERIC.remove(b'-').remove(b'.').remove(b'_').remove(b'~');
 
+/// `value` percent-encoded for a URL: every character but [`QUERY_VALUE`]'s.
+pub fn encode(value: &str) -> String {
+    utf8_percent_encode(value, QUERY_VALUE).to_string()
+}
+
+/// `url` with `name=value` added to its query (after its own parameters, if it has any), both
+/// percent-encoded.
+pub fn with_param(url: &str, name: &str, value: &str) -> String {
+    let joiner = if url.contains('?') { '&' } else { '?' };
+    format!("{url}{joiner}{}={}", encode(name), encode(value))
+}
+
 /// A value framesync fills in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Var {
@@ -207,17 +219,7 @@ impl Query {
 
     /// `url` with the parameters added (after its own, if it has any).
     pub fn apply(&self, url: &str, vars: &Vars) -> String {
-        let mut out = url.to_owned();
-        for (name, template) in &self.params {
-            out.push(if out.contains('?') { '&' } else { '?' });
-            let _ = write!(
-                out,
-                "{}={}",
-                utf8_percent_encode(name, QUERY_VALUE),
-                utf8_percent_encode(&template.render(vars), QUERY_VALUE)
-            );
-        }
-        out
+        self.params.iter().fold(url.to_owned(), |url, (name, template)| with_param(&url, name, &template.render(vars)))
     }
 }
 

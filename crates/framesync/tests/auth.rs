@@ -4,17 +4,12 @@
 
 mod common;
 
-use std::path::PathBuf;
 use std::process::Output;
 use std::time::Instant;
 
 use common::*;
 
 const CLIENT_SECRET: &str = "sim-secret";
-
-fn text(out: &Output) -> String {
-    format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr))
-}
 
 fn run(p: &Pipeline, args: &[&str], env: &[(&str, &str)]) -> Output {
     p.command(args).envs(env.iter().copied()).output().expect("framesync runs")
@@ -38,24 +33,11 @@ fn oauth2(sim: &Sim, secret_var: &str) -> String {
     )
 }
 
-/// How many requests `endpoint` answered with `status`, by the simulator's counters.
-fn answered(sim: &Sim, endpoint: &str, status: &str) -> u64 {
-    sim.stats()["requests"][endpoint]["by_status"][status].as_u64().unwrap_or(0)
-}
-
-fn requests(sim: &Sim, endpoint: &str) -> u64 {
-    sim.stats()["requests"][endpoint]["total"].as_u64().unwrap_or(0)
-}
-
 /// `secret` is in none of `outputs` and in no file of the ledger.
 fn assert_nowhere(secret: &str, outputs: &[Output], p: &Pipeline) {
     let all: String = outputs.iter().map(text).collect();
     assert!(!all.contains(secret), "a message holds {secret}:\n{all}");
-    for suffix in ["", "-wal", "-shm"] {
-        let file = PathBuf::from(format!("{}{suffix}", p.ledger_path().display()));
-        let bytes = std::fs::read(&file).unwrap_or_default();
-        assert!(!bytes.windows(secret.len()).any(|w| w == secret.as_bytes()), "{} holds {secret}", file.display());
-    }
+    p.assert_not_in_ledger(secret);
 }
 
 #[test]
@@ -76,7 +58,7 @@ fn oauth2_on_both_sides_delivers_everything_and_refreshes_each_token_before_it_e
             text(&check)
         );
     }
-    let fetched_by_check = requests(&sim, "oauth_token");
+    let fetched_by_check = sim.requests("oauth_token");
 
     let started = Instant::now();
     let out = run(&p, &["run"], &env);
@@ -85,11 +67,11 @@ fn oauth2_on_both_sides_delivers_everything_and_refreshes_each_token_before_it_e
     let expected = p.assert_exactly_once(&sim);
     assert!(expected >= 40, "{expected} records");
     assert!(took.as_secs_f64() > 3.0, "the run must outlive a token to test its refresh: {took:?}");
-    let fetched = requests(&sim, "oauth_token") - fetched_by_check;
+    let fetched = sim.requests("oauth_token") - fetched_by_check;
     assert!(fetched >= 4, "one token per side would have expired mid-run; {fetched} fetched in {took:?}");
-    assert_eq!(answered(&sim, "oauth_token", "200"), requests(&sim, "oauth_token"));
+    assert_eq!(sim.answered("oauth_token", "200"), sim.requests("oauth_token"));
     for endpoint in ["ss_events", "rs_ingest"] {
-        assert_eq!(answered(&sim, endpoint, "401"), 0, "{endpoint} saw a stale token: {:#}", sim.stats());
+        assert_eq!(sim.answered(endpoint, "401"), 0, "{endpoint} saw a stale token: {:#}", sim.stats());
     }
     assert_nowhere(CLIENT_SECRET, &[check, out], &p);
 }
@@ -102,9 +84,9 @@ fn a_revoked_token_is_fetched_again_once_and_the_refused_request_retried() {
     let out = run(&p, &["run"], &[("RS_SECRET", CLIENT_SECRET)]);
     assert_eq!(out.status.code(), Some(0), "every 401 was retried with a new token: {}", text(&out));
     p.assert_exactly_once(&sim);
-    let refused = answered(&sim, "rs_ingest", "401");
+    let refused = sim.answered("rs_ingest", "401");
     assert!(refused >= 3, "each token is revoked after 5 records: {:#}", sim.stats());
-    assert_eq!(requests(&sim, "oauth_token"), refused + 1, "one fetch at the start, one per revoked token");
+    assert_eq!(sim.requests("oauth_token"), refused + 1, "one fetch at the start, one per revoked token");
 }
 
 #[test]
@@ -122,7 +104,7 @@ fn a_wrong_client_secret_fails_loudly_naming_token_url_and_is_in_no_output_nor_t
     assert_eq!(check.status.code(), Some(1), "{}", text(check));
     assert!(text(check).contains(&format!("sink.auth: FAILED: {token_url}")), "{}", text(check));
     assert_eq!(sim.stored(), 0);
-    assert_eq!(requests(&sim, "rs_ingest"), 0, "nothing is sent without a token");
+    assert_eq!(sim.requests("rs_ingest"), 0, "nothing is sent without a token");
     assert_nowhere(wrong, &outputs, &p);
 }
 

@@ -85,12 +85,7 @@ fn verify_reports_what_the_rs_lost_and_repair_sends_it_again() {
     let p = Pipeline::new(&sim, dir, reference, "", &lookup, "");
     p.run_until_complete(3);
     let until = p.complete_until();
-    // The RS's database loses three records (a restore from an old backup, say).
-    let rs = rusqlite::Connection::open(&sim.db).unwrap();
-    let lost = rs.execute("DELETE FROM records WHERE id IN (SELECT id FROM records ORDER BY id LIMIT 3)", []).unwrap();
-    assert_eq!(lost, 3);
-    rs.execute("DELETE FROM idempotency_keys", []).unwrap();
-    drop(rs);
+    rs_loses_records(&sim, 3);
     let args = ["verify", "--from", &rfc3339(reference), "--to", &rfc3339(until)];
     let out = p.framesync(&args);
     let text = String::from_utf8_lossy(&out.stdout).into_owned();

@@ -43,10 +43,6 @@ fn snapshot(p: &Pipeline) -> String {
     )
 }
 
-fn ss_requests(sim: &Sim) -> i64 {
-    sim.stats()["requests"]["ss_events"]["total"].as_i64().unwrap_or(0)
-}
-
 #[test]
 fn a_second_config_with_another_source_url_is_refused_and_changes_nothing() {
     // Pins the silent loss this refusal ends: a second config sharing a ledger planned only
@@ -56,7 +52,7 @@ fn a_second_config_with_another_source_url_is_refused_and_changes_nothing() {
     let p = Pipeline::new(&sim, dir, aligned_minutes_ago(10), "", "", "");
     p.run_until_complete(3);
     let second = second_config(&p, other_source);
-    let (before, requests) = (snapshot(&p), ss_requests(&sim));
+    let (before, requests) = (snapshot(&p), sim.requests("ss_events"));
 
     let out = framesync(&second, &["run"]);
     assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
@@ -69,7 +65,7 @@ fn a_second_config_with_another_source_url_is_refused_and_changes_nothing() {
     );
     assert!(text.contains(&expected), "{text}");
     assert_eq!(snapshot(&p), before, "the refused run changed the ledger");
-    assert_eq!(ss_requests(&sim), requests, "the refused run asked the SS");
+    assert_eq!(sim.requests("ss_events"), requests, "the refused run asked the SS");
 }
 
 #[test]
@@ -190,11 +186,7 @@ fn a_secret_in_the_source_url_never_reaches_the_ledger_or_a_message() {
     for out in [&run, &refused, &accept] {
         assert!(!format!("{}{}", stdout(out), stderr(out)).contains(SECRET), "a message holds the secret");
     }
-    for suffix in ["", "-wal", "-shm"] {
-        let file = PathBuf::from(format!("{}{suffix}", p.ledger_path().display()));
-        let bytes = std::fs::read(&file).unwrap_or_default();
-        assert!(!bytes.windows(SECRET.len()).any(|w| w == SECRET.as_bytes()), "{} holds the secret", file.display());
-    }
+    p.assert_not_in_ledger(SECRET);
 }
 
 #[test]

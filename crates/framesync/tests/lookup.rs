@@ -40,14 +40,14 @@ fn sink_with(sim: &Sim, keys: &str, lookup: &str) -> String {
     format!("url = \"{}/rs/ingest\"\n{keys}\n{lookup}", sim.base())
 }
 
-fn lookups_asked(sim: &Sim) -> i64 {
-    sim.stats()["requests"]["rs_query"]["total"].as_i64().unwrap_or(0)
+fn lookups_asked(sim: &Sim) -> u64 {
+    sim.requests("rs_query")
 }
 
 /// A run killed after the RS acknowledged 25 records, 20 of them recorded (groups of 10), at
 /// an RS that ignores keys; the next runs recover with `lookup`. Returns the lookup requests
 /// of the recovery.
-fn crash_and_recover(seed: &str, lookup: fn(&Sim) -> String) -> i64 {
+fn crash_and_recover(seed: &str, lookup: fn(&Sim) -> String) -> u64 {
     let dir = tempfile::tempdir().unwrap();
     let flags = [&["--records-per-minute", "40", "--rs-ignore-keys", "--seed", seed][..], &HOSTILE].concat();
     let sim = Sim::start(dir.path(), &flags);
@@ -87,11 +87,7 @@ fn verify_with_a_batched_lookup_reports_what_the_rs_lost_and_repair_sends_it_aga
     let p = Pipeline::new(&sim, dir, reference, "", &sink_with(&sim, "", &posted_lookup(&sim, 100)), "");
     p.run_until_complete(3);
     let until = p.complete_until();
-    let rs = rusqlite::Connection::open(&sim.db).unwrap();
-    let lost = rs.execute("DELETE FROM records WHERE id IN (SELECT id FROM records ORDER BY id LIMIT 3)", []).unwrap();
-    assert_eq!(lost, 3);
-    rs.execute("DELETE FROM idempotency_keys", []).unwrap();
-    drop(rs);
+    rs_loses_records(&sim, 3);
     let before = lookups_asked(&sim);
     let args = ["verify", "--from", &rfc3339(reference), "--to", &rfc3339(until)];
     let out = p.framesync(&args);
@@ -99,7 +95,7 @@ fn verify_with_a_batched_lookup_reports_what_the_rs_lost_and_repair_sends_it_aga
     assert_eq!(out.status.code(), Some(1), "{text}{}", stderr(&out));
     assert!(text.contains("3 records missing") && text.contains("delivered records the RS does not have"), "{text}");
     assert!(text.contains("\\n;"), "the hostile UIDs are named: {text}");
-    let frames = (until - reference) / MINUTE;
+    let frames = ((until - reference) / MINUTE) as u64;
     assert_eq!(lookups_asked(&sim) - before, 1 + frames, "a probe, then one request a frame: {text}");
     let mut repair = args.to_vec();
     repair.push("--repair");

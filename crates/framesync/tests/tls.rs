@@ -47,10 +47,6 @@ fn framesync(p: &Pipeline, args: &[&str], env: &[(&str, &str)]) -> Output {
     command.envs(env.iter().copied()).output().unwrap()
 }
 
-fn text(out: &Output) -> String {
-    String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr)
-}
-
 #[test]
 fn a_pull_and_a_push_over_https_with_the_test_ca_deliver_every_record_once() {
     let (s, dir) = setup(Options::default());

@@ -218,10 +218,8 @@ fn oauth2(auth: &Auth) -> Option<Verdict> {
 /// A HEAD on the ingest URL: it must exist, take our credentials, and be the final URL.
 fn sink(config: &Config, auth: &Auth) -> Verdict {
     let url = &config.sink.url;
-    let mut request = http::agent(config.sink.timeout, &config.sink.transport).head(url);
-    for (name, value) in &config.sink.headers {
-        request = request.header(name, value);
-    }
+    let request =
+        http::with_headers(http::agent(config.sink.timeout, &config.sink.transport).head(url), &config.sink.headers);
     let verdict = match auth.apply(request).map(|r| r.call()) {
         Err(e) => return Verdict::Failed(e.to_string()),
         Ok(Ok(response)) => sink_answer(response.status().as_u16(), &http::location(&response)),

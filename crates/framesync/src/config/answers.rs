@@ -4,14 +4,136 @@
 
 use anyhow::{Result, anyhow, bail};
 use serde::Deserialize;
+use serde_json::Value;
 
 use super::check::{self, pointer};
 use super::{Env, SinkMode};
 use crate::redact::Redactor;
-use crate::sink::body::{BodyKind, BodySpec, Compress};
-use crate::sink::items::ItemsSpec;
-use crate::sink::rules::{Means, Rule, StatusMatch};
-use crate::template::{Var, Vars};
+use crate::template::{Template, Var, Vars};
+
+/// The shape of a request body (`sink.body`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum BodyKind {
+    /// The record itself: one record per request.
+    Object,
+    /// A JSON array of the records.
+    Array,
+    /// One record per line, each line ending in `\n`.
+    Ndjson,
+}
+
+impl BodyKind {
+    pub fn default_content_type(self) -> &'static str {
+        match self {
+            BodyKind::Object | BodyKind::Array => "application/json",
+            BodyKind::Ndjson => "application/x-ndjson",
+        }
+    }
+}
+
+/// How a request body is compressed (`sink.compress`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Compress {
+    None,
+    Gzip,
+}
+
+/// How the records of a request are written: checked from `[sink]` into one value.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BodySpec {
+    pub kind: BodyKind,
+    pub content_type: String,
+    pub compress: Compress,
+    /// A line written before each record of an NDJSON body (it may name `{uid}`).
+    pub action: Option<Template>,
+}
+
+impl BodySpec {
+    /// Today's bodies: the record as it is in record mode, an array in batch mode.
+    pub fn of(kind: BodyKind) -> BodySpec {
+        BodySpec { kind, content_type: kind.default_content_type().into(), compress: Compress::None, action: None }
+    }
+}
+
+/// What a matching rule makes of the answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Means {
+    Acknowledged,
+    AlreadyThere,
+    Retry,
+    Reject,
+    Broken,
+}
+
+impl Means {
+    /// Says that the RS has the records.
+    pub fn acknowledges(self) -> bool {
+        matches!(self, Means::Acknowledged | Means::AlreadyThere)
+    }
+
+    /// As the config spells it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Means::Acknowledged => "acknowledged",
+            Means::AlreadyThere => "already_there",
+            Means::Retry => "retry",
+            Means::Reject => "reject",
+            Means::Broken => "broken",
+        }
+    }
+}
+
+/// A status a rule matches: one code, or a class (`5` for "5xx").
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StatusMatch {
+    Code(u16),
+    Class(u16),
+}
+
+impl StatusMatch {
+    pub fn matches(self, status: u16) -> bool {
+        match self {
+            StatusMatch::Code(code) => code == status,
+            StatusMatch::Class(class) => status / 100 == class,
+        }
+    }
+
+    /// Whether a redirect can match.
+    pub fn covers_redirects(self) -> bool {
+        match self {
+            StatusMatch::Code(code) => (300..=399).contains(&code),
+            StatusMatch::Class(class) => class == 3,
+        }
+    }
+}
+
+/// One checked rule: every condition it has must hold, and it has at least one.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Rule {
+    /// Matches when the status is any of these (empty: any status).
+    pub status: Vec<StatusMatch>,
+    pub body_contains: Option<String>,
+    /// Matches when the body is JSON with a value here (equal to `equals`, when given).
+    pub pointer: Option<String>,
+    pub equals: Option<Value>,
+    pub means: Means,
+}
+
+/// Where the per-item results are in an answer; pointers as the config gives them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ItemsSpec {
+    /// The array of results, one per record in the order sent.
+    pub list: String,
+    /// An item's status, within the item; a `*` segment is the one key of an object.
+    pub status: String,
+    /// A boolean that, present and false, says every item succeeded.
+    pub errors: Option<String>,
+    /// An item's message, within the item, kept with a dead letter.
+    pub reason: Option<String>,
+}
 
 /// The body keys of `[sink]`, as written.
 pub(super) struct RawBody {
@@ -73,7 +195,7 @@ impl RawBody {
 }
 
 /// `sink.ndjson_action`: a one-line JSON template written before each record.
-fn action(text: &str, kind: BodyKind, env: Env, secrets: &mut Redactor) -> Result<crate::template::Template> {
+fn action(text: &str, kind: BodyKind, env: Env, secrets: &mut Redactor) -> Result<Template> {
     const KEY: &str = "sink.ndjson_action";
     if kind != BodyKind::Ndjson {
         bail!("{KEY}: an action line goes before each record of an NDJSON body; set sink.body = \"ndjson\"");

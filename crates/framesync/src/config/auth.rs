@@ -11,13 +11,12 @@ use std::fmt;
 
 use anyhow::{Result, anyhow, bail};
 use base64::Engine as _;
-use percent_encoding::utf8_percent_encode;
 use serde::Deserialize;
 
 use super::Env;
 use super::check;
 use crate::redact::Redactor;
-use crate::template::QUERY_VALUE;
+use crate::template::encode;
 
 /// A value from the environment: never shown by `Debug`.
 #[derive(Clone, PartialEq, Eq)]
@@ -190,7 +189,7 @@ pub(super) fn check(
                 bail!("{section}.param: must name the query parameter, e.g. param = \"api_key\"");
             }
             let key = secret("key", raw.key, "API_KEY", secrets)?;
-            secrets.add(&utf8_percent_encode(&key.0, QUERY_VALUE).to_string());
+            secrets.add(&encode(&key.0));
             AuthConfig::Query { param, key }
         }
         Kind::Oauth2 => {
@@ -203,10 +202,9 @@ pub(super) fn check(
                 if value.0.is_empty() {
                     bail!("{section}.{name}: is empty");
                 }
-                secrets.add(&utf8_percent_encode(&value.0, QUERY_VALUE).to_string());
+                secrets.add(&encode(&value.0));
             }
-            let form = |v: &str| utf8_percent_encode(v, QUERY_VALUE).to_string();
-            let pair = format!("{}:{}", form(&client_id.0), form(&client_secret.0));
+            let pair = format!("{}:{}", encode(&client_id.0), encode(&client_secret.0));
             secrets.add(&base64::engine::general_purpose::STANDARD.encode(pair));
             AuthConfig::OAuth2(OAuth2Config {
                 section,

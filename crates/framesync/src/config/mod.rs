@@ -10,6 +10,7 @@ mod check;
 mod duration;
 mod frames;
 mod lookup;
+mod proxy;
 mod run;
 mod sink;
 mod source;
@@ -21,14 +22,16 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result, anyhow};
 use serde::Deserialize;
 
+pub use self::answers::{BodyKind, BodySpec, Compress, ItemsSpec, Means, Rule, StatusMatch};
 pub use self::auth::{AuthConfig, AuthStyle, OAuth2Config, Secret};
 pub use self::frames::FramesConfig;
 pub use self::lookup::{LookupConfig, LookupMethod, Presence};
+pub use self::proxy::ProxySetting;
 pub use self::run::RunConfig;
 pub use self::sink::{SinkConfig, SinkMode};
 pub use self::source::SourceConfig;
 pub use self::source::{BodyFormat, PageBy, Paging, Stop};
-pub use self::tls::Transport;
+pub use self::tls::{MinVersion, Transport, Why};
 pub use crate::record::{TimeFormat, UidRule};
 
 use self::frames::RawFrames;

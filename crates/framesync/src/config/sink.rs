@@ -7,7 +7,7 @@ use anyhow::{Result, bail};
 use serde::Deserialize;
 
 use super::AuthConfig;
-use super::answers::{self, RawBody, RawItems, RawRule};
+use super::answers::{self, BodyKind, BodySpec, Compress, ItemsSpec, RawBody, RawItems, RawRule, Rule};
 use super::auth::{self, RawAuth};
 use super::check::{self, count, required, statuses};
 use super::lookup::{self, LookupConfig, RawLookup};
@@ -15,9 +15,6 @@ use super::tls::{RawTls, Transport};
 use super::{Env, duration};
 use crate::mapping::Mapping;
 use crate::redact::Redactor;
-use crate::sink::body::{BodyKind, BodySpec, Compress};
-use crate::sink::items::ItemsSpec;
-use crate::sink::rules::Rule;
 use crate::template::Query;
 
 const MOST_PER_BATCH: usize = 100_000;

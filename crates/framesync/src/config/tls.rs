@@ -11,16 +11,15 @@ use std::path::Path;
 use std::sync::Arc;
 
 use anyhow::{Result, bail};
-use rustls::RootCertStore;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use rustls::{ClientConfig, RootCertStore};
 use serde::Deserialize;
 use serde::de::{self, Deserializer, Visitor};
 
+use super::proxy::{self, ProxySetting};
 use super::{Env, resolve};
-use crate::proxy::{self, ProxySetting};
 use crate::redact::Redactor;
-use crate::tls::{self, MinVersion, Why};
 
 /// How a client reaches its server: TLS as its `tls` table says, through the proxy the
 /// environment names (or none).
@@ -35,9 +34,66 @@ impl Transport {
     /// Today's defaults for the table `key`: the bundled roots, TLS 1.2 and above, no proxy.
     pub fn plain(key: &'static str) -> Self {
         let min = MinVersion::default();
-        let tls = tls::client_config(tls::bundled_roots(), None, min).expect("the default TLS settings are valid");
+        let tls = client_config(bundled_roots(), None, min).expect("the default TLS settings are valid");
         Self { tls: Arc::new(tls), why: Why { key, client_cert: false, min }, proxy: None }
     }
+}
+
+/// The lowest TLS version a client speaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum MinVersion {
+    #[default]
+    Tls12,
+    Tls13,
+}
+
+impl MinVersion {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            MinVersion::Tls12 => "1.2",
+            MinVersion::Tls13 => "1.3",
+        }
+    }
+
+    fn versions(self) -> &'static [&'static rustls::SupportedProtocolVersion] {
+        match self {
+            MinVersion::Tls12 => rustls::DEFAULT_VERSIONS,
+            MinVersion::Tls13 => TLS13_ONLY,
+        }
+    }
+}
+
+static TLS13_ONLY: &[&rustls::SupportedProtocolVersion] = &[&rustls::version::TLS13];
+
+/// The roots that webpki-roots bundles (Mozilla's), which ureq trusts by default.
+fn bundled_roots() -> RootCertStore {
+    RootCertStore { roots: webpki_roots::TLS_SERVER_ROOTS.to_vec() }
+}
+
+/// A client config trusting `roots`, presenting `client` (a chain and its key) when asked,
+/// speaking `min` and above.
+fn client_config(
+    roots: RootCertStore,
+    client: Option<(Vec<CertificateDer<'static>>, PrivateKeyDer<'static>)>,
+    min: MinVersion,
+) -> Result<ClientConfig, rustls::Error> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let builder = ClientConfig::builder_with_provider(provider)
+        .with_protocol_versions(min.versions())?
+        .with_root_certificates(roots);
+    match client {
+        Some((chain, key)) => builder.with_client_auth_cert(chain, key),
+        None => Ok(builder.with_no_client_auth()),
+    }
+}
+
+/// What a TLS failure message needs: the config's table, and what it set.
+#[derive(Debug, Clone, Copy)]
+pub struct Why {
+    /// `source.tls` or `sink.tls`.
+    pub key: &'static str,
+    pub client_cert: bool,
+    pub min: MinVersion,
 }
 
 #[derive(Deserialize, Default)]
@@ -69,7 +125,7 @@ impl RawTls {
             (None, Some(_)) => bail!("{key}.client_cert: missing; client_key needs the PEM file of its certificate"),
         };
         let client_cert = client.is_some();
-        let tls = tls::client_config(roots, client, self.min_version).map_err(|e| {
+        let tls = client_config(roots, client, self.min_version).map_err(|e| {
             let which = if client_cert { "client_key" } else { "min_version" };
             anyhow::anyhow!("{key}.{which}: {e}")
         })?;
@@ -80,7 +136,7 @@ impl RawTls {
 
     fn roots(&self, key: &str, base: &Path) -> Result<RootCertStore> {
         if self.ca.is_none() && !self.system_roots {
-            return Ok(tls::bundled_roots());
+            return Ok(bundled_roots());
         }
         let mut roots = RootCertStore::empty();
         if let Some(ca) = &self.ca {

@@ -6,56 +6,13 @@ use std::io::Write as _;
 
 use flate2::Compression;
 use flate2::write::GzEncoder;
-use serde::Deserialize;
 
 use super::Outgoing;
-use crate::template::{Template, Vars};
+use crate::config::{BodyKind, BodySpec, Compress};
+use crate::template::Vars;
 
-/// The shape of a request body (`sink.body`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum BodyKind {
-    /// The record itself: one record per request.
-    Object,
-    /// A JSON array of the records.
-    Array,
-    /// One record per line, each line ending in `\n`.
-    Ndjson,
-}
-
-impl BodyKind {
-    pub fn default_content_type(self) -> &'static str {
-        match self {
-            BodyKind::Object | BodyKind::Array => "application/json",
-            BodyKind::Ndjson => "application/x-ndjson",
-        }
-    }
-}
-
-/// How a request body is compressed (`sink.compress`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Compress {
-    None,
-    Gzip,
-}
-
-/// How the records of a request are written: checked from `[sink]` into one value.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct BodySpec {
-    pub kind: BodyKind,
-    pub content_type: String,
-    pub compress: Compress,
-    /// A line written before each record of an NDJSON body (it may name `{uid}`).
-    pub action: Option<Template>,
-}
-
+/// Rendering and compressing: what the RS client does with the spec the config checked.
 impl BodySpec {
-    /// Today's bodies: the record as it is in record mode, an array in batch mode.
-    pub fn of(kind: BodyKind) -> BodySpec {
-        BodySpec { kind, content_type: kind.default_content_type().into(), compress: Compress::None, action: None }
-    }
-
     /// The bytes sent: the rendered records, compressed if so configured.
     pub fn encode(&self, records: &[Outgoing]) -> Vec<u8> {
         let text = self.render(records);
@@ -118,7 +75,7 @@ mod tests {
     use std::io::Read as _;
 
     use super::*;
-    use crate::template::Var;
+    use crate::template::{Template, Var};
 
     fn records() -> Vec<Outgoing> {
         [("a", r#"{"id":"a"}"#), ("b\"q", "{\"id\":\n\"b\"}")]

@@ -13,20 +13,8 @@
 use serde_json::Value;
 
 use super::{Statuses, Verdict};
+use crate::config::ItemsSpec;
 use crate::http;
-
-/// Where the per-item results are in an answer; pointers as the config gives them.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ItemsSpec {
-    /// The array of results, one per record in the order sent.
-    pub list: String,
-    /// An item's status, within the item; a `*` segment is the one key of an object.
-    pub status: String,
-    /// A boolean that, present and false, says every item succeeded.
-    pub errors: Option<String>,
-    /// An item's message, within the item, kept with a dead letter.
-    pub reason: Option<String>,
-}
 
 /// Follows a JSON pointer in which a `*` segment stands for the one member of an object (the
 /// operation name of a `_bulk` item: `index`, `create`, ...).

@@ -7,7 +7,6 @@
 
 use std::collections::HashMap;
 
-use percent_encoding::utf8_percent_encode;
 use serde_json::Value;
 
 use super::HttpSink;
@@ -15,7 +14,7 @@ use crate::auth::Auth;
 use crate::config::{LookupConfig, LookupMethod, Presence};
 use crate::http;
 use crate::servers::Pacer;
-use crate::template::{QUERY_VALUE, Vars};
+use crate::template::{self, Vars};
 
 /// The most of an answer read: a batched lookup's list of UIDs.
 const MOST_ANSWER_BYTES: u64 = 16 * 1024 * 1024;
@@ -104,7 +103,7 @@ impl Client<'_> {
     /// Sends the lookup; the URL as shown in messages, and the answer.
     fn request(&self, vars: &Vars) -> Result<(String, Reply), String> {
         let config = self.config;
-        let path = config.url.replace("{uid}", &utf8_percent_encode(vars.uid, QUERY_VALUE).to_string());
+        let path = config.url.replace("{uid}", &template::encode(vars.uid));
         let url = config.batch_query.apply(&config.query.apply(&path, vars), vars);
         let shown = shorten(&url);
         let fail = |e: &dyn std::fmt::Display| format!("lookup {} {shown}: {e}", self.method());
@@ -114,26 +113,18 @@ impl Client<'_> {
             }
             let sent = match (&config.method, &config.body) {
                 (LookupMethod::Post, Some(body)) => {
-                    let mut request = self.agent.post(&url).header("Content-Type", &config.content_type);
-                    for (name, value) in self.headers {
-                        request = request.header(name, value);
-                    }
+                    let request = self.agent.post(&url).header("Content-Type", &config.content_type);
+                    let request = http::with_headers(request, self.headers);
                     self.auth.apply(request).map_err(|e| fail(&e))?.send(body.render(vars))
                 }
                 _ => {
-                    let mut request = self.agent.get(&url);
-                    for (name, value) in self.headers {
-                        request = request.header(name, value);
-                    }
+                    let request = http::with_headers(self.agent.get(&url), self.headers);
                     self.auth.apply(request).map_err(|e| fail(&e))?.call()
                 }
             };
             sent.map_err(|e| fail(&http::why(&e)))
         };
-        let mut response = send()?;
-        if response.status() == 401 && self.auth.renew() {
-            response = send()?;
-        }
+        let mut response = self.auth.send_renewing(send)?;
         let status = response.status().as_u16();
         let location = http::location(&response);
         let body = response.body_mut().with_config().limit(MOST_ANSWER_BYTES).read_to_string();

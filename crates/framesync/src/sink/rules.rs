@@ -2,75 +2,11 @@
 //! its body, or a value at a JSON pointer in it. The first rule that matches decides; when
 //! none does, the statuses decide as [`super::classify`] says.
 
-use serde::Deserialize;
 use serde_json::Value;
 
 use super::{Answer, Verdict};
+use crate::config::{Means, Rule};
 use crate::http;
-
-/// What a matching rule makes of the answer.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Means {
-    Acknowledged,
-    AlreadyThere,
-    Retry,
-    Reject,
-    Broken,
-}
-
-impl Means {
-    /// Says that the RS has the records.
-    pub fn acknowledges(self) -> bool {
-        matches!(self, Means::Acknowledged | Means::AlreadyThere)
-    }
-
-    fn name(self) -> &'static str {
-        match self {
-            Means::Acknowledged => "acknowledged",
-            Means::AlreadyThere => "already_there",
-            Means::Retry => "retry",
-            Means::Reject => "reject",
-            Means::Broken => "broken",
-        }
-    }
-}
-
-/// A status a rule matches: one code, or a class (`5` for "5xx").
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum StatusMatch {
-    Code(u16),
-    Class(u16),
-}
-
-impl StatusMatch {
-    pub fn matches(self, status: u16) -> bool {
-        match self {
-            StatusMatch::Code(code) => code == status,
-            StatusMatch::Class(class) => status / 100 == class,
-        }
-    }
-
-    /// Whether a redirect can match.
-    pub fn covers_redirects(self) -> bool {
-        match self {
-            StatusMatch::Code(code) => (300..=399).contains(&code),
-            StatusMatch::Class(class) => class == 3,
-        }
-    }
-}
-
-/// One checked rule: every condition it has must hold, and it has at least one.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Rule {
-    /// Matches when the status is any of these (empty: any status).
-    pub status: Vec<StatusMatch>,
-    pub body_contains: Option<String>,
-    /// Matches when the body is JSON with a value here (equal to `equals`, when given).
-    pub pointer: Option<String>,
-    pub equals: Option<Value>,
-    pub means: Means,
-}
 
 impl Rule {
     fn matches(&self, answer: &Answer, json: Option<&Value>) -> bool {
@@ -118,6 +54,7 @@ mod tests {
     use serde_json::json;
 
     use super::*;
+    use crate::config::StatusMatch;
 
     fn rule(means: Means) -> Rule {
         Rule { status: vec![], body_contains: None, pointer: None, equals: None, means }

@@ -7,23 +7,22 @@
 use std::collections::HashSet;
 use std::time::Duration;
 
-use percent_encoding::utf8_percent_encode;
 use serde_json::Value;
 
-use crate::auth::Auth;
+use crate::auth::{Auth, AuthError};
 use crate::config::{BodyFormat, PageBy, SourceConfig, TimeFormat};
 use crate::frames::{Epoch, Frame};
 use crate::http;
 use crate::model::{DeadLetter, StagedRecord};
 use crate::record;
 use crate::servers::Pacer;
-use crate::template::{QUERY_VALUE, Query, Vars};
+use crate::template::{Query, Vars, encode, with_param};
 
 mod body;
 mod pages;
 
 pub use body::{DecodeError, PageBody, decode, parse_page};
-pub use pages::{After, after_page, followed_host, link_next, next_url, resolve, same_origin, with_param};
+pub use pages::{After, after_page, followed_host, link_next, next_url, resolve, same_origin};
 
 /// One page of a frame as the SS served it: its records in order (repeats kept: the ledger's
 /// staging keeps a UID once across the whole frame), the records that cannot be staged, and
@@ -80,6 +79,17 @@ pub enum PullError {
     Stopped,
 }
 
+impl From<AuthError> for PullError {
+    /// Credentials the token endpoint refuses are the SS refusing the request; an endpoint out
+    /// of reach fails the frame, to be retried later.
+    fn from(e: AuthError) -> Self {
+        match e.permanent {
+            true => PullError::Refused { status: e.status.unwrap_or(401), message: e.message },
+            false => PullError::Failed(e.message),
+        }
+    }
+}
+
 /// A frame's pages, in order, fetched as they are asked for; an error ends them.
 pub type Pages<'a> = Box<dyn Iterator<Item = Result<Page, PullError>> + 'a>;
 
@@ -118,17 +128,11 @@ impl HttpSource {
             self.pacer.wait();
             let mut request = self.agent.get(url).header("Accept", accept).header("Accept-Encoding", "gzip, deflate");
             if trusted {
-                for (name, value) in &self.config.headers {
-                    request = request.header(name, value);
-                }
-                request = self.auth.apply(request)?;
+                request = self.auth.apply(http::with_headers(request, &self.config.headers))?;
             }
             request.call().map_err(|e| PullError::Failed(format!("GET {shown}: {}", http::why(&e))))
         };
-        let mut response = send()?;
-        if trusted && response.status() == 401 && self.auth.renew() {
-            response = send()?;
-        }
+        let mut response = if trusted { self.auth.send_renewing(send)? } else { send()? };
         let status = response.status().as_u16();
         let date = http::date_header(&response);
         let retry_after = http::retry_after(&response);
@@ -370,8 +374,8 @@ pub fn frame_url(template: &str, query: &Query, format: TimeFormat, frame: Frame
         TimeFormat::EpochS => (from.to_string(), to.to_string(), (to - 1).to_string()),
         TimeFormat::EpochMs => ((from * 1000).to_string(), (to * 1000).to_string(), (to * 1000 - 1).to_string()),
     };
-    let enc = |v: &str| utf8_percent_encode(v, QUERY_VALUE).to_string();
-    let url = template.replace("{from}", &enc(&from)).replace("{to}", &enc(&to)).replace("{last}", &enc(&last));
+    let url =
+        template.replace("{from}", &encode(&from)).replace("{to}", &encode(&to)).replace("{last}", &encode(&last));
     query.apply(&url, &Vars { from: &from, to: &to, last: &last, ..Vars::default() })
 }
 

@@ -2,10 +2,8 @@
 //! (RFC 8288), or an offset or page number framesync counts itself; and which servers a next
 //! page may be fetched from.
 
-use percent_encoding::utf8_percent_encode;
-
 use crate::config::Stop;
-use crate::template::QUERY_VALUE;
+use crate::template::with_param;
 
 /// What an offset or page-number walk does after a page.
 #[derive(Debug, PartialEq, Eq)]
@@ -52,12 +50,6 @@ pub fn next_url(first: &str, next: &str, cursor_param: &str) -> String {
         return format!("{}{next}", origin(first));
     }
     with_param(first, cursor_param, next)
-}
-
-/// `url` with `name=value` added to its query, both percent-encoded.
-pub fn with_param(url: &str, name: &str, value: &str) -> String {
-    let joiner = if url.contains('?') { '&' } else { '?' };
-    format!("{url}{joiner}{}={}", utf8_percent_encode(name, QUERY_VALUE), utf8_percent_encode(value, QUERY_VALUE))
 }
 
 /// Whether two URLs have the same scheme, host and port: the SS's headers (its token) go only

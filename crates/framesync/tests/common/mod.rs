@@ -149,6 +149,25 @@ impl Pipeline {
         assert!(expected > 0, "{check:#}");
         expected
     }
+
+    /// `secret` is in no file of the ledger (the database, its WAL, its shared memory).
+    pub fn assert_not_in_ledger(&self, secret: &str) {
+        for suffix in ["", "-wal", "-shm"] {
+            let file = PathBuf::from(format!("{}{suffix}", self.ledger_path().display()));
+            let bytes = std::fs::read(&file).unwrap_or_default();
+            assert!(!bytes.windows(secret.len()).any(|w| w == secret.as_bytes()), "{} holds {secret}", file.display());
+        }
+    }
+}
+
+/// The simulated RS loses its first `n` records and every idempotency key (a restore from an
+/// old backup, say).
+pub fn rs_loses_records(sim: &Sim, n: usize) {
+    let rs = rusqlite::Connection::open(&sim.db).unwrap();
+    let lost =
+        rs.execute("DELETE FROM records WHERE id IN (SELECT id FROM records ORDER BY id LIMIT ?1)", [n]).unwrap();
+    assert_eq!(lost, n);
+    rs.execute("DELETE FROM idempotency_keys", []).unwrap();
 }
 
 /// TOML lines for a section: the defaults whose keys `extra` does not set, then `extra`.
@@ -166,4 +185,9 @@ pub fn aligned_minutes_ago(minutes: i64) -> i64 {
 
 pub fn stderr(out: &Output) -> String {
     String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+/// All a command wrote: its stdout, then its stderr.
+pub fn text(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr)
 }

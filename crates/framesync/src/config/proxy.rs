@@ -1,16 +1,13 @@
-//! The proxy a client goes through, read from the environment as curl reads it, and failures
-//! of the proxy told as such, naming it by host and port (never by its credentials).
+//! The proxy a client goes through, read from the environment as curl reads it.
 //!
 //! For an `https` URL: `https_proxy`, `HTTPS_PROXY`, then `all_proxy`, `ALL_PROXY`; for an
 //! `http` URL: `http_proxy`, `HTTP_PROXY`, then the same two. `no_proxy` / `NO_PROXY` lists
 //! hosts reached directly. ureq tunnels every request through the proxy with `CONNECT`.
 
 use anyhow::{Result, bail};
-use ureq::unversioned::transport::{ConnectProxyConnector, ConnectionDetails, Connector, Transport};
 use ureq::{Proxy, ProxyProtocol};
 
-use crate::config::Env;
-use crate::http::Failure;
+use super::Env;
 use crate::redact::Redactor;
 
 /// A proxy and the variable that named it.
@@ -29,7 +26,7 @@ impl ProxySetting {
 
 /// The proxy the environment names for `url` (by its scheme), with `NO_PROXY` attached; its
 /// password is a secret.
-pub fn from_env(url: &str, env: Env, secrets: &mut Redactor) -> Result<Option<ProxySetting>> {
+pub(super) fn from_env(url: &str, env: Env, secrets: &mut Redactor) -> Result<Option<ProxySetting>> {
     let https = url.get(..6).is_some_and(|s| s.eq_ignore_ascii_case("https:"));
     let vars: [&'static str; 4] = if https {
         ["https_proxy", "HTTPS_PROXY", "all_proxy", "ALL_PROXY"]
@@ -77,52 +74,6 @@ fn no_proxy(env: Env) -> Vec<String> {
         }
     }
     entries
-}
-
-/// ureq's `CONNECT` connector, whose failures name the proxy.
-#[derive(Debug)]
-pub struct NamedProxy {
-    inner: ConnectProxyConnector,
-    setting: Option<ProxySetting>,
-}
-
-impl NamedProxy {
-    pub fn new(setting: Option<ProxySetting>) -> Self {
-        Self { inner: ConnectProxyConnector::default(), setting }
-    }
-}
-
-impl<In: Transport> Connector<In> for NamedProxy {
-    type Out = <ConnectProxyConnector as Connector<In>>::Out;
-
-    fn connect(&self, details: &ConnectionDetails, chained: Option<In>) -> Result<Option<Self::Out>, ureq::Error> {
-        self.inner.connect(details, chained).map_err(|e| match &self.setting {
-            Some(setting) => Failure::new(proxy_failed(setting, &e)).into(),
-            None => e,
-        })
-    }
-}
-
-/// One line on a failure of the proxy itself.
-fn proxy_failed(setting: &ProxySetting, e: &ureq::Error) -> String {
-    let (shown, var) = (setting.shown(), setting.var);
-    let what = match e {
-        ureq::Error::ConnectProxyFailed(reason) => {
-            match reason.strip_prefix("proxy server responded ").and_then(|r| r.split('/').next()) {
-                Some("407") => format!(
-                    "it answered CONNECT with 407 Proxy Authentication Required; put the proxy's user and password in {var} (http://user:password@host:port)"
-                ),
-                Some(status) => format!("it answered CONNECT with HTTP {status}"),
-                None => reason.clone(),
-            }
-        }
-        ureq::Error::Io(io) if io.kind() == std::io::ErrorKind::ConnectionRefused => {
-            format!("connection refused; is the proxy running, and is {var} right?")
-        }
-        ureq::Error::HostNotFound => format!("its host name does not resolve; is {var} right?"),
-        e => crate::http::why(e),
-    };
-    format!("the proxy {shown} (from {var}) failed: {what}")
 }
 
 #[cfg(test)]
@@ -179,9 +130,5 @@ mod tests {
         assert_eq!(setting.shown(), "p.example:3128");
         assert_eq!(setting.proxy.password(), Some("hunter2"));
         assert_eq!(secrets.scrub("x hunter2 y"), "x *** y");
-        let failure = proxy_failed(&setting, &ureq::Error::ConnectProxyFailed("proxy server responded 407/407".into()));
-        assert!(
-            failure.starts_with("the proxy p.example:3128 (from HTTPS_PROXY) failed: it answered CONNECT with 407")
-        );
     }
 }

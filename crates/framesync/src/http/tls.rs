@@ -1,84 +1,28 @@
-//! TLS for every client: the rustls client config made from `[source.tls]` or `[sink.tls]` (the
-//! roots it trusts, its own certificate, the lowest version it speaks), the connector that
-//! speaks it in ureq's chain, and handshake failures told as what to fix.
+//! TLS in ureq's chain: the connector that speaks the rustls client config checked from
+//! `[source.tls]` or `[sink.tls]` ([`crate::config::Transport`]), and handshake failures told
+//! as what to fix.
 //!
 //! ureq's own rustls connector always offers every TLS version and trusts one kind of root at a
-//! time, so framesync puts its own connector in the chain: the same rustls, with a client
-//! config built here.
+//! time, so framesync puts its own connector in the chain: the same rustls, with the client
+//! config the config check built.
 
 use std::io::{Read, Write};
 use std::sync::Arc;
 
-use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
-use rustls::{AlertDescription, CertificateError, ClientConfig, ClientConnection, RootCertStore, StreamOwned};
+use rustls::pki_types::ServerName;
+use rustls::{AlertDescription, CertificateError, ClientConfig, ClientConnection, StreamOwned};
 use ureq::unversioned::transport::{
     Buffers, ConnectionDetails, Connector, Either, LazyBuffers, NextTimeout, Transport, TransportAdapter,
 };
 
-use crate::http::Failure;
-
-/// The lowest TLS version a client speaks.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum MinVersion {
-    #[default]
-    Tls12,
-    Tls13,
-}
-
-impl MinVersion {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            MinVersion::Tls12 => "1.2",
-            MinVersion::Tls13 => "1.3",
-        }
-    }
-
-    fn versions(self) -> &'static [&'static rustls::SupportedProtocolVersion] {
-        match self {
-            MinVersion::Tls12 => rustls::DEFAULT_VERSIONS,
-            MinVersion::Tls13 => TLS13_ONLY,
-        }
-    }
-}
-
-static TLS13_ONLY: &[&rustls::SupportedProtocolVersion] = &[&rustls::version::TLS13];
-
-/// The roots that webpki-roots bundles (Mozilla's), which ureq trusts by default.
-pub fn bundled_roots() -> RootCertStore {
-    RootCertStore { roots: webpki_roots::TLS_SERVER_ROOTS.to_vec() }
-}
-
-/// A client config trusting `roots`, presenting `client` (a chain and its key) when asked,
-/// speaking `min` and above.
-pub fn client_config(
-    roots: RootCertStore,
-    client: Option<(Vec<CertificateDer<'static>>, PrivateKeyDer<'static>)>,
-    min: MinVersion,
-) -> Result<ClientConfig, rustls::Error> {
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let builder = ClientConfig::builder_with_provider(provider)
-        .with_protocol_versions(min.versions())?
-        .with_root_certificates(roots);
-    match client {
-        Some((chain, key)) => builder.with_client_auth_cert(chain, key),
-        None => Ok(builder.with_no_client_auth()),
-    }
-}
+use super::Failure;
+use crate::config::Why;
 
 /// Wraps an `https` connection in TLS with one client config; other connections pass as they are.
 #[derive(Debug)]
 pub struct TlsConnector {
     config: Arc<ClientConfig>,
     why: Why,
-}
-
-/// What a failure message needs: the config's table, and what it set.
-#[derive(Debug, Clone, Copy)]
-pub struct Why {
-    /// `source.tls` or `sink.tls`.
-    pub key: &'static str,
-    pub client_cert: bool,
-    pub min: MinVersion,
 }
 
 impl TlsConnector {
