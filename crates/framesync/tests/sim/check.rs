@@ -24,7 +24,9 @@
 //!    start (eligible undelivered frames and due re-checks) × (1 + re-checks per frame) / (what
 //!    the fresh frames and their re-checks leave of `max_frames`) + 10%, stretched to whole days
 //!    by a backfill window (`world.rs`, `Driver::calm`). A drain longer than 4× the schedule is
-//!    not waited for: then the backlog must have shrunk, and later frames must be delivered.
+//!    not waited for: then the backlog must have shrunk, and later frames must be delivered
+//!    (later than the latest this machine's clock read before the calm: after it jumped back,
+//!    frames past the calm's own horizon may be fault-phase frames, waiting for the window).
 //! 8. Dead letters are deserved: each is a record the RS refuses for good (a bad record), one
 //!    `sink.map` cannot satisfy, one that crashes the RS, or one of a batch holding such a record
 //!    that never got an answer (it may have been stored, so it is dead-lettered whole, under its
