@@ -797,7 +797,8 @@ impl Checker {
             rows.collect::<Result<_, _>>()?
         };
         if staged.iter().any(|u| net.catalog.by_uid(u).is_some_and(|r| r.poison == Poison::Crash)) {
-            return Ok(Some('f'));
+            // Answered item by item, its failures were reset under every new key (k).
+            return Ok(Some(if self.scenario.shapes.items { 'k' } else { 'f' }));
         }
         if let Some(hole) = self.starved_by_too_early() {
             return Ok(Some(hole));
@@ -880,9 +881,10 @@ impl Checker {
         };
         if *code != 0 && !failures.iter().all(explained) {
             let detail = format!("the last run of the calm phase exited {code}: {}", failures.join("; "));
-            let crash = self.scenario.crash_rate > 0.0
-                && failures.iter().any(|f| f.contains("HTTP 500") || f.contains("item status 500"));
-            return self.flag(violation(7, "last-run-failed", detail).hole(crash.then_some('f')));
+            let crash = self.scenario.crash_rate > 0.0 && failures.iter().any(|f| f.contains("HTTP 500"));
+            let item_crash = self.scenario.crash_rate > 0.0 && failures.iter().any(|f| f.contains("item status 500"));
+            let hole = if item_crash { Some('k') } else { crash.then_some('f') };
+            return self.flag(violation(7, "last-run-failed", detail).hole(hole));
         }
         Ok(())
     }
