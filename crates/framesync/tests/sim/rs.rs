@@ -5,7 +5,9 @@
 //! on others (500); offers a lookup that tells the truth, lies during maintenance, or always
 //! lies. Periods (down, redirecting to a login page, an expired token, a dropped table,
 //! maintenance, rate limiting) and transient faults come and go; lost answers and in-flight
-//! deaths happen after the records are stored.
+//! deaths happen after the records are stored. Batches come as JSON arrays or NDJSON (after
+//! action lines naming each UID, in some seeds); per-item answers, a ClickHouse-like refusal
+//! and lookups by pointer or batched are in `rs_shapes.rs`.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -175,12 +177,13 @@ fn uids(net: &Net, body: &str) -> Option<Vec<String>> {
             return None;
         }
         let records = lines.iter().enumerate().filter(|(n, _)| !action || n % 2 == 1);
-        return records.map(|(n, record)| {
-            let uid = uid(record)?;
-            let named = !action || lines[n - 1].pointer("/index/_id").and_then(Value::as_str) == Some(uid.as_str());
-            named.then_some(uid)
-        })
-        .collect();
+        return records
+            .map(|(n, record)| {
+                let uid = uid(record)?;
+                let named = !action || lines[n - 1].pointer("/index/_id").and_then(Value::as_str) == Some(uid.as_str());
+                named.then_some(uid)
+            })
+            .collect();
     }
     match serde_json::from_str::<Value>(body).ok()? {
         Value::Array(items) if net.scenario.batch.is_some() => items.iter().map(uid).collect(),

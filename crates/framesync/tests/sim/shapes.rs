@@ -152,7 +152,11 @@ impl Shapes {
             Paging::Link => t += "[source.pages]\nby = \"link\"\n",
             Paging::Offset | Paging::Page => {
                 let by = if paging == Paging::Offset { "offset" } else { "page" };
-                t += &format!("[source.pages]\nby = \"{by}\"\nlimit = {}\nstop = \"{}\"\n", self.limit, self.stop.name());
+                t += &format!(
+                    "[source.pages]\nby = \"{by}\"\nlimit = {}\nstop = \"{}\"\n",
+                    self.limit,
+                    self.stop.name()
+                );
                 if paging == Paging::Page {
                     t += &format!("first_page = {}\n", self.first_page);
                 }
@@ -199,7 +203,9 @@ impl Shapes {
         let url = format!("[sink.lookup]\nurl = \"http://{RS_HOST}/v1/lookup\"\n");
         match self.lookup_by {
             LookupBy::Status => {}
-            LookupBy::Pointer => t += &format!("{url}present = \"/data/0/n\"\n[sink.lookup.query]\nuid = \"{{uid}}\"\n"),
+            LookupBy::Pointer => {
+                t += &format!("{url}present = \"/data/0/n\"\n[sink.lookup.query]\nuid = \"{{uid}}\"\n")
+            }
             LookupBy::Batched { size, post, objects } => {
                 t += &format!("{url}batch_size = {size}\nfound = \"/data\"\n");
                 if objects {

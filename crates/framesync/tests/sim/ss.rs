@@ -1,6 +1,9 @@
 //! The model SS: a store of time-stamped records answering range queries, in the seed's
 //! semantics — exclusive `[from, to)` or inclusive `[from, last]` bounds in rfc3339, epoch_s or
-//! epoch_ms; one page, a cursor, or next-page URLs (paths or absolute), with pages fixed at the
+//! epoch_ms; one page, a cursor, next-page URLs (paths or absolute, in the body or a `Link`
+//! header), or offset and page-number walks at the config's limit (the total stated beside the
+//! records where the config stops at it, and lies about them in the fault phase, see `lie`);
+//! bodies as JSON or NDJSON; pages fixed at the
 //! first page (snapshot) or recomputed from what is visible at each page (live); a `Date`
 //! header from its own clock, or none; transient faults; and, in some seeds, no history for
 //! old frames (400, for good).
@@ -349,7 +352,8 @@ fn body(net: &Net, items: &[usize], next: Option<&str>, total: usize) -> String 
     if net.scenario.shapes.stop == Stop::Total && matches!(net.scenario.paging, Paging::Offset | Paging::Page) {
         return format!("{{\"items\":{array},\"total\":{total}}}");
     }
-    let next = next.filter(|_| net.scenario.paging != Paging::Link).map_or(Value::Null, |n| Value::String(n.to_owned()));
+    let next =
+        next.filter(|_| net.scenario.paging != Paging::Link).map_or(Value::Null, |n| Value::String(n.to_owned()));
     format!("{{\"items\":{array},\"next\":{next}}}")
 }
 
