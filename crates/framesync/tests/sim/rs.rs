@@ -173,7 +173,7 @@ fn uids(net: &Net, body: &str) -> Option<Vec<String>> {
             return None;
         }
         let action = shapes.rs_body == RsBody::NdjsonAction;
-        if action && lines.len() % 2 != 0 {
+        if action && !lines.len().is_multiple_of(2) {
             return None;
         }
         let records = lines.iter().enumerate().filter(|(n, _)| !action || n % 2 == 1);
