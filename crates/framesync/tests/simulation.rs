@@ -1,10 +1,17 @@
 //! The deterministic simulation: the REAL planner, job and ledger (a SQLite file) and the REAL
 //! HTTP clients (ureq, over an in-process transport), driven by a seeded schedule of cron runs
 //! against model SS and RS servers whose semantics vary by seed — inclusive or exclusive
-//! bounds, millisecond stamps on a frame's edges, cursors and next URLs, snapshot or live
-//! pages, keys honored or ignored, lookups that lie, batches, poison records, redirects,
-//! clocks that drift and jump — with kills at every named point and in flight. The invariants
-//! (see `sim/check.rs`) are checked after every simulated run. Same seed, same trace.
+//! bounds, millisecond stamps on a frame's edges, cursors and next URLs, `Link` headers,
+//! offsets and page numbers (stopping at an empty page, a short one or a stated total),
+//! JSON or NDJSON bodies, snapshot or live pages, keys honored or ignored, batches (as JSON
+//! arrays or NDJSON, with action lines), per-item answers, a ClickHouse-like RS whose bad
+//! records answer 500 "Code: 27" under an answer rule, lookups by status, by a JSON pointer or
+//! batched, poison records, redirects, clocks that drift and jump — and servers that lie: lookups
+//! saying "present" for everything, an SS ignoring the offset, stating a wrong total or serving
+//! a short page mid-walk, per-item lists of the wrong length or saying nothing, lookup answers
+//! without their pointer or listing a UID not asked for (`sim/shapes.rs` draws these) — with
+//! kills at every named point and in flight. The invariants (see `sim/check.rs`) are checked
+//! after every simulated run. Same seed, same trace.
 //!
 //! - `the_simulation_holds_its_invariants_over_many_seeds`: a bounded run in the suite.
 //! - `simulate_at_scale` (ignored): `scripts/simulate`, SIM_SEEDS × SIM_RUNS on every core.
@@ -39,6 +46,10 @@ pub const HOLES: &[(&str, &str)] = &[
     (
         "j",
         "a clock a year ahead for one run re-checks frames early, for the last time, though the SS's Date says it is early: their later records are lost",
+    ),
+    (
+        "k",
+        "a record the RS fails item by item (per-item answers) goes again under a new key with its failures reset: it never reaches max_attempts and keeps its frame pushing forever",
     ),
 ];
 

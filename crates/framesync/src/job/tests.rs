@@ -1136,6 +1136,35 @@ fn records_a_per_item_answer_sent_back_go_in_later_runs_under_their_new_key_only
     assert_eq!(w.state(T0), Some(FrameState::Delivered));
 }
 
+/// Pins a record the RS answers 500 item by item, run after run, while it takes the others:
+/// each per-item answer sent it again under a new key with its failures reset, so it never
+/// reached `sink.max_attempts` and kept its frame pushing forever (found by the simulation).
+#[test]
+fn a_record_the_rs_fails_item_by_item_is_dead_lettered_after_max_attempts() {
+    let mut w = World::new(config("mode = \"batch\"\nbatch_size = 3\nmax_attempts = 3"));
+    let frames: Vec<(Epoch, Vec<&'static str>)> = vec![
+        (T0, vec!["poison", "a"]),
+        (T0 + 60, vec!["b"]),
+        (T0 + 120, vec!["c"]),
+        (T0 + 180, vec!["d"]),
+        (T0 + 240, vec!["e"]),
+    ];
+    let src = source(&frames);
+    let sink = FakeSink::bulk(3).always("poison", server_error());
+    let mut codes = vec![];
+    for (i, now) in [T0 + 120, T0 + 180, T0 + 240, T0 + 300].into_iter().enumerate() {
+        let outcome = w.run(&src, &sink, now, Scope::Run);
+        codes.push(outcome.exit_code());
+        assert_eq!(sink.stored_count(["a", "b", "c", "d"][i]), 1, "later frames are not blocked (run {i})");
+    }
+    assert_eq!(codes, [1, 1, 1, 0], "failing, failing, dead-lettered, then nothing wrong");
+    assert_eq!(w.state(T0), Some(FrameState::Delivered), "delivered without the poison record");
+    let (reason, detail): (String, String) = w.ledger.pair("SELECT reason, detail FROM dead_letters");
+    assert_eq!(reason, "exhausted");
+    assert!(detail.contains("3 times") && detail.contains("500"), "{detail}");
+    assert_eq!(sink.sent_uids().iter().filter(|u| *u == "poison").count(), 3);
+}
+
 #[test]
 fn an_item_that_blames_the_rs_stops_the_pushes_but_what_the_rs_took_is_recorded() {
     let mut w = World::new(config("mode = \"batch\"\nbatch_size = 3"));

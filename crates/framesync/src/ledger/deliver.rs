@@ -64,6 +64,8 @@ impl Ledger {
     /// refused (dead letters; how many were added is returned), and the new key of those it
     /// sent back. A crash leaves the batch as it was before the answer (re-sent whole under
     /// its key) or wholly settled, never some of its records under another key than the rest.
+    /// Those sent back keep their attempts: the RS named them, so their failures are their own
+    /// and count on to `sink.max_attempts` under every new key.
     pub fn settle_items(
         &mut self,
         start: Epoch,
@@ -80,8 +82,7 @@ impl Ledger {
             added += i64::from(insert_dead_letter(&tx, start, letter, now)?);
         }
         {
-            let mut update =
-                tx.prepare_cached("UPDATE staged SET key = ?3, attempts = 0 WHERE frame = ?1 AND seq = ?2")?;
+            let mut update = tx.prepare_cached("UPDATE staged SET key = ?3 WHERE frame = ?1 AND seq = ?2")?;
             for (seq, key) in again {
                 update.execute(params![start, seq, key.to_sql()])?;
             }

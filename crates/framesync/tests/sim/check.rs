@@ -24,13 +24,18 @@
 //!    start (eligible undelivered frames and due re-checks) × (1 + re-checks per frame) / (what
 //!    the fresh frames and their re-checks leave of `max_frames`) + 10%, stretched to whole days
 //!    by a backfill window (`world.rs`, `Driver::calm`). A drain longer than 4× the schedule is
-//!    not waited for: then the backlog must have shrunk, and later frames must be delivered.
+//!    not waited for: then the backlog must have shrunk, and later frames must be delivered
+//!    (later than the latest this machine's clock read before the calm: after it jumped back,
+//!    frames past the calm's own horizon may be fault-phase frames, waiting for the window).
 //! 8. Dead letters are deserved: each is a record the RS refuses for good (a bad record), one
 //!    `sink.map` cannot satisfy, one that crashes the RS, or one of a batch holding such a record
 //!    that never got an answer (it may have been stored, so it is dead-lettered whole, under its
 //!    key) — never a record refused because the RS was misconfigured.
 //! 9. Nothing promised is lost (at the end): every record stamped in a delivered frame whose
-//!    re-checks are done is stored or dead-lettered, unless the SS refused that frame's history.
+//!    re-checks are done is stored or dead-lettered, unless the SS refused that frame's history,
+//!    or a lying SS left it out of a committed walk where no client could tell (a page number
+//!    past it after a short page, a total that ended the walk before it, an ignored offset;
+//!    `ss.rs`, `lie`) and no committed walk served it.
 //! 10. What the operator reads agrees with the ledger: after every run that ended, the metrics
 //!     file the run wrote (and every `STATUS_EVERY` runs, `status --json`) names the run's exit
 //!     code, and counts the dead letters, the records the RS keeps failing, the re-checks given
@@ -155,6 +160,8 @@ pub struct Checker {
     size: FrameSize,
     /// Per frame, the records served by the walks framesync committed.
     committed: BTreeMap<i64, BTreeSet<usize>>,
+    /// Records a lying SS left out of a walk framesync committed, where no client could tell.
+    withheld: BTreeSet<usize>,
     pub killed_runs: u64,
     /// The largest backward jump of this machine's clock so far, in seconds.
     pub jump_back: i64,
@@ -189,6 +196,7 @@ impl Checker {
             max_attempts: i64::from(max_attempts),
             size,
             committed: BTreeMap::new(),
+            withheld: BTreeSet::new(),
             killed_runs: 0,
             jump_back: 0,
             records_served: 0,
@@ -455,6 +463,7 @@ impl Checker {
                 self.flag(violation(3, "incomplete-walk-committed", detail))?;
             }
             self.committed.entry(frame).or_default().extend(walk.served.iter().copied());
+            self.withheld.extend(walk.withheld.iter().copied());
             net.trace(|| {
                 format!(
                     "  committed: walk {} of frame {} ({}, first page at {}, {} pages, {} records served)",
@@ -788,7 +797,8 @@ impl Checker {
             rows.collect::<Result<_, _>>()?
         };
         if staged.iter().any(|u| net.catalog.by_uid(u).is_some_and(|r| r.poison == Poison::Crash)) {
-            return Ok(Some('f'));
+            // Answered item by item, its failures were reset under every new key (k).
+            return Ok(Some(if self.scenario.shapes.items { 'k' } else { 'f' }));
         }
         if let Some(hole) = self.starved_by_too_early() {
             return Ok(Some(hole));
@@ -867,12 +877,14 @@ impl Checker {
                 || (f.contains("fix the clock that is wrong") && self.scenario.date_header)
                 || f.contains("dead-lettered this run")
                 || (f.contains("a UID that cannot exist") && self.scenario.lookup_lies())
-                || (f.contains("HTTP 500") && self.scenario.crash_rate > 0.0)
+                || ((f.contains("HTTP 500") || f.contains("item status 500")) && self.scenario.crash_rate > 0.0)
         };
         if *code != 0 && !failures.iter().all(explained) {
             let detail = format!("the last run of the calm phase exited {code}: {}", failures.join("; "));
             let crash = self.scenario.crash_rate > 0.0 && failures.iter().any(|f| f.contains("HTTP 500"));
-            return self.flag(violation(7, "last-run-failed", detail).hole(crash.then_some('f')));
+            let item_crash = self.scenario.crash_rate > 0.0 && failures.iter().any(|f| f.contains("item status 500"));
+            let hole = if item_crash { Some('k') } else { crash.then_some('f') };
+            return self.flag(violation(7, "last-run-failed", detail).hole(hole));
         }
         Ok(())
     }
@@ -925,6 +937,12 @@ impl Checker {
                 let rec = &net.catalog.records[i];
                 let frame = self.size.align_down(rec.stamp_ms.div_euclid(1000));
                 if pending.contains(&frame) || net.ss.refused_history.contains(&frame) || net.rs.has(&rec.uid) {
+                    continue;
+                }
+                // A lying SS left it out of a walk framesync committed, and no committed walk
+                // served it: the SS never gave it (invariant 3 holds framesync to what it did).
+                let served = self.committed.get(&frame).is_some_and(|c| c.contains(&i));
+                if self.withheld.contains(&i) && !served {
                     continue;
                 }
                 // A frame pulled by a clock far ahead from an SS that sends no Date header, or

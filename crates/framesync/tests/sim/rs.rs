@@ -5,7 +5,9 @@
 //! on others (500); offers a lookup that tells the truth, lies during maintenance, or always
 //! lies. Periods (down, redirecting to a login page, an expired token, a dropped table,
 //! maintenance, rate limiting) and transient faults come and go; lost answers and in-flight
-//! deaths happen after the records are stored.
+//! deaths happen after the records are stored. Batches come as JSON arrays or NDJSON (after
+//! action lines naming each UID, in some seeds); per-item answers, a ClickHouse-like refusal
+//! and lookups by pointer or batched are in `rs_shapes.rs`.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -14,13 +16,14 @@ use serde_json::Value;
 use super::net::{Net, Reply, Request, answer, decode, html, json, retry_after};
 use super::records::Poison;
 use super::scenario::{Keys, Lookup, MAX_RETRY_AFTER, Period, TIMEOUT_SECS};
+use super::shapes::{LookupBy, RsBody};
 
 #[derive(Debug, Default)]
 pub struct Rs {
     /// Copies stored per UID.
     pub stored: BTreeMap<String, u32>,
-    /// Known keys: the body they came with and the answer they got.
-    keys: BTreeMap<String, (String, u16)>,
+    /// Known keys: the body they came with and the answer they got (status and body).
+    keys: BTreeMap<String, (String, u16, String)>,
     /// The key each UID was first stored under.
     first_key: BTreeMap<String, String>,
     /// Every copy beyond the first, in order: the UID, the key of its first copy, this copy's key.
@@ -55,6 +58,9 @@ pub fn handle(net: &mut Net, request: &Request) -> Reply {
         net.rs.violations.push(format!("{} {} without the RS credential", request.method, request.target));
         return json(401, r#"{"error":"unauthorized"}"#);
     }
+    if request.path() == "/v1/lookup" {
+        return super::rs_shapes::lookup(net, request);
+    }
     match (request.method.as_str(), request.path().strip_prefix("/v1/ingest")) {
         ("POST", Some("")) => ingest(net, request),
         ("GET", Some(uid)) if uid.starts_with('/') => lookup(net, &decode(&uid[1..])),
@@ -67,7 +73,7 @@ pub fn handle(net: &mut Net, request: &Request) -> Reply {
 
 /// The answer of a period in force, for POSTs and lookups alike (maintenance differs).
 fn period_answer(net: &mut Net, request: &Request) -> Option<Reply> {
-    let lookup = request.method == "GET";
+    let lookup = request.method == "GET" || request.path() == "/v1/lookup";
     let period = [
         Period::Down,
         Period::Redirect,
@@ -84,7 +90,13 @@ fn period_answer(net: &mut Net, request: &Request) -> Option<Reply> {
         Period::Redirect => Reply::Bytes(answer(302, &[("location", "/login".into())], "")),
         Period::ExpiredToken => json(401, r#"{"error":"token expired"}"#),
         Period::DroppedTable => json(404, r#"{"error":"no such table"}"#),
-        Period::Maintenance if lookup && net.scenario.lookup == Lookup::LiesInMaintenance => html(200),
+        Period::Maintenance if lookup && net.scenario.lookup == Lookup::LiesInMaintenance => {
+            if net.scenario.shapes.lookup_by == LookupBy::Status {
+                html(200)
+            } else {
+                super::rs_shapes::present_for_all(net, request)
+            }
+        }
         Period::Maintenance => html(503),
         _ => retry_after(429, net.dice.range(1, MAX_RETRY_AFTER)),
     })
@@ -97,6 +109,7 @@ fn remember_misleading(net: &mut Net, request: &Request, reply: &Reply) {
     let lie = bytes.starts_with(b"HTTP/1.1 200");
     let uids = match request.path().strip_prefix("/v1/ingest/") {
         Some(uid) => vec![decode(uid)],
+        None if request.path() == "/v1/lookup" => super::rs_shapes::asked(request),
         None => uids(net, &request.body).unwrap_or_default(),
     };
     if redirect {
@@ -117,26 +130,35 @@ fn ingest(net: &mut Net, request: &Request) -> Reply {
     };
     let key = request.header("idempotency-key").unwrap_or_default().to_owned();
     if net.scenario.keys != Keys::Ignores
-        && let Some((body, status)) = net.rs.keys.get(&key).cloned()
+        && let Some((body, status, answer)) = net.rs.keys.get(&key).cloned()
     {
         if net.scenario.keys == Keys::Strict && body != request.body {
             net.count("rs-key-conflict-422");
             return json(422, r#"{"error":"this key came with another body"}"#);
         }
         net.count("rs-key-replayed");
-        return json(status, r#"{"replayed":true}"#);
+        return json(status, &answer);
+    }
+    if net.scenario.shapes.items {
+        return super::rs_shapes::per_item(net, request, &uids, &key);
     }
     if let Some(reply) = refusal(net, &uids) {
         return reply;
     }
     store(net, &uids, &key);
-    if net.scenario.keys != Keys::Ignores {
-        net.rs.keys.insert(key, (request.body.clone(), 201));
-    }
-    after_storing(net, uids.len())
+    remember_key(net, request, key, 201, r#"{"replayed":true}"#);
+    after_storing(net, uids.len(), None)
 }
 
-/// The UIDs of a record or a batch, as framesync reads them (a JSON integer as its digits).
+/// Keeps the answer to a key, where the RS honors keys: it replays it for the same key.
+pub fn remember_key(net: &mut Net, request: &Request, key: String, status: u16, answer: &str) {
+    if net.scenario.keys != Keys::Ignores {
+        net.rs.keys.insert(key, (request.body.clone(), status, answer.to_owned()));
+    }
+}
+
+/// The UIDs of a record or a batch, as framesync reads them (a JSON integer as its digits):
+/// an object, an array, or one record a line (after its action line, where the RS takes them).
 fn uids(net: &Net, body: &str) -> Option<Vec<String>> {
     let field = net.scenario.rs_uid_field();
     let uid = |v: &Value| match v.get(field)? {
@@ -144,6 +166,25 @@ fn uids(net: &Net, body: &str) -> Option<Vec<String>> {
         Value::Number(n) => Some(n.to_string()),
         _ => None,
     };
+    let shapes = &net.scenario.shapes;
+    if net.scenario.batch.is_some() && shapes.rs_body != RsBody::Array {
+        let lines: Vec<Value> = body.lines().map(serde_json::from_str).collect::<Result<_, _>>().ok()?;
+        if !body.ends_with('\n') || lines.is_empty() {
+            return None;
+        }
+        let action = shapes.rs_body == RsBody::NdjsonAction;
+        if action && !lines.len().is_multiple_of(2) {
+            return None;
+        }
+        let records = lines.iter().enumerate().filter(|(n, _)| !action || n % 2 == 1);
+        return records
+            .map(|(n, record)| {
+                let uid = uid(record)?;
+                let named = !action || lines[n - 1].pointer("/index/_id").and_then(Value::as_str) == Some(uid.as_str());
+                named.then_some(uid)
+            })
+            .collect();
+    }
     match serde_json::from_str::<Value>(body).ok()? {
         Value::Array(items) if net.scenario.batch.is_some() => items.iter().map(uid).collect(),
         record @ Value::Object(_) => Some(vec![uid(&record)?]),
@@ -158,6 +199,10 @@ fn refusal(net: &mut Net, uids: &[String]) -> Option<Reply> {
         return Some(json(413, r#"{"error":"batch too large"}"#));
     }
     let poison = |kind| uids.iter().any(|u| net.catalog.by_uid(u).is_some_and(|r| r.poison == kind));
+    if poison(Poison::Bad) && net.scenario.shapes.code27 {
+        net.count("rs-bad-record-code-27");
+        return Some(json(500, super::rs_shapes::CODE_27));
+    }
     if poison(Poison::Bad) {
         net.count("rs-bad-record");
         return Some(json(net.scenario.poison_status, r#"{"error":"invalid record"}"#));
@@ -169,7 +214,7 @@ fn refusal(net: &mut Net, uids: &[String]) -> Option<Reply> {
     None
 }
 
-fn store(net: &mut Net, uids: &[String], key: &str) {
+pub fn store(net: &mut Net, uids: &[String], key: &str) {
     for uid in uids {
         let copies = net.rs.stored.entry(uid.clone()).or_default();
         *copies += 1;
@@ -181,8 +226,9 @@ fn store(net: &mut Net, uids: &[String], key: &str) {
     }
 }
 
-/// The answer to a stored request, unless it is lost or the process dies first.
-fn after_storing(net: &mut Net, records: usize) -> Reply {
+/// The answer to a stored request (201, or 200 with `answer`), unless it is lost or the
+/// process dies first.
+pub fn after_storing(net: &mut Net, records: usize, answer: Option<&str>) -> Reply {
     if net.faults_on && net.dice.chance(net.scenario.in_flight_rate) {
         net.count("rs-in-flight-death");
         net.rs.lost_records += records as u64;
@@ -198,7 +244,10 @@ fn after_storing(net: &mut Net, records: usize) -> Reply {
         net.time.advance(TIMEOUT_SECS * 1000);
         return Reply::Timeout;
     }
-    json(201, &format!(r#"{{"stored":{records}}}"#))
+    match answer {
+        Some(answer) => json(200, answer),
+        None => json(201, &format!(r#"{{"stored":{records}}}"#)),
+    }
 }
 
 /// A lookup: the truth, or a maintenance page where the lookup lies.
@@ -216,7 +265,7 @@ fn lookup(net: &mut Net, uid: &str) -> Reply {
 }
 
 /// A fault instead of processing the POST, during the fault phase.
-fn transient_fault(net: &mut Net) -> Option<Reply> {
+pub fn transient_fault(net: &mut Net) -> Option<Reply> {
     if !net.faults_on || !net.dice.chance(net.scenario.rs_fault_rate) {
         return None;
     }

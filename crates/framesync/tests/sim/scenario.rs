@@ -5,6 +5,7 @@
 use std::path::Path;
 
 use super::rng::Rng;
+use super::shapes::Shapes;
 
 pub const MINUTE: i64 = 60;
 pub const HOUR: i64 = 3_600;
@@ -62,6 +63,12 @@ pub enum Paging {
     NextPath,
     /// A next-page absolute URL on the same origin.
     NextUrl,
+    /// A `Link: <...>; rel="next"` header.
+    Link,
+    /// `offset` and `limit` parameters framesync counts.
+    Offset,
+    /// `page` and `limit` parameters framesync counts.
+    Page,
 }
 
 /// What the RS does with an Idempotency-Key.
@@ -177,6 +184,8 @@ pub struct Scenario {
     pub history: Option<i64>,
     pub ss_fault_rate: f64,
     pub ss_clock_jumps: bool,
+    /// The shapes of both servers beyond the first dialect (`shapes.rs`).
+    pub shapes: Shapes,
     // ---- the RS
     pub keys: Keys,
     pub lookup: Lookup,
@@ -230,7 +239,7 @@ impl Scenario {
         let backlog = rng.pick(&[0, 10 * MINUTE, HOUR, 3 * HOUR]);
         let mut periods: Vec<Period> = Period::ALL.into_iter().filter(|_| rng.chance(0.3)).collect();
         periods.sort();
-        Self {
+        let mut s = Self {
             seed,
             size,
             delay,
@@ -294,7 +303,13 @@ impl Scenario {
             start,
             reference: (start - backlog) / size * size,
             recheck,
+            shapes: Shapes::default(),
+        };
+        s.shapes = Shapes::draw(seed, &mut s.paging, &mut s.items_pointer, s.batch);
+        if s.shapes.code27 {
+            s.poison_status = 500;
         }
+        s
     }
 
     /// The config file an operator would write for this world.
@@ -312,25 +327,25 @@ impl Scenario {
         t += &format!("records = \"{}\"\n", if self.items_pointer { "/items" } else { "" });
         t += "uid = \"/id\"\ntimestamp = \"/ts\"\n";
         t += &format!("timestamp_format = \"{}\"\n", self.record_format().name());
-        if self.paging != Paging::None {
+        if matches!(self.paging, Paging::Cursor | Paging::NextPath | Paging::NextUrl) {
             t += "next = \"/next\"\ncursor_param = \"page_token\"\n";
         }
         t += &format!("timeout = \"{TIMEOUT_SECS}s\"\n");
         t += "headers = { Authorization = \"Bearer ${SS_TOKEN}\" }\n";
+        t += &self.shapes.source_toml(self.paging);
         t += "[sink]\n";
         t += &format!("url = \"http://{RS_HOST}/v1/ingest\"\n");
         if let Some(size) = self.batch {
             t += &format!("mode = \"batch\"\nbatch_size = {size}\n");
         }
-        if self.lookup != Lookup::None {
-            t += &format!("lookup_url = \"http://{RS_HOST}/v1/ingest/{{uid}}\"\n");
-        }
+        t += &self.shapes.sink_keys(self.batch, self.lookup != Lookup::None);
         t += &format!("timeout = \"{TIMEOUT_SECS}s\"\nretries = {}\n", self.retries);
         t += &format!("ack_group = {}\nack_group_time = \"{}ms\"\n", self.ack_group, self.ack_group_time_ms);
         t += "headers = { Authorization = \"Bearer ${RS_TOKEN}\" }\n";
         if self.map {
             t += "map = { event_id = \"/id\", amount = \"/amount\", at = \"/ts\", source = { const = \"sim\" } }\n";
         }
+        t += &self.shapes.sink_tables(self.lookup != Lookup::None);
         t += "[run]\n";
         t += &format!("metrics_file = {:?}\n", dir.join("metrics.prom").display().to_string());
         t += &format!("max_frames = {}\nmax_seconds = {}\n", self.max_frames, self.max_seconds);
@@ -393,7 +408,7 @@ impl Scenario {
         format!(
             "size {}s delay {}s recheck {:?} max_frames {} max_seconds {} retries {} ack_group {} {} lookup {:?} keys {:?} \
              {:?} {:?}{} paging {:?}{} date {} history {:?} poison {}/{} crash {} capacity {:?} periods {:?} \
-             cron {:?} map {} window {:?} year_ahead {} hour_back {} kills {}",
+             cron {:?} map {} window {:?} year_ahead {} hour_back {} kills {} | {}",
             self.size,
             self.delay,
             self.recheck,
@@ -422,6 +437,7 @@ impl Scenario {
             self.year_ahead,
             self.hour_back,
             self.kill_rate,
+            self.shapes.describe(self.paging),
         )
     }
 }

@@ -124,6 +124,9 @@ struct Driver {
     settle_ticks: usize,
     /// This machine's clock when the calm phase began.
     calm_from: i64,
+    /// The latest this machine's clock read at the end of a run, outside a jump far ahead: after
+    /// it jumped back, frames up to here were already eligible in the fault phase.
+    latest_machine: i64,
     /// When the backlog would take more than `CALM_CAP` times the schedule to drain: the
     /// eligible horizon at the calm phase's start, and the backlog then.
     capped_backlog: Option<(i64, usize)>,
@@ -166,6 +169,7 @@ impl Driver {
             total_ticks: runs,
             settle_ticks: 0,
             calm_from: 0,
+            latest_machine: i64::MIN,
             capped_backlog: None,
             runs: 0,
             period_until: BTreeMap::new(),
@@ -310,7 +314,9 @@ impl Driver {
         if needed > cap {
             // Too long to wait for: the liveness check then asks the backlog to shrink.
             let size = FrameSize::new(s.size).expect("a valid size");
-            let horizon = eligible_until(size, self.calm_from, s.delay);
+            // Frames eligible before the calm began (by the latest clock: it may have jumped back
+            // since) are the backlog; later ones are the calm phase's own.
+            let horizon = eligible_until(size, self.calm_from.max(self.latest_machine), s.delay);
             let ledger = self.ledger.as_ref().expect("opened by backlog()");
             let left = super::check::undelivered(ledger, &self.shared.lock(), s.reference, horizon, s.size)?;
             self.capped_backlog = Some((horizon, left));
@@ -385,6 +391,9 @@ impl Driver {
             let time = &self.shared.lock().time;
             time.machine_ms() - time.true_ms > FAR * 1000
         };
+        if !far_ahead {
+            self.latest_machine = self.latest_machine.max(clock.now_secs());
+        }
         self.ledger()?;
         let facts = RunFacts {
             config: &self.config,
