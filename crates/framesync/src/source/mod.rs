@@ -280,7 +280,7 @@ impl PageWalk<'_> {
         self.total += served;
         if self.total > config.max_records {
             return Err(PullError::Failed(format!(
-                "frame {frame} has more than source.max_records ({}) records; raise the limit or use smaller frames",
+                "the frame has more than source.max_records ({}) records; raise the limit or use smaller frames",
                 config.max_records
             )));
         }
@@ -302,22 +302,20 @@ impl PageWalk<'_> {
 
     /// Checks the next page's URL (its server, a loop, the page limit) and sets it.
     fn follow(&mut self, url: String) -> Result<(), PullError> {
-        let (frame, config) = (self.frame, &self.source.config);
+        let config = &self.source.config;
         let trusted = same_origin(&url, &self.first);
         if !trusted && !followed_host(&url, &config.follow_hosts) {
             return Err(PullError::Failed(format!(
-                "frame {frame}: the SS's next page is on another server ({}); framesync sends the SS's headers only to source.url's own server, and follows other servers only when source.follow_hosts lists them",
+                "the SS's next page is on another server ({}); framesync sends the SS's headers only to source.url's own server, and follows other servers only when source.follow_hosts lists them",
                 pages::origin(&url)
             )));
         }
         if !self.seen.insert(url.clone()) {
-            return Err(PullError::Failed(format!(
-                "frame {frame}: the SS sent the same next page twice (a pagination loop)"
-            )));
+            return Err(PullError::Failed("the SS sent the same next page twice (a pagination loop)".into()));
         }
         if self.pages >= config.max_pages {
             return Err(PullError::Failed(format!(
-                "frame {frame} has more than source.max_pages ({}) pages",
+                "the frame has more than source.max_pages ({}) pages",
                 config.max_pages
             )));
         }
@@ -327,13 +325,13 @@ impl PageWalk<'_> {
 
     /// The next offset or page number, or none when the stop rule ends the walk here.
     fn counted_next(&mut self, page: &Page, served: usize, total: Option<u64>) -> Result<Option<String>, PullError> {
-        let (frame, paging) = (self.frame, &self.source.config.pages);
+        let paging = &self.source.config.pages;
         let uids = page.records.iter().map(|r| &r.uid).chain(page.invalid.iter().map(|d| &d.uid));
         let fresh = uids.filter(|uid| self.uids.insert((*uid).clone())).count();
         if served > 0 && fresh == 0 {
             let param = if paging.by == PageBy::Offset { &paging.offset_param } else { &paging.page_param };
             return Err(PullError::Failed(format!(
-                "frame {frame}: the page at {param}={} served only records served before in this walk: the SS seems to ignore the {param} parameter (source.pages.{}_param)",
+                "the page at {param}={} served only records served before in this walk: the SS seems to ignore the {param} parameter (source.pages.{}_param)",
                 self.counter(),
                 paging.by.as_str()
             )));
@@ -341,7 +339,7 @@ impl PageWalk<'_> {
         match after_page(paging.stop, paging.limit, served, self.total as u64, total) {
             After::More => {}
             After::Last => return Ok(None),
-            After::Wrong(why) => return Err(PullError::Failed(format!("frame {frame}: {why}"))),
+            After::Wrong(why) => return Err(PullError::Failed(why)),
         }
         match paging.by {
             PageBy::Offset => self.offset += served as u64,
