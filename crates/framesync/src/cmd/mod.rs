@@ -14,8 +14,10 @@ use crate::ledger::{Adopt, Ledger};
 mod accept_config;
 mod backfill;
 mod check;
+mod completions;
 mod dead_letters;
 mod init;
+mod man;
 mod prune;
 pub mod run;
 pub mod status;
@@ -59,6 +61,10 @@ pub enum Command {
     AcceptConfig,
     /// Write a commented example config (to --config, default ./framesync.toml) and create its ledger.
     Init,
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell) to stdout.
+    Completions(completions::Args),
+    /// Print the man page (roff, section 1) to stdout.
+    Man,
 }
 
 #[derive(Debug, clap::Args)]
@@ -83,6 +89,8 @@ pub fn dispatch(cli: Cli, out: &mut dyn Write) -> Result<u8> {
         Command::DeadLetters(args) => dead_letters::dead_letters(&load(cli.config)?, args, out),
         Command::Prune => prune::prune(&load(cli.config)?, out),
         Command::AcceptConfig => accept_config::accept_config(&load(cli.config)?, out),
+        Command::Completions(args) => completions::completions(&args, out),
+        Command::Man => man::man(out),
     }?;
     out.flush()?;
     Ok(code)
