@@ -27,6 +27,7 @@ pub mod model;
 pub mod netfs;
 pub mod plan;
 pub mod prune;
+pub mod pushgateway;
 pub mod recheck;
 pub mod record;
 pub mod redact;

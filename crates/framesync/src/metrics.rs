@@ -1,5 +1,6 @@
 //! The Prometheus textfile (for node_exporter's textfile collector), written at the end of every
-//! `run`, `pull` and `push` when `run.metrics_file` is set. It is written atomically — a temp
+//! `run`, `pull` and `push` when `run.metrics_file` is set, and the same text pushed to a
+//! Pushgateway when `run.pushgateway` is set (see `pushgateway`). It is written atomically — a temp
 //! file in the same folder, renamed over the old one — so the collector never reads half a file.
 //! Every figure is read from the ledger, so whichever command writes the file, it describes the
 //! whole pipeline; each series carries `pipeline="<ledger file stem>"`, so the files of several
@@ -14,7 +15,7 @@
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 
 use crate::config::Config;
 use crate::ledger::Ledger;
@@ -33,29 +34,48 @@ struct Family {
     samples: Vec<Sample>,
 }
 
-/// Writes the metrics file if the config names one.
-pub fn write_if_configured(config: &Config, ledger: &Ledger) -> Result<()> {
-    let Some(path) = &config.run.metrics_file else { return Ok(()) };
-    let families = gather(ledger, &config.ledger)?;
-    let text = render(&pipeline_name(&config.ledger), &families);
-    write_atomically(path, &text).with_context(|| format!("cannot write the metrics file {}", path.display()))
+/// Writes the metrics file and pushes to the Pushgateway, as far as the config asks for
+/// them; what failed, one error per destination (none when all went well).
+pub fn publish(config: &Config, ledger: &Ledger) -> Vec<anyhow::Error> {
+    if config.run.metrics_file.is_none() && config.run.pushgateway.is_none() {
+        return Vec::new();
+    }
+    let families = match gather(ledger, &config.ledger) {
+        Ok(families) => families,
+        Err(e) => return vec![e.context("cannot read the metrics from the ledger")],
+    };
+    let pipeline = pipeline_name(&config.ledger);
+    let text = render(&pipeline, &families);
+    let mut failed = Vec::new();
+    if let Some(path) = &config.run.metrics_file
+        && let Err(e) = write_atomically(path, &text)
+    {
+        failed.push(e.context(format!("cannot write the metrics file {}", path.display())));
+    }
+    if let Some(base) = &config.run.pushgateway
+        && let Err(e) = crate::pushgateway::push(base, &pipeline, &text)
+    {
+        failed.push(e);
+    }
+    failed
 }
 
-/// Writes the metrics file at the end of a run; false (after saying why in the log) when it
-/// cannot: the run's work is recorded, but its monitoring is blind, so the run exits 1.
-pub fn write_or_say_why(config: &Config, ledger: &Ledger) -> bool {
-    match write_if_configured(config, ledger) {
-        Ok(()) => true,
-        Err(e) => {
-            log::error!("{e:#}; the run's work is recorded in the ledger");
-            false
-        }
+/// Publishes the metrics at the end of a run; false (after saying why in the log, a line per
+/// destination) when it cannot: the run's work is recorded, but its monitoring is blind, so
+/// the run exits 1. A Pushgateway that is down counts as much as an unwritable file: no one
+/// else would say that the pipeline's numbers stopped arriving.
+pub fn publish_or_say_why(config: &Config, ledger: &Ledger) -> bool {
+    let failed = publish(config, ledger);
+    for e in &failed {
+        log::error!("{e:#}; the run's work is recorded in the ledger");
     }
+    failed.is_empty()
 }
 
 /// Counts a run that exited because another run holds the lock (only when metrics are on).
 pub fn count_skip(config: &Config, error: &anyhow::Error) {
-    if config.run.metrics_file.is_none() || error.downcast_ref::<crate::lock::Held>().is_none() {
+    let metrics_on = config.run.metrics_file.is_some() || config.run.pushgateway.is_some();
+    if !metrics_on || error.downcast_ref::<crate::lock::Held>().is_none() {
         return;
     }
     let path = skips_path(&config.ledger);

@@ -95,7 +95,7 @@ pub(super) fn recorded(
             // Recording the failure may fail too; the original error is the one to report.
             let message = format!("{error:#}");
             let _ = ledger.end_run(run_id, &RunFigures::default(), 3, Some(&message), clock.now());
-            let _ = crate::metrics::write_if_configured(config, ledger);
+            let _ = crate::metrics::publish(config, ledger);
             return Err(error);
         }
     };
@@ -108,8 +108,8 @@ pub(super) fn recorded(
             outcome.failures.len()
         );
     }
-    if !crate::metrics::write_or_say_why(config, ledger) {
-        outcome.failures.push("the metrics file could not be written".into());
+    if !crate::metrics::publish_or_say_why(config, ledger) {
+        outcome.failures.push("the metrics could not be written or pushed".into());
     }
     Ok(outcome)
 }

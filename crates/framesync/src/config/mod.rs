@@ -96,7 +96,7 @@ impl Config {
         let mut sink = raw.sink.check(env, &mut secrets)?;
         source.transport = source_tls.check("source.tls", base, &source.url, env, &mut secrets)?;
         sink.transport = sink_tls.check("sink.tls", base, &sink.url, env, &mut secrets)?;
-        let run = raw.run.check(base, &frames)?;
+        let run = raw.run.check(base, &frames, env, &mut secrets)?;
         let identity = Identity {
             source_url: written_urls.0,
             source_time_format: source.time_format.as_str().to_owned(),

@@ -7,12 +7,13 @@ use std::time::Duration;
 use anyhow::{Result, bail};
 use serde::{Deserialize, Deserializer};
 
-use super::check::count;
+use super::check::{self, count};
 use super::frames::FramesConfig;
 use super::toml_error::read_str;
-use super::{duration, resolve};
+use super::{Env, duration, resolve};
 use crate::frames::FrameSize;
 use crate::model::Synchronous;
+use crate::redact::Redactor;
 
 /// A run's plan holds at most this many frames (a year of 1-minute frames is 525,600).
 const MOST_FRAMES_PER_RUN: usize = 1_000_000;
@@ -31,6 +32,8 @@ pub struct RunConfig {
     pub backfill_window: Option<(u32, u32)>,
     pub retain: i64,
     pub metrics_file: Option<PathBuf>,
+    /// A Prometheus Pushgateway's base URL: every run PUTs the metrics there too.
+    pub pushgateway: Option<String>,
     /// First retry delay for a failed frame; doubles with each attempt up to `retry_max`.
     pub retry_base: i64,
     pub retry_max: i64,
@@ -58,6 +61,7 @@ pub(super) struct RawRun {
     #[serde(deserialize_with = "duration::secs")]
     retain: i64,
     metrics_file: Option<String>,
+    pushgateway: Option<String>,
     #[serde(deserialize_with = "duration::secs")]
     retry_base: i64,
     #[serde(deserialize_with = "duration::secs")]
@@ -79,6 +83,7 @@ impl Default for RawRun {
             backfill_window: None,
             retain: 30 * 86_400,
             metrics_file: None,
+            pushgateway: None,
             retry_base: 30,
             retry_max: 3600,
             max_retry_after: 3600,
@@ -90,7 +95,13 @@ impl Default for RawRun {
 }
 
 impl RawRun {
-    pub(super) fn check(self, base: &Path, frames: &FramesConfig) -> Result<RunConfig> {
+    pub(super) fn check(
+        self,
+        base: &Path,
+        frames: &FramesConfig,
+        env: Env,
+        secrets: &mut Redactor,
+    ) -> Result<RunConfig> {
         count("run.max_frames", self.max_frames, 1..=MOST_FRAMES_PER_RUN)?;
         let longest_recheck = frames.recheck.last().copied().unwrap_or(0);
         if self.retain <= longest_recheck {
@@ -113,6 +124,7 @@ impl RawRun {
             backfill_window: self.backfill_window,
             retain: self.retain,
             metrics_file: self.metrics_file.map(|p| resolve(base, &p)),
+            pushgateway: self.pushgateway.map(|u| pushgateway(&u, env, secrets)).transpose()?,
             retry_base: self.retry_base,
             retry_max: self.retry_max,
             max_retry_after: self.max_retry_after,
@@ -121,6 +133,18 @@ impl RawRun {
             max_recheck_attempts: self.max_recheck_attempts,
         })
     }
+}
+
+/// `run.pushgateway`: an http(s) base URL, without a query or a fragment (framesync appends
+/// the grouping key's path), kept without its trailing slashes.
+fn pushgateway(text: &str, env: Env, secrets: &mut Redactor) -> Result<String> {
+    let url = check::url("run.pushgateway", text, &[], env, secrets)?;
+    if url.contains(['?', '#']) {
+        bail!(
+            "run.pushgateway: must be the Pushgateway's base URL, such as \"http://pushgateway:9091\", without a query or a fragment"
+        );
+    }
+    Ok(url.trim_end_matches('/').to_owned())
 }
 
 /// `run.fresh`, spanning at most `MOST_FRESH_FRAMES` frames.

@@ -80,6 +80,9 @@ fn bad_values_name_their_key() {
         (minimal("", "").replace("[source]", "[frames.x]\n[source]"), "x"),
         (minimal("", "").replace("[run]", "ack_group = 0\n[run]"), "sink.ack_group"),
         (minimal("", "").replace("[run]", "ack_group_time = \"now\"\n[run]"), "sink.ack_group_time"),
+        (minimal("", "pushgateway = \"pushgateway:9091\""), "run.pushgateway"),
+        (minimal("", "pushgateway = \"http://pg:9091/?x=1\""), "run.pushgateway"),
+        (minimal("", "pushgateway = 9091"), "run.pushgateway"),
     ];
     for (text, key) in cases {
         assert!(parse(&text).is_err(), "{key}: accepted {text}");
@@ -116,6 +119,14 @@ fn the_identity_keeps_the_urls_as_written_before_expansion() {
     assert_eq!(identity.source_uid, "/id");
     assert_eq!(identity.frames_start, parse_time("2026-11-01T00:00:00Z").unwrap(), "aligned down");
     assert_eq!(identity.frames_size, 60);
+}
+
+#[test]
+fn the_pushgateway_is_a_base_url_that_may_come_from_the_environment() {
+    assert_eq!(parse(&minimal("", "")).unwrap().run.pushgateway, None, "no push unless asked");
+    let config = parse(&minimal("", "pushgateway = \"https://u:${RS_TOKEN}@pg:9091/\"")).unwrap();
+    assert_eq!(config.run.pushgateway.as_deref(), Some("https://u:rs-secret-456@pg:9091"));
+    assert_eq!(config.secrets.scrub("https://u:rs-secret-456@pg"), "https://u:***@pg");
 }
 
 #[test]
