@@ -1,6 +1,7 @@
 //! The run locks: an OS lock on a file of its own beside the ledger (never the ledger itself,
 //! whose SQLite locks any closed handle would drop). The OS releases it when the process dies,
-//! so there are no stale locks; the file is never deleted.
+//! so there are no stale locks; the file is never deleted. It is created with mode 0600, as the
+//! ledger is.
 
 use std::fs::{File, TryLockError};
 use std::path::{Path, PathBuf};

@@ -15,7 +15,8 @@ fn exit_code(error: &anyhow::Error) -> u8 {
         75
     } else if error.downcast_ref::<Usage>().is_some() {
         2
-    } else if error.chain().any(|e| e.is::<ledger::Unusable>() || e.is::<ledger::Absent>() || e.is::<rusqlite::Error>()) {
+    } else if error.chain().any(|e| e.is::<ledger::Unusable>() || e.is::<ledger::Absent>() || e.is::<rusqlite::Error>())
+    {
         3
     } else {
         1

@@ -94,6 +94,48 @@ fn run_creates_the_ledger_its_wal_shm_and_lock_files_readable_by_their_owner_onl
 }
 
 #[test]
+fn a_read_only_command_leaves_an_older_ledger_unmigrated_and_says_how_to_migrate_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let sim = Sim::start(dir.path(), &[]);
+    let (p, state) = pipeline(&sim, 5);
+    let ledger = state.join("l.db");
+    // A ledger as the framesync before the last migration left it.
+    let migrations = [
+        include_str!("../sql/0001_init.sql"),
+        include_str!("../sql/0002_pruned_totals.sql"),
+        include_str!("../sql/0003_late_data_and_servers.sql"),
+        include_str!("../sql/0004_pipeline_identity.sql"),
+        include_str!("../sql/0005_delivery_attempts.sql"),
+        include_str!("../sql/0006_sink_acks.sql"),
+        include_str!("../sql/0007_failed_at.sql"),
+    ];
+    let older = migrations.len();
+    assert!(older < framesync::ledger::SCHEMA_VERSION);
+    let old = rusqlite::Connection::open(&ledger).unwrap();
+    old.pragma_update(None, "journal_mode", "WAL").unwrap();
+    for sql in migrations {
+        old.execute_batch(sql).unwrap();
+    }
+    old.pragma_update(None, "user_version", older).unwrap();
+    drop(old);
+    std::fs::set_permissions(&ledger, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let (before, names) = (std::fs::read(&ledger).unwrap(), files(&state));
+    for args in [&["status"][..], &["dead-letters", "list"], &["run", "--dry-run"]] {
+        let out = p.framesync(args);
+        assert_eq!(out.status.code(), Some(3), "{args:?}: {}", stderr(&out));
+        let want = format!("its schema version is {older}, older than this framesync's");
+        assert!(stderr(&out).contains(&want), "{args:?}: {}", stderr(&out));
+        assert!(stderr(&out).contains("run `framesync run` once to migrate it"), "{args:?}: {}", stderr(&out));
+        assert_eq!(std::fs::read(&ledger).unwrap(), before, "{args:?} changed the ledger");
+        assert_eq!(files(&state), names, "{args:?}");
+    }
+    assert_eq!(p.framesync(&["run"]).status.code(), Some(0), "a run migrates it");
+    let version: usize =
+        rusqlite::Connection::open(&ledger).unwrap().query_row("PRAGMA user_version", [], |r| r.get(0)).unwrap();
+    assert_eq!(version, framesync::ledger::SCHEMA_VERSION);
+}
+
+#[test]
 fn check_warns_when_others_may_read_the_ledger() {
     let dir = tempfile::tempdir().unwrap();
     let sim = Sim::start(dir.path(), &[]);

@@ -71,7 +71,8 @@ impl Ledger {
     pub fn open_read_only(path: &Path, busy_timeout: Duration) -> Result<Self> {
         super::access::existing(path)?;
         let unusable = |problem: String| Unusable { path: path.to_path_buf(), problem };
-        let conn = super::snapshot::read_only(path, busy_timeout).map_err(|e| unusable(format!("cannot open it: {e}")))?;
+        let conn =
+            super::snapshot::read_only(path, busy_timeout).map_err(|e| unusable(format!("cannot open it: {e}")))?;
         let version: usize = conn
             .query_row("PRAGMA user_version", [], |r| r.get(0))
             .map_err(|e| unusable(format!("it cannot be read as a SQLite database: {e}")))?;
