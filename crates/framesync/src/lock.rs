@@ -1,8 +1,9 @@
 //! The run locks: an OS lock on a file of its own beside the ledger (never the ledger itself,
 //! whose SQLite locks any closed handle would drop). The OS releases it when the process dies,
-//! so there are no stale locks; the file is never deleted.
+//! so there are no stale locks; the file is never deleted. It is created with mode 0600, as the
+//! ledger is.
 
-use std::fs::{File, OpenOptions, TryLockError};
+use std::fs::{File, TryLockError};
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
@@ -38,7 +39,7 @@ pub fn path(ledger: &Path, side: Side) -> PathBuf {
 /// Takes the lock for `side` or fails at once with [`Held`].
 pub fn acquire(ledger: &Path, side: Side) -> Result<Lock> {
     let path = path(ledger, side);
-    let file = OpenOptions::new().create(true).truncate(false).write(true).open(&path).with_context(|| {
+    let file = crate::ledger::access::create_private(&path).with_context(|| {
         format!("cannot open the lock file {} (does its folder exist and is it writable?)", path.display())
     })?;
     match file.try_lock() {
@@ -49,7 +50,9 @@ pub fn acquire(ledger: &Path, side: Side) -> Result<Lock> {
 }
 
 /// Takes the locks of all `sides`, in a fixed order so two runs never wait on each other.
+/// A folder or ledger this process cannot write fails with [`crate::ledger::Unusable`].
 pub fn acquire_all(ledger: &Path, sides: &[Side]) -> Result<Vec<Lock>> {
+    crate::ledger::access::writable(ledger)?;
     let mut sorted = sides.to_vec();
     sorted.sort_by_key(|s| matches!(s, Side::Push));
     sorted.dedup();

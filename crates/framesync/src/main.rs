@@ -9,13 +9,14 @@ use framesync::cmd::{self, Cli};
 use framesync::{Usage, ledger, lock, redact};
 
 /// Exit codes (see README): 0 ok, 1 work failed and is recorded, 2 usage or config,
-/// 3 ledger unusable, 75 another run holds the lock.
+/// 3 ledger unusable or (for a command that only reads) absent, 75 another run holds the lock.
 fn exit_code(error: &anyhow::Error) -> u8 {
     if error.downcast_ref::<lock::Held>().is_some() {
         75
     } else if error.downcast_ref::<Usage>().is_some() {
         2
-    } else if error.chain().any(|e| e.is::<ledger::Unusable>() || e.is::<rusqlite::Error>()) {
+    } else if error.chain().any(|e| e.is::<ledger::Unusable>() || e.is::<ledger::Absent>() || e.is::<rusqlite::Error>())
+    {
         3
     } else {
         1

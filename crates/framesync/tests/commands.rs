@@ -77,6 +77,8 @@ fn dry_run_prints_the_plan_and_changes_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let sim = Sim::start(dir.path(), &[]);
     let p = Pipeline::new(&sim, dir, aligned_minutes_ago(5), "", "", "");
+    // A ledger as a run creates it: a dry run creates none (ledger_access.rs).
+    framesync::ledger::Ledger::open(&p.ledger_path(), framesync::ledger::Synchronous::Normal).unwrap();
     let out = p.framesync(&["run", "--dry-run"]);
     let text = String::from_utf8_lossy(&out.stdout).into_owned();
     assert_eq!(out.status.code(), Some(0));
@@ -125,8 +127,8 @@ fn a_command_whose_reader_has_gone_exits_0_quietly() {
         command.arg("--config").arg(&config).args(args).env_remove("RUST_LOG");
         command
     };
-    let created = framesync(&["run", "--dry-run"]).output().unwrap();
-    assert_eq!(created.status.code(), Some(0), "the dry run creates the ledger: {}", stderr(&created));
+    // A ledger as a run creates it: the commands below only read it.
+    framesync::ledger::Ledger::open(&dir.path().join("ledger.db"), framesync::ledger::Synchronous::Normal).unwrap();
     let commands: [&[&str]; 5] = [
         &["status"],
         &["status", "--json"],
@@ -286,14 +288,8 @@ fn check_reads_an_older_ledger_without_migrating_it_and_leaves_it_byte_identical
     let (_ss, source_url) = an_empty_ss();
     let rs = Canned::json(405, "");
     check_config(dir.path(), &source_url, &format!("{}/rs", rs.base()), "", "");
-    let config = dir.path().join("framesync.toml");
-    let created = Command::new(env!("CARGO_BIN_EXE_framesync"))
-        .arg("--config")
-        .arg(&config)
-        .args(["run", "--dry-run"])
-        .output()
-        .unwrap();
-    assert_eq!(created.status.code(), Some(0), "{}", stderr(&created));
+    // A ledger as a run creates it (a dry run creates none).
+    framesync::ledger::Ledger::open(&dir.path().join("ledger.db"), framesync::ledger::Synchronous::Normal).unwrap();
     set_schema_version(dir.path(), 2);
     let before = ledger_files(dir.path());
     assert!(!before.2 && !before.3, "no -wal or -shm file before the check");
@@ -339,6 +335,8 @@ fn check_leaves_an_older_ledger_byte_for_byte_as_it_was_and_creates_none() {
     old.execute("INSERT INTO pipeline (id, frame_size, reference, delay, updated_at) VALUES (1, 60, 0, 120, 0)", [])
         .unwrap();
     drop(old);
+    // The mode framesync gives its ledgers: readable by others, check would warn (ledger_access.rs).
+    std::fs::set_permissions(&ledger, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
     let before = std::fs::read(&ledger).unwrap();
     let (code, text) = check(dir.path(), &[]);
     assert_eq!(code, Some(0), "{text}");

@@ -27,7 +27,7 @@ fn a_ledger_locked_by_another_writer_makes_the_run_wait_then_exit_3_and_nothing_
     let dir = tempfile::tempdir().unwrap();
     let sim = Sim::start(dir.path(), &["--records-per-minute", "3"]);
     let p = small_pipeline(&sim, dir, 10, "busy_timeout = \"1s\"");
-    assert_eq!(p.framesync(&["run", "--dry-run"]).status.code(), Some(0));
+    framesync::ledger::Ledger::open(&p.ledger_path(), framesync::ledger::Synchronous::Normal).unwrap();
     // The run pauses once its first records may be on their way; meanwhile another process
     // takes the ledger's write lock and keeps it past busy_timeout.
     let run = p

@@ -15,6 +15,7 @@ use crate::lock::Side;
 
 pub fn accept_config(config: &Config, out: &mut dyn Write) -> Result<u8> {
     let path = config.ledger.display();
+    crate::ledger::access::writable(&config.ledger)?;
     if !config.ledger.exists() {
         writeln!(
             out,

@@ -59,7 +59,7 @@ fn aligned(config: &Config, from: &str, to: &str) -> Result<(Epoch, Epoch)> {
 pub fn backfill(config: &Config, args: &Args, out: &mut dyn Write) -> Result<u8> {
     let (from, to) = args.range.frames(config)?;
     let _locks = if args.dry_run { Vec::new() } else { super::lock_by_hand(config, &[Side::Pull, Side::Push])? };
-    let mut ledger = super::open_ledger(config, super::Access::write_if(!args.dry_run))?;
+    let mut ledger = super::open_ledger(config, super::Access::create_if(!args.dry_run))?;
     let clock = SystemClock;
     let now = clock.now();
     let facts = Facts { spans: ledger.delivered_spans(from, to)?, open: ledger.open_frames()?, ..Facts::default() };

@@ -66,8 +66,11 @@ pub fn check(config: &Config, out: &mut dyn Write) -> Result<u8> {
     if let Some(warning) = last_warning(config) {
         report.say("source.url", warning)?;
     }
-    let (ledger, refused) = ledger(config);
+    let (ledger, forced) = ledger(config);
     report.say("ledger", ledger)?;
+    if let Some(warning) = shared_ledger(&config.ledger) {
+        report.say("ledger", warning)?;
+    }
     let source_auth =
         Auth::new(config.source.auth.as_ref(), &http::agent(config.source.timeout, &config.source.transport));
     if let Some(verdict) = oauth2(&source_auth) {
@@ -82,9 +85,10 @@ pub fn check(config: &Config, out: &mut dyn Write) -> Result<u8> {
     if let Some(lookup) = &config.sink.lookup {
         report.say("lookup", lookup_probe(config, &sink_auth, lookup))?;
     }
-    // A ledger that belongs to another pipeline is a config error, as for every command.
-    Ok(if refused {
-        2
+    // A ledger that belongs to another pipeline is a config error, and one this process cannot
+    // write is unusable, as for every command.
+    Ok(if let Some(code) = forced {
+        code
     } else if report.all_ok {
         0
     } else {
@@ -103,24 +107,43 @@ fn last_warning(config: &Config) -> Option<Verdict> {
 
 // ---- the ledger ----------------------------------------------------------------------------
 
-/// The ledger's line, and whether the ledger belongs to another pipeline.
-fn ledger(config: &Config) -> (Verdict, bool) {
+/// The ledger's line, and the exit code it forces: 2 when the ledger belongs to another
+/// pipeline, 3 when a run could not create or write it.
+fn ledger(config: &Config) -> (Verdict, Option<u8>) {
     let path = &config.ledger;
+    if let Err(e) = crate::ledger::access::writable(path) {
+        return (Verdict::Failed(format!("{}: {}; every run would fail", path.display(), e.problem)), Some(3));
+    }
     if !path.exists() {
-        return (Verdict::Ok(format!("{} does not exist yet; the first run creates it", path.display())), false);
+        return (Verdict::Ok(crate::ledger::Absent(path.clone()).to_string()), None);
     }
     if let Some(fs) = crate::netfs::network_filesystem(path) {
         let why = format!(
             "{} is on a {fs} network filesystem, where SQLite's locking and WAL are unsafe; keep the ledger on a local disk",
             path.display()
         );
-        return (Verdict::Failed(why), false);
+        return (Verdict::Failed(why), None);
     }
     match read_ledger(config) {
-        Ok(state) => (Verdict::Ok(format!("{}: {state}", path.display())), false),
-        Err(e) if e.downcast_ref::<crate::Usage>().is_some() => (Verdict::Failed(format!("{e:#}")), true),
-        Err(e) => (Verdict::Failed(format!("{}: {e:#}", path.display())), false),
+        Ok(state) => (Verdict::Ok(format!("{}: {state}", path.display())), None),
+        Err(e) if e.downcast_ref::<crate::Usage>().is_some() => (Verdict::Failed(format!("{e:#}")), Some(2)),
+        Err(e) => (Verdict::Failed(format!("{}: {e:#}", path.display())), None),
     }
+}
+
+/// A warning when the ledger file is readable or writable by its group or others: it holds
+/// staged records and RS answers, which may be personal data.
+fn shared_ledger(path: &std::path::Path) -> Option<Verdict> {
+    let mode = crate::ledger::access::shared_mode(path).ok()??;
+    let who = match (mode & 0o004 != 0, mode & 0o040 != 0) {
+        (true, _) => "readable by others",
+        (false, true) => "readable by its group",
+        (false, false) => "writable by its group or others",
+    };
+    let path = path.display();
+    Some(Verdict::Warning(format!(
+        "{path} is {who} (mode {mode:04o}): it holds staged records and RS answers; chmod 600 {path}"
+    )))
 }
 
 /// The ledger's schema version and frames, and whether it is this pipeline's, read without

@@ -142,6 +142,7 @@ fn bulk_filter(args: &BulkArgs, action: &str) -> Result<Filter> {
 
 fn retry(config: &Config, args: &BulkArgs, out: &mut dyn Write) -> Result<u8> {
     let filter = bulk_filter(args, "retry")?;
+    super::existing_ledger(config)?;
     let _lock = super::lock_by_hand(config, &[Side::Push])?;
     let mut ledger = super::open_ledger(config, super::Access::Write)?;
     let r = ledger.retry_dead_letters(&filter, SystemClock.now())?;
@@ -168,6 +169,7 @@ fn retry(config: &Config, args: &BulkArgs, out: &mut dyn Write) -> Result<u8> {
 
 fn drop_letters(config: &Config, args: &BulkArgs, out: &mut dyn Write) -> Result<u8> {
     let filter = bulk_filter(args, "drop")?;
+    super::existing_ledger(config)?;
     let _lock = super::lock_by_hand(config, &[Side::Push])?;
     let mut ledger = super::open_ledger(config, super::Access::Write)?;
     let d = ledger.drop_dead_letters(&filter)?;
@@ -183,6 +185,7 @@ fn drop_letters(config: &Config, args: &BulkArgs, out: &mut dyn Write) -> Result
 }
 
 fn add(config: &Config, args: &AddArgs, out: &mut dyn Write) -> Result<u8> {
+    super::existing_ledger(config)?;
     let _lock = super::lock_by_hand(config, &[Side::Push])?;
     let mut ledger = super::open_ledger(config, super::Access::Write)?;
     let added = ledger.dead_letter_by_hand(&args.uid, args.frame, &args.why, SystemClock.now())?;

@@ -106,17 +106,30 @@ fn lock_by_hand(config: &Config, sides: &[crate::lock::Side]) -> Result<Vec<crat
     })
 }
 
-/// Whether a command writes to the ledger.
+/// What a command may do to the ledger. Only a command that reads never creates or migrates
+/// one: `sudo framesync status` before the first run must not leave a root-owned ledger behind.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Access {
+    /// Read it as it is ([`crate::ledger::Absent`] when there is none; nothing created). A
+    /// ledger this process could not write is refused all the same: every run would fail.
     Read,
+    /// Change one that exists, migrating it first ([`crate::ledger::Absent`] when there is none).
     Write,
+    /// Create it if absent, migrate it, change it.
+    Create,
 }
 
 impl Access {
-    fn write_if(writes: bool) -> Self {
-        if writes { Self::Write } else { Self::Read }
+    /// `Create` for a command that writes, `Read` for its dry run.
+    fn create_if(writes: bool) -> Self {
+        if writes { Self::Create } else { Self::Read }
     }
+}
+
+/// Fails with [`crate::ledger::Absent`] when the config's ledger does not exist: before the
+/// locks, which would otherwise leave their files in a folder with no ledger.
+fn existing_ledger(config: &Config) -> Result<()> {
+    crate::ledger::access::existing(&config.ledger)
 }
 
 /// Opens the config's ledger, refusing (exit 2) one that belongs to another pipeline: a second
@@ -124,11 +137,16 @@ impl Access {
 /// rest. A command that writes records the config's identity in a ledger that has none yet
 /// (new, or from a framesync before identities).
 fn open_ledger(config: &Config, access: Access) -> Result<Ledger> {
-    let mut ledger = Ledger::open_with(&config.ledger, config.run.sync, config.run.busy_timeout)?;
+    let (path, sync, busy) = (&config.ledger, config.run.sync, config.run.busy_timeout);
+    let mut ledger = match access {
+        Access::Read => Ledger::open_read_only(path, busy)?,
+        Access::Write => Ledger::open_existing(path, sync, busy)?,
+        Access::Create => Ledger::open_with(path, sync, busy)?,
+    };
     ledger.scrub_with(&config.secrets);
     let differences = match access {
         Access::Read => ledger.identity()?.differences(&config.identity),
-        Access::Write => {
+        Access::Write | Access::Create => {
             let now = SystemClock.now();
             ledger.adopt_identity(&config.identity, config.frames.delay, now, Adopt::IfNone)?.differences
         }

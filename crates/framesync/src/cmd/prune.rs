@@ -14,6 +14,7 @@ use crate::model::{Kept, Pruned};
 
 pub fn prune(config: &Config, out: &mut dyn Write) -> Result<u8> {
     // Both locks, as a run: nothing else writes to the ledger while the prune goes on.
+    super::existing_ledger(config)?;
     let _locks = super::lock_by_hand(config, &[Side::Pull, Side::Push])?;
     let mut ledger = super::open_ledger(config, super::Access::Write)?;
     let now = SystemClock.now();

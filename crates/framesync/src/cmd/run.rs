@@ -22,7 +22,7 @@ pub fn run(config: &Config, scope: Scope, dry_run: bool, out: &mut dyn Write) ->
         lock::acquire_all(&config.ledger, sides(scope)).inspect_err(|e| crate::metrics::count_skip(config, e))?
     };
     crate::hooks::kill_point("after-lock");
-    let mut ledger = super::open_ledger(config, super::Access::write_if(!dry_run))?;
+    let mut ledger = super::open_ledger(config, super::Access::create_if(!dry_run))?;
     let plan = make_plan(config, &ledger, scope, clock.now())?;
     if dry_run {
         print_plan(out, &plan, name(scope))?;

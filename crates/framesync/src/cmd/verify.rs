@@ -54,7 +54,7 @@ impl FrameReport {
 pub fn verify(config: &Config, args: &Args, out: &mut dyn Write) -> Result<u8> {
     let (from, to) = args.range.frames(config)?;
     let _locks = if args.repair { super::lock_by_hand(config, &[Side::Pull, Side::Push])? } else { Vec::new() };
-    let mut ledger = super::open_ledger(config, super::Access::write_if(args.repair))?;
+    let mut ledger = super::open_ledger(config, super::Access::create_if(args.repair))?;
     let clock = SystemClock;
     let size = config.frames.size;
     let horizon = crate::frames::eligible_until(size, clock.now(), config.frames.delay);

@@ -18,8 +18,10 @@
 //! - [`servers`]: what framesync remembers about the SS and the RS between runs;
 //! - [`prune`]: deleting what is older than `run.retain`;
 //! - [`views`]: the read models of `status`, the metrics file, the timeline and `verify`;
-//! - [`snapshot`]: the read-only view `check` takes, which never creates nor migrates a ledger.
+//! - [`snapshot`]: the read-only view `check` takes, which never creates nor migrates a ledger;
+//! - [`access`]: the ledger's mode, and whether this process may create or write it.
 
+pub mod access;
 mod dead_letters;
 mod deliver;
 mod frames;
@@ -49,6 +51,7 @@ use rusqlite::{Connection, TransactionBehavior};
 use crate::model::DeadLetter;
 use crate::redact::Redactor;
 
+pub use access::Absent;
 pub use identity::{Adopt, Adoption};
 pub use open::{IDENTITY_SCHEMA, SCHEMA_VERSION};
 pub use runs::RunFigures;

@@ -28,7 +28,7 @@ pub const SCHEMA_VERSION: usize = MIGRATIONS.len();
 pub const IDENTITY_SCHEMA: usize = 4;
 
 impl Ledger {
-    /// Opens (creating if absent) and migrates the ledger at `path`.
+    /// Opens (creating if absent, with mode 0600) and migrates the ledger at `path`.
     pub fn open(path: &Path, sync: Synchronous) -> Result<Self> {
         Self::open_with(path, sync, BUSY_TIMEOUT)
     }
@@ -42,6 +42,10 @@ impl Ledger {
             ))
             .into());
         }
+        super::access::writable(path)?;
+        // Created here rather than by SQLite, so that it is its owner's alone from the start;
+        // SQLite gives the -wal and -shm files the same mode.
+        super::access::create_private(path).map_err(|e| unusable(format!("cannot create it: {e}")))?;
         let conn = Connection::open_with_flags(
             path,
             OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_CREATE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
@@ -52,6 +56,42 @@ impl Ledger {
         ledger.configure(sync, busy_timeout).map_err(|e| unusable(format!("{e:#}")))?;
         ledger.migrate()?;
         Ok(ledger)
+    }
+
+    /// Opens and migrates the ledger at `path`, which must exist ([`super::Absent`] if not):
+    /// for the commands that change a ledger but have nothing to do without one.
+    pub fn open_existing(path: &Path, sync: Synchronous, busy_timeout: Duration) -> Result<Self> {
+        super::access::existing(path)?;
+        Self::open_with(path, sync, busy_timeout)
+    }
+
+    /// Opens the ledger at `path` read-only, creating, migrating and configuring nothing and
+    /// leaving no file behind (see [`super::snapshot`]): [`super::Absent`] when there is none,
+    /// and a ledger of another schema version is refused, as the read models need this one's.
+    pub fn open_read_only(path: &Path, busy_timeout: Duration) -> Result<Self> {
+        super::access::existing(path)?;
+        let unusable = |problem: String| Unusable { path: path.to_path_buf(), problem };
+        let conn =
+            super::snapshot::read_only(path, busy_timeout).map_err(|e| unusable(format!("cannot open it: {e}")))?;
+        let version: usize = conn
+            .query_row("PRAGMA user_version", [], |r| r.get(0))
+            .map_err(|e| unusable(format!("it cannot be read as a SQLite database: {e}")))?;
+        if version > MIGRATIONS.len() {
+            return Err(unusable(format!(
+                "its schema version is {version}, newer than this framesync knows ({}); upgrade framesync",
+                MIGRATIONS.len()
+            ))
+            .into());
+        }
+        if version < MIGRATIONS.len() {
+            return Err(unusable(format!(
+                "its schema version is {version}, older than this framesync's ({}); run `framesync run` once to migrate it",
+                MIGRATIONS.len()
+            ))
+            .into());
+        }
+        conn.set_prepared_statement_cache_capacity(64);
+        Ok(Self { conn, path: path.to_path_buf(), staging_open: Default::default(), secrets: Default::default() })
     }
 
     fn configure(&self, sync: Synchronous, busy_timeout: Duration) -> Result<()> {
