@@ -5,7 +5,8 @@
 //!
 //! cron mails every line, so a scheduled run ([`hold`]) keeps its lines until it ends and
 //! prints them only when it fails ([`release`]): a run that exits 0 prints nothing. Asking for
-//! more than warnings (`RUST_LOG=info`) prints every line as it happens.
+//! more than warnings (`RUST_LOG=info`) prints every line as it happens. A line logged with
+//! the target [`ALWAYS`] is never held: a config that cannot do anything yet says so each run.
 
 use std::io::Write;
 use std::sync::{Mutex, RwLock};
@@ -21,6 +22,9 @@ pub enum Format {
     /// `{"ts":"…","level":"warn","pipeline":"orders","msg":"…"}`
     Json,
 }
+
+/// The log target of a line a scheduled run prints even when it exits 0.
+pub const ALWAYS: &str = "framesync::always";
 
 /// The pipeline the lines speak for: its config file's stem, once a config is loaded.
 static PIPELINE: RwLock<String> = RwLock::new(String::new());
@@ -85,8 +89,8 @@ impl log::Log for Logger {
         let line = format_line(self.format, &timestamp(), record.level(), &pipeline(), &message);
         let mut held = HELD.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
         match held.as_mut() {
-            Some(lines) => lines.push(line),
-            None => {
+            Some(lines) if record.target() != ALWAYS => lines.push(line),
+            _ => {
                 let _ = std::io::stderr().lock().write_all(line.as_bytes());
             }
         }
