@@ -35,8 +35,6 @@ pub fn stage_pages(
             walked.out_of_frame
         );
     }
-    if staging.duplicates() > 0 {
-        log::warn!("frame {frame}: {} repeated UIDs in one pull were kept once", staging.duplicates());
-    }
+    staging.say_repeats();
     Ok(Ok(walked))
 }

@@ -21,6 +21,7 @@ pub mod identity;
 pub mod job;
 pub mod ledger;
 pub mod lock;
+pub mod logging;
 pub mod mapping;
 pub mod metrics;
 pub mod model;

@@ -4,6 +4,7 @@
 //! ledger is.
 
 use std::fs::{File, TryLockError};
+use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
@@ -43,10 +44,26 @@ pub fn acquire(ledger: &Path, side: Side) -> Result<Lock> {
         format!("cannot open the lock file {} (does its folder exist and is it writable?)", path.display())
     })?;
     match file.try_lock() {
-        Ok(()) => Ok(Lock { _file: file }),
+        Ok(()) => Ok(Lock { _file: write_pid(file) }),
         Err(TryLockError::WouldBlock) => Err(Held(path).into()),
         Err(TryLockError::Error(e)) => Err(e).with_context(|| format!("cannot lock {}", path.display())),
     }
+}
+
+/// Leaves the holder's process id in the lock file, for [`held_message`]. Only a hint: a file
+/// that cannot be written still holds the lock.
+fn write_pid(mut file: File) -> File {
+    if file.set_len(0).is_ok() {
+        let _ = write!(file, "{}", std::process::id());
+    }
+    file
+}
+
+/// What `run` says on a terminal when another run holds the lock (exit 75).
+pub fn held_message(held: &Held) -> String {
+    let pid = std::fs::read_to_string(&held.0).ok().and_then(|text| text.trim().parse::<u32>().ok());
+    let pid = pid.map_or(String::new(), |pid| format!(" (pid {pid})"));
+    format!("another framesync run holds {}{pid}; exiting 75", held.0.display())
 }
 
 /// Takes the locks of all `sides`, in a fixed order so two runs never wait on each other.
@@ -74,6 +91,23 @@ mod tests {
         drop(first);
         assert!(acquire(&ledger, Side::Pull).is_ok());
         assert!(path(&ledger, Side::Pull).exists(), "the lock file stays");
+    }
+
+    #[test]
+    fn the_held_message_names_the_lock_and_its_holder() {
+        let dir = tempfile::tempdir().unwrap();
+        let ledger = dir.path().join("l.db");
+        let _first = acquire(&ledger, Side::Pull).unwrap();
+        let e = acquire(&ledger, Side::Pull).unwrap_err();
+        let message = held_message(e.downcast_ref::<Held>().unwrap());
+        let want = format!(
+            "another framesync run holds {}.pull.lock (pid {}); exiting 75",
+            ledger.display(),
+            std::process::id()
+        );
+        assert_eq!(message, want);
+        std::fs::write(path(&ledger, Side::Pull), "").unwrap();
+        assert!(held_message(e.downcast_ref::<Held>().unwrap()).ends_with("l.db.pull.lock; exiting 75"));
     }
 
     #[test]

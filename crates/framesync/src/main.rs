@@ -1,12 +1,12 @@
 //! The `framesync` command: parse the arguments, set up logging, run the command, and turn
 //! the result into an exit code — in one place.
 
-use std::io::Write;
+use std::io::IsTerminal;
 use std::process::ExitCode;
 
 use clap::Parser;
 use framesync::cmd::{self, Cli};
-use framesync::{Usage, ledger, lock, redact};
+use framesync::{Usage, ledger, lock, logging, redact};
 
 /// Exit codes (see README): 0 ok, 1 work failed and is recorded, 2 usage or config,
 /// 3 ledger unusable or (for a command that only reads) absent, 75 another run holds the lock.
@@ -56,19 +56,26 @@ fn main() -> ExitCode {
             return ExitCode::from(if e.use_stderr() { 2 } else { 0 });
         }
     };
-    let mut logger = env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn"));
-    logger.format(|buf, record| {
-        writeln!(buf, "framesync: {}: {}", record.level().as_str().to_lowercase(), record.args())
-    });
-    redact::Logger::init(logger);
-    match cmd::dispatch(cli, &mut redact::Scrubbed::new(std::io::stdout().lock())) {
+    logging::Logger::init(cli.log_format);
+    if cli.command.is_scheduled() {
+        logging::hold();
+    }
+    let result = cmd::dispatch(cli, &mut redact::Scrubbed::new(std::io::stdout().lock()));
+    // A run that exits 0 says nothing: cron mails every line.
+    logging::release(!matches!(result, Ok(0)) && !result.as_ref().is_err_and(|e| exit_code(e) == 75));
+    match result {
         Ok(code) => ExitCode::from(code),
         Err(error) if broken_pipe(&error) => ExitCode::SUCCESS,
         Err(error) => {
             let code = exit_code(&error);
-            if code == 75 {
-                // Under cron a held lock is normal: the previous run is still going.
-                log::info!("{error:#}; exiting");
+            if let Some(held) = error.downcast_ref::<lock::Held>() {
+                // Under cron a held lock is normal: the previous run is still going. By hand,
+                // the operator wants to know why nothing happened.
+                if std::io::stderr().is_terminal() || std::io::stdout().is_terminal() {
+                    eprintln!("framesync: {}", lock::held_message(held));
+                } else {
+                    log::info!("{error:#}; exiting");
+                }
             } else {
                 eprintln!("framesync: error: {}", redact::scrub(&format!("{error:#}")));
                 if let Some(hint) = hint(&error) {

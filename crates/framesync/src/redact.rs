@@ -1,5 +1,5 @@
 //! Secrets (values read from the environment) are scrubbed where a message leaves framesync,
-//! never call by call: the log ([`Logger`]), a command's output ([`Scrubbed`]) and its final
+//! never call by call: the log (`crate::logging::Logger`), a command's output ([`Scrubbed`]) and its final
 //! error (`main`) use the secrets [`install`]ed from the config; the ledger scrubs every text it
 //! writes with the config's [`Redactor`] (`Ledger::scrub_with`). Messages inside framesync may
 //! hold a secret (a URL with its key); none leaves with one.
@@ -39,46 +39,6 @@ pub fn install_one(secret: &str) {
 /// `text` with every installed secret replaced by `***`.
 pub fn scrub(text: &str) -> String {
     INSTALLED.read().unwrap_or_else(|poisoned| poisoned.into_inner()).scrub(text)
-}
-
-/// The one log channel: `env_logger`'s filter and format, every message scrubbed first.
-pub struct Logger(env_logger::Logger);
-
-impl Logger {
-    /// Installs the logger built by `builder` as the process's logger.
-    pub fn init(mut builder: env_logger::Builder) {
-        let inner = builder.build();
-        let level = inner.filter();
-        if log::set_boxed_logger(Box::new(Logger(inner))).is_ok() {
-            log::set_max_level(level);
-        }
-    }
-}
-
-impl log::Log for Logger {
-    fn enabled(&self, metadata: &log::Metadata) -> bool {
-        self.0.enabled(metadata)
-    }
-
-    fn log(&self, record: &log::Record) {
-        if self.0.matches(record) {
-            let text = scrub(&record.args().to_string());
-            self.0.log(
-                &log::Record::builder()
-                    .args(format_args!("{text}"))
-                    .level(record.level())
-                    .target(record.target())
-                    .module_path(record.module_path())
-                    .file(record.file())
-                    .line(record.line())
-                    .build(),
-            );
-        }
-    }
-
-    fn flush(&self) {
-        self.0.flush();
-    }
 }
 
 /// A command's output, scrubbed line by line (a secret never straddles a line).

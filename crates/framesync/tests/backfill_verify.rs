@@ -20,7 +20,12 @@ fn backfill_fills_a_range_by_hand_ignoring_the_window_and_skips_delivered_frames
     assert_eq!(text.lines().filter(|l| l.trim_start().starts_with("pull")).count(), 20, "{text}");
     let out = p.framesync(&["backfill", "--from", &from, "--to", &to]);
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
-    assert!(out.stdout.is_empty() && out.stderr.is_empty(), "silent off a terminal");
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        said.starts_with(&format!("backfill {from}..{to}: 20 frames pulled")),
+        "one summary line off a terminal: {said}"
+    );
+    assert_eq!((said.lines().count(), stderr(&out)), (1, String::new()), "{said}");
     let delivered: i64 = p.query(&format!(
         "SELECT COUNT(*) FROM frames WHERE state = 'delivered' AND start >= {reference} AND start < {}",
         reference + 20 * MINUTE

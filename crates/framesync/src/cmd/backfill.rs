@@ -72,6 +72,11 @@ pub fn backfill(config: &Config, args: &Args, out: &mut dyn Write) -> Result<u8>
         super::run::print_plan(out, &plan, "backfill")?;
         return Ok(0);
     }
+    if plan.steps.is_empty() && to <= plan.horizon {
+        writeln!(out, "nothing to do: every frame in {}..{} is delivered", rfc3339(from), rfc3339(to))?;
+        return Ok(0);
+    }
+    let started = std::time::Instant::now();
     ledger.sync_pipeline(frames.size.seconds(), frames.start, frames.delay, now)?;
     let bar = progress_bar(plan.steps.len() as u64);
     let show = |done: usize, _total: usize| bar.set_position(done as u64);
@@ -82,19 +87,19 @@ pub fn backfill(config: &Config, args: &Args, out: &mut dyn Write) -> Result<u8>
     })?;
     bar.finish_and_clear();
     let f = &outcome.figures;
-    if std::io::stdout().is_terminal() {
-        writeln!(
-            out,
-            "backfill {}..{}: {} frames pulled, {} delivered, {} records pushed, {} dead letters, {} failures",
-            rfc3339(from),
-            rfc3339(to.min(plan.horizon)),
-            f.frames_pulled,
-            f.frames_delivered,
-            f.records_pushed,
-            f.dead_letters,
-            outcome.failures.len()
-        )?;
-    }
+    // By hand or from a script, the operator is told what the backfill did, in one line.
+    writeln!(
+        out,
+        "backfill {}..{}: {} frames pulled, {} delivered, {} records pushed, {} dead letters, {} failures, in {:.1}s",
+        rfc3339(from),
+        rfc3339(to.min(plan.horizon)),
+        f.frames_pulled,
+        f.frames_delivered,
+        f.records_pushed,
+        f.dead_letters,
+        outcome.failures.len(),
+        started.elapsed().as_secs_f64()
+    )?;
     Ok(outcome.exit_code() as u8)
 }
 

@@ -33,6 +33,9 @@ pub struct Cli {
     /// The config file (TOML).
     #[arg(long, global = true, env = "FRAMESYNC_CONFIG", value_name = "FILE")]
     pub config: Option<PathBuf>,
+    /// How log lines are written: words for people, one JSON object a line for collectors.
+    #[arg(long, global = true, env = "FRAMESYNC_LOG", value_enum, default_value_t, value_name = "FORMAT")]
+    pub log_format: crate::logging::Format,
     #[command(subcommand)]
     pub command: Command,
 }
@@ -65,6 +68,13 @@ pub enum Command {
     Completions(completions::Args),
     /// Print the man page (roff, section 1) to stdout.
     Man,
+}
+
+impl Command {
+    /// What cron or a timer runs every minute: its lines wait to see whether it fails.
+    pub fn is_scheduled(&self) -> bool {
+        matches!(self, Self::Run(args) | Self::Pull(args) | Self::Push(args) if !args.dry_run)
+    }
 }
 
 #[derive(Debug, clap::Args)]
@@ -160,6 +170,9 @@ fn open_ledger(config: &Config, access: Access) -> Result<Ledger> {
 
 fn load(path: Option<PathBuf>) -> Result<Config> {
     let path = path.ok_or_else(|| Usage("no config: pass --config FILE or set FRAMESYNC_CONFIG".into()))?;
+    if let Some(stem) = path.file_stem() {
+        crate::logging::set_pipeline(&stem.to_string_lossy());
+    }
     let config = Config::load(&path, &process_env).map_err(|e| Usage(format!("{e:#}")))?;
     crate::redact::install(&config.secrets);
     Ok(config)

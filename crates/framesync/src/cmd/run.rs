@@ -59,6 +59,7 @@ pub fn execute(
     ledger.sync_pipeline(frames.size.seconds(), frames.start, frames.delay, clock.now())?;
     if frames.start >= plan.horizon && scope != Scope::Push {
         log::warn!(
+            target: crate::logging::ALWAYS,
             "frames.start ({}) is not yet eligible (frames are pulled {}s after they close); nothing to pull until then",
             rfc3339(frames.start),
             frames.delay

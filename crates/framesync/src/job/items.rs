@@ -106,7 +106,7 @@ impl Job<'_> {
             self.pushing.failed_in_a_row += 1;
         }
         let uids: Vec<&str> = again.iter().map(|i| i.pending.uid.as_str()).collect();
-        log::warn!("frame {frame}: the RS failed {uids:?}: {reason}");
+        log::info!("frame {frame}: the RS failed {uids:?}: {reason}");
         self.pushing.evidence.failed.push(FailedUnit { frame, items: again, key: again_key, reason, status });
         Ok(())
     }

@@ -13,6 +13,7 @@
 mod acks;
 mod backoff;
 mod blame;
+mod causes;
 mod items;
 mod lookup;
 mod outgoing;
@@ -70,6 +71,8 @@ pub struct Job<'a> {
     pushing: push::Pushing,
     /// Records dead-lettered this run, by reason: one summary line at the end.
     dead: BTreeMap<DeadReason, i64>,
+    /// The frames failed this run, by cause: one line per cause at the end.
+    causes: causes::Causes,
 }
 
 impl<'a> Job<'a> {
@@ -92,6 +95,7 @@ impl<'a> Job<'a> {
             pulling: pull::Pulling::default(),
             pushing: push::Pushing::default(),
             dead: BTreeMap::new(),
+            causes: causes::Causes::default(),
         }
     }
 
@@ -150,6 +154,7 @@ impl<'a> Job<'a> {
     fn finish(mut self) -> Result<Outcome> {
         self.settle_failed_sends()?;
         self.record_acks()?;
+        self.report_failed_frames();
         self.report_held_back();
         self.report_dead_letters();
         Ok(self.outcome)
@@ -190,10 +195,19 @@ impl<'a> Job<'a> {
         over
     }
 
+    /// Records a frame's failure for the run's exit code and the ledger's run row; the log
+    /// says it once per cause at the end ([`Job::report_failed_frames`]).
     fn fail(&mut self, frame: Frame, message: String) {
-        log::error!("frame {frame}: {message}");
+        log::info!("frame {frame}: {message}");
+        self.causes.add(frame, &message);
         self.outcome.failures.push(format!("frame {frame}: {message}"));
         self.outcome.figures.errors += 1;
+    }
+
+    fn report_failed_frames(&self) {
+        for line in self.causes.lines() {
+            log::error!("{line}");
+        }
     }
 
     /// Exponential backoff from the frame's attempts so far, or the server's `Retry-After`,

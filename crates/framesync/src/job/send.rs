@@ -75,7 +75,7 @@ impl Job<'_> {
                 self.pushing.failed_in_a_row += 1;
                 let stop = self.pushing.failed_in_a_row >= FAILURES_TO_STOP;
                 let uids: Vec<&str> = unit.items.iter().map(|i| i.pending.uid.as_str()).collect();
-                log::warn!("frame {frame}: the RS failed {uids:?}: {reason}");
+                log::info!("frame {frame}: the RS failed {uids:?}: {reason}");
                 self.pushing.evidence.failed.push(FailedUnit {
                     frame,
                     items: unit.items,

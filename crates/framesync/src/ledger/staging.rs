@@ -55,6 +55,9 @@ pub struct Staging<'l> {
     records: Records,
     dedup: Dedup,
     duplicates: i64,
+    /// Repeats whose contents differ from the record kept, and the first such UID.
+    changed: i64,
+    first_changed: Option<String>,
 }
 
 impl Ledger {
@@ -71,6 +74,8 @@ impl Ledger {
             records: Records::default(),
             dedup: Dedup::default(),
             duplicates: 0,
+            changed: 0,
+            first_changed: None,
         };
         Ok(staging)
     }
@@ -99,6 +104,7 @@ impl Ledger {
     ) -> Result<Option<usize>> {
         let mut staging = self.staging(frame)?;
         staging.add(records.to_vec(), &[])?;
+        staging.say_repeats();
         staging.commit_recheck(schedule, now)
     }
 
@@ -107,6 +113,7 @@ impl Ledger {
     pub fn stage_redelivery(&self, frame: Frame, records: &[StagedRecord], now: Epoch) -> Result<usize> {
         let mut staging = self.staging(frame)?;
         staging.add(records.to_vec(), &[])?;
+        staging.say_repeats();
         staging.commit_redelivery(now)
     }
 }
@@ -124,11 +131,8 @@ impl Staging<'_> {
                 Seen::Again(earlier) => {
                     self.duplicates += 1;
                     if records.get(conn, earlier)?.body != record.body {
-                        log::warn!(
-                            "frame {}: UID {:?} appears twice with different contents; the first is kept",
-                            self.frame,
-                            record.uid
-                        );
+                        self.changed += 1;
+                        self.first_changed.get_or_insert(record.uid);
                     }
                 }
             }
@@ -153,6 +157,21 @@ impl Staging<'_> {
     /// Repeated UIDs dropped so far.
     pub fn duplicates(&self) -> i64 {
         self.duplicates
+    }
+
+    /// Says once for the frame how many repeated UIDs were dropped, and how many of them
+    /// differed from the record kept: the first of each is kept.
+    pub fn say_repeats(&self) {
+        if self.duplicates == 0 {
+            return;
+        }
+        let changed = match &self.first_changed {
+            Some(uid) => {
+                format!(" ({} with contents different from the first, e.g. {uid:?}: the first is kept)", self.changed)
+            }
+            None => String::new(),
+        };
+        log::warn!("frame {}: {} repeated UIDs in one pull were kept once{changed}", self.frame, self.duplicates);
     }
 
     /// Whether a record with this UID was added.
