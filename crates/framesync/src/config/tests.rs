@@ -201,3 +201,38 @@ query = "INSERT INTO t FORMAT JSONEachRow"
     let uid_in_sink = text.replace("INSERT INTO t", "INSERT INTO {uid}");
     assert!(error(&uid_in_sink).starts_with("sink.query.query: {uid} cannot be used here"), "{}", error(&uid_in_sink));
 }
+
+/// Bad values over every section: each error is one line, led by the value's dotted key, and
+/// says the form the key expects in the config's words (no `usize`, `sequence` or `map`).
+#[test]
+fn type_errors_are_one_line_naming_the_key_and_the_expected_form() {
+    let in_sink = |line: &str| minimal("", "").replace("[sink]", &format!("[sink]\n{line}"));
+    let in_frames = |line: &str| minimal("", "").replace("[frames]", &format!("[frames]\n{line}"));
+    let cases = [
+        (minimal("", "").replace("ledger = \"orders.db\"", "ledger = 5"), "ledger: ", "expected a string"),
+        (in_frames("delay = \"2m\"").replace("start", "delay2 = 1\nstart"), "frames: ", "unknown field"),
+        (in_frames("recheck = \"10m\""), "frames.recheck: ", "expected a list"),
+        (in_frames("size = 60"), "frames.size: ", "expected a string"),
+        (minimal("timeout = 5", ""), "source.timeout: ", "expected a string"),
+        (minimal("headers = [1]", ""), "source.headers: ", "expected a table"),
+        (minimal("max_rps = \"fast\"", ""), "source.max_rps: ", "expected a number"),
+        (in_sink("batch_size = \"many\""), "sink.batch_size: ", "expected a whole number"),
+        (in_sink("mode = \"bulk\""), "sink.mode: ", "expected `record` or `batch`"),
+        (in_sink("already_there = \"409\""), "sink.already_there: ", "expected a list"),
+        (in_sink("already_there = [\"409\"]"), "sink.already_there[0]: ", "expected a whole number"),
+        (in_sink("headers = [\"a\"]"), "sink.headers: ", "expected a table"),
+        (in_sink("auth = { kind = \"nope\" }"), "sink.auth.kind: ", "expected one of `bearer`"),
+        (in_sink("auth = \"bearer\""), "sink.auth: ", "expected"),
+        (minimal("", "max_frames = \"x\""), "run.max_frames: ", "expected a whole number"),
+        (minimal("", "max_frames = [1]"), "run.max_frames: ", "invalid type: a list, expected a whole number"),
+        (minimal("", "synchronous = 1"), "run.synchronous: ", "expected"),
+        (minimal("", "metrics_file = { a = 1 }"), "run.metrics_file: ", "invalid type: a table"),
+    ];
+    for (text, key, form) in cases {
+        let e = error(&text);
+        assert!(e.starts_with(key) && e.contains(form) && !e.contains('\n'), "{key:?} {form:?} not in {e:?}");
+        for serde_word in ["usize", "u16", "f64", "sequence", " map"] {
+            assert!(!e.contains(serde_word), "{serde_word} in {e:?}");
+        }
+    }
+}
