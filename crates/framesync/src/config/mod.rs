@@ -16,11 +16,13 @@ mod sink;
 mod source;
 mod tls;
 mod toml_error;
+mod tree;
 
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, anyhow};
 use serde::Deserialize;
+use toml::de::DeTable;
 
 pub use self::answers::{BodyKind, BodySpec, Compress, ItemsSpec, Means, Rule, StatusMatch};
 pub use self::auth::{AuthConfig, AuthStyle, OAuth2Config, Secret};
@@ -86,7 +88,7 @@ impl Config {
 
     /// Parses and validates a config; relative paths are taken from `base` (the config's folder).
     pub fn parse(text: &str, base: &Path, env: Env) -> Result<Self> {
-        let mut raw: RawConfig = toml::from_str(text).map_err(|e| anyhow!("{}", toml_error::one_line(text, &e)))?;
+        let mut raw = read(text, env)?;
         let written_urls = (written(&raw.source.url, &raw.source.query), written(&raw.sink.url, &raw.sink.query));
         let mut secrets = Redactor::default();
         let ledger = resolve(base, &raw.ledger);
@@ -108,6 +110,14 @@ impl Config {
         };
         Ok(Self { ledger, frames, source, sink, run, secrets, identity, file: None })
     }
+}
+
+/// The file read by serde, once `${VAR}` is expanded in its tree.
+fn read(text: &str, env: Env) -> Result<RawConfig> {
+    let one_line = |e: toml::de::Error| anyhow!("{}", toml_error::one_line(text, &e));
+    let mut document = DeTable::parse(text).map_err(one_line)?;
+    tree::expand(document.get_mut(), env)?;
+    RawConfig::deserialize(toml::Deserializer::from(document)).map_err(one_line)
 }
 
 /// A URL and its query table as written (before `${VAR}` expansion and encoding): what the

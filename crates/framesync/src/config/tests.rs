@@ -236,3 +236,37 @@ fn type_errors_are_one_line_naming_the_key_and_the_expected_form() {
         }
     }
 }
+
+#[test]
+fn every_string_value_expands_variables_and_defaults() {
+    let env = |name: &str| match name {
+        "STATE" => Some("/var/lib/framesync".to_owned()),
+        "EMPTY" => Some(String::new()),
+        "SS_TOKEN" => Some("ss-secret-123".to_owned()),
+        _ => None,
+    };
+    let text =
+        minimal("headers = { Authorization = \"Bearer ${SS_TOKEN:-unused}\", X-Tag = \"${TAG:-plain-tag}\" }", "")
+            .replace("\"orders.db\"", "\"${STATE}/orders.db\"")
+            .replace("uid = \"/id\"", "uid = \"${UID_AT:-/id}\"")
+            .replace("[run]", "[run]\nmetrics_file = \"${EMPTY:-/tmp}/m.prom\"");
+    let config = Config::parse(&text, Path::new("/etc/framesync"), &env).unwrap();
+    assert_eq!(config.ledger, PathBuf::from("/var/lib/framesync/orders.db"));
+    assert_eq!(config.source.uid.as_str(), "/id", "the default is used when the variable is unset");
+    assert!(format!("{:?}", config.run).contains("/tmp/m.prom"), "an empty variable takes the default");
+    let headers = &config.source.headers;
+    assert!(headers.contains(&("Authorization".to_owned(), "Bearer ss-secret-123".to_owned())), "{headers:?}");
+    assert!(headers.contains(&("X-Tag".to_owned(), "plain-tag".to_owned())), "{headers:?}");
+    let secrets = &config.secrets;
+    assert_eq!(secrets.scrub("ss-secret-123"), "***", "a header's value from the environment is a secret");
+    assert_eq!(secrets.scrub("plain-tag"), "plain-tag", "a default is written in the file: no secret");
+    assert_eq!(secrets.scrub("/var/lib/framesync"), "/var/lib/framesync", "a path is no secret");
+}
+
+#[test]
+fn an_unset_variable_without_a_default_names_its_key() {
+    let e = error(&minimal("", "").replace("\"orders.db\"", "\"${NOWHERE}/orders.db\""));
+    assert!(e.starts_with("ledger: the environment variable NOWHERE is not set"), "{e}");
+    let e = error(&minimal("", "").replace("uid = \"/id\"", "uid = \"${BAD NAME:-/id}\""));
+    assert!(e.starts_with("source.uid: ") && e.contains("not an environment variable name"), "{e}");
+}
