@@ -134,7 +134,8 @@ fn open_ledger(config: &Config, access: Access) -> Result<Ledger> {
 
 fn load(path: Option<PathBuf>) -> Result<Config> {
     let path = path.ok_or_else(|| Usage("no config: pass --config FILE or set FRAMESYNC_CONFIG".into()))?;
-    let config = Config::load(&path, &process_env).map_err(|e| Usage(format!("{e:#}")))?;
+    let overrides = crate::config::overrides_from_process();
+    let config = Config::load_with_overrides(&path, &process_env, &overrides).map_err(|e| Usage(format!("{e:#}")))?;
     crate::redact::install(&config.secrets);
     Ok(config)
 }

@@ -270,3 +270,50 @@ fn an_unset_variable_without_a_default_names_its_key() {
     let e = error(&minimal("", "").replace("uid = \"/id\"", "uid = \"${BAD NAME:-/id}\""));
     assert!(e.starts_with("source.uid: ") && e.contains("not an environment variable name"), "{e}");
 }
+
+fn overridden(text: &str, vars: &[(&str, &str)]) -> Result<Config> {
+    let vars: Vec<_> = vars.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+    Config::parse_with_overrides(text, Path::new("/etc/framesync"), &env, &vars)
+}
+
+#[test]
+fn environment_overrides_set_any_key_before_the_checks() {
+    let config = overridden(
+        &minimal("", ""),
+        &[
+            ("FRAMESYNC__SINK__BATCH_SIZE", "1000"),
+            ("FRAMESYNC__SINK__MODE", "batch"),
+            ("FRAMESYNC__LEDGER", "${STATE:-/srv}/o.db"),
+            ("FRAMESYNC__FRAMES__RECHECK", "[\"10m\", \"1h\"]"),
+            ("FRAMESYNC__SOURCE__HEADERS__X_TOKEN", "Bearer ${SS_TOKEN}"),
+            ("FRAMESYNC__RUN__MAX_FRAMES", "7"),
+        ],
+    )
+    .unwrap();
+    assert_eq!((config.sink.batch_size, config.sink.mode), (1000, SinkMode::Batch));
+    assert_eq!(config.ledger, PathBuf::from("/srv/o.db"), "a value that is not TOML is a string");
+    assert_eq!(config.frames.recheck.len(), 2);
+    assert_eq!(config.run.max_frames, 7);
+    assert!(config.source.headers.contains(&("x_token".into(), "Bearer ss-secret-123".into())));
+    assert_eq!(config.secrets.scrub("ss-secret-123"), "***");
+}
+
+#[test]
+fn a_bad_override_is_named_by_its_variable() {
+    let cases = [
+        ("FRAMESYNC__SINK__BATCHSIZE", "5", "FRAMESYNC__SINK__BATCHSIZE: unknown field `batchsize`"),
+        ("FRAMESYNC__NOPE__X", "5", "FRAMESYNC__NOPE__X: unknown field `nope`"),
+        (
+            "FRAMESYNC__SINK__BATCH_SIZE",
+            "lots",
+            "FRAMESYNC__SINK__BATCH_SIZE: invalid type: string \"lots\", expected a whole number",
+        ),
+        ("FRAMESYNC__SINK__ALREADY_THERE", "[\"x\"]", "FRAMESYNC__SINK__ALREADY_THERE: invalid type: string"),
+        ("FRAMESYNC__LEDGER__PATH", "x", "FRAMESYNC__LEDGER__PATH: ledger is not a table"),
+        ("FRAMESYNC__SINK____X", "x", "FRAMESYNC__SINK____X: name a key as"),
+    ];
+    for (name, value, want) in cases {
+        let e = format!("{:#}", overridden(&minimal("", ""), &[(name, value)]).unwrap_err());
+        assert!(e.starts_with(want) && !e.contains('\n'), "{want:?} does not lead {e:?}");
+    }
+}

@@ -47,7 +47,7 @@ where
 
 /// serde's words for the expected form, said as the config is written: `expected usize` is
 /// `expected a whole number`, `a sequence` is `a list`. Lines are joined, so the error stays one.
-fn plain(message: &str) -> String {
+pub(super) fn plain(message: &str) -> String {
     const WORDS: [(&str, &str); 15] = [
         ("wanted string or table", "invalid type, expected a string"),
         ("expected usize", "expected a whole number"),

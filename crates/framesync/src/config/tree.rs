@@ -8,7 +8,7 @@
 //! Every other string (the ledger path, file paths, pointers, names) is expanded here and is
 //! no secret: it is shown as it is in messages.
 
-use anyhow::Result;
+use anyhow::{Result, bail};
 use toml::Spanned;
 use toml::de::{DeTable, DeValue};
 
@@ -67,4 +67,80 @@ fn own_check(path: &str) -> bool {
     EXPANDED_BY_THEIR_CHECK
         .iter()
         .any(|key| path.strip_prefix(key).is_some_and(|rest| rest.is_empty() || rest.starts_with(['.', '['])))
+}
+
+/// The prefix of an override: `FRAMESYNC__SINK__BATCH_SIZE=1000` sets `sink.batch_size`.
+pub const OVERRIDE_PREFIX: &str = "FRAMESYNC__";
+
+/// The process's overrides, sorted by name so they apply in a known order.
+pub fn overrides_from_process() -> Vec<(String, String)> {
+    let mut vars: Vec<_> = std::env::vars().filter(|(name, _)| name.starts_with(OVERRIDE_PREFIX)).collect();
+    vars.sort();
+    vars
+}
+
+/// Sets each override's key in `table`: the name after the prefix, split at `__` and lowercased,
+/// is the key's dotted path; the value is read as a TOML value, or else taken as a string.
+/// Override `i` gets the place `at + i` (past the file's text), so an error on it can be told
+/// from one in the file and name its variable.
+pub(super) fn set_overrides<'i>(table: &mut DeTable<'i>, overrides: &'i [(String, String)], at: usize) -> Result<()> {
+    for (i, (name, text)) in overrides.iter().enumerate() {
+        let span = at + i..at + i + 1;
+        let path: Vec<String> =
+            name.strip_prefix(OVERRIDE_PREFIX).unwrap_or(name).split("__").map(str::to_lowercase).collect();
+        if path.iter().any(String::is_empty) {
+            bail!("{name}: name a key as {OVERRIDE_PREFIX}SECTION__KEY, e.g. {OVERRIDE_PREFIX}SINK__BATCH_SIZE");
+        }
+        let value = match DeValue::parse(text) {
+            Ok(value) => respan(value.into_inner(), &span),
+            Err(_) => DeValue::String(text.as_str().into()),
+        };
+        let (last, tables) = path.split_last().expect("split yields at least one part");
+        let mut here = &mut *table;
+        for (depth, key) in tables.iter().enumerate() {
+            here = match child(here, key, &span) {
+                DeValue::Table(inner) => inner,
+                _ => {
+                    bail!("{name}: {} is not a table, so it has no key {:?}", path[..=depth].join("."), path[depth + 1])
+                }
+            };
+        }
+        *child(here, last, &span) = value;
+    }
+    Ok(())
+}
+
+/// The value under `key`, an empty table inserted when there is none.
+fn child<'t, 'i>(table: &'t mut DeTable<'i>, key: &str, span: &std::ops::Range<usize>) -> &'t mut DeValue<'i> {
+    if !table.iter().any(|(k, _)| k.get_ref() == key) {
+        let empty = Spanned::new(span.clone(), DeValue::Table(DeTable::default()));
+        table.insert(Spanned::new(span.clone(), key.to_owned().into()), empty);
+    }
+    let (_, value) = table.iter_mut().find(|(k, _)| k.get_ref() == key).expect("inserted above");
+    value.get_mut()
+}
+
+/// `value` with every place in it set to `span`: the override's, not the variable's text.
+fn respan<'i>(value: DeValue<'i>, span: &std::ops::Range<usize>) -> DeValue<'i> {
+    match value {
+        DeValue::Array(mut items) => {
+            for item in items.iter_mut() {
+                let inner = std::mem::replace(item, Spanned::new(0..0, DeValue::Boolean(false))).into_inner();
+                *item = Spanned::new(span.clone(), respan(inner, span));
+            }
+            DeValue::Array(items)
+        }
+        DeValue::Table(table) => DeValue::Table(
+            table
+                .into_iter()
+                .map(|(k, v)| {
+                    (
+                        Spanned::new(span.clone(), k.into_inner()),
+                        Spanned::new(span.clone(), respan(v.into_inner(), span)),
+                    )
+                })
+                .collect(),
+        ),
+        other => other,
+    }
 }
