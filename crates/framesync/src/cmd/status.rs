@@ -181,7 +181,10 @@ fn print_runs_and_lag(out: &mut dyn Write, s: &Status) -> std::io::Result<()> {
         Some(r) => writeln!(
             out,
             "last run:  {} at {}, exit {}, {} records pushed",
-            r.command, r.started, r.exit_code, r.records_pushed
+            r.command,
+            r.started,
+            r.exit_code.map_or("running or killed".to_owned(), |code| code.to_string()),
+            r.records_pushed
         )?,
         None => writeln!(out, "last run:  none yet")?,
     }

@@ -41,7 +41,8 @@ pub struct LastRun {
     pub command: String,
     pub started: String,
     pub seconds: Option<i64>,
-    pub exit_code: String,
+    /// None while the run is going, or when it was killed before it could end.
+    pub exit_code: Option<i64>,
     pub records_pushed: i64,
     pub message: Option<String>,
 }
@@ -219,7 +220,8 @@ impl Ledger {
     }
 
     pub fn last_run(&self) -> Result<Option<LastRun>> {
-        let sql = "SELECT command, started, seconds, exit_code, records_pushed, message FROM recent_runs LIMIT 1";
+        let sql = "SELECT command, started, seconds, (SELECT exit_code FROM runs WHERE runs.id = recent_runs.id AND ended_at IS NOT NULL),
+                          records_pushed, message FROM recent_runs LIMIT 1";
         let run = self.rows(sql, |r| {
             Ok(LastRun {
                 command: r.get(0)?,
