@@ -26,6 +26,7 @@ pub mod metrics;
 pub mod model;
 pub mod netfs;
 pub mod plan;
+pub mod plural;
 pub mod prune;
 pub mod recheck;
 pub mod record;

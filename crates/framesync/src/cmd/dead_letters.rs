@@ -15,6 +15,7 @@ use crate::delivery::DeadReason;
 use crate::frames::{Epoch, parse_time};
 use crate::job::{Clock, SystemClock};
 use crate::lock::Side;
+use crate::plural::plural;
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -151,10 +152,10 @@ fn retry(config: &Config, args: &BulkArgs, out: &mut dyn Write) -> Result<u8> {
     }
     writeln!(
         out,
-        "retried {} dead letters: {} staged again ({} delivered frames reopened); the next `framesync push` or `run` sends them",
-        r.staged + r.already_delivered,
+        "retried {}: {} staged again ({} reopened); the next `framesync push` or `run` sends them",
+        plural(r.staged + r.already_delivered, "dead letter"),
         r.staged,
-        r.frames_reopened
+        plural(r.frames_reopened, "delivered frame")
     )?;
     if r.already_delivered > 0 {
         writeln!(
@@ -171,7 +172,7 @@ fn drop_letters(config: &Config, args: &BulkArgs, out: &mut dyn Write) -> Result
     let _lock = super::lock_by_hand(config, &[Side::Push])?;
     let mut ledger = super::open_ledger(config, super::Access::Write)?;
     let d = ledger.drop_dead_letters(&filter)?;
-    writeln!(out, "dropped {} dead letters (they stay counted in frames.dead)", d.dropped)?;
+    writeln!(out, "dropped {} (they stay counted in frames.dead)", plural(d.dropped, "dead letter"))?;
     if d.kept_for_recheck > 0 {
         writeln!(
             out,

@@ -12,6 +12,7 @@ use crate::frames::{Epoch, rfc3339};
 use crate::job::{Clock, SystemClock};
 use crate::ledger::Ledger;
 use crate::ledger::views::{FailingFrame, Lag, LastRun, MissingRange, ServerState};
+use crate::plural::plural;
 use crate::timeline::{self, Mark, Timeline, Window};
 
 /// Lists in the summary stop here; the counts say how many there are in all.
@@ -148,14 +149,19 @@ fn print_text(out: &mut dyn Write, s: &Status, colour: bool) -> std::io::Result<
 }
 
 fn print_late(out: &mut dyn Write, late: &Late) -> std::io::Result<()> {
-    let mut line = format!("late:      {} records found by re-checks in the last 24h", late.records_24h);
+    let mut line = format!("late:      {} found by re-checks in the last 24h", plural(late.records_24h, "record"));
     if let (Some(p50), Some(p99)) = (late.lateness_p50_seconds, late.lateness_p99_seconds) {
         line += &format!(", {p50}s late at the median, {p99}s at p99");
     }
     if let (Some(low), Some(high)) = (late.delay_needed_at_least_seconds, late.delay_needed_at_most_seconds) {
         line += &format!("; frames.delay between {low}s and {high}s would have caught 99%");
     }
-    writeln!(out, "{line}; {} frames await a re-check", late.frames_awaiting_recheck)
+    writeln!(
+        out,
+        "{line}; {} {} a re-check",
+        plural(late.frames_awaiting_recheck, "frame"),
+        if late.frames_awaiting_recheck == 1 { "awaits" } else { "await" }
+    )
 }
 
 /// Only what needs a look: a server asking for quiet now, or a clock off by more than 5 s.
@@ -180,19 +186,22 @@ fn print_runs_and_lag(out: &mut dyn Write, s: &Status) -> std::io::Result<()> {
     match &s.last_run {
         Some(r) => writeln!(
             out,
-            "last run:  {} at {}, exit {}, {} records pushed",
+            "last run:  {} at {}, exit {}, {} pushed",
             r.command,
             r.started,
             r.exit_code.map_or("running or killed".to_owned(), |code| code.to_string()),
-            r.records_pushed
+            plural(r.records_pushed, "record")
         )?,
         None => writeln!(out, "last run:  none yet")?,
     }
     if let Some(lag) = &s.lag {
         writeln!(
             out,
-            "complete:  until {} (lag {}s); eligible until {}; {} frames missing",
-            lag.complete_until, lag.lag_seconds, lag.eligible_until, lag.missing_frames
+            "complete:  until {} (lag {}s); eligible until {}; {} missing",
+            lag.complete_until,
+            lag.lag_seconds,
+            lag.eligible_until,
+            plural(lag.missing_frames, "frame")
         )?;
     }
     Ok(())
@@ -200,22 +209,22 @@ fn print_runs_and_lag(out: &mut dyn Write, s: &Status) -> std::io::Result<()> {
 
 fn print_problems(out: &mut dyn Write, s: &Status) -> std::io::Result<()> {
     for range in &s.missing {
-        writeln!(out, "missing:   {} .. {} ({} frames)", range.from, range.to, range.frames)?;
+        writeln!(out, "missing:   {} .. {} ({})", range.from, range.to, plural(range.frames, "frame"))?;
     }
     if s.missing_ranges > s.missing.len() as i64 {
         writeln!(
             out,
-            "missing:   ... {} more ranges (SELECT * FROM missing_ranges)",
-            s.missing_ranges - s.missing.len() as i64
+            "missing:   ... {} more (SELECT * FROM missing_ranges)",
+            plural(s.missing_ranges - s.missing.len() as i64, "range")
         )?;
     }
     for f in &s.failing {
         writeln!(
             out,
-            "failing:   {} {} after {} attempts, next at {}: {}",
+            "failing:   {} {} after {}, next at {}: {}",
             f.frame,
             f.state,
-            f.attempts,
+            plural(f.attempts, "attempt"),
             f.next_attempt.as_deref().unwrap_or("the next run"),
             f.last_error.as_deref().unwrap_or("")
         )?;
@@ -241,8 +250,8 @@ fn print_problems(out: &mut dyn Write, s: &Status) -> std::io::Result<()> {
     if s.rechecks_given_up > 0 {
         writeln!(
             out,
-            "re-checks: given up on {} frames after run.max_recheck_attempts failures; late records there are not looked for (SELECT start, recheck_error FROM frames WHERE rechecks_given_up > 0)",
-            s.rechecks_given_up
+            "re-checks: given up on {} after run.max_recheck_attempts failures; late records there are not looked for (SELECT start, recheck_error FROM frames WHERE rechecks_given_up > 0)",
+            plural(s.rechecks_given_up, "frame")
         )?;
     }
     Ok(())
