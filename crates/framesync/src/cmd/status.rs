@@ -266,10 +266,11 @@ fn print_timeline(out: &mut dyn Write, t: &Timeline, colour: bool) -> std::io::R
     if t.cell_seconds == 3600 {
         writeln!(out, "{INDENT}{}", ruler(t))?;
     }
-    let cells: String = t.cells.iter().map(|c| paint(c.mark(), colour)).collect();
+    let cells: String = t.cells.iter().map(|c| paint(c.mark(), c.glyph(), colour)).collect();
     writeln!(out, "{INDENT}{cells}")?;
-    let legend: Vec<String> = Mark::ALL.iter().map(|m| format!("{} {}", paint(*m, colour), m.name())).collect();
-    writeln!(out, "{INDENT}{}", legend.join("  "))
+    let legend: Vec<String> =
+        Mark::ALL.iter().map(|m| format!("{} {}", paint(*m, m.glyph(), colour), m.name())).collect();
+    writeln!(out, "{INDENT}{}; {}", legend.join("  "), timeline::PARTLY)
 }
 
 /// The hour above every sixth hourly cell.
@@ -284,9 +285,9 @@ fn ruler(t: &Timeline) -> String {
     line.into_iter().collect::<String>().trim_end().to_owned()
 }
 
-fn paint(mark: Mark, colour: bool) -> String {
+fn paint(mark: Mark, glyph: char, colour: bool) -> String {
     if !colour {
-        return mark.glyph().to_string();
+        return glyph.to_string();
     }
     let code = match mark {
         Mark::Delivered => "32",
@@ -295,7 +296,7 @@ fn paint(mark: Mark, colour: bool) -> String {
         Mark::Failing => "1;31",
         Mark::NotYetDue => "2",
     };
-    format!("\x1b[{code}m{}\x1b[0m", mark.glyph())
+    format!("\x1b[{code}m{glyph}\x1b[0m")
 }
 
 #[cfg(test)]
@@ -316,8 +317,22 @@ mod tests {
 
     #[test]
     fn colour_wraps_each_glyph_and_plain_text_has_no_escapes() {
-        assert_eq!(paint(Mark::Failing, false), "F");
-        assert_eq!(paint(Mark::Failing, true), "\x1b[1;31mF\x1b[0m");
-        assert!(!paint(Mark::Delivered, false).contains('\x1b'));
+        assert_eq!(paint(Mark::Failing, 'F', false), "F");
+        assert_eq!(paint(Mark::Failing, 'F', true), "\x1b[1;31mF\x1b[0m");
+        assert!(!paint(Mark::Delivered, '#', false).contains('\x1b'));
+    }
+
+    #[test]
+    fn the_timeline_draws_a_partly_delivered_cell_in_lower_case_and_says_so() {
+        let mut partly = cell("2026-11-24T11:00:00Z", 58);
+        partly.missing = 2;
+        let mut none = cell("2026-11-24T12:00:00Z", 0);
+        none.missing = 60;
+        let t = Timeline { cell_seconds: 3600, cells: vec![partly, none] };
+        let mut out = Vec::new();
+        print_timeline(&mut out, &t, false).unwrap();
+        let text = String::from_utf8(out).unwrap();
+        assert!(text.contains(&format!("{INDENT}mM\n")), "{text}");
+        assert!(text.contains("lower case (p m f): some of the cell's frames delivered"), "{text}");
     }
 }
