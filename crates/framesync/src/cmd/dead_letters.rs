@@ -79,6 +79,9 @@ pub struct ListArgs {
     /// Show at most this many.
     #[arg(long, default_value_t = 100)]
     pub limit: i64,
+    /// Show this one dead letter in full: its reason, the RS's whole answer and the body sent.
+    #[arg(long, conflicts_with_all = ["frame_from", "frame_to", "reason", "status", "uid", "limit"])]
+    pub id: Option<i64>,
 }
 
 #[derive(Debug, clap::Args)]
@@ -117,6 +120,18 @@ pub fn dead_letters(config: &Config, args: Args, out: &mut dyn Write) -> Result<
 
 fn list(config: &Config, args: &ListArgs, out: &mut dyn Write) -> Result<u8> {
     let ledger = super::open_ledger(config, super::Access::Read)?;
+    if let Some(id) = args.id {
+        let Some(letter) = ledger.dead_letter_by_id(id)? else {
+            writeln!(out, "no dead letter has id {id} (`framesync dead-letters list` shows their ids)")?;
+            return Ok(1);
+        };
+        if args.json {
+            writeln!(out, "{}", serde_json::to_string_pretty(&letter)?)?;
+        } else {
+            print_one(out, &letter)?;
+        }
+        return Ok(0);
+    }
     let letters = ledger.dead_letters(&args.filter.filter(), args.limit)?;
     if args.json {
         writeln!(out, "{}", serde_json::to_string_pretty(&letters)?)?;
@@ -233,6 +248,25 @@ fn print_table(out: &mut dyn Write, letters: &[Letter]) -> std::io::Result<()> {
         )?;
     }
     Ok(())
+}
+
+/// One dead letter in full, nothing shortened: the body and the answer as they are stored.
+fn print_one(out: &mut dyn Write, l: &Letter) -> std::io::Result<()> {
+    writeln!(out, "id:       {}", l.id)?;
+    writeln!(out, "frame:    {}", l.frame)?;
+    writeln!(out, "uid:      {}", l.uid)?;
+    writeln!(out, "reason:   {}", l.reason)?;
+    writeln!(out, "status:   {}", l.status.map_or_else(|| "-".into(), |s| s.to_string()))?;
+    writeln!(out, "at:       {}", l.at)?;
+    writeln!(out, "detail:   {}", l.detail)?;
+    writeln!(out, "response:")?;
+    writeln!(
+        out,
+        "{}",
+        l.response.as_deref().unwrap_or("(none: the RS did not answer, or the record was never sent)")
+    )?;
+    writeln!(out, "body:")?;
+    writeln!(out, "{}", l.body)
 }
 
 /// One line of at most `max` characters.
