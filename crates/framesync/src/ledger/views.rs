@@ -84,6 +84,8 @@ pub struct MetricFigures {
     pub lag_seconds: f64,
     pub failing_frames: f64,
     pub dead_letters: f64,
+    /// Dead letters ever written: never lowered by `dead-letters retry` or `drop`.
+    pub dead_letters_written: f64,
     pub records_failing: f64,
     pub rechecks_given_up: f64,
     pub records_pushed: f64,
@@ -268,6 +270,7 @@ impl Ledger {
             lag_seconds: one("SELECT lag_seconds FROM lag")?,
             failing_frames: one("SELECT COUNT(*) FROM failing_frames")?,
             dead_letters: one("SELECT COUNT(*) FROM dead_letters")?,
+            dead_letters_written: one("SELECT total FROM dead_letters_written")?,
             records_failing: one("SELECT COUNT(*) FROM staged WHERE attempts > 0")?,
             rechecks_given_up: one("SELECT COUNT(*) FROM frames WHERE rechecks_given_up > 0")?,
             records_pushed: one("SELECT records_pushed FROM totals")?,
