@@ -213,8 +213,9 @@ fn add(config: &Config, args: &AddArgs, out: &mut dyn Write) -> Result<u8> {
     }
     writeln!(
         out,
-        "set aside {} staged record(s) with UID {:?} as dead letters (reason manual); the next `push` or `run` delivers their frames without them; `dead-letters retry --uid` sends them again",
-        added.added, args.uid
+        "set aside {} with UID {:?} as dead letters (reason manual); the next `push` or `run` delivers their frames without them; `dead-letters retry --uid` sends them again",
+        plural(added.added, "staged record"),
+        args.uid
     )?;
     Ok(0)
 }
