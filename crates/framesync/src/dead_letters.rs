@@ -176,6 +176,24 @@ mod tests {
     }
 
     #[test]
+    fn the_dead_letters_total_counts_every_one_written_and_neither_retry_nor_drop_lowers_it() {
+        let (_dir, mut l) = ledger();
+        let figures = |l: &Ledger| {
+            let f = l.metric_figures().unwrap();
+            (f.dead_letters, f.dead_letters_written)
+        };
+        deliver_with_a_dead_letter(&mut l, 0, &["a", "b"], false);
+        deliver_with_a_dead_letter(&mut l, 60, &["c", "d"], false);
+        assert_eq!(figures(&l), (2.0, 2.0));
+        l.drop_dead_letters(&only("a")).unwrap();
+        assert_eq!(figures(&l), (1.0, 2.0), "a drop lowers the gauge, not the total");
+        l.retry_dead_letters(&only("c"), 100).unwrap();
+        assert_eq!(figures(&l), (0.0, 2.0), "a retry lowers the gauge, not the total");
+        l.dead_letter_by_hand("c", None, "by hand", 200).unwrap();
+        assert_eq!(figures(&l), (1.0, 3.0), "one set aside by hand is counted too");
+    }
+
+    #[test]
     fn a_dropped_record_is_never_sent_and_stays_counted() {
         let (_dir, mut l) = ledger();
         deliver_with_a_dead_letter(&mut l, 0, &["a", "b", "c"], false);

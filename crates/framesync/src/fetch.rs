@@ -6,6 +6,7 @@ use anyhow::Result;
 
 use crate::frames::Frame;
 use crate::ledger::Staging;
+use crate::plural::plural;
 use crate::source::{PullError, Source, Walked};
 
 /// Reads a frame's pages into `staging`, asking `go_on` after each page whether to read on.
@@ -31,8 +32,8 @@ pub fn stage_pages(
     }
     if walked.out_of_frame > 0 {
         log::warn!(
-            "frame {frame}: {} records are stamped outside the frame (or have no readable timestamp); kept, as the SS returned them",
-            walked.out_of_frame
+            "frame {frame}: {} stamped outside the frame (or with no readable timestamp); kept, as the SS returned them",
+            plural(walked.out_of_frame, "record")
         );
     }
     staging.say_repeats();

@@ -27,6 +27,7 @@ pub mod metrics;
 pub mod model;
 pub mod netfs;
 pub mod plan;
+pub mod plural;
 pub mod prune;
 pub mod pushgateway;
 pub mod recheck;

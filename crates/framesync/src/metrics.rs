@@ -117,8 +117,14 @@ fn gather(ledger: &Ledger, path: &Path) -> Result<Vec<Family>> {
         single(
             "framesync_dead_letters",
             "gauge",
-            "Records refused for good, waiting for a person.",
+            "Records refused for good, waiting for a person now (retry and drop lower it: alert on its value, use framesync_dead_letters_total with increase()).",
             figures.dead_letters,
+        ),
+        single(
+            "framesync_dead_letters_total",
+            "counter",
+            "Dead letters ever written (never lowered by retry or drop): use this one with increase() or rate().",
+            figures.dead_letters_written,
         ),
         single(
             "framesync_records_failing",

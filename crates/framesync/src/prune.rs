@@ -25,6 +25,7 @@ use crate::config::Config;
 use crate::frames::Epoch;
 use crate::ledger::Ledger;
 use crate::model::Pruned;
+use crate::plural::plural;
 
 /// Rows deleted per transaction at most.
 pub const BATCH_ROWS: i64 = 10_000;
@@ -51,11 +52,11 @@ pub fn after_run(config: &Config, ledger: &mut Ledger, clock: &dyn Clock, starte
     let pruned = prune(ledger, config.run.retain, clock.now(), &|| clock.elapsed() >= deadline)?;
     if pruned.rows() > 0 {
         log::info!(
-            "pruned {} delivered UIDs, {} frame rows, {} runs and {} late-record rows older than run.retain{}",
-            pruned.uids,
-            pruned.frames,
-            pruned.runs,
-            pruned.late_records,
+            "pruned {}, {}, {} and {} older than run.retain{}",
+            plural(pruned.uids, "delivered UID"),
+            plural(pruned.frames, "frame row"),
+            plural(pruned.runs, "run"),
+            plural(pruned.late_records, "late-record row"),
             if pruned.finished { "" } else { " (more are left for the next run)" }
         );
     }

@@ -88,7 +88,17 @@ impl Cell {
             Mark::NotYetDue
         }
     }
+
+    /// The mark's glyph, in lower case when some of the cell's frames are delivered: `m` is a
+    /// cell with a gap, `M` one with nothing delivered at all.
+    pub fn glyph(&self) -> char {
+        let glyph = self.mark().glyph();
+        if self.delivered > 0 { glyph.to_ascii_lowercase() } else { glyph }
+    }
 }
+
+/// What the lower-case glyphs mean, for the legend.
+pub const PARTLY: &str = "lower case (p m f): some of the cell's frames delivered";
 
 /// The cell length: an hour, or the shortest multiple of the frame size of at least an hour
 /// that divides a day, so that cells hold whole frames and 24 hours hold whole cells.
@@ -159,6 +169,14 @@ mod tests {
         assert_eq!(cell(59, 1, 0, 0).mark(), Mark::Pending);
         assert_eq!(cell(60, 0, 0, 0).mark(), Mark::Delivered);
         assert_eq!(cell(0, 0, 0, 0).mark(), Mark::NotYetDue);
+    }
+
+    #[test]
+    fn a_partly_delivered_cell_is_drawn_apart_from_one_with_nothing_delivered() {
+        assert_eq!((cell(58, 0, 0, 2).glyph(), cell(0, 0, 0, 60).glyph()), ('m', 'M'));
+        assert_eq!((cell(59, 0, 1, 0).glyph(), cell(0, 0, 1, 59).glyph()), ('f', 'F'));
+        assert_eq!((cell(59, 1, 0, 0).glyph(), cell(0, 1, 0, 0).glyph()), ('p', 'P'));
+        assert_eq!((cell(60, 0, 0, 0).glyph(), cell(0, 0, 0, 0).glyph()), ('#', '-'));
     }
 
     fn deliver(l: &mut Ledger, start: Epoch) {

@@ -101,8 +101,121 @@ fn status_shows_missing_ranges_and_failing_frames_as_text_and_json() {
     assert!(text.contains("missing:") && text.contains("failing:") && text.contains("exit 1"), "{text}");
     let json: serde_json::Value = serde_json::from_slice(&p.framesync(&["status", "--json"]).stdout).unwrap();
     assert!(json["lag"]["missing_frames"].as_i64().unwrap() >= 8, "{json:#}");
-    assert_eq!(json["last_run"]["exit_code"], "1");
+    assert_eq!(json["last_run"]["exit_code"], 1, "a number");
+    assert_json_types(&json);
     assert!(json["failing"][0]["last_error"].as_str().unwrap().contains("POST"), "{json:#}");
+}
+
+/// Every field of `status --json` and its JSON type: counts and seconds are numbers (an exit
+/// code was once a string), times are strings; `?` marks one that may be null. A field added
+/// to the object must be added here.
+fn assert_json_types(json: &serde_json::Value) {
+    const LAST_RUN: &[(&str, &str)] = &[
+        ("command", "string"),
+        ("started", "string"),
+        ("seconds", "number?"),
+        ("exit_code", "number?"),
+        ("records_pushed", "number"),
+        ("message", "string?"),
+    ];
+    const LAG: &[(&str, &str)] = &[
+        ("eligible_until", "string"),
+        ("complete_until", "string"),
+        ("lag_seconds", "number"),
+        ("missing_frames", "number"),
+    ];
+    const MISSING: &[(&str, &str)] = &[("from", "string"), ("to", "string"), ("frames", "number")];
+    const FAILING: &[(&str, &str)] = &[
+        ("frame", "string"),
+        ("state", "string"),
+        ("attempts", "number"),
+        ("last_error", "string?"),
+        ("next_attempt", "string?"),
+    ];
+    const LATE: &[(&str, &str)] = &[
+        ("records_24h", "number"),
+        ("lateness_p50_seconds", "number?"),
+        ("lateness_p99_seconds", "number?"),
+        ("delay_needed_at_least_seconds", "number?"),
+        ("delay_needed_at_most_seconds", "number?"),
+        ("frames_awaiting_recheck", "number"),
+    ];
+    const SERVER: &[(&str, &str)] = &[
+        ("name", "string"),
+        ("quiet_until", "string?"),
+        ("quiet_reason", "string?"),
+        ("clock_skew_seconds", "number?"),
+        ("skew_measured", "string?"),
+        ("lookup_checked", "string?"),
+        ("lookup_off_reason", "string?"),
+    ];
+    const CELL: &[(&str, &str)] = &[
+        ("start", "string"),
+        ("delivered", "number"),
+        ("pending", "number"),
+        ("failing", "number"),
+        ("missing", "number"),
+        ("not_yet_due", "number"),
+    ];
+    fn kind(value: &serde_json::Value) -> &'static str {
+        match value {
+            serde_json::Value::Null => "null",
+            serde_json::Value::Bool(_) => "bool",
+            serde_json::Value::Number(_) => "number",
+            serde_json::Value::String(_) => "string",
+            serde_json::Value::Array(_) => "array",
+            serde_json::Value::Object(_) => "object",
+        }
+    }
+    fn fields(at: &str, value: &serde_json::Value, want: &[(&str, &str)]) {
+        let object = value.as_object().unwrap_or_else(|| panic!("{at} is not an object: {value}"));
+        let mut keys: Vec<&str> = object.keys().map(String::as_str).collect();
+        let mut wanted: Vec<&str> = want.iter().map(|(k, _)| *k).collect();
+        keys.sort();
+        wanted.sort();
+        assert_eq!(keys, wanted, "the fields of {at}");
+        for (key, ty) in want {
+            let got = kind(&object[*key]);
+            let ok = got == ty.trim_end_matches('?') || (ty.ends_with('?') && got == "null");
+            assert!(ok, "{at}.{key} is {got}, not {ty}: {value}");
+        }
+    }
+    fn items(at: &str, value: &serde_json::Value, want: &[(&str, &str)]) {
+        let list = value.as_array().unwrap_or_else(|| panic!("{at} is not an array"));
+        assert!(!list.is_empty(), "{at}: an empty list pins nothing");
+        for (i, item) in list.iter().enumerate() {
+            fields(&format!("{at}[{i}]"), item, want);
+        }
+    }
+    fields(
+        "status",
+        json,
+        &[
+            ("version", "number"),
+            ("now", "string"),
+            ("ledger", "string"),
+            ("last_run", "object"),
+            ("lag", "object"),
+            ("missing_ranges", "number"),
+            ("missing", "array"),
+            ("failing_frames", "number"),
+            ("failing", "array"),
+            ("dead_letters", "number"),
+            ("records_failing", "number"),
+            ("rechecks_given_up", "number"),
+            ("late", "object"),
+            ("servers", "array"),
+            ("timeline", "object"),
+        ],
+    );
+    fields("last_run", &json["last_run"], LAST_RUN);
+    fields("lag", &json["lag"], LAG);
+    items("missing", &json["missing"], MISSING);
+    items("failing", &json["failing"], FAILING);
+    fields("late", &json["late"], LATE);
+    items("servers", &json["servers"], SERVER);
+    fields("timeline", &json["timeline"], &[("cell_seconds", "number"), ("cells", "array")]);
+    items("timeline.cells", &json["timeline"]["cells"], CELL);
 }
 
 /// A config whose servers are never reached: enough for the commands that only read the ledger.

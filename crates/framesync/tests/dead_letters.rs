@@ -142,3 +142,28 @@ fn retry_and_drop_take_the_push_lock_and_say_so_when_a_run_holds_it() {
 fn parse(text: &str) -> i64 {
     chrono::DateTime::parse_from_rfc3339(text).unwrap().timestamp()
 }
+
+#[test]
+fn list_by_id_shows_one_dead_letter_in_full() {
+    let dir = tempfile::tempdir().unwrap();
+    let sim = Sim::start(dir.path(), &["--records-per-minute", "5", "--poison-fraction", "0.1"]);
+    let p = with_dead_letters(dir, &sim);
+    let newest = &list(&p, &[])[0];
+    let id = newest["id"].as_i64().unwrap().to_string();
+    let out = p.framesync(&["dead-letters", "list", "--id", &id]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    for field in ["id:", "frame:", "uid:", "reason:   rejected", "status:   400", "detail:", "response:", "body:"] {
+        assert!(text.contains(field), "{field:?} not in\n{text}");
+    }
+    assert!(text.contains(newest["body"].as_str().unwrap()), "the whole body:\n{text}");
+    assert!(text.contains(newest["response"].as_str().unwrap()), "the whole answer:\n{text}");
+    let json: Value =
+        serde_json::from_slice(&p.framesync(&["dead-letters", "list", "--id", &id, "--json"]).stdout).unwrap();
+    assert_eq!(&json, newest, "--json prints the one object");
+    let missing = p.framesync(&["dead-letters", "list", "--id", "999999"]);
+    assert_eq!(missing.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&missing.stdout).contains("no dead letter has id 999999"));
+    let both = p.framesync(&["dead-letters", "list", "--id", &id, "--uid", "x"]);
+    assert_eq!(both.status.code(), Some(2), "--id names one: no filter goes with it");
+}

@@ -184,6 +184,7 @@ fn the_metrics_file_parses_as_prometheus_text_and_says_what_the_ledger_says() {
         ("framesync_lag_seconds", "gauge"),
         ("framesync_failing_frames", "gauge"),
         ("framesync_dead_letters", "gauge"),
+        ("framesync_dead_letters_total", "counter"),
         ("framesync_records_pushed_total", "counter"),
         ("framesync_late_records_total", "counter"),
         ("framesync_lock_skips_total", "counter"),
@@ -197,6 +198,11 @@ fn the_metrics_file_parses_as_prometheus_text_and_says_what_the_ledger_says() {
         p.query::<i64>("SELECT COUNT(*) FROM dead_letters") as f64
     );
     assert!(value(&samples, "framesync_dead_letters", None) > 0.0);
+    assert_eq!(
+        value(&samples, "framesync_dead_letters_total", None),
+        value(&samples, "framesync_dead_letters", None),
+        "none retried or dropped yet"
+    );
     assert_eq!(value(&samples, "framesync_missing_frames", None), 0.0);
     assert_eq!(value(&samples, "framesync_last_run_exit_code", Some("run")), 0.0);
     let ended: i64 = p.query("SELECT MAX(ended_at) FROM runs");

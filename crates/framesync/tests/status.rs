@@ -39,9 +39,10 @@ fn status_shows_runs_lag_problems_late_data_and_a_24_hour_timeline_with_a_legend
     let at = lines.iter().position(|l| l.starts_with("timeline:")).unwrap();
     let cells = lines[at + 2].trim();
     assert_eq!(cells.chars().count(), 24, "one cell per hour: {cells:?}");
-    assert!(cells.chars().all(|c| "#PMF-".contains(c)), "{cells:?}");
-    assert!(cells.contains('F'), "the failing frame shows: {cells:?}\n{text}");
+    assert!(cells.chars().all(|c| "#PMF-pmf".contains(c)), "{cells:?}");
+    assert!(cells.contains(['F', 'f']), "the failing frame shows (f: in a partly delivered cell): {cells:?}\n{text}");
     assert!(lines[at + 3].contains("# delivered") && lines[at + 3].contains("F failing"), "{text}");
+    assert!(lines[at + 3].contains("lower case (p m f): some of the cell's frames delivered"), "{text}");
     assert!(!text.contains('\x1b'), "no colour when stdout is not a terminal");
 }
 
@@ -88,7 +89,7 @@ fn status_json_has_the_documented_shape_and_the_timeline_agrees_with_missing_ran
         ]
     );
     assert_eq!(json["version"], 1);
-    assert_eq!(json["last_run"]["exit_code"], "1");
+    assert_eq!(json["last_run"]["exit_code"], 1, "a number");
     assert!(json["dead_letters"].as_i64().unwrap() > 0, "{json:#}");
     assert!(json["late"]["frames_awaiting_recheck"].is_i64(), "{json:#}");
     let timeline = &json["timeline"];

@@ -13,6 +13,7 @@ use crate::frames::{Epoch, parse_time, rfc3339};
 use crate::job::{Clock, Job, SystemClock};
 use crate::lock::Side;
 use crate::plan::{self, Facts};
+use crate::plural::plural;
 use crate::sink::HttpSink;
 use crate::source::HttpSource;
 
@@ -90,14 +91,14 @@ pub fn backfill(config: &Config, args: &Args, out: &mut dyn Write) -> Result<u8>
     // By hand or from a script, the operator is told what the backfill did, in one line.
     writeln!(
         out,
-        "backfill {}..{}: {} frames pulled, {} delivered, {} records pushed, {} dead letters, {} failures, in {:.1}s",
+        "backfill {}..{}: {} pulled, {} delivered, {} pushed, {}, {}, in {:.1}s",
         rfc3339(from),
         rfc3339(to.min(plan.horizon)),
-        f.frames_pulled,
+        plural(f.frames_pulled, "frame"),
         f.frames_delivered,
-        f.records_pushed,
-        f.dead_letters,
-        outcome.failures.len(),
+        plural(f.records_pushed, "record"),
+        plural(f.dead_letters, "dead letter"),
+        plural(outcome.failures.len(), "failure"),
         started.elapsed().as_secs_f64()
     )?;
     Ok(outcome.exit_code() as u8)

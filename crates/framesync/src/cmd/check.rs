@@ -19,6 +19,7 @@ use crate::http;
 use crate::job::{Clock, SystemClock};
 use crate::ledger::snapshot::Snapshot;
 use crate::ledger::{IDENTITY_SCHEMA, SCHEMA_VERSION};
+use crate::plural::plural;
 use crate::sink::lookup;
 use crate::source::{HttpSource, Source};
 
@@ -179,7 +180,7 @@ fn read_ledger(config: &Config) -> Result<String> {
     } else {
         format!("schema version {version}")
     };
-    Ok(format!("opens read-only, {schema}, {frames} frames recorded"))
+    Ok(format!("opens read-only, {schema}, {} recorded", plural(frames, "frame")))
 }
 
 // ---- the servers ---------------------------------------------------------------------------
@@ -202,12 +203,12 @@ fn source(config: &Config) -> Verdict {
         }
     }
     let shape = shape(&config.source);
-    let counted = format!("frame {frame} has {records} records in {pages} pages{shape}");
+    let counted = format!("frame {frame} has {} in {}{shape}", plural(records, "record"), plural(pages, "page"));
     match invalid.first() {
         None => Verdict::Ok(counted),
         Some(first) => Verdict::Warning(format!(
-            "{counted}, and {} records a run would dead-letter ({}); check source.uid, source.records and source.format",
-            invalid.len(),
+            "{counted}, and {} a run would dead-letter ({}); check source.uid, source.records and source.format",
+            plural(invalid.len(), "record"),
             first.detail
         )),
     }

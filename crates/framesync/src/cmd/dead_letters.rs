@@ -15,6 +15,7 @@ use crate::delivery::DeadReason;
 use crate::frames::{Epoch, parse_time};
 use crate::job::{Clock, SystemClock};
 use crate::lock::Side;
+use crate::plural::plural;
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -78,6 +79,9 @@ pub struct ListArgs {
     /// Show at most this many.
     #[arg(long, default_value_t = 100)]
     pub limit: i64,
+    /// Show this one dead letter in full: its reason, the RS's whole answer and the body sent.
+    #[arg(long, conflicts_with_all = ["frame_from", "frame_to", "reason", "status", "uid", "limit"])]
+    pub id: Option<i64>,
 }
 
 #[derive(Debug, clap::Args)]
@@ -116,6 +120,18 @@ pub fn dead_letters(config: &Config, args: Args, out: &mut dyn Write) -> Result<
 
 fn list(config: &Config, args: &ListArgs, out: &mut dyn Write) -> Result<u8> {
     let ledger = super::open_ledger(config, super::Access::Read)?;
+    if let Some(id) = args.id {
+        let Some(letter) = ledger.dead_letter_by_id(id)? else {
+            writeln!(out, "no dead letter has id {id} (`framesync dead-letters list` shows their ids)")?;
+            return Ok(1);
+        };
+        if args.json {
+            writeln!(out, "{}", serde_json::to_string_pretty(&letter)?)?;
+        } else {
+            print_one(out, &letter)?;
+        }
+        return Ok(0);
+    }
     let letters = ledger.dead_letters(&args.filter.filter(), args.limit)?;
     if args.json {
         writeln!(out, "{}", serde_json::to_string_pretty(&letters)?)?;
@@ -152,10 +168,10 @@ fn retry(config: &Config, args: &BulkArgs, out: &mut dyn Write) -> Result<u8> {
     }
     writeln!(
         out,
-        "retried {} dead letters: {} staged again ({} delivered frames reopened); the next `framesync push` or `run` sends them",
-        r.staged + r.already_delivered,
+        "retried {}: {} staged again ({} reopened); the next `framesync push` or `run` sends them",
+        plural(r.staged + r.already_delivered, "dead letter"),
         r.staged,
-        r.frames_reopened
+        plural(r.frames_reopened, "delivered frame")
     )?;
     if r.already_delivered > 0 {
         writeln!(
@@ -173,7 +189,7 @@ fn drop_letters(config: &Config, args: &BulkArgs, out: &mut dyn Write) -> Result
     let _lock = super::lock_by_hand(config, &[Side::Push])?;
     let mut ledger = super::open_ledger(config, super::Access::Write)?;
     let d = ledger.drop_dead_letters(&filter)?;
-    writeln!(out, "dropped {} dead letters (they stay counted in frames.dead)", d.dropped)?;
+    writeln!(out, "dropped {} (they stay counted in frames.dead)", plural(d.dropped, "dead letter"))?;
     if d.kept_for_recheck > 0 {
         writeln!(
             out,
@@ -200,8 +216,9 @@ fn add(config: &Config, args: &AddArgs, out: &mut dyn Write) -> Result<u8> {
     }
     writeln!(
         out,
-        "set aside {} staged record(s) with UID {:?} as dead letters (reason manual); the next `push` or `run` delivers their frames without them; `dead-letters retry --uid` sends them again",
-        added.added, args.uid
+        "set aside {} with UID {:?} as dead letters (reason manual); the next `push` or `run` delivers their frames without them; `dead-letters retry --uid` sends them again",
+        plural(added.added, "staged record"),
+        args.uid
     )?;
     Ok(0)
 }
@@ -235,6 +252,25 @@ fn print_table(out: &mut dyn Write, letters: &[Letter]) -> std::io::Result<()> {
         )?;
     }
     Ok(())
+}
+
+/// One dead letter in full, nothing shortened: the body and the answer as they are stored.
+fn print_one(out: &mut dyn Write, l: &Letter) -> std::io::Result<()> {
+    writeln!(out, "id:       {}", l.id)?;
+    writeln!(out, "frame:    {}", l.frame)?;
+    writeln!(out, "uid:      {}", l.uid)?;
+    writeln!(out, "reason:   {}", l.reason)?;
+    writeln!(out, "status:   {}", l.status.map_or_else(|| "-".into(), |s| s.to_string()))?;
+    writeln!(out, "at:       {}", l.at)?;
+    writeln!(out, "detail:   {}", l.detail)?;
+    writeln!(out, "response:")?;
+    writeln!(
+        out,
+        "{}",
+        l.response.as_deref().unwrap_or("(none: the RS did not answer, or the record was never sent)")
+    )?;
+    writeln!(out, "body:")?;
+    writeln!(out, "{}", l.body)
 }
 
 /// One line of at most `max` characters.

@@ -173,7 +173,8 @@ fn load(path: Option<PathBuf>) -> Result<Config> {
     if let Some(stem) = path.file_stem() {
         crate::logging::set_pipeline(&stem.to_string_lossy());
     }
-    let config = Config::load(&path, &process_env).map_err(|e| Usage(format!("{e:#}")))?;
+    let overrides = crate::config::overrides_from_process();
+    let config = Config::load_with_overrides(&path, &process_env, &overrides).map_err(|e| Usage(format!("{e:#}")))?;
     crate::redact::install(&config.secrets);
     Ok(config)
 }

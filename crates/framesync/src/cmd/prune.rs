@@ -11,6 +11,7 @@ use crate::frames::rfc3339;
 use crate::job::{Clock, SystemClock};
 use crate::lock::Side;
 use crate::model::{Kept, Pruned};
+use crate::plural::plural;
 
 pub fn prune(config: &Config, out: &mut dyn Write) -> Result<u8> {
     // Both locks, as a run: nothing else writes to the ledger while the prune goes on.
@@ -28,13 +29,13 @@ pub fn prune(config: &Config, out: &mut dyn Write) -> Result<u8> {
 fn print_pruned(out: &mut dyn Write, p: &Pruned, cutoff: i64) -> std::io::Result<()> {
     writeln!(
         out,
-        "pruned {} delivered UIDs and {} frame rows of frames delivered before {}, {} runs and {} late-record rows, in {} transactions",
-        p.uids,
-        p.frames,
+        "pruned {} and {} of frames delivered before {}, {} and {}, in {}",
+        plural(p.uids, "delivered UID"),
+        plural(p.frames, "frame row"),
         rfc3339(cutoff),
-        p.runs,
-        p.late_records,
-        p.transactions
+        plural(p.runs, "run"),
+        plural(p.late_records, "late-record row"),
+        plural(p.transactions, "transaction")
     )?;
     writeln!(out, "delivered_spans keep every pruned frame delivered: nothing pruned is ever pulled again")
 }
@@ -51,7 +52,29 @@ fn print_kept(out: &mut dyn Write, k: &Kept) -> std::io::Result<()> {
         )?;
     }
     if k.not_delivered > 0 {
-        writeln!(out, "kept {} older frames not yet delivered (`framesync status` shows why)", k.not_delivered)?;
+        writeln!(
+            out,
+            "kept {} not yet delivered (`framesync status` shows why)",
+            plural(k.not_delivered, "older frame")
+        )?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn one_of_each_is_said_in_the_singular() {
+        let mut out = Vec::new();
+        let one = Pruned { uids: 1, frames: 1, runs: 1, late_records: 1, transactions: 1, ..Pruned::default() };
+        print_pruned(&mut out, &one, 0).unwrap();
+        let text = String::from_utf8(out).unwrap();
+        assert!(text.starts_with("pruned 1 delivered UID and 1 frame row of frames"), "{text}");
+        assert!(text.contains("1 run and 1 late-record row, in 1 transaction\n"), "{text}");
+        let mut out = Vec::new();
+        print_pruned(&mut out, &Pruned { uids: 2, ..one }, 0).unwrap();
+        assert!(String::from_utf8(out).unwrap().starts_with("pruned 2 delivered UIDs and"));
+    }
 }

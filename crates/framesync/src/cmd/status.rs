@@ -12,6 +12,7 @@ use crate::frames::{Epoch, rfc3339};
 use crate::job::{Clock, SystemClock};
 use crate::ledger::Ledger;
 use crate::ledger::views::{FailingFrame, Lag, LastRun, MissingRange, ServerState};
+use crate::plural::plural;
 use crate::timeline::{self, Mark, Timeline, Window};
 
 /// Lists in the summary stop here; the counts say how many there are in all.
@@ -148,14 +149,19 @@ fn print_text(out: &mut dyn Write, s: &Status, colour: bool) -> std::io::Result<
 }
 
 fn print_late(out: &mut dyn Write, late: &Late) -> std::io::Result<()> {
-    let mut line = format!("late:      {} records found by re-checks in the last 24h", late.records_24h);
+    let mut line = format!("late:      {} found by re-checks in the last 24h", plural(late.records_24h, "record"));
     if let (Some(p50), Some(p99)) = (late.lateness_p50_seconds, late.lateness_p99_seconds) {
         line += &format!(", {p50}s late at the median, {p99}s at p99");
     }
     if let (Some(low), Some(high)) = (late.delay_needed_at_least_seconds, late.delay_needed_at_most_seconds) {
         line += &format!("; frames.delay between {low}s and {high}s would have caught 99%");
     }
-    writeln!(out, "{line}; {} frames await a re-check", late.frames_awaiting_recheck)
+    writeln!(
+        out,
+        "{line}; {} {} a re-check",
+        plural(late.frames_awaiting_recheck, "frame"),
+        if late.frames_awaiting_recheck == 1 { "awaits" } else { "await" }
+    )
 }
 
 /// Only what needs a look: a server asking for quiet now, or a clock off by more than 5 s.
@@ -180,16 +186,22 @@ fn print_runs_and_lag(out: &mut dyn Write, s: &Status) -> std::io::Result<()> {
     match &s.last_run {
         Some(r) => writeln!(
             out,
-            "last run:  {} at {}, exit {}, {} records pushed",
-            r.command, r.started, r.exit_code, r.records_pushed
+            "last run:  {} at {}, exit {}, {} pushed",
+            r.command,
+            r.started,
+            r.exit_code.map_or("running or killed".to_owned(), |code| code.to_string()),
+            plural(r.records_pushed, "record")
         )?,
         None => writeln!(out, "last run:  none yet")?,
     }
     if let Some(lag) = &s.lag {
         writeln!(
             out,
-            "complete:  until {} (lag {}s); eligible until {}; {} frames missing",
-            lag.complete_until, lag.lag_seconds, lag.eligible_until, lag.missing_frames
+            "complete:  until {} (lag {}s); eligible until {}; {} missing",
+            lag.complete_until,
+            lag.lag_seconds,
+            lag.eligible_until,
+            plural(lag.missing_frames, "frame")
         )?;
     }
     Ok(())
@@ -197,22 +209,22 @@ fn print_runs_and_lag(out: &mut dyn Write, s: &Status) -> std::io::Result<()> {
 
 fn print_problems(out: &mut dyn Write, s: &Status) -> std::io::Result<()> {
     for range in &s.missing {
-        writeln!(out, "missing:   {} .. {} ({} frames)", range.from, range.to, range.frames)?;
+        writeln!(out, "missing:   {} .. {} ({})", range.from, range.to, plural(range.frames, "frame"))?;
     }
     if s.missing_ranges > s.missing.len() as i64 {
         writeln!(
             out,
-            "missing:   ... {} more ranges (SELECT * FROM missing_ranges)",
-            s.missing_ranges - s.missing.len() as i64
+            "missing:   ... {} more (SELECT * FROM missing_ranges)",
+            plural(s.missing_ranges - s.missing.len() as i64, "range")
         )?;
     }
     for f in &s.failing {
         writeln!(
             out,
-            "failing:   {} {} after {} attempts, next at {}: {}",
+            "failing:   {} {} after {}, next at {}: {}",
             f.frame,
             f.state,
-            f.attempts,
+            plural(f.attempts, "attempt"),
             f.next_attempt.as_deref().unwrap_or("the next run"),
             f.last_error.as_deref().unwrap_or("")
         )?;
@@ -238,8 +250,8 @@ fn print_problems(out: &mut dyn Write, s: &Status) -> std::io::Result<()> {
     if s.rechecks_given_up > 0 {
         writeln!(
             out,
-            "re-checks: given up on {} frames after run.max_recheck_attempts failures; late records there are not looked for (SELECT start, recheck_error FROM frames WHERE rechecks_given_up > 0)",
-            s.rechecks_given_up
+            "re-checks: given up on {} after run.max_recheck_attempts failures; late records there are not looked for (SELECT start, recheck_error FROM frames WHERE rechecks_given_up > 0)",
+            plural(s.rechecks_given_up, "frame")
         )?;
     }
     Ok(())
@@ -254,10 +266,11 @@ fn print_timeline(out: &mut dyn Write, t: &Timeline, colour: bool) -> std::io::R
     if t.cell_seconds == 3600 {
         writeln!(out, "{INDENT}{}", ruler(t))?;
     }
-    let cells: String = t.cells.iter().map(|c| paint(c.mark(), colour)).collect();
+    let cells: String = t.cells.iter().map(|c| paint(c.mark(), c.glyph(), colour)).collect();
     writeln!(out, "{INDENT}{cells}")?;
-    let legend: Vec<String> = Mark::ALL.iter().map(|m| format!("{} {}", paint(*m, colour), m.name())).collect();
-    writeln!(out, "{INDENT}{}", legend.join("  "))
+    let legend: Vec<String> =
+        Mark::ALL.iter().map(|m| format!("{} {}", paint(*m, m.glyph(), colour), m.name())).collect();
+    writeln!(out, "{INDENT}{}; {}", legend.join("  "), timeline::PARTLY)
 }
 
 /// The hour above every sixth hourly cell.
@@ -272,9 +285,9 @@ fn ruler(t: &Timeline) -> String {
     line.into_iter().collect::<String>().trim_end().to_owned()
 }
 
-fn paint(mark: Mark, colour: bool) -> String {
+fn paint(mark: Mark, glyph: char, colour: bool) -> String {
     if !colour {
-        return mark.glyph().to_string();
+        return glyph.to_string();
     }
     let code = match mark {
         Mark::Delivered => "32",
@@ -283,7 +296,7 @@ fn paint(mark: Mark, colour: bool) -> String {
         Mark::Failing => "1;31",
         Mark::NotYetDue => "2",
     };
-    format!("\x1b[{code}m{}\x1b[0m", mark.glyph())
+    format!("\x1b[{code}m{glyph}\x1b[0m")
 }
 
 #[cfg(test)]
@@ -304,8 +317,22 @@ mod tests {
 
     #[test]
     fn colour_wraps_each_glyph_and_plain_text_has_no_escapes() {
-        assert_eq!(paint(Mark::Failing, false), "F");
-        assert_eq!(paint(Mark::Failing, true), "\x1b[1;31mF\x1b[0m");
-        assert!(!paint(Mark::Delivered, false).contains('\x1b'));
+        assert_eq!(paint(Mark::Failing, 'F', false), "F");
+        assert_eq!(paint(Mark::Failing, 'F', true), "\x1b[1;31mF\x1b[0m");
+        assert!(!paint(Mark::Delivered, '#', false).contains('\x1b'));
+    }
+
+    #[test]
+    fn the_timeline_draws_a_partly_delivered_cell_in_lower_case_and_says_so() {
+        let mut partly = cell("2026-11-24T11:00:00Z", 58);
+        partly.missing = 2;
+        let mut none = cell("2026-11-24T12:00:00Z", 0);
+        none.missing = 60;
+        let t = Timeline { cell_seconds: 3600, cells: vec![partly, none] };
+        let mut out = Vec::new();
+        print_timeline(&mut out, &t, false).unwrap();
+        let text = String::from_utf8(out).unwrap();
+        assert!(text.contains(&format!("{INDENT}mM\n")), "{text}");
+        assert!(text.contains("lower case (p m f): some of the cell's frames delivered"), "{text}");
     }
 }

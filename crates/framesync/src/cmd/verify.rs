@@ -17,6 +17,7 @@ use crate::ledger::Ledger;
 use crate::lock::Side;
 use crate::model::{FrameState, StagedRecord};
 use crate::plan::{Plan, Step};
+use crate::plural::plural;
 use crate::sink::{HttpSink, Sink};
 use crate::source::{HttpSource, Source};
 
@@ -75,10 +76,12 @@ pub fn verify(config: &Config, args: &Args, out: &mut dyn Write) -> Result<u8> {
     let records: usize = differing.iter().map(|(_, r)| r.not_in_ledger.len() + r.not_at_rs.len()).sum();
     writeln!(
         out,
-        "verify {}..{}: {checked} frames checked, {} differ, {records} records missing{}",
+        "verify {}..{}: {} checked, {} differ, {} missing{}",
         rfc3339(from),
         rfc3339(to.min(horizon)),
+        plural(checked, "frame"),
         differing.len(),
+        plural(records, "record"),
         rs.note()
     )?;
     let unverified = matches!(rs, RsLookup::Untrustworthy(_));
@@ -142,7 +145,8 @@ fn look_up(rs: &dyn Sink, uids: &[&str]) -> Vec<Result<bool, String>> {
         match rs.lookup_many(chunk) {
             Ok(present) if present.len() == chunk.len() => answers.extend(present.into_iter().map(Ok)),
             Ok(present) => {
-                let why = format!("the lookup gave {} answers for {} UIDs", present.len(), chunk.len());
+                let why =
+                    format!("the lookup gave {} for {}", plural(present.len(), "answer"), plural(chunk.len(), "UID"));
                 answers.extend(chunk.iter().map(|_| Err(why.clone())));
             }
             Err(why) => answers.extend(chunk.iter().map(|_| Err(why.clone()))),
@@ -225,8 +229,8 @@ fn print_report(out: &mut dyn Write, frame: Frame, report: &FrameReport) -> std:
     if !report.not_in_ledger.is_empty() {
         writeln!(
             out,
-            "frame {frame}: {} records the ledger never saw: {}",
-            report.not_in_ledger.len(),
+            "frame {frame}: {} the ledger never saw: {}",
+            plural(report.not_in_ledger.len(), "record"),
             uids(&report.not_in_ledger)
         )?;
     }
@@ -288,10 +292,10 @@ fn repair(
     })?;
     writeln!(
         out,
-        "repair: {} records acknowledged by the RS, {} frames delivered, {} failures",
-        outcome.figures.records_pushed,
-        outcome.figures.frames_delivered,
-        outcome.failures.len()
+        "repair: {} acknowledged by the RS, {} delivered, {}",
+        plural(outcome.figures.records_pushed, "record"),
+        plural(outcome.figures.frames_delivered, "frame"),
+        plural(outcome.failures.len(), "failure")
     )?;
     for failure in &outcome.failures {
         writeln!(out, "repair: {failure}")?;
@@ -300,8 +304,8 @@ fn repair(
         if !sent.is_empty() {
             writeln!(
                 out,
-                "repair: the RS was not asked afterwards whether it holds the {} records sent again (no lookup it can be believed)",
-                sent.len()
+                "repair: the RS was not asked afterwards whether it holds the {} sent again (no lookup it can be believed)",
+                plural(sent.len(), "record")
             )?;
         }
         return Ok(outcome.exit_code() as u8);
@@ -310,15 +314,15 @@ fn repair(
     let still_missing: Vec<&String> =
         sent.iter().zip(answers).filter(|(_, a)| *a != Ok(true)).map(|(u, _)| u).collect();
     if still_missing.is_empty() {
-        writeln!(out, "repair: the RS now holds all {} records sent again (asked by lookup)", sent.len())?;
+        writeln!(out, "repair: the RS now holds all {} sent again (asked by lookup)", plural(sent.len(), "record"))?;
         return Ok(outcome.exit_code() as u8);
     }
     let shown: Vec<String> = still_missing.iter().take(5).map(|u| format!("{u:?}")).collect();
     writeln!(
         out,
-        "repair: {} of {} records sent again are still missing at the RS although it acknowledged them (it may be replaying the answer it stored for their Idempotency-Key): {}",
+        "repair: {} of {} sent again are still missing at the RS although it acknowledged them (it may be replaying the answer it stored for their Idempotency-Key): {}",
         still_missing.len(),
-        sent.len(),
+        plural(sent.len(), "record"),
         shown.join(", ")
     )?;
     Ok(1)

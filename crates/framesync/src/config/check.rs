@@ -78,23 +78,43 @@ fn check_placeholders(key: &str, url: &str, allowed: &[&str]) -> Result<()> {
     Ok(())
 }
 
-/// Replaces `${VAR}` with the environment's value and remembers the value as a secret.
+/// Replaces `${VAR}` with the environment's value and remembers the value as a secret;
+/// `${VAR:-default}` takes `default` when VAR is unset or empty, as sh does. A default is
+/// written in the file, so it is no secret: only a value taken from the environment is.
 pub(super) fn expand(key: &str, text: &str, env: Env, secrets: &mut Redactor) -> Result<String> {
+    substitute(key, text, env, &mut |value| secrets.add(value))
+}
+
+/// `expand` for a value that is no secret (a path, a name, a pointer): shown as it is.
+pub(super) fn expand_plain(key: &str, text: &str, env: Env) -> Result<String> {
+    substitute(key, text, env, &mut |_| ())
+}
+
+fn substitute(key: &str, text: &str, env: Env, from_env: &mut dyn FnMut(&str)) -> Result<String> {
     let mut out = String::with_capacity(text.len());
     let mut rest = text;
     while let Some(at) = rest.find("${") {
         out.push_str(&rest[..at]);
         let after = &rest[at + 2..];
         let close = after.find('}').ok_or_else(|| anyhow!("{key}: an unclosed \"${{\""))?;
-        let name = &after[..close];
+        let (name, default) = match after[..close].split_once(":-") {
+            Some((name, default)) => (name, Some(default)),
+            None => (&after[..close], None),
+        };
         if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
             bail!("{key}: ${{{name}}} is not an environment variable name");
         }
-        let value = env(name).ok_or_else(|| {
-            anyhow!("{key}: the environment variable {name} is not set (export it before running framesync)")
-        })?;
-        secrets.add(&value);
-        out.push_str(&value);
+        match (env(name), default) {
+            (Some(value), Some(default)) if value.is_empty() => out.push_str(default),
+            (Some(value), _) => {
+                from_env(&value);
+                out.push_str(&value);
+            }
+            (None, Some(default)) => out.push_str(default),
+            (None, None) => bail!(
+                "{key}: the environment variable {name} is not set (export it before running framesync, or write ${{{name}:-default}})"
+            ),
+        }
         rest = &after[close + 1..];
     }
     out.push_str(rest);

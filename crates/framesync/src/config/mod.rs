@@ -16,11 +16,13 @@ mod sink;
 mod source;
 mod tls;
 mod toml_error;
+mod tree;
 
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, anyhow};
 use serde::Deserialize;
+use toml::de::DeTable;
 
 pub use self::answers::{BodyKind, BodySpec, Compress, ItemsSpec, Means, Rule, StatusMatch};
 pub use self::auth::{AuthConfig, AuthStyle, OAuth2Config, Secret};
@@ -32,6 +34,7 @@ pub use self::sink::{SinkConfig, SinkMode};
 pub use self::source::SourceConfig;
 pub use self::source::{BodyFormat, PageBy, Paging, Stop};
 pub use self::tls::{MinVersion, Transport, Why};
+pub use self::tree::{OVERRIDE_PREFIX, overrides_from_process};
 pub use crate::record::{TimeFormat, UidRule};
 
 use self::frames::RawFrames;
@@ -77,16 +80,27 @@ pub fn process_env(name: &str) -> Option<String> {
 
 impl Config {
     pub fn load(path: &Path, env: Env) -> Result<Self> {
+        Self::load_with_overrides(path, env, &[])
+    }
+
+    /// `load`, with `FRAMESYNC__SECTION__KEY` overrides (name, value) set over the file's keys.
+    pub fn load_with_overrides(path: &Path, env: Env, overrides: &[(String, String)]) -> Result<Self> {
         let text =
             std::fs::read_to_string(path).with_context(|| format!("cannot read the config file {}", path.display()))?;
         let base = path.parent().unwrap_or(Path::new("."));
-        let config = Self::parse(&text, base, env).with_context(|| format!("bad config {}", path.display()))?;
+        let config = Self::parse_with_overrides(&text, base, env, overrides)
+            .with_context(|| format!("bad config {}", path.display()))?;
         Ok(Self { file: Some(path.to_path_buf()), ..config })
     }
 
     /// Parses and validates a config; relative paths are taken from `base` (the config's folder).
     pub fn parse(text: &str, base: &Path, env: Env) -> Result<Self> {
-        let mut raw: RawConfig = toml::from_str(text).map_err(|e| anyhow!("{}", toml_error::one_line(text, &e)))?;
+        Self::parse_with_overrides(text, base, env, &[])
+    }
+
+    /// `parse`, with overrides set over the text's keys before anything is checked.
+    pub fn parse_with_overrides(text: &str, base: &Path, env: Env, overrides: &[(String, String)]) -> Result<Self> {
+        let mut raw = read(text, env, overrides)?;
         let written_urls = (written(&raw.source.url, &raw.source.query), written(&raw.sink.url, &raw.sink.query));
         let mut secrets = Redactor::default();
         let ledger = resolve(base, &raw.ledger);
@@ -108,6 +122,18 @@ impl Config {
         };
         Ok(Self { ledger, frames, source, sink, run, secrets, identity, file: None })
     }
+}
+
+/// The file read by serde, once the overrides are set in its tree and `${VAR}` is expanded.
+fn read(text: &str, env: Env, overrides: &[(String, String)]) -> Result<RawConfig> {
+    let one_line = |e: toml::de::Error| match e.span().and_then(|span| span.start.checked_sub(text.len() + 1)) {
+        Some(i) if i < overrides.len() => anyhow!("{}: {}", overrides[i].0, toml_error::plain(e.message())),
+        _ => anyhow!("{}", toml_error::one_line(text, &e)),
+    };
+    let mut document = DeTable::parse(text).map_err(one_line)?;
+    tree::set_overrides(document.get_mut(), overrides, text.len() + 1)?;
+    tree::expand(document.get_mut(), env)?;
+    RawConfig::deserialize(toml::Deserializer::from(document)).map_err(one_line)
 }
 
 /// A URL and its query table as written (before `${VAR}` expansion and encoding): what the

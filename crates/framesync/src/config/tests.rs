@@ -212,3 +212,119 @@ query = "INSERT INTO t FORMAT JSONEachRow"
     let uid_in_sink = text.replace("INSERT INTO t", "INSERT INTO {uid}");
     assert!(error(&uid_in_sink).starts_with("sink.query.query: {uid} cannot be used here"), "{}", error(&uid_in_sink));
 }
+
+/// Bad values over every section: each error is one line, led by the value's dotted key, and
+/// says the form the key expects in the config's words (no `usize`, `sequence` or `map`).
+#[test]
+fn type_errors_are_one_line_naming_the_key_and_the_expected_form() {
+    let in_sink = |line: &str| minimal("", "").replace("[sink]", &format!("[sink]\n{line}"));
+    let in_frames = |line: &str| minimal("", "").replace("[frames]", &format!("[frames]\n{line}"));
+    let cases = [
+        (minimal("", "").replace("ledger = \"orders.db\"", "ledger = 5"), "ledger: ", "expected a string"),
+        (in_frames("delay = \"2m\"").replace("start", "delay2 = 1\nstart"), "frames: ", "unknown field"),
+        (in_frames("recheck = \"10m\""), "frames.recheck: ", "expected a list"),
+        (in_frames("size = 60"), "frames.size: ", "expected a string"),
+        (minimal("timeout = 5", ""), "source.timeout: ", "expected a string"),
+        (minimal("headers = [1]", ""), "source.headers: ", "expected a table"),
+        (minimal("max_rps = \"fast\"", ""), "source.max_rps: ", "expected a number"),
+        (in_sink("batch_size = \"many\""), "sink.batch_size: ", "expected a whole number"),
+        (in_sink("mode = \"bulk\""), "sink.mode: ", "expected `record` or `batch`"),
+        (in_sink("already_there = \"409\""), "sink.already_there: ", "expected a list"),
+        (in_sink("already_there = [\"409\"]"), "sink.already_there[0]: ", "expected a whole number"),
+        (in_sink("headers = [\"a\"]"), "sink.headers: ", "expected a table"),
+        (in_sink("auth = { kind = \"nope\" }"), "sink.auth.kind: ", "expected one of `bearer`"),
+        (in_sink("auth = \"bearer\""), "sink.auth: ", "expected"),
+        (minimal("", "max_frames = \"x\""), "run.max_frames: ", "expected a whole number"),
+        (minimal("", "max_frames = [1]"), "run.max_frames: ", "invalid type: a list, expected a whole number"),
+        (minimal("", "synchronous = 1"), "run.synchronous: ", "expected"),
+        (minimal("", "metrics_file = { a = 1 }"), "run.metrics_file: ", "invalid type: a table"),
+    ];
+    for (text, key, form) in cases {
+        let e = error(&text);
+        assert!(e.starts_with(key) && e.contains(form) && !e.contains('\n'), "{key:?} {form:?} not in {e:?}");
+        for serde_word in ["usize", "u16", "f64", "sequence", " map"] {
+            assert!(!e.contains(serde_word), "{serde_word} in {e:?}");
+        }
+    }
+}
+
+#[test]
+fn every_string_value_expands_variables_and_defaults() {
+    let env = |name: &str| match name {
+        "STATE" => Some("/var/lib/framesync".to_owned()),
+        "EMPTY" => Some(String::new()),
+        "SS_TOKEN" => Some("ss-secret-123".to_owned()),
+        _ => None,
+    };
+    let text =
+        minimal("headers = { Authorization = \"Bearer ${SS_TOKEN:-unused}\", X-Tag = \"${TAG:-plain-tag}\" }", "")
+            .replace("\"orders.db\"", "\"${STATE}/orders.db\"")
+            .replace("uid = \"/id\"", "uid = \"${UID_AT:-/id}\"")
+            .replace("[run]", "[run]\nmetrics_file = \"${EMPTY:-/tmp}/m.prom\"");
+    let config = Config::parse(&text, Path::new("/etc/framesync"), &env).unwrap();
+    assert_eq!(config.ledger, PathBuf::from("/var/lib/framesync/orders.db"));
+    assert_eq!(config.source.uid.as_str(), "/id", "the default is used when the variable is unset");
+    assert!(format!("{:?}", config.run).contains("/tmp/m.prom"), "an empty variable takes the default");
+    let headers = &config.source.headers;
+    assert!(headers.contains(&("Authorization".to_owned(), "Bearer ss-secret-123".to_owned())), "{headers:?}");
+    assert!(headers.contains(&("X-Tag".to_owned(), "plain-tag".to_owned())), "{headers:?}");
+    let secrets = &config.secrets;
+    assert_eq!(secrets.scrub("ss-secret-123"), "***", "a header's value from the environment is a secret");
+    assert_eq!(secrets.scrub("plain-tag"), "plain-tag", "a default is written in the file: no secret");
+    assert_eq!(secrets.scrub("/var/lib/framesync"), "/var/lib/framesync", "a path is no secret");
+}
+
+#[test]
+fn an_unset_variable_without_a_default_names_its_key() {
+    let e = error(&minimal("", "").replace("\"orders.db\"", "\"${NOWHERE}/orders.db\""));
+    assert!(e.starts_with("ledger: the environment variable NOWHERE is not set"), "{e}");
+    let e = error(&minimal("", "").replace("uid = \"/id\"", "uid = \"${BAD NAME:-/id}\""));
+    assert!(e.starts_with("source.uid: ") && e.contains("not an environment variable name"), "{e}");
+}
+
+fn overridden(text: &str, vars: &[(&str, &str)]) -> Result<Config> {
+    let vars: Vec<_> = vars.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+    Config::parse_with_overrides(text, Path::new("/etc/framesync"), &env, &vars)
+}
+
+#[test]
+fn environment_overrides_set_any_key_before_the_checks() {
+    let config = overridden(
+        &minimal("", ""),
+        &[
+            ("FRAMESYNC__SINK__BATCH_SIZE", "1000"),
+            ("FRAMESYNC__SINK__MODE", "batch"),
+            ("FRAMESYNC__LEDGER", "${STATE:-/srv}/o.db"),
+            ("FRAMESYNC__FRAMES__RECHECK", "[\"10m\", \"1h\"]"),
+            ("FRAMESYNC__SOURCE__HEADERS__X_TOKEN", "Bearer ${SS_TOKEN}"),
+            ("FRAMESYNC__RUN__MAX_FRAMES", "7"),
+        ],
+    )
+    .unwrap();
+    assert_eq!((config.sink.batch_size, config.sink.mode), (1000, SinkMode::Batch));
+    assert_eq!(config.ledger, PathBuf::from("/srv/o.db"), "a value that is not TOML is a string");
+    assert_eq!(config.frames.recheck.len(), 2);
+    assert_eq!(config.run.max_frames, 7);
+    assert!(config.source.headers.contains(&("x_token".into(), "Bearer ss-secret-123".into())));
+    assert_eq!(config.secrets.scrub("ss-secret-123"), "***");
+}
+
+#[test]
+fn a_bad_override_is_named_by_its_variable() {
+    let cases = [
+        ("FRAMESYNC__SINK__BATCHSIZE", "5", "FRAMESYNC__SINK__BATCHSIZE: unknown field `batchsize`"),
+        ("FRAMESYNC__NOPE__X", "5", "FRAMESYNC__NOPE__X: unknown field `nope`"),
+        (
+            "FRAMESYNC__SINK__BATCH_SIZE",
+            "lots",
+            "FRAMESYNC__SINK__BATCH_SIZE: invalid type: string \"lots\", expected a whole number",
+        ),
+        ("FRAMESYNC__SINK__ALREADY_THERE", "[\"x\"]", "FRAMESYNC__SINK__ALREADY_THERE: invalid type: string"),
+        ("FRAMESYNC__LEDGER__PATH", "x", "FRAMESYNC__LEDGER__PATH: ledger is not a table"),
+        ("FRAMESYNC__SINK____X", "x", "FRAMESYNC__SINK____X: name a key as"),
+    ];
+    for (name, value, want) in cases {
+        let e = format!("{:#}", overridden(&minimal("", ""), &[(name, value)]).unwrap_err());
+        assert!(e.starts_with(want) && !e.contains('\n'), "{want:?} does not lead {e:?}");
+    }
+}

@@ -9,7 +9,7 @@ use toml::de::{DeTable, DeValue};
 
 /// `source.timeout: "soon" is not a duration ...`; `line 3: ...` for text that is not TOML.
 pub(super) fn one_line(text: &str, error: &toml::de::Error) -> String {
-    let message = error.message().trim_end();
+    let message = &plain(error.message());
     let Some(at) = error.span().map(|span| span.start) else {
         return message.to_owned();
     };
@@ -43,6 +43,33 @@ where
     }
 
     deserializer.deserialize_str(Text(read))
+}
+
+/// serde's words for the expected form, said as the config is written: `expected usize` is
+/// `expected a whole number`, `a sequence` is `a list`. Lines are joined, so the error stays one.
+pub(super) fn plain(message: &str) -> String {
+    const WORDS: [(&str, &str); 15] = [
+        ("wanted string or table", "invalid type, expected a string"),
+        ("expected usize", "expected a whole number"),
+        ("expected u64", "expected a whole number"),
+        ("expected u32", "expected a whole number"),
+        ("expected u16", "expected a whole number"),
+        ("expected u8", "expected a whole number"),
+        ("expected i64", "expected a whole number"),
+        ("expected i32", "expected a whole number"),
+        ("expected f64", "expected a number"),
+        ("expected f32", "expected a number"),
+        ("expected a sequence", "expected a list such as [1, 2]"),
+        ("expected a map", "expected a table such as { a = 1 }"),
+        ("expected a boolean", "expected true or false"),
+        ("invalid type: sequence", "invalid type: a list"),
+        ("invalid type: map", "invalid type: a table"),
+    ];
+    let mut out = message.lines().map(str::trim).filter(|l| !l.is_empty()).collect::<Vec<_>>().join("; ");
+    for (serde, ours) in WORDS {
+        out = out.replace(serde, ours);
+    }
+    out
 }
 
 fn line_of(text: &str, at: usize) -> usize {

@@ -16,6 +16,7 @@ use super::outgoing::Item;
 use crate::delivery::{DeadReason, Key};
 use crate::frames::Frame;
 use crate::model::DeadLetter;
+use crate::plural::plural;
 
 /// What this run saw the RS take and fail: what the units it failed are blamed on.
 #[derive(Debug, Default)]
@@ -110,7 +111,8 @@ impl Job<'_> {
         self.stop_pushing(
             frame,
             format!(
-                "{count} records in a row were refused ({how}) and dead-lettered: the RS or sink.map is probably wrong, not every record (sink.max_rejected_in_a_row)"
+                "{} in a row were refused ({how}) and dead-lettered: the RS or sink.map is probably wrong, not every record (sink.max_rejected_in_a_row)",
+                plural(count, "record")
             ),
             None,
         )?;
@@ -177,7 +179,8 @@ impl Job<'_> {
         let FailedUnit { frame, items, key, reason, status } = unit;
         if items.len() == 1 || !key.is_batch() {
             let detail = format!(
-                "the RS failed it {attempts} times (sink.max_attempts) while acknowledging other records; last: {reason}"
+                "the RS failed it {} (sink.max_attempts) while acknowledging other records; last: {reason}",
+                plural(attempts, "time")
             );
             return self.dead_letter_exhausted(frame, items, key, status, detail, attempts);
         }
@@ -197,15 +200,17 @@ impl Job<'_> {
         }
         if status.is_some() {
             log::info!(
-                "frame {frame}: batch {} failed {attempts} times ({reason}); its records go one by one",
-                key.to_sql()
+                "frame {frame}: batch {} failed {} ({reason}); its records go one by one",
+                key.to_sql(),
+                plural(attempts, "time")
             );
             let alone: Vec<(i64, Option<Key>)> = items.iter().map(|i| (i.pending.seq, Some(Key::Own))).collect();
             return self.ledger.set_keys(frame.start, &alone);
         }
         let detail = format!(
-            "its batch {} failed {attempts} times (sink.max_attempts) without an answer while the RS acknowledged other records; the RS may have stored it, so its records are not sent under other keys: `dead-letters retry` sends the batch again under its key; last: {reason}",
-            key.to_sql()
+            "its batch {} failed {} (sink.max_attempts) without an answer while the RS acknowledged other records; the RS may have stored it, so its records are not sent under other keys: `dead-letters retry` sends the batch again under its key; last: {reason}",
+            key.to_sql(),
+            plural(attempts, "time")
         );
         self.dead_letter_exhausted(frame, items, key, status, detail, attempts)
     }

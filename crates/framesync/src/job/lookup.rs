@@ -7,6 +7,7 @@
 use anyhow::Result;
 
 use super::Job;
+use crate::plural::plural;
 
 /// What this run knows of the lookup, and how often it asked for a UID that cannot exist.
 #[derive(Debug, Default)]
@@ -77,7 +78,11 @@ impl Job<'_> {
             match self.sink.lookup_many(chunk) {
                 Ok(present) if present.len() == chunk.len() => answers.extend(present),
                 Ok(present) => {
-                    let why = format!("the lookup gave {} answers for {} UIDs", present.len(), chunk.len());
+                    let why = format!(
+                        "the lookup gave {} for {}",
+                        plural(present.len(), "answer"),
+                        plural(chunk.len(), "UID")
+                    );
                     return (answers, Some(why));
                 }
                 Err(why) => return (answers, Some(why)),

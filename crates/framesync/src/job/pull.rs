@@ -13,6 +13,7 @@ use crate::fetch;
 use crate::frames::{Epoch, Frame};
 use crate::ledger::Committed;
 use crate::model::PullFailure;
+use crate::plural::plural;
 use crate::servers::Server;
 use crate::source::{PullError, Walked};
 
@@ -53,7 +54,7 @@ impl Job<'_> {
         let Some(walked) = self.judge(frame, result)? else { return Ok(false) };
         let Some(Committed { staged, invalid }) = committed else { return Ok(false) };
         crate::hooks::kill_point("after-stage");
-        log::info!("frame {frame}: pulled {staged} records in {} pages", walked.pages);
+        log::info!("frame {frame}: pulled {} in {}", plural(staged, "record"), plural(walked.pages, "page"));
         let figures = &mut self.outcome.figures;
         figures.frames_pulled += 1;
         figures.records_pulled += staged;

@@ -10,6 +10,7 @@ use super::pull::FAILURES_TO_STOP;
 use super::ss_clock::still_open;
 use crate::fetch;
 use crate::frames::{Epoch, Frame, rfc3339};
+use crate::plural::plural;
 use crate::recheck::RecheckFailure;
 use crate::source::PullError;
 
@@ -95,7 +96,8 @@ impl Job<'_> {
         let what = match failure {
             RecheckFailure::Retried => format!("re-check: {message}; tried again at {}", rfc3339(next)),
             RecheckFailure::GaveUp => format!(
-                "re-check: {message}; given up after the SS refused it {limit} times in a row (run.max_recheck_attempts): late records it would have found are not looked for"
+                "re-check: {message}; given up after the SS refused it {} in a row (run.max_recheck_attempts): late records it would have found are not looked for",
+                plural(limit, "time")
             ),
         };
         let then = if stop { "; no more re-checks this run" } else { "" };

@@ -48,6 +48,21 @@ fn reason(text: &str) -> rusqlite::Result<DeadReason> {
     })
 }
 
+/// A row of `id, frame, uid, reason, status, detail, response, body, at`.
+fn letter(r: &rusqlite::Row) -> rusqlite::Result<Letter> {
+    Ok(Letter {
+        id: r.get(0)?,
+        frame: rfc3339(r.get(1)?),
+        uid: r.get(2)?,
+        reason: reason(r.get_ref(3)?.as_str()?)?,
+        status: r.get(4)?,
+        detail: r.get(5)?,
+        response: r.get(6)?,
+        body: r.get(7)?,
+        at: rfc3339(r.get(8)?),
+    })
+}
+
 impl Ledger {
     /// The dead letters matching `filter`, newest first, at most `limit`.
     pub fn dead_letters(&self, filter: &Filter, limit: i64) -> Result<Vec<Letter>> {
@@ -60,19 +75,17 @@ impl Ledger {
         let mut rows = stmt.raw_query();
         let mut letters = Vec::new();
         while let Some(r) = rows.next()? {
-            letters.push(Letter {
-                id: r.get(0)?,
-                frame: rfc3339(r.get(1)?),
-                uid: r.get(2)?,
-                reason: reason(r.get_ref(3)?.as_str()?)?,
-                status: r.get(4)?,
-                detail: r.get(5)?,
-                response: r.get(6)?,
-                body: r.get(7)?,
-                at: rfc3339(r.get(8)?),
-            });
+            letters.push(letter(r)?);
         }
         Ok(letters)
+    }
+
+    /// The dead letter with this id, if there is one.
+    pub fn dead_letter_by_id(&self, id: i64) -> Result<Option<Letter>> {
+        let sql = "SELECT id, frame, uid, reason, status, detail, response, body, at FROM dead_letters WHERE id = ?1";
+        let mut stmt = self.conn.prepare(sql)?;
+        let mut rows = stmt.query([id])?;
+        rows.next()?.map(letter).transpose().map_err(Into::into)
     }
 
     /// Gives the matching dead letters back to their frames (rule in the module doc).

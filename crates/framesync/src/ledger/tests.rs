@@ -294,6 +294,25 @@ fn a_ledger_migrated_from_0003_keeps_its_pipeline_row_without_an_identity() {
 }
 
 #[test]
+fn a_ledger_migrated_from_0008_starts_its_dead_letters_total_from_what_its_frames_counted() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("l.db");
+    let old = Connection::open(&path).unwrap();
+    for sql in &MIGRATIONS[..8] {
+        old.execute_batch(sql).unwrap();
+    }
+    old.pragma_update(None, "user_version", 8).unwrap();
+    old.execute_batch(
+        "INSERT INTO frames (start, end, state, dead, updated_at) VALUES (0, 60, 'delivered', 3, 0);
+         INSERT INTO frames (start, end, state, dead, updated_at) VALUES (60, 120, 'delivered', 2, 0);",
+    )
+    .unwrap();
+    drop(old);
+    let l = Ledger::open(&path, Synchronous::Normal).unwrap();
+    assert_eq!(l.metric_figures().unwrap().dead_letters_written, 5.0, "dropped ones stay counted in frames.dead");
+}
+
+#[test]
 fn a_frame_size_change_is_refused_even_where_no_identity_is_recorded() {
     // Pins the frame-size check that 0004 folded into the identity: an older ledger knows
     // only its frame size, and frames of another size must still be refused.

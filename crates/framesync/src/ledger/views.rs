@@ -41,7 +41,8 @@ pub struct LastRun {
     pub command: String,
     pub started: String,
     pub seconds: Option<i64>,
-    pub exit_code: String,
+    /// None while the run is going, or when it was killed before it could end.
+    pub exit_code: Option<i64>,
     pub records_pushed: i64,
     pub message: Option<String>,
 }
@@ -83,6 +84,8 @@ pub struct MetricFigures {
     pub lag_seconds: f64,
     pub failing_frames: f64,
     pub dead_letters: f64,
+    /// Dead letters ever written: never lowered by `dead-letters retry` or `drop`.
+    pub dead_letters_written: f64,
     pub records_failing: f64,
     pub rechecks_given_up: f64,
     pub records_pushed: f64,
@@ -219,7 +222,8 @@ impl Ledger {
     }
 
     pub fn last_run(&self) -> Result<Option<LastRun>> {
-        let sql = "SELECT command, started, seconds, exit_code, records_pushed, message FROM recent_runs LIMIT 1";
+        let sql = "SELECT command, started, seconds, (SELECT exit_code FROM runs WHERE runs.id = recent_runs.id AND ended_at IS NOT NULL),
+                          records_pushed, message FROM recent_runs LIMIT 1";
         let run = self.rows(sql, |r| {
             Ok(LastRun {
                 command: r.get(0)?,
@@ -266,6 +270,7 @@ impl Ledger {
             lag_seconds: one("SELECT lag_seconds FROM lag")?,
             failing_frames: one("SELECT COUNT(*) FROM failing_frames")?,
             dead_letters: one("SELECT COUNT(*) FROM dead_letters")?,
+            dead_letters_written: one("SELECT total FROM dead_letters_written")?,
             records_failing: one("SELECT COUNT(*) FROM staged WHERE attempts > 0")?,
             rechecks_given_up: one("SELECT COUNT(*) FROM frames WHERE rechecks_given_up > 0")?,
             records_pushed: one("SELECT records_pushed FROM totals")?,

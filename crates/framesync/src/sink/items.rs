@@ -15,6 +15,7 @@ use serde_json::Value;
 use super::{Statuses, Verdict};
 use crate::config::ItemsSpec;
 use crate::http;
+use crate::plural::plural;
 
 /// Follows a JSON pointer in which a `*` segment stands for the one member of an object (the
 /// operation name of a `_bulk` item: `index`, `create`, ...).
@@ -52,7 +53,7 @@ pub fn judge(spec: &ItemsSpec, body: &str, count: usize, statuses: Statuses) -> 
         return broken(format!("no array at {:?}", spec.list));
     };
     if list.len() != count {
-        return broken(format!("{} results for {count} records", list.len()));
+        return broken(format!("{} for {}", plural(list.len(), "result"), plural(count, "record")));
     }
     let mut verdicts = Vec::with_capacity(count);
     for (n, item) in list.iter().enumerate() {

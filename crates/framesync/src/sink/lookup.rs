@@ -13,6 +13,7 @@ use super::HttpSink;
 use crate::auth::Auth;
 use crate::config::{LookupConfig, LookupMethod, Presence};
 use crate::http;
+use crate::plural::plural;
 use crate::servers::Pacer;
 use crate::template::{self, Vars};
 
@@ -90,7 +91,7 @@ impl Client<'_> {
         };
         json_answer(&reply, self.config.key)
             .and_then(|v| found(&v, list, uid, uids))
-            .map_err(|e| format!("lookup {} {shown} ({} UIDs): {e}", self.method(), uids.len()))
+            .map_err(|e| format!("lookup {} {shown} ({}): {e}", self.method(), plural(uids.len(), "UID")))
     }
 
     fn method(&self) -> &'static str {

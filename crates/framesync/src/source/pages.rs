@@ -3,6 +3,7 @@
 //! page may be fetched from.
 
 use crate::config::Stop;
+use crate::plural::plural;
 use crate::template::with_param;
 
 /// What an offset or page-number walk does after a page.
@@ -30,10 +31,12 @@ pub fn after_page(stop: Stop, limit: Option<u64>, served: usize, so_far: u64, to
             None => After::Wrong("the SS stated no total (source.pages.total)".into()),
             Some(total) if so_far == total => After::Last,
             Some(total) if so_far > total => After::Wrong(format!(
-                "the SS states a total of {total} records but served {so_far}: its total disagrees with its pages"
+                "the SS states a total of {} but served {so_far}: its total disagrees with its pages",
+                plural(total, "record")
             )),
             Some(total) if served == 0 => After::Wrong(format!(
-                "the SS states a total of {total} records but served only {so_far} before an empty page: its total disagrees with its pages"
+                "the SS states a total of {} but served only {so_far} before an empty page: its total disagrees with its pages",
+                plural(total, "record")
             )),
             Some(_) => After::More,
         },

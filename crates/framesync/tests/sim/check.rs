@@ -301,9 +301,7 @@ impl Checker {
         let mut wrong = Vec::new();
         let status = status.unwrap_or(serde_json::Value::Null);
         let last = &status["last_run"];
-        if !status.is_null()
-            && (last["command"] != command || last["exit_code"].as_str() != Some(code.to_string().as_str()))
-        {
+        if !status.is_null() && (last["command"] != command || last["exit_code"].as_i64() != Some(i64::from(*code))) {
             wrong.push(format!(
                 "status's last run is {} exiting {}, not {command} exiting {code}",
                 last["command"], last["exit_code"]
