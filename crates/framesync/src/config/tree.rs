@@ -16,7 +16,7 @@ use super::Env;
 use super::check;
 
 /// Keys (and the tables under them) that their own checks expand, as secrets.
-const EXPANDED_BY_THEIR_CHECK: [&str; 14] = [
+const EXPANDED_BY_THEIR_CHECK: [&str; 15] = [
     "source.url",
     "source.query",
     "source.headers",
@@ -31,6 +31,7 @@ const EXPANDED_BY_THEIR_CHECK: [&str; 14] = [
     "sink.lookup.batch_query",
     "sink.lookup.body",
     "sink.ndjson_action",
+    "run.pushgateway",
 ];
 
 /// Expands `${VAR}` in every string of `table` that is not expanded by its own check.
