@@ -19,7 +19,11 @@ fn init_writes_the_example_config_and_a_ledger_named_after_it_and_never_overwrit
     let out = init(&config);
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     let text = std::fs::read_to_string(&config).unwrap();
-    assert_eq!(text, framesync::config::EXAMPLE.replace("ledger = \"framesync.db\"", "ledger = \"orders.db\""));
+    let start = text.lines().find(|l| l.starts_with("start = ")).unwrap().split('"').nth(1).unwrap().to_owned();
+    let expected = framesync::config::EXAMPLE
+        .replace("ledger = \"framesync.db\"", "ledger = \"orders.db\"")
+        .replace("start = \"2026-11-01T00:00:00Z\"", &format!("start = \"{start}\""));
+    assert_eq!(text, expected, "the example, with its ledger named after the config and a start this hour");
     assert!(dir.path().join("orders.db").exists());
     assert!(!dir.path().join("framesync.db").exists());
     std::fs::write(&config, "# mine").unwrap();

@@ -28,10 +28,17 @@ fn framesync_init_writes_the_shipped_example_config_and_it_parses() {
     let written = std::fs::read_to_string(&config).unwrap();
     let shipped =
         std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("framesync.example.toml")).unwrap();
-    assert_eq!(written, shipped, "a config named framesync.toml gets the example as shipped");
+    let differ: Vec<_> = shipped.lines().zip(written.lines()).filter(|(a, b)| a != b).collect();
+    assert_eq!(differ.len(), 1, "a config named framesync.toml gets the example as shipped but its start: {differ:?}");
+    assert!(differ[0].0.starts_with("start = ") && differ[0].1.starts_with("start = "), "{differ:?}");
     let env = |name: &str| Some(format!("value-of-{name}"));
     let parsed = framesync::config::Config::load(&config, &env).unwrap();
     assert_eq!(parsed.ledger, dir.path().join("framesync.db"));
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() as i64;
+    let start = parsed.frames.start;
+    assert!(start % 3600 == 0 && now - start < 3600 + 5, "frames.start {start} is the start of this hour (now {now})");
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(said.contains("backfill --from <time> --to "), "init says how to deliver older data: {said}");
 }
 
 #[test]

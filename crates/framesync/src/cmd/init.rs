@@ -1,5 +1,7 @@
 //! `init`: writes the commented example config and creates its ledger, named after the config
 //! (`orders.toml` gets `orders.db`), so two pipelines initialised side by side never share one.
+//! Its `frames.start` is the start of the current hour: a first run faces an hour of frames, not
+//! the weeks since the example's date; older data is a `backfill`, which `init` says how to run.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -8,6 +10,7 @@ use anyhow::{Context, Result};
 
 use crate::Usage;
 use crate::config::EXAMPLE;
+use crate::frames::{Epoch, rfc3339};
 use crate::ledger::{Ledger, Synchronous};
 
 pub fn init(path: PathBuf, out: &mut dyn Write) -> Result<u8> {
@@ -15,7 +18,8 @@ pub fn init(path: PathBuf, out: &mut dyn Write) -> Result<u8> {
         return Err(Usage(format!("{} already exists; framesync init does not overwrite it", path.display())).into());
     }
     let name = ledger_name(&path);
-    write_new(&path, &example(&name))?;
+    let start = hour_start(chrono::Utc::now().timestamp());
+    write_new(&path, &example(&name, start))?;
     let ledger = path.parent().unwrap_or(Path::new(".")).join(&name);
     Ledger::open(&ledger, Synchronous::Normal)?;
     writeln!(out, "wrote {} and created the ledger {}", path.display(), ledger.display())?;
@@ -23,6 +27,13 @@ pub fn init(path: PathBuf, out: &mut dyn Write) -> Result<u8> {
         out,
         "next: edit the [source] and [sink] URLs, export SS_TOKEN and RS_TOKEN, then `framesync --config {} check`",
         path.display()
+    )?;
+    writeln!(
+        out,
+        "frames.start is {} (this hour); to deliver older records too, once: `framesync --config {} backfill --from <time> --to {}`",
+        rfc3339(start),
+        path.display(),
+        rfc3339(start)
     )?;
     Ok(0)
 }
@@ -35,11 +46,28 @@ fn ledger_name(path: &Path) -> String {
     }
 }
 
-/// The example config with its `ledger` line naming `name`.
-fn example(name: &str) -> String {
-    let line = format!("ledger = {}", toml::Value::String(name.into()));
-    EXAMPLE.lines().map(|l| if l.starts_with("ledger = ") { line.as_str() } else { l }).collect::<Vec<_>>().join("\n")
-        + "\n"
+/// The start of the hour `now` falls in.
+fn hour_start(now: Epoch) -> Epoch {
+    now - now.rem_euclid(3600)
+}
+
+/// The example config with its `ledger` line naming `name` and its `frames.start` at `start`
+/// (the line's comment kept).
+fn example(name: &str, start: Epoch) -> String {
+    let ledger = format!("ledger = {}", toml::Value::String(name.into()));
+    let start = format!("start = \"{}\"", rfc3339(start));
+    let mut lines = Vec::new();
+    for line in EXAMPLE.lines() {
+        if line.starts_with("ledger = ") {
+            lines.push(ledger.clone());
+        } else if let Some(rest) = line.strip_prefix("start = \"") {
+            let comment = rest.split_once('"').map_or("", |(_, after)| after);
+            lines.push(format!("{start}{comment}"));
+        } else {
+            lines.push(line.to_owned());
+        }
+    }
+    lines.join("\n") + "\n"
 }
 
 /// Writes a file that must not exist yet, atomically: a temp file in the same folder, renamed.
@@ -66,16 +94,21 @@ mod tests {
     }
 
     #[test]
-    fn the_example_names_the_ledger_and_changes_nothing_else() {
-        let text = example("orders.db");
+    fn the_example_names_the_ledger_and_starts_this_hour_and_changes_nothing_else() {
+        let now = crate::frames::parse_time("2026-11-30T08:47:13Z").unwrap();
+        let text = example("orders.db", hour_start(now));
         let changed: Vec<_> = EXAMPLE.lines().zip(text.lines()).filter(|(a, b)| a != b).collect();
-        assert_eq!(changed, [("ledger = \"framesync.db\"", "ledger = \"orders.db\"")]);
+        assert_eq!(changed.len(), 2, "{changed:?}");
+        assert_eq!(changed[0], ("ledger = \"framesync.db\"", "ledger = \"orders.db\""));
+        let (was, now) = changed[1];
+        assert!(was.starts_with("start = \"2026-11-01T00:00:00Z\""), "{was}");
+        assert_eq!(now, was.replace("2026-11-01T00:00:00Z", "2026-11-30T08:00:00Z"), "the comment is kept");
         assert_eq!(text.lines().count(), EXAMPLE.lines().count());
     }
 
     #[test]
     fn a_ledger_name_with_quotes_is_written_as_valid_toml() {
-        let text = example("my \"odd\" name.db");
+        let text = example("my \"odd\" name.db", 0);
         let parsed = crate::config::Config::parse(&text, Path::new("/etc/framesync"), &|_| Some("x".into())).unwrap();
         assert_eq!(parsed.ledger, Path::new("/etc/framesync/my \"odd\" name.db"));
     }
