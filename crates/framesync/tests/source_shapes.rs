@@ -74,6 +74,19 @@ fn page_numbers_from_zero_or_one_deliver_every_record_once() {
     }
 }
 
+/// Regression: an SS that caps its pages below the limit asked for (20 of 50 here, as many
+/// APIs cap at 100) served a first page "short" of the limit, stop = "short" ended the walk,
+/// and the frame was delivered without 80 of its 100 records, exit 0. A short page now ends a
+/// walk only once the SS has been seen filling a page; until then an empty page must follow.
+#[test]
+fn an_ss_that_caps_pages_below_the_limit_loses_nothing_to_stop_short() {
+    let dir = tempfile::tempdir().unwrap();
+    let sim = Sim::start(dir.path(), &["--records-per-minute", "100", "--page-size", "20"]);
+    let p = pipeline(&sim, "&paging=offset", "[source.pages]\nby = \"offset\"\nlimit = 50\nstop = \"short\"");
+    let requests = delivers_once(&sim, &p);
+    assert_eq!(requests, 6 * frames(&p), "5 capped pages of 20 and the empty page that ends each walk");
+}
+
 #[test]
 fn ndjson_bodies_deliver_every_record_once() {
     let dir = tempfile::tempdir().unwrap();

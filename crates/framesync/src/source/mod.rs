@@ -5,6 +5,7 @@
 //! without sockets.
 
 use std::collections::HashSet;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use serde_json::Value;
@@ -103,6 +104,9 @@ pub struct HttpSource {
     auth: Auth,
     config: SourceConfig,
     pacer: Pacer,
+    /// The SS served a page of `source.pages.limit` records: it fills its pages, so a short
+    /// one is the last (see [`after_page`]).
+    fills_pages: AtomicBool,
 }
 
 impl HttpSource {
@@ -113,7 +117,13 @@ impl HttpSource {
     /// With an agent of the caller's (the simulation's in-process transport).
     pub fn with_agent(config: &SourceConfig, agent: ureq::Agent) -> Self {
         let auth = Auth::new(config.auth.as_ref(), &agent);
-        Self { agent, auth, config: config.clone(), pacer: Pacer::new(config.max_rps) }
+        Self {
+            agent,
+            auth,
+            config: config.clone(),
+            pacer: Pacer::new(config.max_rps),
+            fills_pages: AtomicBool::new(false),
+        }
     }
 
     /// GETs one page. `trusted` says whether the URL is on the SS's own server: only then
@@ -336,7 +346,11 @@ impl PageWalk<'_> {
                 paging.by.as_str()
             )));
         }
-        match after_page(paging.stop, paging.limit, served, self.total as u64, total) {
+        if paging.limit.is_some_and(|limit| served as u64 >= limit) {
+            self.source.fills_pages.store(true, Ordering::Relaxed);
+        }
+        let fills = self.source.fills_pages.load(Ordering::Relaxed);
+        match after_page(paging.stop, paging.limit, fills, served, self.total as u64, total) {
             After::More => {}
             After::Last => return Ok(None),
             After::Wrong(why) => return Err(PullError::Failed(why)),

@@ -21,11 +21,24 @@ pub enum After {
 /// (repeats included), and stated `total` when the rule reads one. A total the pages do not
 /// add up to fails the frame: stopping short of it would lose records, going past it means the
 /// SS's count cannot be trusted to end the walk.
-pub fn after_page(stop: Stop, limit: Option<u64>, served: usize, so_far: u64, total: Option<u64>) -> After {
+///
+/// A short page ends the walk only once the SS is known to fill its pages to `limit` (`fills`:
+/// it served a full page before). Many APIs cap a page below the limit asked for; there a page
+/// of the cap's size is short yet not the last, and ending the walk would mark the frame
+/// delivered without the records after it. Until then a short page is followed by one more,
+/// and only an empty one ends the walk.
+pub fn after_page(
+    stop: Stop,
+    limit: Option<u64>,
+    fills: bool,
+    served: usize,
+    so_far: u64,
+    total: Option<u64>,
+) -> After {
     let served = served as u64;
     match stop {
         Stop::Empty if served == 0 => After::Last,
-        Stop::Short if served < limit.unwrap_or(u64::MAX) => After::Last,
+        Stop::Short if served < limit.unwrap_or(u64::MAX) && (fills || served == 0) => After::Last,
         Stop::Empty | Stop::Short => After::More,
         Stop::Total => match total {
             None => After::Wrong("the SS stated no total (source.pages.total)".into()),

@@ -187,18 +187,22 @@ fn relative_links_resolve_against_the_page_they_came_from() {
 #[test]
 fn stop_rules_end_a_walk_at_an_empty_page_a_short_page_or_the_total() {
     use crate::config::Stop;
-    assert_eq!(after_page(Stop::Empty, Some(10), 3, 13, None), After::More);
-    assert_eq!(after_page(Stop::Empty, Some(10), 0, 13, None), After::Last);
-    assert_eq!(after_page(Stop::Short, Some(10), 10, 20, None), After::More);
-    assert_eq!(after_page(Stop::Short, Some(10), 9, 19, None), After::Last);
-    assert_eq!(after_page(Stop::Short, Some(10), 0, 10, None), After::Last);
-    assert_eq!(after_page(Stop::Total, Some(10), 10, 10, Some(25)), After::More);
-    assert_eq!(after_page(Stop::Total, Some(10), 3, 13, Some(25)), After::More, "a short page is not the end");
-    assert_eq!(after_page(Stop::Total, Some(10), 5, 25, Some(25)), After::Last);
-    assert_eq!(after_page(Stop::Total, Some(10), 0, 0, Some(0)), After::Last);
-    let over = after_page(Stop::Total, Some(10), 10, 30, Some(25));
+    assert_eq!(after_page(Stop::Empty, Some(10), true, 3, 13, None), After::More);
+    assert_eq!(after_page(Stop::Empty, Some(10), true, 0, 13, None), After::Last);
+    assert_eq!(after_page(Stop::Short, Some(10), true, 10, 20, None), After::More);
+    assert_eq!(after_page(Stop::Short, Some(10), true, 9, 19, None), After::Last);
+    assert_eq!(after_page(Stop::Short, Some(10), true, 0, 10, None), After::Last);
+    // An SS not yet seen filling a page may cap pages below the limit: a short page is not the
+    // end until an empty one follows.
+    assert_eq!(after_page(Stop::Short, Some(10), false, 4, 4, None), After::More);
+    assert_eq!(after_page(Stop::Short, Some(10), false, 0, 4, None), After::Last);
+    assert_eq!(after_page(Stop::Total, Some(10), true, 10, 10, Some(25)), After::More);
+    assert_eq!(after_page(Stop::Total, Some(10), true, 3, 13, Some(25)), After::More, "a short page is not the end");
+    assert_eq!(after_page(Stop::Total, Some(10), true, 5, 25, Some(25)), After::Last);
+    assert_eq!(after_page(Stop::Total, Some(10), true, 0, 0, Some(0)), After::Last);
+    let over = after_page(Stop::Total, Some(10), true, 10, 30, Some(25));
     assert!(matches!(&over, After::Wrong(w) if w.contains("total of 25 records but served 30")), "{over:?}");
-    let short = after_page(Stop::Total, Some(10), 0, 20, Some(25));
+    let short = after_page(Stop::Total, Some(10), true, 0, 20, Some(25));
     assert!(matches!(&short, After::Wrong(w) if w.contains("served only 20 before an empty page")), "{short:?}");
 }
 
