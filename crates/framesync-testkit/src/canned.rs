@@ -1,7 +1,7 @@
 //! A fake HTTP server on loopback that answers every request with the same bytes, to stand for
 //! an SS or an RS that answers something framesync must refuse.
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::Write;
 use std::net::TcpListener;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -24,25 +24,9 @@ impl Canned {
         std::thread::spawn(move || {
             for stream in listener.incoming() {
                 let Ok(mut stream) = stream else { continue };
-                let mut reader = BufReader::new(stream.try_clone().unwrap());
-                let mut line = String::new();
-                if reader.read_line(&mut line).is_err() {
-                    continue;
-                }
-                let mut length = 0;
-                loop {
-                    let mut header = String::new();
-                    if reader.read_line(&mut header).is_err() || header.trim().is_empty() {
-                        break;
-                    }
-                    if let Some(v) = header.to_ascii_lowercase().strip_prefix("content-length:") {
-                        length = v.trim().parse().unwrap_or(0);
-                    }
-                }
-                let mut body = vec![0; length];
-                let _ = reader.read_exact(&mut body);
+                let Some((line, body)) = crate::http::read_request(&stream) else { continue };
                 count.fetch_add(1, Ordering::SeqCst);
-                log.lock().unwrap().push(format!("{}{}", line.trim(), String::from_utf8_lossy(&body)));
+                log.lock().unwrap().push(format!("{line}{}", String::from_utf8_lossy(&body)));
                 let _ = stream.write_all(&response);
             }
         });

@@ -1,9 +1,10 @@
 //! One small HTTP/1.1 client for the tests: a request per connection (`Connection: close`) over
 //! `std::net`, answering the status and the raw body. The tests talk to servers on loopback
 //! that they started themselves, so nothing here follows redirects, pools connections or
-//! speaks TLS; an answer is taken exactly as the server sent it.
+//! speaks TLS; an answer is taken exactly as the server sent it. [`read_request`] is the other
+//! side, for the small servers tests stand up themselves.
 
-use std::io::{BufRead, BufReader, Write};
+use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
 use std::time::Duration;
 
@@ -101,6 +102,27 @@ fn read_line(reader: &mut impl BufRead) -> std::io::Result<String> {
 
 fn invalid(message: String) -> std::io::Error {
     std::io::Error::new(std::io::ErrorKind::InvalidData, message)
+}
+
+/// Reads one request from a connection: its request line (trimmed) and its body, by its
+/// Content-Length. None when the connection ends before the request line or the body.
+pub fn read_request(stream: &TcpStream) -> Option<(String, Vec<u8>)> {
+    let mut reader = BufReader::new(stream.try_clone().ok()?);
+    let mut line = String::new();
+    reader.read_line(&mut line).ok()?;
+    let mut length = 0;
+    loop {
+        let mut header = String::new();
+        if reader.read_line(&mut header).is_err() || header.trim().is_empty() {
+            break;
+        }
+        if let Some(v) = header.to_ascii_lowercase().strip_prefix("content-length:") {
+            length = v.trim().parse().unwrap_or(0);
+        }
+    }
+    let mut body = vec![0; length];
+    reader.read_exact(&mut body).ok()?;
+    Some((line.trim().to_owned(), body))
 }
 
 #[cfg(test)]

@@ -5,7 +5,7 @@
 mod common;
 
 use std::collections::HashMap;
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::Write;
 use std::net::TcpListener;
 use std::sync::{Arc, Mutex};
 
@@ -41,7 +41,7 @@ impl OkRs {
             let mut new_records = 0u32;
             for stream in listener.incoming() {
                 let Ok(mut stream) = stream else { continue };
-                let Some(body) = read_body(&mut stream) else { continue };
+                let Some((_, body)) = framesync_testkit::http::read_request(&stream) else { continue };
                 let record: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
                 let uid = match &record["id"] {
                     Value::String(s) => s.clone(),
@@ -82,26 +82,6 @@ impl OkRs {
     fn url(&self) -> String {
         format!("http://{}/ingest", self.addr)
     }
-}
-
-/// A request's body (by its Content-Length).
-fn read_body(stream: &mut std::net::TcpStream) -> Option<Vec<u8>> {
-    let mut reader = BufReader::new(stream.try_clone().ok()?);
-    let mut line = String::new();
-    reader.read_line(&mut line).ok()?;
-    let mut length = 0;
-    loop {
-        let mut header = String::new();
-        if reader.read_line(&mut header).is_err() || header.trim().is_empty() {
-            break;
-        }
-        if let Some(v) = header.to_ascii_lowercase().strip_prefix("content-length:") {
-            length = v.trim().parse().unwrap_or(0);
-        }
-    }
-    let mut body = vec![0; length];
-    reader.read_exact(&mut body).ok()?;
-    Some(body)
 }
 
 fn ledger_rows(p: &Pipeline, sql: &str) -> Vec<(String, String)> {
