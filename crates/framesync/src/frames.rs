@@ -68,6 +68,11 @@ pub fn eligible_until(size: FrameSize, now: Epoch, delay: i64) -> Epoch {
     size.align_down(now - delay)
 }
 
+/// When the first frame after `start` becomes eligible: a run before it has nothing to pull.
+pub fn first_pull_at(size: FrameSize, start: Epoch, delay: i64) -> Epoch {
+    size.frame_at(start).end() + delay
+}
+
 pub fn rfc3339(t: Epoch) -> String {
     DateTime::<Utc>::from_timestamp(t, 0)
         .map(|d| d.to_rfc3339_opts(SecondsFormat::Secs, true))

@@ -6,7 +6,8 @@
 //! cron mails every line, so a scheduled run ([`hold`]) keeps its lines until it ends and
 //! prints them only when it fails ([`release`]): a run that exits 0 prints nothing. Asking for
 //! more than warnings (`RUST_LOG=info`) prints every line as it happens. A line logged with
-//! the target [`ALWAYS`] is never held: a config that cannot do anything yet says so each run.
+//! the target [`ALWAYS`] is never held: what a person at a terminal must hear even from a run
+//! that succeeds.
 
 use std::io::Write;
 use std::sync::{Mutex, RwLock};

@@ -166,6 +166,32 @@ fn a_backfill_says_what_it_did_and_when_there_was_nothing_to_do() {
     assert_eq!(stderr(&again), "");
 }
 
+#[test]
+fn a_start_not_yet_eligible_is_no_mail_from_cron_but_status_and_check_say_when_it_will_be() {
+    let dir = tempfile::tempdir().unwrap();
+    let sim = Sim::start(dir.path(), &["--records-per-minute", "3", "--seed", "16"]);
+    let start = aligned_minutes_ago(-60);
+    let p = Pipeline::new(&sim, dir, start, "", "", "");
+    let out = run(&p, &["run"], &[]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_eq!((stdout_text(&out), stderr(&out)), (String::new(), String::new()), "cron mails every line");
+    // Frames of a minute, pulled a minute after they close.
+    let first = rfc3339(start + 2 * MINUTE);
+    let status = p.status_text();
+    assert!(
+        status
+            .contains(&format!("waiting:   frames.start is not yet eligible; its first frame is pulled from {first}")),
+        "{status}"
+    );
+    let check = run(&p, &["check"], &[]);
+    assert_eq!(check.status.code(), Some(0), "{}{}", stdout_text(&check), stderr(&check));
+    assert!(
+        stdout_text(&check).contains(&format!("frames.start: ok, not yet eligible: runs pull nothing until {first}")),
+        "{}",
+        stdout_text(&check)
+    );
+}
+
 fn stdout_text(out: &Output) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }

@@ -67,6 +67,9 @@ pub fn check(config: &Config, out: &mut dyn Write) -> Result<u8> {
     if let Some(warning) = last_warning(config) {
         report.say("source.url", warning)?;
     }
+    if let Some(first) = waiting(config) {
+        report.say("frames.start", first)?;
+    }
     let (ledger, forced) = ledger(config);
     report.say("ledger", ledger)?;
     if let Some(warning) = shared_ledger(&config.ledger) {
@@ -104,6 +107,14 @@ fn last_warning(config: &Config) -> Option<Verdict> {
             "{last} with time_format = \"epoch_s\": the frame's last instant cannot be expressed in whole seconds, so an SS with inclusive bounds and sub-second stamps would never serve records stamped after to - 1 s; use epoch_ms or rfc3339".into(),
         )
     })
+}
+
+/// A start that is not yet eligible is no fault, but a run before then pulls nothing.
+fn waiting(config: &Config) -> Option<Verdict> {
+    let frames = &config.frames;
+    let first = crate::frames::first_pull_at(frames.size, frames.start, frames.delay);
+    (SystemClock.now() < first)
+        .then(|| Verdict::Ok(format!("not yet eligible: runs pull nothing until {}", crate::frames::rfc3339(first))))
 }
 
 // ---- the ledger ----------------------------------------------------------------------------

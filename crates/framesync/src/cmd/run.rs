@@ -1,11 +1,11 @@
 //! `run`, `pull` and `push`: lock → open ledger → plan → work → record the run.
 
-use std::io::Write;
+use std::io::{IsTerminal, Write};
 
 use anyhow::Result;
 
 use crate::config::Config;
-use crate::frames::rfc3339;
+use crate::frames::{first_pull_at, rfc3339};
 use crate::job::{Clock, Job, Outcome, SystemClock};
 use crate::ledger::{Ledger, RunFigures};
 use crate::lock::{self, Side};
@@ -58,11 +58,15 @@ pub fn execute(
     let clock = parts.clock;
     ledger.sync_pipeline(frames.size.seconds(), frames.start, frames.delay, clock.now())?;
     if frames.start >= plan.horizon && scope != Scope::Push {
+        // Not a failure: cron hears nothing of it (`status` and `check` say it); a person who
+        // ran this by hand on a terminal is told why nothing happened.
+        let target = if std::io::stderr().is_terminal() { crate::logging::ALWAYS } else { module_path!() };
         log::warn!(
-            target: crate::logging::ALWAYS,
-            "frames.start ({}) is not yet eligible (frames are pulled {}s after they close); nothing to pull until then",
+            target: target,
+            "frames.start ({}) is not yet eligible (frames are pulled {}s after they close); nothing to pull until {}",
             rfc3339(frames.start),
-            frames.delay
+            frames.delay,
+            rfc3339(first_pull_at(frames.size, frames.start, frames.delay))
         );
     }
     recorded(config, ledger, name(scope), clock, |ledger| {

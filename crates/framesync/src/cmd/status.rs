@@ -43,6 +43,8 @@ struct Status {
     ledger: String,
     last_run: Option<LastRun>,
     lag: Option<Lag>,
+    /// When `frames.start` is not yet eligible: when its frame is first pulled.
+    first_pull_at: Option<String>,
     missing_ranges: i64,
     missing: Vec<MissingRange>,
     failing_frames: i64,
@@ -113,6 +115,7 @@ fn read(ledger: &Ledger, window: &Window, path: &str) -> Result<Status> {
         ledger: path.to_owned(),
         last_run: ledger.last_run()?,
         lag: ledger.lag()?,
+        first_pull_at: waiting(window).map(rfc3339),
         missing_ranges: counts.missing_ranges,
         missing: ledger.missing_ranges(LIST_LIMIT)?,
         failing_frames: counts.failing_frames,
@@ -124,6 +127,12 @@ fn read(ledger: &Ledger, window: &Window, path: &str) -> Result<Status> {
         servers: ledger.server_states()?,
         timeline: timeline::read(ledger, window)?,
     })
+}
+
+/// When the first frame is pulled, while `frames.start` is not yet eligible.
+fn waiting(window: &Window) -> Option<Epoch> {
+    let first = crate::frames::first_pull_at(window.size, window.reference, window.delay);
+    (window.now < first).then_some(first)
 }
 
 fn late(ledger: &Ledger, now: Epoch, frames_awaiting_recheck: i64) -> Result<Late> {
@@ -193,6 +202,9 @@ fn print_runs_and_lag(out: &mut dyn Write, s: &Status) -> std::io::Result<()> {
             plural(r.records_pushed, "record")
         )?,
         None => writeln!(out, "last run:  none yet")?,
+    }
+    if let Some(first) = &s.first_pull_at {
+        writeln!(out, "waiting:   frames.start is not yet eligible; its first frame is pulled from {first}")?;
     }
     if let Some(lag) = &s.lag {
         writeln!(
