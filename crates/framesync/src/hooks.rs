@@ -4,6 +4,7 @@
 //!
 //! - `FRAMESYNC_TEST_KILL_AT=point[:n]`: SIGKILL this process at the n-th (default 1st) pass
 //!   through the named point. Points: see [`POINTS`].
+//! - `FRAMESYNC_TEST_PANIC_AT=point`: panic at the first pass through the named point (a bug).
 //! - `FRAMESYNC_TEST_PAUSE_AT=point:ms`: sleep at the named point (e.g. hold the lock).
 //! - `FRAMESYNC_TEST_MOUNTINFO=path`: read mounts from this file instead of /proc/self/mountinfo.
 //! - `FRAMESYNC_TEST_NOW=epoch` or `+secs` / `-secs`: the clock, absolute or shifted.
@@ -44,6 +45,9 @@ mod active {
         super::inprocess::pass(point);
         pause_point(point);
         debug_assert!(super::POINTS.contains(&point), "unknown kill point {point}");
+        if var("FRAMESYNC_TEST_PANIC_AT").as_deref() == Some(point) {
+            panic!("FRAMESYNC_TEST_PANIC_AT={point}");
+        }
         let Some(spec) = var("FRAMESYNC_TEST_KILL_AT") else { return };
         let (name, nth) = spec.split_once(':').map_or((spec.as_str(), 1), |(n, k)| (n, k.parse().unwrap_or(1)));
         if name != point {

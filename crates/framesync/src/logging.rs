@@ -43,9 +43,23 @@ fn pipeline() -> String {
 }
 
 /// Keeps every line back until [`release`], unless the operator asked for more than warnings.
+/// A panic is a failure like any other: the lines kept back are printed before its message.
 pub fn hold() {
     if log::max_level() < log::LevelFilter::Info {
         *HELD.lock().unwrap_or_else(|poisoned| poisoned.into_inner()) = Some(Vec::new());
+        let report = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            // `try_lock`: a panic inside `Logger::log`, which holds the lock, must not deadlock.
+            if let Ok(mut held) = HELD.try_lock()
+                && let Some(lines) = held.take()
+            {
+                let mut err = std::io::stderr().lock();
+                for line in lines {
+                    let _ = err.write_all(line.as_bytes());
+                }
+            }
+            report(info);
+        }));
     }
 }
 

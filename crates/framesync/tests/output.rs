@@ -192,6 +192,19 @@ fn a_start_not_yet_eligible_is_no_mail_from_cron_but_status_and_check_say_when_i
     );
 }
 
+#[test]
+fn a_run_that_panics_prints_the_lines_it_held_before_the_panic() {
+    let dir = tempfile::tempdir().unwrap();
+    let sim = Sim::start(dir.path(), &["--records-per-minute", "3", "--seed", "17", "--poison-fraction", "1"]);
+    let p = Pipeline::new(&sim, dir, aligned_minutes_ago(3), "", "", "");
+    let out = run(&p, &["run"], &[("FRAMESYNC_TEST_PANIC_AT", "before-end-run")]);
+    assert_eq!(out.status.code(), Some(101), "{}", stderr(&out));
+    let said = stderr(&out);
+    let held = said.find("dead-lettered").unwrap_or_else(|| panic!("the held lines are lost: {said}"));
+    let panic = said.find("FRAMESYNC_TEST_PANIC_AT=before-end-run").expect(&said);
+    assert!(held < panic, "held lines first, then the panic: {said}");
+}
+
 fn stdout_text(out: &Output) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
