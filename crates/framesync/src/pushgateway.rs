@@ -36,6 +36,26 @@ pub fn push(base: &str, pipeline: &str, text: &str) -> Result<()> {
     bail!("the Pushgateway {url} refused the metrics: {status}{location} {}", crate::http::excerpt(&body))
 }
 
+/// Asks the Pushgateway at `base` whether it is ready (`GET <base>/-/ready`), changing nothing:
+/// `Ok(None)` when it is, `Ok(Some(answer))` when something answered otherwise (a proxy, or not
+/// a Pushgateway), an error when nothing answered.
+pub fn ready(base: &str) -> Result<Option<String>> {
+    let url = format!("{base}/-/ready");
+    let agent = crate::http::agent(TIMEOUT, &Transport::plain("run.pushgateway"));
+    let response = match agent.get(&url).call() {
+        Ok(response) => response,
+        Err(e) => bail!("GET {url}: {}", crate::http::why(&e)),
+    };
+    let status = response.status();
+    Ok(if status.is_success() {
+        None
+    } else if status.is_redirection() {
+        Some(format!("GET {url}: {status}, redirected to {} (not followed)", crate::http::location(&response)))
+    } else {
+        Some(format!("GET {url}: {status}"))
+    })
+}
+
 /// `<base>/metrics/job/framesync/pipeline/<name>`; a name that is not plainly safe in a path
 /// segment goes base64url-encoded (`pipeline@base64/...`), as the Pushgateway's API provides.
 pub fn group_url(base: &str, pipeline: &str) -> String {

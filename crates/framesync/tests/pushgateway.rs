@@ -156,3 +156,44 @@ fn a_pushgateway_that_redirects_is_refused_and_not_followed() {
         stderr(&out)
     );
 }
+
+#[test]
+fn check_asks_the_pushgateway_whether_it_is_ready_and_says_when_it_is_not() {
+    let dir = tempfile::tempdir().unwrap();
+    let Some(pushgateway) = Pushgateway::start(dir.path()) else { return };
+    let sim = Sim::start(dir.path(), &["--records-per-minute", "5"]);
+    let check = |base: &str| {
+        let run = format!("pushgateway = \"{base}\"");
+        let p = Pipeline::new(&sim, tempfile::tempdir().unwrap(), aligned_minutes_ago(10), "", "", &run);
+        let out = p.framesync(&["check"]);
+        let line = text(&out).lines().find(|l| l.starts_with("run.pushgateway: ")).map(String::from);
+        (out.status.code(), line.unwrap_or_else(|| panic!("no run.pushgateway line: {}", text(&out))))
+    };
+    let ready = check(&pushgateway.url());
+    assert_eq!(ready, (Some(0), format!("run.pushgateway: ok, {} is ready", pushgateway.url())));
+    let down = check(&format!("http://{}", free_addr()));
+    assert_eq!(down.0, Some(1));
+    assert!(
+        down.1.starts_with("run.pushgateway: FAILED: GET http://") && down.1.ends_with("; every run would exit 1"),
+        "{}",
+        down.1
+    );
+    let not_one = framesync_testkit::Canned::answer(404, &[], "");
+    let other = check(&not_one.base());
+    assert_eq!(other.0, Some(1));
+    assert!(other.1.contains("WARNING: GET ") && other.1.contains("/-/ready: 404"), "{}", other.1);
+    assert!(http::get(&pushgateway.addr, "/metrics").text().find("framesync_").is_none(), "check pushed nothing");
+}
+
+#[test]
+fn check_says_when_the_metrics_file_cannot_be_written() {
+    let dir = tempfile::tempdir().unwrap();
+    let sim = Sim::start(dir.path(), &["--records-per-minute", "5"]);
+    let missing = dir.path().join("no-such-folder").join("framesync.prom");
+    let run = format!("metrics_file = {:?}", missing.display().to_string());
+    let p = Pipeline::new(&sim, tempfile::tempdir().unwrap(), aligned_minutes_ago(10), "", "", &run);
+    let out = p.framesync(&["check"]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let line = text(&out).lines().find(|l| l.starts_with("run.metrics_file: ")).map(String::from).unwrap();
+    assert!(line.contains("FAILED: ") && line.contains("does not exist; every run would exit 1"), "{line}");
+}

@@ -89,6 +89,12 @@ pub fn check(config: &Config, out: &mut dyn Write) -> Result<u8> {
     if let Some(lookup) = &config.sink.lookup {
         report.say("lookup", lookup_probe(config, &sink_auth, lookup))?;
     }
+    if let Some(path) = &config.run.metrics_file {
+        report.say("run.metrics_file", metrics_file(path))?;
+    }
+    if let Some(base) = &config.run.pushgateway {
+        report.say("run.pushgateway", pushgateway(base))?;
+    }
     // A ledger that belongs to another pipeline is a config error, and one this process cannot
     // write is unusable, as for every command.
     Ok(if let Some(code) = forced {
@@ -115,6 +121,24 @@ fn waiting(config: &Config) -> Option<Verdict> {
     let first = crate::frames::first_pull_at(frames.size, frames.start, frames.delay);
     (SystemClock.now() < first)
         .then(|| Verdict::Ok(format!("not yet eligible: runs pull nothing until {}", crate::frames::rfc3339(first))))
+}
+
+// ---- the metrics ---------------------------------------------------------------------------
+
+/// Every run rewrites the file through a temp file beside it: the folder must be writable.
+fn metrics_file(path: &std::path::Path) -> Verdict {
+    match crate::ledger::access::writable(path) {
+        Ok(()) => Verdict::Ok(format!("{} can be written", path.display())),
+        Err(e) => Verdict::Failed(format!("{}: {}; every run would exit 1", path.display(), e.problem)),
+    }
+}
+
+fn pushgateway(base: &str) -> Verdict {
+    match crate::pushgateway::ready(base) {
+        Ok(None) => Verdict::Ok(format!("{base} is ready")),
+        Ok(Some(answer)) => Verdict::Warning(format!("{answer}: is {base} a Pushgateway?")),
+        Err(e) => Verdict::Failed(format!("{e:#}; every run would exit 1")),
+    }
 }
 
 // ---- the ledger ----------------------------------------------------------------------------
