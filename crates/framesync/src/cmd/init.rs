@@ -2,6 +2,9 @@
 //! (`orders.toml` gets `orders.db`), so two pipelines initialised side by side never share one.
 //! Its `frames.start` is the start of the current hour: a first run faces an hour of frames, not
 //! the weeks since the example's date; older data is a `backfill`, which `init` says how to run.
+//! `--ledger` puts the ledger elsewhere (a state folder the service may write, when the config
+//! folder is read-only to it); `--no-ledger` leaves its creation to the first run, so the ledger
+//! belongs to the user the runs are made as.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -11,18 +14,53 @@ use anyhow::{Context, Result};
 use crate::Usage;
 use crate::config::EXAMPLE;
 use crate::frames::{Epoch, rfc3339};
-use crate::ledger::{Ledger, Synchronous};
+use crate::ledger::{Ledger, Synchronous, access};
 
-pub fn init(path: PathBuf, out: &mut dyn Write) -> Result<u8> {
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// Where the ledger goes, written into the config as its `ledger` [default: beside the
+    /// config, named after it: orders.toml gets orders.db].
+    #[arg(long, value_name = "PATH")]
+    pub ledger: Option<PathBuf>,
+    /// Write the config only: the first `framesync run` creates the ledger, owned by the user
+    /// it runs as.
+    #[arg(long)]
+    pub no_ledger: bool,
+}
+
+/// Writes the config at `path` and creates its ledger. A ledger folder this process cannot
+/// write fails before anything is written ([`crate::ledger::Unusable`], exit 3); a config that
+/// cannot be written is a [`Usage`] error (exit 2).
+pub fn init(path: PathBuf, args: &Args, out: &mut dyn Write) -> Result<u8> {
     if path.exists() {
         return Err(Usage(format!("{} already exists; framesync init does not overwrite it", path.display())).into());
     }
-    let name = ledger_name(&path);
+    let (value, ledger) = match &args.ledger {
+        Some(given) => {
+            let ledger = std::path::absolute(given).with_context(|| format!("--ledger {}", given.display()))?;
+            let value = ledger
+                .to_str()
+                .ok_or_else(|| Usage(format!("--ledger {}: not valid UTF-8", ledger.display())))?
+                .to_owned();
+            (value, ledger)
+        }
+        None => {
+            let name = ledger_name(&path);
+            let ledger = path.parent().unwrap_or(Path::new(".")).join(&name);
+            (name, ledger)
+        }
+    };
+    if !args.no_ledger {
+        access::writable(&ledger)?;
+    }
     let start = hour_start(chrono::Utc::now().timestamp());
-    write_new(&path, &example(&name, start))?;
-    let ledger = path.parent().unwrap_or(Path::new(".")).join(&name);
-    Ledger::open(&ledger, Synchronous::Normal)?;
-    writeln!(out, "wrote {} and created the ledger {}", path.display(), ledger.display())?;
+    write_new(&path, &example(&value, start))?;
+    if args.no_ledger {
+        writeln!(out, "wrote {}; the first `framesync run` creates the ledger {}", path.display(), ledger.display())?;
+    } else {
+        Ledger::open(&ledger, Synchronous::Normal)?;
+        writeln!(out, "wrote {} and created the ledger {}", path.display(), ledger.display())?;
+    }
     writeln!(
         out,
         "next: edit the [source] and [sink] URLs, export SS_TOKEN and RS_TOKEN, then `framesync --config {} check`",
@@ -71,15 +109,21 @@ fn example(name: &str, start: Epoch) -> String {
 }
 
 /// Writes a file that must not exist yet, atomically: a temp file in the same folder, renamed.
+/// A failure is a [`Usage`] error naming the file, and leaves no temp file behind.
 fn write_new(path: &Path, text: &str) -> Result<()> {
     let mut tmp = path.as_os_str().to_owned();
     tmp.push(".tmp");
     let tmp = PathBuf::from(tmp);
-    let mut file = std::fs::File::create(&tmp).with_context(|| format!("cannot write {}", tmp.display()))?;
-    file.write_all(text.as_bytes())?;
-    file.sync_all()?;
-    std::fs::rename(&tmp, path).with_context(|| format!("cannot write {}", path.display()))?;
-    Ok(())
+    let written = (|| {
+        let mut file = std::fs::File::create(&tmp)?;
+        file.write_all(text.as_bytes())?;
+        file.sync_all()?;
+        std::fs::rename(&tmp, path)
+    })();
+    written.map_err(|e| {
+        let _ = std::fs::remove_file(&tmp);
+        Usage(format!("cannot write the config {}: {e}", path.display())).into()
+    })
 }
 
 #[cfg(test)]

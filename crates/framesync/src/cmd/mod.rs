@@ -62,8 +62,8 @@ pub enum Command {
     Check,
     /// Record a deliberate change of the pipeline (source, sink, reference time) in the ledger; never the frame size.
     AcceptConfig,
-    /// Write a commented example config (to --config, default ./framesync.toml) and create its ledger.
-    Init,
+    /// Write a commented example config (to --config, default ./framesync.toml) and create its ledger (--ledger PATH to put it elsewhere).
+    Init(init::Args),
     /// Print a shell completion script (bash, zsh, fish, elvish, powershell) to stdout.
     Completions(completions::Args),
     /// Print the man page (roff, section 1) to stdout.
@@ -88,7 +88,7 @@ pub struct PlanArgs {
 /// fails there is an error like any other, so a closed pipe stops the command.
 pub fn dispatch(cli: Cli, out: &mut dyn Write) -> Result<u8> {
     let code = match cli.command {
-        Command::Init => init::init(cli.config.unwrap_or_else(|| PathBuf::from("framesync.toml")), out),
+        Command::Init(args) => init::init(cli.config.unwrap_or_else(|| PathBuf::from("framesync.toml")), &args, out),
         Command::Run(args) => run::run(&load(cli.config)?, crate::plan::Scope::Run, args.dry_run, out),
         Command::Pull(args) => run::run(&load(cli.config)?, crate::plan::Scope::Pull, args.dry_run, out),
         Command::Push(args) => run::run(&load(cli.config)?, crate::plan::Scope::Push, args.dry_run, out),
