@@ -168,13 +168,22 @@ fn open_ledger(config: &Config, access: Access) -> Result<Ledger> {
     Ok(ledger)
 }
 
+/// Loads the config and names the pipeline in the log: by the config file's stem until the
+/// config is read (its errors need a name too), by [`Config::pipeline_name`] from then on.
 fn load(path: Option<PathBuf>) -> Result<Config> {
     let path = path.ok_or_else(|| Usage("no config: pass --config FILE or set FRAMESYNC_CONFIG".into()))?;
     if let Some(stem) = path.file_stem() {
         crate::logging::set_pipeline(&stem.to_string_lossy());
     }
-    let overrides = crate::config::overrides_from_process();
-    let config = Config::load_with_overrides(&path, &process_env, &overrides).map_err(|e| Usage(format!("{e:#}")))?;
+    let config = read_config(&path)?;
+    crate::logging::set_pipeline(&config.pipeline_name());
     crate::redact::install(&config.secrets);
     Ok(config)
+}
+
+/// The config at `path`, with the process's environment and `FRAMESYNC__` overrides; an error
+/// is a usage error (exit 2).
+fn read_config(path: &std::path::Path) -> Result<Config> {
+    let overrides = crate::config::overrides_from_process();
+    Ok(Config::load_with_overrides(path, &process_env, &overrides).map_err(|e| Usage(format!("{e:#}")))?)
 }
