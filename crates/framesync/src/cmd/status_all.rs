@@ -192,9 +192,9 @@ mod tests {
         print_table(&mut out, &[good, bad]).unwrap();
         assert_eq!(
             String::from_utf8(out).unwrap(),
-            "PIPELINE  LAG   MISSING  FAILING  DEAD  LAST RUN                        PROBLEM\n\
+            "PIPELINE  LAG   MISSING  FAILING  DEAD  LAST RUN                         PROBLEM\n\
              orders    120s  1        0        3     2026-11-24T12:00:00Z run exit 0\n\
-             billing   -     -        -        -     -                               no ledger yet\n"
+             billing   -     -        -        -     -                                no ledger yet\n"
         );
     }
 }
