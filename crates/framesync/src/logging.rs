@@ -1,5 +1,5 @@
 //! The log: what framesync says on stderr while it works. Every line carries a timestamp and
-//! the pipeline's name (its config file's stem), in words or, for collectors, as one JSON
+//! the pipeline's name (`Config::pipeline_name`, its ledger's stem), in words or, for collectors, as one JSON
 //! object per line (`--log-format json` or `FRAMESYNC_LOG=json`). Every message is scrubbed of
 //! the installed secrets before it is formatted, so neither form can carry one.
 //!
@@ -27,7 +27,7 @@ pub enum Format {
 /// The log target of a line a scheduled run prints even when it exits 0.
 pub const ALWAYS: &str = "framesync::always";
 
-/// The pipeline the lines speak for: its config file's stem, once a config is loaded.
+/// The pipeline the lines speak for: its name once a config is loaded.
 static PIPELINE: RwLock<String> = RwLock::new(String::new());
 
 /// Lines kept back while a scheduled run works; `None` when lines go out as they come.

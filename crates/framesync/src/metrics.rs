@@ -3,7 +3,7 @@
 //! Pushgateway when `run.pushgateway` is set (see `pushgateway`). It is written atomically — a temp
 //! file in the same folder, renamed over the old one — so the collector never reads half a file.
 //! Every figure is read from the ledger, so whichever command writes the file, it describes the
-//! whole pipeline; each series carries `pipeline="<ledger file stem>"`, so the files of several
+//! whole pipeline; each series carries `pipeline="<ledger file stem>"` (`Config::pipeline_name`), so the files of several
 //! pipelines can sit in one collector folder.
 //!
 //! Lock-held skips: a run that finds the lock held must exit at once and must not touch the
@@ -44,7 +44,7 @@ pub fn publish(config: &Config, ledger: &Ledger) -> Vec<anyhow::Error> {
         Ok(families) => families,
         Err(e) => return vec![e.context("cannot read the metrics from the ledger")],
     };
-    let pipeline = pipeline_name(&config.ledger);
+    let pipeline = config.pipeline_name();
     let text = render(&pipeline, &families);
     let mut failed = Vec::new();
     if let Some(path) = &config.run.metrics_file
@@ -90,11 +90,6 @@ pub fn skips_path(ledger: &Path) -> PathBuf {
     let mut name = ledger.as_os_str().to_owned();
     name.push(".skips");
     PathBuf::from(name)
-}
-
-/// The ledger's file name without its extension: `orders` for `/var/lib/framesync/orders.db`.
-fn pipeline_name(ledger: &Path) -> String {
-    ledger.file_stem().map_or_else(|| "framesync".into(), |s| s.to_string_lossy().into_owned())
 }
 
 fn gather(ledger: &Ledger, path: &Path) -> Result<Vec<Family>> {

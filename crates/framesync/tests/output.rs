@@ -32,7 +32,7 @@ fn a_run_that_exits_0_prints_nothing_though_the_ss_repeats_uids_with_changed_con
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("orders.toml");
     let text = format!(
-        "ledger = \"ledger.db\"\n[frames]\nstart = \"{}\"\ndelay = \"1m\"\n[source]\nurl = \"{}/ss?from={{from}}&to={{to}}\"\nrecords = \"/items\"\nuid = \"/id\"\n[sink]\nurl = \"{}/rs\"\n[run]\nmax_frames = 3\n",
+        "ledger = \"orders.db\"\n[frames]\nstart = \"{}\"\ndelay = \"1m\"\n[source]\nurl = \"{}/ss?from={{from}}&to={{to}}\"\nrecords = \"/items\"\nuid = \"/id\"\n[sink]\nurl = \"{}/rs\"\n[run]\nmax_frames = 3\n",
         rfc3339(aligned_minutes_ago(5)),
         ss.base(),
         rs.base()
@@ -51,7 +51,7 @@ fn a_run_that_exits_0_prints_nothing_though_the_ss_repeats_uids_with_changed_con
     let out = framesync("warn");
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     assert_eq!((stdout_text(&out), stderr(&out)), (String::new(), String::new()), "a run that exits 0 prints nothing");
-    std::fs::remove_file(dir.path().join("ledger.db")).unwrap();
+    std::fs::remove_file(dir.path().join("orders.db")).unwrap();
     let told = framesync("info");
     assert_eq!(told.status.code(), Some(0), "{}", stderr(&told));
     let repeats: Vec<String> =
@@ -73,7 +73,7 @@ fn a_failing_run_prints_one_line_per_cause_with_the_time_and_the_pipeline() {
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("framesync.toml");
     let text = format!(
-        "ledger = \"ledger.db\"\n[frames]\nstart = \"{}\"\ndelay = \"1m\"\n[source]\nurl = \"{}/ss?from={{from}}&to={{to}}&key=${{SS_KEY}}\"\nrecords = \"/items\"\nuid = \"/id\"\n[sink]\nurl = \"{}/rs\"\n[run]\nmax_frames = 10\n",
+        "ledger = \"framesync.db\"\n[frames]\nstart = \"{}\"\ndelay = \"1m\"\n[source]\nurl = \"{}/ss?from={{from}}&to={{to}}&key=${{SS_KEY}}\"\nrecords = \"/items\"\nuid = \"/id\"\n[sink]\nurl = \"{}/rs\"\n[run]\nmax_frames = 10\n",
         rfc3339(aligned_minutes_ago(12)),
         ss.base(),
         rs.base()
@@ -119,7 +119,7 @@ fn json_logs_are_one_object_a_line_from_the_flag_or_the_environment_and_hold_no_
         assert!(!text.contains(SS_KEY), "a secret in the JSON log: {text}");
         for line in text.lines() {
             let value: serde_json::Value = serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {line}"));
-            assert_eq!(value["pipeline"], "framesync", "{line}");
+            assert_eq!(value["pipeline"], "ledger", "the ledger's stem names the pipeline: {line}");
             assert!(value["level"].is_string() && value["msg"].is_string(), "{line}");
             let ts = value["ts"].as_str().unwrap();
             assert!(chrono::DateTime::parse_from_rfc3339(ts).is_ok() && ts.len() == 24, "ms and Z: {line}");

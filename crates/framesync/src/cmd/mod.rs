@@ -1,7 +1,7 @@
 //! The command line: one file per command, one dispatch `match`.
 
 use std::io::Write;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use anyhow::Result;
 use clap::{Parser, Subcommand};
@@ -16,11 +16,13 @@ mod backfill;
 mod check;
 mod completions;
 mod dead_letters;
+pub mod fleet;
 mod init;
 mod man;
 mod prune;
 pub mod run;
 pub mod status;
+mod status_all;
 mod verify;
 
 #[derive(Debug, Parser)]
@@ -71,6 +73,15 @@ pub enum Command {
 }
 
 impl Command {
+    /// The subcommand's name on the command line, for the commands `--all` runs.
+    fn name(&self) -> &'static str {
+        match self {
+            Self::Pull(_) => "pull",
+            Self::Push(_) => "push",
+            _ => "run",
+        }
+    }
+
     /// What cron or a timer runs every minute: its lines wait to see whether it fails.
     pub fn is_scheduled(&self) -> bool {
         matches!(self, Self::Run(args) | Self::Pull(args) | Self::Push(args) if !args.dry_run)
@@ -82,12 +93,31 @@ pub struct PlanArgs {
     /// Print the plan (which frames, in which order) and exit without doing anything.
     #[arg(long)]
     pub dry_run: bool,
+    /// Run every pipeline of DIR (each `*.toml` in it) as a process of its own, instead of --config.
+    #[arg(long, value_name = "DIR")]
+    pub all: Option<PathBuf>,
+    /// With --all: how many pipelines run at once (at least 1).
+    #[arg(long, value_name = "N", default_value_t = 4, requires = "all", value_parser = clap::value_parser!(u16).range(1..))]
+    pub jobs: u16,
 }
 
 /// Runs the command; everything it reports goes to `out` (stdout in `main`), and a write that
 /// fails there is an error like any other, so a closed pipe stops the command.
 pub fn dispatch(cli: Cli, out: &mut dyn Write) -> Result<u8> {
+    let name = cli.command.name();
     let code = match cli.command {
+        Command::Run(args) | Command::Pull(args) | Command::Push(args) if args.all.is_some() => {
+            let fleet = fleet::Fleet {
+                command: name,
+                dry_run: args.dry_run,
+                jobs: args.jobs.into(),
+                log_format: cli.log_format,
+            };
+            fleet::run_all(args.all.as_deref().unwrap_or(Path::new(".")), &fleet, out)
+        }
+        Command::Status(args) if args.all.is_some() => {
+            status_all::status_all(args.all.as_deref().unwrap_or(Path::new(".")), args.json, out)
+        }
         Command::Init(args) => init::init(cli.config.unwrap_or_else(|| PathBuf::from("framesync.toml")), &args, out),
         Command::Run(args) => run::run(&load(cli.config)?, crate::plan::Scope::Run, args.dry_run, out),
         Command::Pull(args) => run::run(&load(cli.config)?, crate::plan::Scope::Pull, args.dry_run, out),
@@ -168,13 +198,22 @@ fn open_ledger(config: &Config, access: Access) -> Result<Ledger> {
     Ok(ledger)
 }
 
+/// Loads the config and names the pipeline in the log: by the config file's stem until the
+/// config is read (its errors need a name too), by [`Config::pipeline_name`] from then on.
 fn load(path: Option<PathBuf>) -> Result<Config> {
     let path = path.ok_or_else(|| Usage("no config: pass --config FILE or set FRAMESYNC_CONFIG".into()))?;
     if let Some(stem) = path.file_stem() {
         crate::logging::set_pipeline(&stem.to_string_lossy());
     }
-    let overrides = crate::config::overrides_from_process();
-    let config = Config::load_with_overrides(&path, &process_env, &overrides).map_err(|e| Usage(format!("{e:#}")))?;
+    let config = read_config(&path)?;
+    crate::logging::set_pipeline(&config.pipeline_name());
     crate::redact::install(&config.secrets);
     Ok(config)
+}
+
+/// The config at `path`, with the process's environment and `FRAMESYNC__` overrides; an error
+/// is a usage error (exit 2).
+fn read_config(path: &std::path::Path) -> Result<Config> {
+    let overrides = crate::config::overrides_from_process();
+    Ok(Config::load_with_overrides(path, &process_env, &overrides).map_err(|e| Usage(format!("{e:#}")))?)
 }

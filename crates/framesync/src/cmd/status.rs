@@ -3,6 +3,7 @@
 //! ledger's operator views. `--json` prints the same as a stable, documented object (README).
 
 use std::io::{IsTerminal, Write};
+use std::path::PathBuf;
 
 use anyhow::Result;
 use serde::Serialize;
@@ -26,6 +27,9 @@ pub struct Args {
     /// Colour the timeline: auto = on a terminal unless NO_COLOR is set.
     #[arg(long, value_enum, default_value_t = Colour::Auto)]
     pub color: Colour,
+    /// One table over every pipeline of DIR (each `*.toml` in it), instead of --config.
+    #[arg(long, value_name = "DIR")]
+    pub all: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]

@@ -122,6 +122,18 @@ impl Config {
         };
         Ok(Self { ledger, frames, source, sink, run, secrets, identity, file: None })
     }
+
+    /// The pipeline's name: its ledger's file stem (`orders` for `/var/lib/framesync/orders.db`),
+    /// since the ledger is the pipeline's identity. Log lines, metric labels, the Pushgateway
+    /// group and `status --all` all name the pipeline by it.
+    pub fn pipeline_name(&self) -> String {
+        pipeline_name(&self.ledger)
+    }
+}
+
+/// A ledger's file stem, the name of its pipeline.
+pub fn pipeline_name(ledger: &Path) -> String {
+    ledger.file_stem().map_or_else(|| "framesync".into(), |s| s.to_string_lossy().into_owned())
 }
 
 /// The file read by serde, once the overrides are set in its tree and `${VAR}` is expanded.
