@@ -2,7 +2,8 @@
 //! a child process of its own (`framesync --config FILE run`), so each has its own lock, ledger,
 //! log, secrets and exit code, and a crash or a hang in one never touches the others. At most
 //! `--jobs` run at once; when one ends the next starts. A pipeline whose previous run still
-//! holds its lock exits 75 at once, so a slow pipeline never delays the others' next tick.
+//! holds its lock exits 75 at once: under cron, where every tick starts a `run --all` of its
+//! own, a slow pipeline never delays the others' next tick.
 //!
 //! Exit code: 0 when every pipeline exited 0 or 75; otherwise the most severe code among the
 //! failed ones, 3 > 2 > 1, where a pipeline killed by a signal or ending with any other code
