@@ -65,3 +65,32 @@ fn valid_cron_field(field: &str) -> bool {
         step.parse::<u32>().is_ok() && (range == "*" || range.split('-').all(|n| n.parse::<u32>().is_ok()))
     })
 }
+
+/// The README's walkthrough is a transcript written by scripts/walkthrough; a command line that
+/// no longer parses would make it a lie until the script is run again.
+#[test]
+fn every_framesync_command_of_the_readme_walkthrough_parses_with_todays_command_line() {
+    use clap::Parser;
+    let readme = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../../README.md")).unwrap();
+    let (_, rest) = readme.split_once("<!-- walkthrough:begin -->").expect("the walkthrough's markers");
+    let (transcript, _) = rest.split_once("<!-- walkthrough:end -->").unwrap();
+    let mut parsed = 0;
+    for line in transcript.lines().filter_map(|l| l.strip_prefix("$ ")) {
+        for command in line.split([';', '|', '>']).map(str::trim).filter(|c| c.starts_with("framesync ")) {
+            let args = command.split_whitespace();
+            let parsed_or_told = framesync::cmd::Cli::try_parse_from(args).map(drop).or_else(|e| {
+                // `--version` and `--help` are answered by clap itself.
+                if matches!(e.kind(), clap::error::ErrorKind::DisplayVersion | clap::error::ErrorKind::DisplayHelp) {
+                    Ok(())
+                } else {
+                    Err(e)
+                }
+            });
+            if let Err(e) = parsed_or_told {
+                panic!("`{command}` no longer parses; run scripts/walkthrough --readme:\n{e}");
+            }
+            parsed += 1;
+        }
+    }
+    assert!(parsed >= 10, "{parsed} framesync commands in the walkthrough");
+}
