@@ -212,3 +212,28 @@ fn an_empty_or_missing_folder_or_a_zero_jobs_is_a_usage_error() {
     assert_eq!(out.status.code(), Some(2), "{}", text(&out));
     assert!(stderr(&out).contains("--jobs"), "{}", text(&out));
 }
+
+#[test]
+fn two_configs_on_one_ledger_are_refused_and_the_rest_of_the_fleet_runs() {
+    let (d1, d2, fleet) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let (s1, s2) = (sim(d1.path(), "91"), sim(d2.path(), "92"));
+    let reference = aligned_minutes_ago(6);
+    let orders = add(fleet.path(), "orders", &s1, reference, "");
+    std::fs::copy(&orders, fleet.path().join("orders-copy.toml")).unwrap();
+    add(fleet.path(), "billing", &s2, reference, "");
+    let out = all("run", fleet.path(), &[]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    let said = text(&out);
+    assert!(
+        said.contains("2 of 3 pipelines failed: orders (not run: orders-copy.toml shares the name \"orders\" (its ledger's) with orders.toml: "),
+        "{said}"
+    );
+    assert!(!fleet.path().join("orders.db").exists(), "neither config on the shared ledger ran");
+    assert_eq!(s1.stored(), 0);
+    assert_exactly_once(&fleet.path().join("billing.db"), &s2, reference);
+    let status = all("status", fleet.path(), &[]);
+    assert_eq!(status.status.code(), Some(3), "no ledger yet for orders: {}", text(&status));
+    let table = text(&status);
+    let clashing: Vec<&str> = table.lines().filter(|l| l.contains("shares the name \"orders\"")).collect();
+    assert_eq!(clashing.len(), 2, "{table}");
+}

@@ -36,6 +36,8 @@ pub enum Ended {
     Signal(i32),
     /// It could not be started, or waited for.
     NotRun(String),
+    /// Refused without running: its config clashes with another pipeline's.
+    Refused(String),
 }
 
 impl Ended {
@@ -57,6 +59,7 @@ impl Ended {
         match self {
             Self::Code(code @ 1..=3) => *code as u8,
             Self::Code(0 | 75) => 0,
+            Self::Refused(_) => 2,
             _ => 1,
         }
     }
@@ -68,6 +71,7 @@ impl std::fmt::Display for Ended {
             Self::Code(code) => write!(f, "exit {code}"),
             Self::Signal(signal) => write!(f, "killed by signal {signal}"),
             Self::NotRun(why) => write!(f, "not run: {why}"),
+            Self::Refused(why) => write!(f, "not run: {why}"),
         }
     }
 }
@@ -102,12 +106,34 @@ pub fn pipeline_name(config: &Path) -> String {
     }
 }
 
+/// For each pipeline, why it is refused when another of the folder goes by the same name: two
+/// configs on one ledger (or on ledgers of one name) would share a lock or a metrics group and
+/// log lines no one could tell apart.
+pub fn name_clashes(names: &[String], files: &[PathBuf]) -> Vec<Option<String>> {
+    let file_name = |j: usize| files[j].file_name().map_or_else(String::new, |f| f.to_string_lossy().into_owned());
+    names
+        .iter()
+        .enumerate()
+        .map(|(i, name)| {
+            let others: Vec<String> = (0..names.len()).filter(|&j| j != i && names[j] == *name).map(file_name).collect();
+            (!others.is_empty()).then(|| {
+                format!(
+                    "{} shares the name {name:?} (its ledger's) with {}: each pipeline needs a ledger of a name of its own",
+                    file_name(i),
+                    others.join(", ")
+                )
+            })
+        })
+        .collect()
+}
+
 /// Runs every pipeline of `dir`, `fleet.jobs` at a time; the fleet's exit code.
 pub fn run_all(dir: &Path, fleet: &Fleet, out: &mut dyn Write) -> Result<u8> {
     let files = configs(dir)?;
     let names: Vec<String> = files.iter().map(|f| pipeline_name(f)).collect();
     let next = Mutex::new(0usize);
-    let ended: Mutex<Vec<Option<Ended>>> = Mutex::new(vec![None; files.len()]);
+    let clashes = name_clashes(&names, &files);
+    let ended: Mutex<Vec<Option<Ended>>> = Mutex::new(clashes.iter().map(|c| c.clone().map(Ended::Refused)).collect());
     let stdout: Mutex<Vec<(usize, Vec<u8>)>> = Mutex::new(Vec::new());
     std::thread::scope(|scope| {
         for _ in 0..fleet.jobs.min(files.len()) {
@@ -120,6 +146,9 @@ pub fn run_all(dir: &Path, fleet: &Fleet, out: &mut dyn Write) -> Result<u8> {
                         i
                     };
                     let Some(file) = files.get(i) else { break };
+                    if clashes[i].is_some() {
+                        continue;
+                    }
                     let (end, printed) = run_one(file, fleet);
                     ended.lock().unwrap_or_else(|p| p.into_inner())[i] = Some(end);
                     stdout.lock().unwrap_or_else(|p| p.into_inner()).push((i, printed));
@@ -253,6 +282,29 @@ mod tests {
             ("users", Ended::Code(75)),
         ]);
         assert_eq!(summary(&ends).unwrap(), "2 of 4 pipelines failed: orders (exit 1), billing (killed by signal 9)");
+    }
+
+    #[test]
+    fn pipelines_of_one_name_are_refused_and_the_others_are_not() {
+        let names: Vec<String> = ["orders", "billing", "orders"].map(String::from).into();
+        let files: Vec<PathBuf> = ["a.toml", "b.toml", "c.toml"].map(PathBuf::from).into();
+        let clashes = name_clashes(&names, &files);
+        assert!(
+            clashes[0]
+                .as_ref()
+                .is_some_and(|c| c.starts_with("a.toml shares the name \"orders\" (its ledger's) with c.toml: ")),
+            "{clashes:?}"
+        );
+        assert_eq!(clashes[1], None);
+        assert!(
+            clashes[2]
+                .as_ref()
+                .is_some_and(|c| c.starts_with("c.toml shares the name \"orders\" (its ledger's) with a.toml")),
+            "{clashes:?}"
+        );
+        let ends = fleet(&[("orders", Ended::Refused("x".into())), ("billing", Ended::Code(0))]);
+        assert_eq!(exit_code(&ends), 2);
+        assert_eq!(summary(&ends).unwrap(), "1 of 2 pipelines failed: orders (not run: x)");
     }
 
     #[test]

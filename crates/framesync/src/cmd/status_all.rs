@@ -42,7 +42,15 @@ pub struct Run {
 }
 
 pub fn status_all(dir: &Path, json: bool, out: &mut dyn Write) -> Result<u8> {
-    let rows: Vec<Row> = super::fleet::configs(dir)?.iter().map(|file| row(file)).collect();
+    let files = super::fleet::configs(dir)?;
+    let mut rows: Vec<Row> = files.iter().map(|file| row(file)).collect();
+    let names: Vec<String> = rows.iter().map(|r| r.pipeline.clone()).collect();
+    for (row, clash) in rows.iter_mut().zip(super::fleet::name_clashes(&names, &files)) {
+        if let Some(clash) = clash {
+            row.error = Some(clash);
+            row.exit_code = row.exit_code.max(2);
+        }
+    }
     if json {
         writeln!(out, "{}", serde_json::to_string_pretty(&rows)?)?;
     } else {
