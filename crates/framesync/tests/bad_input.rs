@@ -370,6 +370,9 @@ fn a_reference_time_in_the_future_does_nothing_and_says_so() {
     let s = Setup::new(&text);
     let out = s.run(&["run"]);
     assert_eq!(out.status.code(), Some(0));
-    assert!(stderr(&out).contains("frames.start"), "{}", stderr(&out));
+    assert_eq!(stderr(&out), "", "nothing failed: cron hears nothing");
     assert_eq!(s.query::<i64>("SELECT COUNT(*) FROM frames"), 0);
+    let status = s.run(&["status"]);
+    let said = String::from_utf8_lossy(&status.stdout);
+    assert!(said.contains("waiting:   frames.start is not yet eligible"), "status says so: {said}");
 }

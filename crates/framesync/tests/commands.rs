@@ -200,6 +200,7 @@ fn assert_json_types(json: &serde_json::Value) {
             ("ledger", "string"),
             ("last_run", "object"),
             ("lag", "object"),
+            ("first_pull_at", "null"),
             ("missing_ranges", "number"),
             ("missing", "array"),
             ("failing_frames", "number"),
