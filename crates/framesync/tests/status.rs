@@ -74,6 +74,7 @@ fn status_json_has_the_documented_shape_and_the_timeline_agrees_with_missing_ran
             "dead_letters",
             "failing",
             "failing_frames",
+            "first_pull_at",
             "lag",
             "last_run",
             "late",
