@@ -11,6 +11,7 @@ use percent_encoding::percent_decode_str;
 use serde_json::{Value, json};
 
 use crate::auth::{Guard, Side};
+use crate::capacity::{Capacity, Limits, Overloaded};
 use crate::control::{self, Stats};
 use crate::data::Generator;
 use crate::faults::{Fault, FaultKind, Faults, Garbage, Plan};
@@ -29,6 +30,8 @@ pub struct App {
     pub ss: Ss,
     pub rs: Rs,
     pub faults: Faults,
+    /// How many requests the RS works on at once, and how many may wait.
+    pub capacity: Capacity,
     pub stats: Stats,
     /// The credentials each side requires, and the token endpoint.
     pub guard: Guard,
@@ -117,6 +120,17 @@ impl Handler for App {
         if endpoint == Endpoint::SsEvents && request.header("authorization").is_some() {
             self.stats.ss_with_authorization();
         }
+        // The RS's slot is held through its latency and its work, and given back before the
+        // answer is written. An overloaded RS answers at once, and the drawn fault is not met.
+        let slot = match endpoint {
+            Endpoint::RsIngest | Endpoint::RsLookup | Endpoint::RsQuery => {
+                match self.capacity.admit(|| self.limits()) {
+                    Ok(slot) => Some(slot),
+                    Err(overloaded) => return self.overloaded(endpoint, &overloaded),
+                }
+            }
+            _ => None,
+        };
         self.pause(endpoint, plan.delay);
         let outcome = match plan.fault {
             Some((kind, fault)) => {
@@ -125,6 +139,7 @@ impl Handler for App {
             }
             None => Outcome::Respond(self.dispatch(endpoint, request)),
         };
+        drop(slot);
         let status = outcome.status();
         log::debug!("{} {} -> {status:?}", request.method, request.path);
         self.stats.request(endpoint.name(), status);
@@ -133,6 +148,19 @@ impl Handler for App {
 }
 
 impl App {
+    fn limits(&self) -> Limits {
+        let settings = self.faults.settings();
+        Limits { capacity: settings.rs_capacity, queue: settings.rs_queue }
+    }
+
+    /// 503 with `Retry-After: 1`, as a server whose queue is full sheds load.
+    fn overloaded(&self, endpoint: Endpoint, overloaded: &Overloaded) -> Outcome {
+        let Overloaded { in_service, queued } = overloaded;
+        let message = format!("the RS is over capacity: {in_service} requests in service and {queued} queued");
+        self.stats.request(endpoint.name(), Some(503));
+        Outcome::Respond(Response::error(503, message).with_header("Retry-After", "1"))
+    }
+
     /// Counts a connection reset after its head; `None` tells the server to drop it.
     fn reset(&self, endpoint: Endpoint, kind: FaultKind) -> Option<Plan> {
         self.stats.request(endpoint.name(), None);
@@ -178,7 +206,7 @@ impl App {
             Endpoint::RsQuery => self.query(request),
             Endpoint::ControlCheck => self.check(request),
             Endpoint::ControlFaults => self.set_faults(request),
-            Endpoint::ControlStats => Response::json(200, &self.stats.to_json()),
+            Endpoint::ControlStats => self.stats_json(),
             Endpoint::OauthToken => self.guard.token(request),
             Endpoint::WrongMethod => Response::error(405, "method not allowed"),
             Endpoint::NotFound => Response::error(404, format!("no such endpoint: {}", request.path)),
@@ -243,9 +271,19 @@ impl App {
         }
     }
 
+    /// The request and fault counters, and the RS's capacity counters under `rs_capacity`.
+    fn stats_json(&self) -> Response {
+        let mut stats = self.stats.to_json();
+        stats["rs_capacity"] = json!(self.capacity.stats());
+        Response::json(200, &stats)
+    }
+
     fn set_faults(&self, request: &Request) -> Response {
         match self.faults.update(|settings| control::apply_fault_query(request, settings)) {
-            Ok(settings) => Response::json(200, &json!(settings)),
+            Ok(settings) => {
+                self.capacity.limits_changed();
+                Response::json(200, &json!(settings))
+            }
             Err(message) => Response::error(400, message),
         }
     }

@@ -16,6 +16,7 @@ use serde_json::Value;
 
 use crate::app::App;
 use crate::auth::{AuthArgs, Guard};
+use crate::capacity::Capacity;
 use crate::control::Stats;
 use crate::data::{Generator, NUMERIC_STRIDE, UidStyle};
 use crate::faults::{FaultArgs, Faults, fraction};
@@ -39,6 +40,11 @@ enum Command {
     /// decided from --seed and the side's request count. A request meets at most one fault (one
     /// roll walks the rates in the order listed), so a side's rates must add up to at most 1.
     /// Latency adds to any fault but a reset. /control/stats counts every injected fault.
+    ///
+    /// --rs-capacity and --rs-queue make the RS a server of bounded means: that many requests in
+    /// service at once, each holding its slot for its latency (so at most capacity / latency
+    /// requests a second), that many more waiting their turn, and a 503 with Retry-After: 1 at
+    /// once past both. /control/stats counts them under rs_capacity.
     ///
     /// Every fault setting can be changed at run time with `POST /control/faults?KEY=VALUE&...`,
     /// KEY being the flag's name in snake_case (`--ss-5xx-rate` is `ss_5xx_rate`), with `_ms`
@@ -148,7 +154,8 @@ fn build_app(args: &ServeArgs) -> Result<App> {
         uid_style: args.uid_style,
     };
     let faults = args.faults.0.clone();
-    faults.validate().map_err(|e| anyhow::anyhow!("{e} (the --ss-*-rate and --rs-*-rate flags)"))?;
+    faults.validate_limits().map_err(anyhow::Error::msg)?;
+    faults.validate_rates().map_err(|e| anyhow::anyhow!("{e} (the --ss-*-rate and --rs-*-rate flags)"))?;
     Ok(App {
         ss: Ss::new(generator.clone(), args.page_size as usize),
         generator,
@@ -158,6 +165,7 @@ fn build_app(args: &ServeArgs) -> Result<App> {
             args.seed,
         ),
         faults: Faults::new(args.seed, faults),
+        capacity: Capacity::default(),
         stats: Stats::new(),
         guard: Guard::new(args.auth.clone()),
     })

@@ -6,6 +6,7 @@
 
 mod app;
 mod auth;
+mod capacity;
 pub mod cli;
 mod control;
 mod data;

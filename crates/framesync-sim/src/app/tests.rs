@@ -34,6 +34,7 @@ fn start_app(
         generator,
         rs: Rs::open(&dir.path().join("rs.db"), "/id", true).unwrap(),
         faults: Faults::new(1, faults),
+        capacity: Capacity::default(),
         stats: Stats::new(),
         guard: Guard::default(),
     });
@@ -365,4 +366,65 @@ fn a_fault_query_that_adds_up_past_one_is_refused_and_changes_nothing() {
     assert!(String::from_utf8_lossy(seen.body()).contains("RS fault rates add up to 1.1"));
     assert_eq!(app.faults.settings().latency_ms, 0);
     assert_eq!(send(addr, "POST", "/control/faults?rs_4xx_rate=0&rs_429_rate=0.5", "").status(), 200);
+}
+
+#[test]
+fn thirty_two_clients_against_capacity_four_and_queue_eight_meet_503s_and_never_five_in_service() {
+    let dir = tempfile::tempdir().unwrap();
+    let settings = FaultSettings { rs_latency_ms: Some(40), ..FaultSettings::default() };
+    let (addr, app) = start_app(&dir, 2, 100, settings);
+    assert_eq!(send(addr, "POST", "/control/faults?rs_capacity=4&rs_queue=8", "").status(), 200);
+    let start = Arc::new(std::sync::Barrier::new(32));
+    let clients: Vec<_> = (0..32)
+        .map(|client| {
+            let start = Arc::clone(&start);
+            thread::spawn(move || {
+                start.wait();
+                (0..3).map(|n| post_record(addr, &format!("c{client}-{n}"))).collect::<Vec<_>>()
+            })
+        })
+        .collect();
+    let seen: Vec<Seen> = clients.into_iter().flat_map(|c| c.join().unwrap()).collect();
+    let overloaded: Vec<&Seen> = seen.iter().filter(|s| s.status() == 503).collect();
+    assert!(!overloaded.is_empty() && overloaded.len() < seen.len(), "{} of {} were 503", overloaded.len(), seen.len());
+    assert!(overloaded.iter().all(|s| s.header("retry-after") == Some("1")));
+    assert!(seen.iter().all(|s| matches!(s.status(), 201 | 503)));
+    let stats = send(addr, "GET", "/control/stats", "");
+    let capacity: Value = serde_json::from_slice(stats.body()).unwrap();
+    let capacity = &capacity["rs_capacity"];
+    assert_eq!(capacity["overloaded_503s"], overloaded.len() as u64, "{capacity}");
+    assert_eq!(capacity["max_in_service"], 4, "{capacity}");
+    assert!(capacity["max_queued"].as_u64().unwrap() <= 8, "{capacity}");
+    assert!(capacity["queue_wait_ms"].as_u64().unwrap() >= 40, "{capacity}");
+    let stored = seen.len() - overloaded.len();
+    assert_eq!(app.rs.uid_counts().unwrap().len(), stored, "every request let in is stored, none turned away");
+}
+
+#[test]
+fn a_request_over_capacity_waits_its_turn_so_its_latency_grows() {
+    let dir = tempfile::tempdir().unwrap();
+    let settings = FaultSettings { rs_latency_ms: Some(50), rs_capacity: Some(1), ..FaultSettings::default() };
+    let (addr, _app) = start_app(&dir, 2, 100, settings);
+    let started = Instant::now();
+    let first = thread::spawn(move || post_record(addr, "first").status());
+    thread::sleep(Duration::from_millis(10));
+    assert_eq!(post_record(addr, "second").status(), 201);
+    assert!(started.elapsed() >= Duration::from_millis(100), "{:?}", started.elapsed());
+    assert_eq!(first.join().unwrap(), 201);
+}
+
+#[test]
+fn a_capacity_of_zero_is_refused_at_run_time() {
+    let dir = tempfile::tempdir().unwrap();
+    let (addr, app) = start_app(&dir, 2, 100, FaultSettings::default());
+    let seen = send(addr, "POST", "/control/faults?rs_capacity=0", "");
+    assert_eq!(seen.status(), 400);
+    assert!(String::from_utf8_lossy(seen.body()).contains("`rs_capacity` (--rs-capacity) must be at least 1"));
+    let seen = send(addr, "POST", "/control/faults?rs_queue=lots", "");
+    assert!(
+        String::from_utf8_lossy(seen.body()).contains("`rs_queue` must be a whole number (or `none`, for no limit)")
+    );
+    assert_eq!(send(addr, "POST", "/control/faults?rs_capacity=2&rs_queue=0", "").status(), 200);
+    assert_eq!(send(addr, "POST", "/control/faults?rs_capacity=none", "").status(), 200);
+    assert_eq!((app.faults.settings().rs_capacity, app.faults.settings().rs_queue), (None, Some(0)));
 }

@@ -57,6 +57,7 @@ fn flag(spec: &FaultSpec, name: &'static str, defaults: &FaultSettings) -> Arg {
         Kind::Rate => ("RATE", ValueParser::new(fraction)),
         Kind::Millis | Kind::SideMillis => ("DURATION", ValueParser::new(millis)),
         Kind::Seconds => ("SECONDS", clap::value_parser!(u64).into()),
+        Kind::Limit => ("N", clap::value_parser!(u64).into()),
         Kind::Switch => unreachable!("a switch has no flag"),
     };
     // One sentence of help, without its period, like clap's own from a doc comment.
@@ -74,6 +75,7 @@ fn default_text(spec: &FaultSpec, defaults: &FaultSettings) -> Option<String> {
         (Field::Rate(rate), _) => Some(rate.to_string()),
         (Field::Whole(ms), Kind::Millis) => Some(humantime::format_duration(Duration::from_millis(*ms)).to_string()),
         (Field::Whole(number), _) => Some(number.to_string()),
+        (Field::Override(own), Kind::Limit) => own.map(|n| n.to_string()),
         (Field::Override(own), _) => own.map(|ms| humantime::format_duration(Duration::from_millis(ms)).to_string()),
         (Field::Switch(switch), _) => Some(switch.to_string()),
     }

@@ -31,6 +31,10 @@
 //! Two more switches make the RS's lookups misbehave without a roll: `rs_lookup_lies` (every
 //! lookup answers present) and `rs_lookup_unreadable` (`/rs/query` answers without its data).
 //!
+//! Two limits make the RS a server of bounded means, without a roll (`crate::capacity`):
+//! `rs_capacity` requests in service at once, each for its whole latency, and `rs_queue` more
+//! waiting their turn; past both, a 503 with `Retry-After: 1` at once, instead of any fault drawn.
+//!
 //! Decisions are deterministic without a `rand` crate: the n-th SS request (and, counted apart,
 //! the n-th RS request) rolls splitmix64 of (seed, side, n, purpose). One roll picks at most one
 //! fault by walking the side's rates in a fixed order, so the rates add up (a side's must not
@@ -184,8 +188,22 @@ impl Row {
 }
 
 impl FaultSettings {
-    /// A request meets at most one fault, so a side's rates cannot add up to more than 1.
+    /// Every setting is valid, and they make sense together.
     pub fn validate(&self) -> Result<(), String> {
+        self.validate_limits()?;
+        self.validate_rates()
+    }
+
+    /// An RS that can work on no request at all would only ever queue.
+    pub fn validate_limits(&self) -> Result<(), String> {
+        if self.rs_capacity == Some(0) {
+            return Err("`rs_capacity` (--rs-capacity) must be at least 1, or `none` for no limit".into());
+        }
+        Ok(())
+    }
+
+    /// A request meets at most one fault, so a side's rates cannot add up to more than 1.
+    pub fn validate_rates(&self) -> Result<(), String> {
         for (side, table) in [("SS", &self.ss_table(0.0)[..]), ("RS", &self.rs_table(0.0)[..])] {
             let total: f64 = table.iter().map(|row| row.rate).sum();
             if total > 1.0 + RATE_SLACK {

@@ -18,6 +18,8 @@ pub enum Kind {
     SideMillis,
     /// Whole seconds, both ways (key `…_secs`).
     Seconds,
+    /// A whole number of requests; unset (`none`) is no limit.
+    Limit,
 }
 
 /// One fault setting: its `/control/faults` key, its `serve` flag and what it does.
@@ -45,6 +47,7 @@ macro_rules! value_type {
     (Millis) => { u64 };
     (SideMillis) => { Option<u64> };
     (Seconds) => { u64 };
+    (Limit) => { Option<u64> };
 }
 
 /// Defines every setting from one line each: its doc (which is also its help), key, kind,
@@ -130,6 +133,10 @@ fault_settings! {
     rs_lookup_lies: Switch = false, flag None;
     /// Every /rs/query answer is a 200 without its data: {"rows": 0}.
     rs_lookup_unreadable: Switch = false, flag None;
+    /// Requests the RS works on at once, each holding its slot for its whole latency; more wait in its queue. Unlimited unless set.
+    rs_capacity: Limit = None, flag Some("rs-capacity");
+    /// Requests that may wait beyond --rs-capacity; past it the RS answers 503 at once, with Retry-After: 1. Unbounded unless set.
+    rs_queue: Limit = None, flag Some("rs-queue");
 }
 
 impl FaultSettings {
@@ -152,7 +159,7 @@ impl FaultSettings {
             Field::Rate(rate) => *rate = parse_rate(key, value)?,
             Field::Whole(number) => *number = parse_whole(key, value, "")?,
             Field::Override(own) if value == "none" => *own = None,
-            Field::Override(own) => *own = Some(parse_whole(key, value, " (or `none`, for the shared value)")?),
+            Field::Override(own) => *own = Some(parse_whole(key, value, none_means(key))?),
         }
         Ok(())
     }
@@ -179,6 +186,14 @@ impl<'a> From<&'a mut u64> for Field<'a> {
 impl<'a> From<&'a mut Option<u64>> for Field<'a> {
     fn from(value: &'a mut Option<u64>) -> Field<'a> {
         Field::Override(value)
+    }
+}
+
+/// What `none` stands for, in the error for a value that is neither it nor a number.
+fn none_means(key: &str) -> &'static str {
+    match SPECS.iter().find(|spec| spec.key == key).map(|spec| spec.kind) {
+        Some(Kind::Limit) => " (or `none`, for no limit)",
+        _ => " (or `none`, for the shared value)",
     }
 }
 

@@ -178,6 +178,7 @@ fn sample(kind: Kind) -> (&'static str, &'static str, Typed) {
         Kind::Millis => ("1500ms", "1500", Typed::Whole(1500)),
         Kind::SideMillis => ("2s", "2000", Typed::Override(Some(2000))),
         Kind::Seconds => ("7", "7", Typed::Whole(7)),
+        Kind::Limit => ("12", "12", Typed::Override(Some(12))),
     }
 }
 
@@ -212,6 +213,18 @@ fn parse_flags(args: &[&str]) -> FaultSettings {
 /// The flag is the key in kebab case without its unit: `dribble_delay_ms` is `--dribble-delay`.
 fn flag_named_after(key: &str) -> String {
     key.trim_end_matches("_ms").trim_end_matches("_secs").replace('_', "-")
+}
+
+#[test]
+fn a_capacity_of_zero_is_refused_by_flag_and_by_key_and_a_queue_of_zero_is_not() {
+    let error = parse_flags(&["--rs-capacity", "0"]).validate().unwrap_err();
+    assert!(error.contains("`rs_capacity` (--rs-capacity) must be at least 1"), "{error}");
+    let faults = Faults::new(1, FaultSettings::default());
+    assert!(faults.update(|s| s.set("rs_capacity", "0")).is_err());
+    assert_eq!(faults.settings().rs_capacity, None);
+    let bad = FaultSettings::default().set("rs_queue", "-1").unwrap_err();
+    assert_eq!(bad, "`rs_queue` must be a whole number (or `none`, for no limit), not `-1`");
+    assert_eq!(parse_flags(&["--rs-capacity", "4", "--rs-queue", "0"]).validate(), Ok(()));
 }
 
 #[test]

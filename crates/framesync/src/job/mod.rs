@@ -8,9 +8,11 @@
 //! the RS receives for them in [`outgoing`], one request and its answer in [`send`], an answer
 //! with a result per record in [`items`], the acknowledgements recorded in groups in [`acks`],
 //! which records are to blame and become dead letters in [`blame`], and whether the RS's
-//! lookup can be believed in [`lookup`]. How long a failed frame waits is [`backoff`].
+//! lookup can be believed in [`lookup`]. How long a failed frame waits is [`backoff`]. How
+//! many requests may be in flight at the RS, adapting to its round trips, is [`adaptive`].
 
 mod acks;
+pub mod adaptive;
 mod backoff;
 mod blame;
 mod causes;
