@@ -2,7 +2,7 @@
 //! asked for quiet (Retry-After) gets no request until then, even from the next cron run; the
 //! SS's clock skew is kept for `status`; requests are paced to `max_rps`.
 
-use std::cell::Cell;
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 /// An SS clock off by more than this is warned about, and, when frames wait for it, a failure
@@ -31,23 +31,29 @@ impl Server {
 #[derive(Debug)]
 pub struct Pacer {
     interval: Option<Duration>,
-    next: Cell<Option<Instant>>,
+    /// When the next request may start; shared by every thread sending to the server.
+    next: Mutex<Option<Instant>>,
 }
 
 impl Pacer {
     pub fn new(max_rps: Option<f64>) -> Self {
-        Self { interval: max_rps.map(|rps| Duration::from_secs_f64(1.0 / rps)), next: Cell::new(None) }
+        Self { interval: max_rps.map(|rps| Duration::from_secs_f64(1.0 / rps)), next: Mutex::new(None) }
     }
 
-    /// Waits until the next request may start.
+    /// Waits until the next request may start: each caller takes the next free start, then
+    /// sleeps until it (outside the lock), so requests from many threads are still spaced.
     pub fn wait(&self) {
         let Some(interval) = self.interval else { return };
         let now = Instant::now();
-        let start = self.next.get().map_or(now, |next| next.max(now));
+        let start = {
+            let mut next = self.next.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+            let start = next.map_or(now, |next| next.max(now));
+            *next = Some(start + interval);
+            start
+        };
         if start > now {
             std::thread::sleep(start - now);
         }
-        self.next.set(Some(start + interval));
     }
 }
 

@@ -84,7 +84,11 @@ pub fn backfill(config: &Config, args: &Args, out: &mut dyn Write) -> Result<u8>
     let source = HttpSource::new(&config.source);
     let sink = HttpSink::new(&config.sink);
     let outcome = super::run::recorded(config, &mut ledger, "backfill", &clock, |ledger| {
-        Job::new(config, ledger, &source, &sink, &clock).without_time_limit().with_progress(&show).execute(&plan, true)
+        Job::new(config, ledger, &source, &sink, &clock)
+            .without_time_limit()
+            .with_read_ahead(&source)
+            .with_progress(&show)
+            .execute(&plan, true)
     })?;
     bar.finish_and_clear();
     let f = &outcome.figures;

@@ -30,8 +30,14 @@ pub fn run(config: &Config, scope: Scope, dry_run: bool, out: &mut dyn Write) ->
     }
     let source = HttpSource::new(&config.source);
     let sink = HttpSink::new(&config.sink);
-    let outcome =
-        execute(config, &mut ledger, scope, &plan, &Parts { source: &source, sink: &sink, clock: &clock }, started)?;
+    let outcome = execute(
+        config,
+        &mut ledger,
+        scope,
+        &plan,
+        &Parts { source: &source, read_ahead: Some(&source), sink: &sink, clock: &clock },
+        started,
+    )?;
     Ok(outcome.exit_code() as u8)
 }
 
@@ -39,6 +45,8 @@ pub fn run(config: &Config, scope: Scope, dry_run: bool, out: &mut dyn Write) ->
 #[derive(Clone, Copy)]
 pub struct Parts<'a> {
     pub source: &'a dyn Source,
+    /// The SS again, to read the next frame while one is pushed; none in the simulation.
+    pub read_ahead: Option<&'a (dyn Source + Sync)>,
     pub sink: &'a dyn Sink,
     pub clock: &'a dyn Clock,
 }
@@ -70,8 +78,11 @@ pub fn execute(
         );
     }
     recorded(config, ledger, name(scope), clock, |ledger| {
-        let job =
+        let mut job =
             Job::new(config, ledger, parts.source, parts.sink, clock).with_deadline(started + config.run.max_seconds);
+        if let Some(ahead) = parts.read_ahead {
+            job = job.with_read_ahead(ahead);
+        }
         let mut outcome = job.execute(plan, scope == Scope::Run)?;
         // `pull` and `push` may run as two cron lines: the push side, which delivers, prunes.
         if scope != Scope::Pull

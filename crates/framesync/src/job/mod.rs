@@ -9,10 +9,14 @@
 //! with a result per record in [`items`], the acknowledgements recorded in groups in [`acks`],
 //! which records are to blame and become dead letters in [`blame`], and whether the RS's
 //! lookup can be believed in [`lookup`]. How long a failed frame waits is [`backoff`]. How
-//! many requests may be in flight at the RS, adapting to its round trips, is [`adaptive`].
+//! many requests may be in flight at the RS, adapting to its round trips, is [`adaptive`]. The
+//! next frame's pages are read while a frame is pushed ([`ahead`]).
 
 mod acks;
 pub mod adaptive;
+mod ahead;
+#[cfg(test)]
+mod ahead_tests;
 mod backoff;
 mod blame;
 mod causes;
@@ -63,6 +67,8 @@ pub struct Job<'a> {
     config: &'a Config,
     ledger: &'a mut Ledger,
     source: &'a dyn Source,
+    /// The SS again, for reading the next frame ahead on a thread of its own.
+    ahead: Option<&'a (dyn Source + Sync)>,
     sink: &'a dyn Sink,
     clock: &'a dyn Clock,
     /// `run.max_seconds` on the clock's `elapsed`; none for work started by hand.
@@ -89,6 +95,7 @@ impl<'a> Job<'a> {
             config,
             ledger,
             source,
+            ahead: None,
             sink,
             clock,
             deadline: Some(clock.elapsed() + config.run.max_seconds),
@@ -107,6 +114,13 @@ impl<'a> Job<'a> {
         self
     }
 
+    /// Reads the next frame's pages from `source` (the SS, as `source` is) while a frame is
+    /// pushed ([`ahead`]).
+    pub fn with_read_ahead(mut self, source: &'a (dyn Source + Sync)) -> Self {
+        self.ahead = Some(source);
+        self
+    }
+
     /// No `max_seconds`: for work started by hand, which runs until it is done.
     pub fn without_time_limit(mut self) -> Self {
         self.deadline = None;
@@ -122,33 +136,21 @@ impl<'a> Job<'a> {
     /// Carries out the plan in order; `push_after_pull` is false for the `pull` command.
     pub fn execute(mut self, plan: &Plan, push_after_pull: bool) -> Result<Outcome> {
         self.respect_quiet()?;
-        for (done, step) in plan.steps.iter().enumerate() {
-            if self.out_of_time() {
-                log::info!("max_seconds reached; {} planned frames are left for the next run", plan.steps.len() - done);
-                break;
-            }
-            self.step(*step, push_after_pull)?;
-            if let Some(progress) = self.progress {
-                progress(done + 1, plan.steps.len());
-            }
-        }
+        self.run_steps(plan, push_after_pull)?;
         self.finish()
     }
 
-    fn step(&mut self, step: Step, push_after_pull: bool) -> Result<()> {
+    /// The pull side of a step; true when the frame is staged, ready to push. `fetched`: the
+    /// pages of a pull, read ahead.
+    fn stage(&mut self, step: Step, fetched: Option<crate::fetch::Fetched>) -> Result<bool> {
         let frame = self.frame(step.start());
-        let staged = match step {
+        Ok(match step {
             Step::Push(_) => true,
-            Step::Pull(_) if !self.pulling.stopped => self.pull(frame)?,
+            Step::Pull(_) if !self.pulling.stopped => self.pull(frame, fetched)?,
             Step::Recheck(_) if !self.pulling.stopped && !self.pulling.rechecks_stopped => self.recheck(frame)?,
             Step::Redeliver(_) if !self.pulling.stopped => self.redeliver(frame)?,
             _ => false,
-        };
-        let push = matches!(step, Step::Push(_)) || push_after_pull;
-        if staged && push && !self.pushing.stopped {
-            self.push(frame)?;
-        }
-        Ok(())
+        })
     }
 
     /// What is left once the plan is done: failed sends counted, the reasons for what was not

@@ -9,7 +9,7 @@ use anyhow::Result;
 
 use super::Job;
 use super::ss_clock::still_open;
-use crate::fetch;
+use crate::fetch::{self, Fetched};
 use crate::frames::{Epoch, Frame};
 use crate::ledger::Committed;
 use crate::model::PullFailure;
@@ -37,7 +37,7 @@ pub(super) struct Pulling {
 
 impl Job<'_> {
     /// Pulls and stages one missing frame; true when it is staged.
-    pub(super) fn pull(&mut self, frame: Frame) -> Result<bool> {
+    pub(super) fn pull(&mut self, frame: Frame, fetched: Option<Fetched>) -> Result<bool> {
         if let Some(why) = self.open_at_the_ss(frame) {
             // Learnt from an earlier answer of this run: no need to ask.
             let ss_now = self.pulling.skew.map(|skew| self.clock.now() + skew);
@@ -45,8 +45,9 @@ impl Job<'_> {
             return Ok(false);
         }
         let now = self.clock.now();
-        let started = self.clock.elapsed();
-        let (result, committed) = self.pull_and_stage(frame, now)?;
+        let took_ahead = fetched.as_ref().map_or(Duration::ZERO, |f| f.took);
+        let started = self.clock.elapsed().saturating_sub(took_ahead);
+        let (result, committed) = self.pull_and_stage(frame, now, fetched)?;
         let result = match result {
             Err(PullError::Stopped) if self.out_of_time() => return self.pull_out_of_time(frame, started),
             other => other,
@@ -65,16 +66,25 @@ impl Job<'_> {
         Ok(true)
     }
 
-    /// Reads a frame's pages into a staging as they arrive, stopping between pages when the
+    /// Reads a frame's pages into a staging as they arrive (or stages those read ahead), stopping between pages when the
     /// run is out of time, and commits it only when the pull succeeded and the SS's clock
     /// agrees the frame is closed; otherwise it is discarded and the ledger is as it was.
     /// Returns the pull's result and, when committed, what was staged; an error only when the
     /// ledger failed.
-    fn pull_and_stage(&mut self, frame: Frame, now: Epoch) -> Result<(Result<Walked, PullError>, Option<Committed>)> {
+    fn pull_and_stage(
+        &mut self,
+        frame: Frame,
+        now: Epoch,
+        fetched: Option<Fetched>,
+    ) -> Result<(Result<Walked, PullError>, Option<Committed>)> {
         let (clock, deadline) = (self.clock, self.deadline);
         let mut staging = self.ledger.staging(frame)?;
-        let result =
-            fetch::stage_pages(self.source, frame, &mut staging, || deadline.is_none_or(|d| clock.elapsed() < d))?;
+        let result = match fetched {
+            Some(fetched) => fetch::stage_fetched(fetched, &mut staging)?,
+            None => {
+                fetch::stage_pages(self.source, frame, &mut staging, || deadline.is_none_or(|d| clock.elapsed() < d))?
+            }
+        };
         let committed = match &result {
             Ok(walked) if still_open(frame, self.config.frames.delay, walked.server_date, now).is_none() => {
                 let forgotten_before = now - self.config.run.retain;

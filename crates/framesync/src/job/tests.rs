@@ -13,10 +13,10 @@ use crate::plan::Scope;
 use crate::sink::{Outgoing, Verdict};
 use crate::source::{Page, Pages, PullError};
 
-const T0: Epoch = 1_793_534_400; // 2026-11-01T12:00:00Z
+pub(super) const T0: Epoch = 1_793_534_400; // 2026-11-01T12:00:00Z
 
 /// A clock that stays where it is put; sleeping costs nothing.
-struct FakeClock(Epoch);
+pub(super) struct FakeClock(pub(super) Epoch);
 
 impl Clock for FakeClock {
     fn now(&self) -> Epoch {
@@ -251,7 +251,7 @@ impl Sink for FakeSink {
     }
 }
 
-fn config(extra_sink: &str) -> Config {
+pub(super) fn config(extra_sink: &str) -> Config {
     config_with(extra_sink, "", "")
 }
 
@@ -279,14 +279,14 @@ retry_base = "30s"
     Config::parse(&text, std::path::Path::new("."), &|_| None).unwrap()
 }
 
-struct World {
+pub(super) struct World {
     _dir: tempfile::TempDir,
-    ledger: Ledger,
-    config: Config,
+    pub(super) ledger: Ledger,
+    pub(super) config: Config,
 }
 
 impl World {
-    fn new(config: Config) -> Self {
+    pub(super) fn new(config: Config) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let mut ledger = Ledger::open(&dir.path().join("l.db"), Synchronous::Normal).unwrap();
         ledger.scrub_with(&config.secrets); // as every command opens it
@@ -300,11 +300,11 @@ impl World {
         Job::new(&self.config, &mut self.ledger, source, sink, &clock).execute(&plan, scope == Scope::Run).unwrap()
     }
 
-    fn state(&self, start: Epoch) -> Option<FrameState> {
+    pub(super) fn state(&self, start: Epoch) -> Option<FrameState> {
         self.ledger.frame_state(start).unwrap()
     }
 
-    fn count(&self, sql: &str) -> i64 {
+    pub(super) fn count(&self, sql: &str) -> i64 {
         self.ledger.value(sql)
     }
 

@@ -432,7 +432,14 @@ impl Driver {
             let sink = HttpSink::with_agent(&config.sink, transport::agent(shared, config.sink.timeout));
             let clock = SimClock(shared.clone());
             let started = framesync::clock::Clock::elapsed(&clock);
-            execute(config, ledger, scope, plan, &Parts { source: &source, sink: &sink, clock: &clock }, started)
+            execute(
+                config,
+                ledger,
+                scope,
+                plan,
+                &Parts { source: &source, read_ahead: None, sink: &sink, clock: &clock },
+                started,
+            )
         }));
         arm(None);
         match result {

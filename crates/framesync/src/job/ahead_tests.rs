@@ -1,0 +1,141 @@
+//! Reading ahead against an SS and an RS that are shared with another thread: the next frame
+//! is read while one is pushed, and what it brings is staged as a pull would have staged it.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Condvar, Mutex};
+use std::time::Duration;
+
+use super::tests::{FakeClock, T0, World, config};
+use super::*;
+use crate::delivery::Key;
+use crate::model::StagedRecord;
+use crate::plan::Scope;
+use crate::sink::{Outgoing, Verdict};
+use crate::source::{Page, Pages, PullError};
+
+/// An SS another thread can read: fixed records per frame, every fetch counted, and a signal
+/// when a frame's fetch begins. Frames in `failing` answer 500.
+#[derive(Default)]
+struct SharedSource {
+    frames: HashMap<Epoch, Vec<&'static str>>,
+    failing: Vec<Epoch>,
+    fetched: Mutex<Vec<Epoch>>,
+    begun: Condvar,
+}
+
+impl SharedSource {
+    /// Waits (at most `wait`) until the frame at `start` has begun to be fetched.
+    fn wait_for(&self, start: Epoch, wait: Duration) -> bool {
+        let fetched = self.fetched.lock().unwrap();
+        let (fetched, _) = self.begun.wait_timeout_while(fetched, wait, |f| !f.contains(&start)).unwrap();
+        fetched.contains(&start)
+    }
+}
+
+impl Source for SharedSource {
+    fn pages(&self, frame: Frame) -> Pages<'_> {
+        self.fetched.lock().unwrap().push(frame.start);
+        self.begun.notify_all();
+        if self.failing.contains(&frame.start) {
+            return Box::new(std::iter::once(Err(PullError::Failed("HTTP 500".into()))));
+        }
+        let records = self.frames.get(&frame.start).cloned().unwrap_or_default();
+        let records = records
+            .iter()
+            .map(|uid| StagedRecord { uid: uid.to_string(), ts_ms: None, body: format!(r#"{{"id":"{uid}"}}"#) })
+            .collect();
+        let page = Page { records, ..Page::default() };
+        Box::new(std::iter::once(Ok(page)))
+    }
+}
+
+/// An RS that takes every record and, on the first record of the first frame, waits until the
+/// SS has begun the next frame: it returns in time only when that frame is read ahead.
+struct WaitingSink<'s> {
+    source: &'s SharedSource,
+    next: Epoch,
+    overlapped: AtomicBool,
+    waited: AtomicBool,
+    stored: Mutex<Vec<String>>,
+}
+
+impl Sink for WaitingSink<'_> {
+    fn batch_size(&self) -> usize {
+        1
+    }
+    fn send(&self, records: &[Outgoing], _key: &Key) -> Verdict {
+        if !self.waited.swap(true, Ordering::SeqCst) {
+            let seen = self.source.wait_for(self.next, Duration::from_secs(10));
+            self.overlapped.store(seen, Ordering::SeqCst);
+        }
+        self.stored.lock().unwrap().extend(records.iter().map(|r| r.uid.clone()));
+        Verdict::Acknowledged
+    }
+    fn has_lookup(&self) -> bool {
+        false
+    }
+    fn lookup(&self, _uid: &str) -> Result<bool, String> {
+        Err("no lookup".into())
+    }
+}
+
+fn run(w: &mut World, source: &SharedSource, sink: &WaitingSink, now: Epoch) -> Outcome {
+    let plan = crate::cmd::run::make_plan(&w.config, &w.ledger, Scope::Run, now).unwrap();
+    let clock = FakeClock(now);
+    Job::new(&w.config, &mut w.ledger, source, sink, &clock).with_read_ahead(source).execute(&plan, true).unwrap()
+}
+
+#[test]
+fn the_next_frame_is_read_while_one_is_pushed_and_staged_as_a_pull_would() {
+    let mut w = World::new(config(""));
+    let src = SharedSource {
+        frames: [(T0, vec!["a", "b"]), (T0 + 60, vec!["c"]), (T0 + 120, vec!["d", "e"])].into_iter().collect(),
+        ..SharedSource::default()
+    };
+    let sink = WaitingSink {
+        source: &src,
+        next: T0 + 60,
+        overlapped: AtomicBool::new(false),
+        waited: AtomicBool::new(false),
+        stored: Mutex::new(vec![]),
+    };
+    let outcome = run(&mut w, &src, &sink, T0 + 240);
+    assert!(sink.overlapped.load(Ordering::SeqCst), "the second frame was fetched while the first was pushed");
+    assert_eq!(outcome.exit_code(), 0, "{:?}", outcome.failures);
+    assert_eq!(outcome.figures.frames_delivered, 3);
+    assert_eq!(*sink.stored.lock().unwrap(), ["a", "b", "c", "d", "e"], "in the plan's order");
+    assert_eq!(*src.fetched.lock().unwrap(), [T0, T0 + 60, T0 + 120], "each frame fetched once");
+    assert_eq!(w.count("SELECT COUNT(*) FROM delivered"), 5);
+}
+
+#[test]
+fn a_frame_read_ahead_that_failed_is_recorded_as_its_pull_would_be_and_the_rest_go_on() {
+    let mut w = World::new(config(""));
+    let src = SharedSource {
+        frames: [(T0, vec!["a"]), (T0 + 120, vec!["c"])].into_iter().collect(),
+        failing: vec![T0 + 60],
+        ..SharedSource::default()
+    };
+    let sink = WaitingSink {
+        source: &src,
+        next: T0 + 60,
+        overlapped: AtomicBool::new(false),
+        waited: AtomicBool::new(false),
+        stored: Mutex::new(vec![]),
+    };
+    let outcome = run(&mut w, &src, &sink, T0 + 240);
+    assert!(sink.overlapped.load(Ordering::SeqCst));
+    assert_eq!(outcome.exit_code(), 1);
+    assert!(outcome.failures.iter().any(|f| f.contains("HTTP 500")), "{:?}", outcome.failures);
+    assert_eq!(w.state(T0 + 60), Some(crate::model::FrameState::Missing), "it waits for a later run");
+    assert_eq!(*sink.stored.lock().unwrap(), ["a", "c"]);
+}
+
+#[test]
+fn a_frame_past_the_memory_bound_is_dropped_from_memory_and_pulled_the_usual_way() {
+    let src = SharedSource { frames: [(T0, vec!["a", "b"])].into_iter().collect(), ..SharedSource::default() };
+    let frame = config("").frames.size.frame_at(T0);
+    assert!(crate::fetch::fetch_pages(&src, frame, 16, || true).is_none(), "two records of 11 bytes each");
+    assert!(crate::fetch::fetch_pages(&src, frame, 1 << 10, || true).is_some());
+}
