@@ -2,7 +2,7 @@
 //! asked for quiet (Retry-After) gets no request until then, even from the next cron run; the
 //! SS's clock skew is kept for `status`; requests are paced to `max_rps`.
 
-use std::cell::Cell;
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 /// An SS clock off by more than this is warned about, and, when frames wait for it, a failure
@@ -27,27 +27,32 @@ impl Server {
 }
 
 /// Spaces requests at least `1 / max_rps` apart, so no second ever holds more than `max_rps`
-/// requests (plus the one starting it).
+/// requests (plus the one starting it) — also when many threads send at once: each takes the
+/// next free start under the lock, then waits for it outside the lock.
 #[derive(Debug)]
 pub struct Pacer {
     interval: Option<Duration>,
-    next: Cell<Option<Instant>>,
+    next: Mutex<Option<Instant>>,
 }
 
 impl Pacer {
     pub fn new(max_rps: Option<f64>) -> Self {
-        Self { interval: max_rps.map(|rps| Duration::from_secs_f64(1.0 / rps)), next: Cell::new(None) }
+        Self { interval: max_rps.map(|rps| Duration::from_secs_f64(1.0 / rps)), next: Mutex::new(None) }
     }
 
     /// Waits until the next request may start.
     pub fn wait(&self) {
         let Some(interval) = self.interval else { return };
         let now = Instant::now();
-        let start = self.next.get().map_or(now, |next| next.max(now));
+        let start = {
+            let mut next = self.next.lock().unwrap_or_else(|e| e.into_inner());
+            let start = next.map_or(now, |next| next.max(now));
+            *next = Some(start + interval);
+            start
+        };
         if start > now {
             std::thread::sleep(start - now);
         }
-        self.next.set(Some(start + interval));
     }
 }
 
@@ -120,5 +125,21 @@ mod tests {
         let start = Instant::now();
         unpaced.wait();
         assert!(start.elapsed() < Duration::from_millis(50));
+    }
+
+    #[test]
+    fn a_pacer_spaces_requests_from_many_threads() {
+        let pacer = Pacer::new(Some(50.0));
+        let start = Instant::now();
+        std::thread::scope(|s| {
+            for _ in 0..3 {
+                s.spawn(|| {
+                    pacer.wait();
+                    pacer.wait();
+                });
+            }
+        });
+        // Six requests from three threads at 50/s: the last starts 5 intervals after the first.
+        assert!(start.elapsed() >= Duration::from_millis(100));
     }
 }

@@ -6,7 +6,7 @@ use anyhow::Result;
 
 use crate::config::Config;
 use crate::frames::{first_pull_at, rfc3339};
-use crate::job::{Clock, Job, Outcome, SystemClock};
+use crate::job::{Clock, Dispatch, Job, Outcome, SystemClock, Threads};
 use crate::ledger::{Ledger, RunFigures};
 use crate::lock::{self, Side};
 use crate::plan::{self, Facts, Plan, Scope, Settings};
@@ -30,17 +30,25 @@ pub fn run(config: &Config, scope: Scope, dry_run: bool, out: &mut dyn Write) ->
     }
     let source = HttpSource::new(&config.source);
     let sink = HttpSink::new(&config.sink);
-    let outcome =
-        execute(config, &mut ledger, scope, &plan, &Parts { source: &source, sink: &sink, clock: &clock }, started)?;
+    let outcome = execute(
+        config,
+        &mut ledger,
+        scope,
+        &plan,
+        &Parts { source: &source, sink: &sink, clock: &clock, dispatch: &Threads },
+        started,
+    )?;
     Ok(outcome.exit_code() as u8)
 }
 
-/// What a run works with: the two servers and the clock (the simulation passes its own).
+/// What a run works with: the two servers, the clock, and how the requests of a wave reach the
+/// RS (the simulation passes its own of each).
 #[derive(Clone, Copy)]
 pub struct Parts<'a> {
     pub source: &'a dyn Source,
     pub sink: &'a dyn Sink,
     pub clock: &'a dyn Clock,
+    pub dispatch: &'a dyn Dispatch,
 }
 
 /// A run's work once the locks are held, the ledger open and the plan made: record the
@@ -70,8 +78,9 @@ pub fn execute(
         );
     }
     recorded(config, ledger, name(scope), clock, |ledger| {
-        let job =
-            Job::new(config, ledger, parts.source, parts.sink, clock).with_deadline(started + config.run.max_seconds);
+        let job = Job::new(config, ledger, parts.source, parts.sink, clock)
+            .with_deadline(started + config.run.max_seconds)
+            .with_dispatch(parts.dispatch);
         let mut outcome = job.execute(plan, scope == Scope::Run)?;
         // `pull` and `push` may run as two cron lines: the push side, which delivers, prunes.
         if scope != Scope::Pull
