@@ -28,7 +28,8 @@ impl GaugeRs {
     fn start(hold: Duration, refuse: Option<usize>) -> GaugeRs {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let addr = listener.local_addr().unwrap().to_string();
-        let (most, requests, stored) = (Arc::default(), Arc::default(), Arc::default());
+        let (most, requests) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+        let stored: Arc<Mutex<Vec<String>>> = Arc::default();
         let in_flight = Arc::new(AtomicUsize::new(0));
         let rs = GaugeRs {
             addr,
@@ -39,12 +40,8 @@ impl GaugeRs {
         std::thread::spawn(move || {
             for stream in listener.incoming() {
                 let Ok(mut stream) = stream else { continue };
-                let (most, requests, stored, in_flight): (
-                    Arc<AtomicUsize>,
-                    Arc<AtomicUsize>,
-                    Arc<Mutex<Vec<String>>>,
-                    _,
-                ) = (most.clone(), requests.clone(), stored.clone(), in_flight.clone());
+                let (most, requests, stored, in_flight) =
+                    (most.clone(), requests.clone(), stored.clone(), in_flight.clone());
                 std::thread::spawn(move || {
                     let Some((_, body)) = read_request(&stream) else { return };
                     let now = in_flight.fetch_add(1, Ordering::SeqCst) + 1;

@@ -309,8 +309,6 @@ impl World {
     }
 
     fn run(&mut self, source: &FakeSource, sink: &FakeSink, now: Epoch, scope: Scope) -> Outcome {
-        *source.now.borrow_mut() = now;
-        let plan = crate::cmd::run::make_plan(&self.config, &self.ledger, scope, now).unwrap();
         self.run_with(source, sink, now, scope, &InOrder::default())
     }
 
