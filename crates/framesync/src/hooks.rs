@@ -21,6 +21,7 @@ pub const POINTS: &[&str] = &[
     "mid-pull",
     "after-stage",
     "after-mark-sending",
+    "mid-wave",
     "after-ack",
     "mid-ack-commit",
     "after-dead-letter",

@@ -27,7 +27,8 @@ impl Server {
 }
 
 /// Spaces requests at least `1 / max_rps` apart, so no second ever holds more than `max_rps`
-/// requests (plus the one starting it).
+/// requests (plus the one starting it) — also when many threads send at once: each takes the
+/// next free start under the lock, then waits for it outside the lock.
 #[derive(Debug)]
 pub struct Pacer {
     interval: Option<Duration>,
@@ -126,5 +127,21 @@ mod tests {
         let start = Instant::now();
         unpaced.wait();
         assert!(start.elapsed() < Duration::from_millis(50));
+    }
+
+    #[test]
+    fn a_pacer_spaces_requests_from_many_threads() {
+        let pacer = Pacer::new(Some(50.0));
+        let start = Instant::now();
+        std::thread::scope(|s| {
+            for _ in 0..3 {
+                s.spawn(|| {
+                    pacer.wait();
+                    pacer.wait();
+                });
+            }
+        });
+        // Six requests from three threads at 50/s: the last starts 5 intervals after the first.
+        assert!(start.elapsed() >= Duration::from_millis(100));
     }
 }

@@ -108,8 +108,9 @@ pub struct Outgoing {
     pub body: String,
 }
 
-/// The RS, behind a trait so the run loop is tested without a server.
-pub trait Sink {
+/// The RS, behind a trait so the run loop is tested without a server. `Sync`: the requests of
+/// a wave are sent from many threads at once ([`crate::job::Dispatch`]).
+pub trait Sink: Sync {
     fn batch_size(&self) -> usize;
     /// Sends one record (record mode) or one batch (batch mode) under `key`.
     fn send(&self, records: &[Outgoing], key: &Key) -> Verdict;

@@ -8,7 +8,13 @@ use common::*;
 
 /// One frame of 40 records: a run killed when the RS has acknowledged its 25th record, then
 /// runs until nothing is missing. Returns the duplicates the RS (which ignores keys) stored.
+/// `in_flight` is `sink.concurrency`; with 1 (`sink.ordered`) the RS has stored exactly the 25
+/// records when the run dies, and what the group held is all a crash can cost.
 fn duplicates_after_a_kill_at_the_25th_ack(sink_extra: &str, lookup: bool) -> i64 {
+    duplicates_after_a_kill_at_the_25th_ack_with(&format!("{sink_extra}\nordered = true"), lookup, 25)
+}
+
+fn duplicates_after_a_kill_at_the_25th_ack_with(sink_extra: &str, lookup: bool, stored: i64) -> i64 {
     let dir = tempfile::tempdir().unwrap();
     let sim = Sim::start(dir.path(), &["--records-per-minute", "40", "--rs-ignore-keys", "--seed", "21"]);
     let mut sink = sink_extra.to_string();
@@ -18,7 +24,7 @@ fn duplicates_after_a_kill_at_the_25th_ack(sink_extra: &str, lookup: bool) -> i6
     let p = Pipeline::new(&sim, dir, aligned_minutes_ago(3), "", &sink, "max_frames = 1");
     let killed = p.command(&["run"]).env("FRAMESYNC_TEST_KILL_AT", "after-ack:25").output().unwrap();
     assert_eq!(killed.status.code(), None, "killed: {}", stderr(&killed));
-    assert_eq!(sim.stored(), 25, "the RS stored what it acknowledged");
+    assert_eq!(sim.stored(), stored, "the RS stored what it acknowledged, and what was in flight");
     p.run_until_complete(5);
     let check = sim.check(p.reference, p.complete_until());
     assert_eq!(check["missing"], 0, "{check:#}");
@@ -47,4 +53,15 @@ fn a_group_older_than_ack_group_time_is_recorded_before_the_next_request() {
 fn with_a_lookup_the_records_of_a_lost_group_are_looked_up_not_sent_again() {
     let duplicates = duplicates_after_a_kill_at_the_25th_ack("ack_group = 10\nack_group_time = \"1h\"", true);
     assert_eq!(duplicates, 0);
+}
+
+#[test]
+fn a_crash_mid_wave_re_sends_at_most_the_requests_in_flight_and_one_group() {
+    // Waves of 16: the group of the first wave (16 ≥ 10) is recorded before the second goes;
+    // the kill at the 25th ack leaves the 17th to the 25th acknowledged but not recorded, and
+    // the 26th to the 32nd stored with their answers never acted on: 16, under the bound of
+    // one short group (9) and one wave (16).
+    let sink = "ack_group = 10\nack_group_time = \"1h\"\nconcurrency = 16";
+    assert_eq!(duplicates_after_a_kill_at_the_25th_ack_with(sink, false, 32), 16);
+    assert_eq!(duplicates_after_a_kill_at_the_25th_ack_with(sink, true, 32), 0, "looked up, not sent again");
 }

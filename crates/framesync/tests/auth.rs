@@ -76,11 +76,13 @@ fn oauth2_on_both_sides_delivers_everything_and_refreshes_each_token_before_it_e
     assert_nowhere(CLIENT_SECRET, &[check, out], &p);
 }
 
+/// One request in flight (`sink.ordered`): each 401 is then one revoked token. With requests in
+/// flight together, several carry the same revoked token and one fetch serves their retries.
 #[test]
 fn a_revoked_token_is_fetched_again_once_and_the_refused_request_retried() {
     let dir = tempfile::tempdir().unwrap();
     let sim = Sim::start(dir.path(), &["--records-per-minute", "10", "--rs-require-oauth", "--oauth-token-uses", "5"]);
-    let p = pipeline(&sim, "", &oauth2(&sim, "RS_SECRET"), "");
+    let p = pipeline(&sim, "", &oauth2(&sim, "RS_SECRET"), "ordered = true");
     let out = run(&p, &["run"], &[("RS_SECRET", CLIENT_SECRET)]);
     assert_eq!(out.status.code(), Some(0), "every 401 was retried with a new token: {}", text(&out));
     p.assert_exactly_once(&sim);

@@ -4,7 +4,9 @@
 //! Idempotency-Key, one that ignores it but offers a lookup, one that ignores it and offers none.
 //!
 //! `chaos_in_the_suite` runs a small number of trials on every test run; `scripts/chaos` runs
-//! `chaos_at_scale` with CHAOS_TRIALS (default 1000) kills per kind of RS.
+//! `chaos_at_scale` with CHAOS_TRIALS (default 1000) kills per kind of RS. Both push with
+//! `sink.concurrency` = CHAOS_CONCURRENCY (default 16, the product's default; 1 is one request
+//! in flight).
 
 mod common;
 
@@ -62,9 +64,9 @@ impl Tally {
     }
 
     /// Kills that can fall between the RS storing a record and the ledger recording it: while
-    /// a group of acknowledgements is held (`ACK_GROUP`), at any point of a push.
+    /// requests are in flight or a group of acknowledgements is held, at any point of a push.
     fn in_flight_kills(&self) -> u64 {
-        ["after-mark-sending", "after-ack", "mid-ack-commit", "after-dead-letter", "mid-complete"]
+        ["after-mark-sending", "mid-wave", "after-ack", "mid-ack-commit", "after-dead-letter", "mid-complete"]
             .iter()
             .map(|p| self.kills_by_point.get(*p).copied().unwrap_or(0))
             .sum::<u64>()
@@ -75,6 +77,17 @@ impl Tally {
 /// `sink.ack_group` in the trials: small, so kills fall inside groups. A kill can lose at most
 /// one group's acknowledgements, which the next run re-sends with the same keys.
 const ACK_GROUP: u64 = 4;
+
+/// `sink.concurrency` in the trials.
+fn concurrency() -> u64 {
+    env_u64("CHAOS_CONCURRENCY", 16)
+}
+
+/// Records a kill can leave stored at the RS and unrecorded in the ledger (record mode): a
+/// group held short of `ACK_GROUP` before a wave, plus the wave's `concurrency` requests.
+fn crash_window() -> u64 {
+    ACK_GROUP - 1 + concurrency()
+}
 
 /// Every fault rate the simulator has, each rare, so a trial meets a mix of them; lost
 /// responses twice as often. Except 4xx from the RS: it rejects a good record for good, and a
@@ -101,11 +114,10 @@ fn round(rs: Rs, kills: u64, rng: &mut Rng, tally: &mut Tally) {
         flags.push("--rs-ignore-keys".into());
     }
     let sim = Sim::start(dir.path(), &flags.iter().map(String::as_str).collect::<Vec<_>>());
+    let sink = format!("retries = 1\nack_group = {ACK_GROUP}\nconcurrency = {}", concurrency());
     let sink = match rs {
-        Rs::IgnoresKeysWithLookup => {
-            format!("retries = 1\nack_group = {ACK_GROUP}\nlookup_url = \"{}/rs/ingest/{{uid}}\"", sim.base())
-        }
-        _ => format!("retries = 1\nack_group = {ACK_GROUP}"),
+        Rs::IgnoresKeysWithLookup => format!("{sink}\nlookup_url = \"{}/rs/ingest/{{uid}}\"", sim.base()),
+        _ => sink,
     };
     let run = "max_frames = 4\nretry_base = \"0s\"\nretry_max = \"0s\"\nretain = \"2m\"";
     let p = Pipeline::new(&sim, dir, aligned_minutes_ago(90), "", &sink, run);
@@ -183,7 +195,7 @@ fn chaos(kills_per_rs: u64, per_round: u64, seed: u64) -> BTreeMap<Rs, Tally> {
 }
 
 fn print_report(report: &BTreeMap<Rs, Tally>, seed: u64) {
-    println!("chaos report (CHAOS_SEED={seed})");
+    println!("chaos report (CHAOS_SEED={seed}, CHAOS_CONCURRENCY={})", concurrency());
     println!(
         "{:<30} {:>7} {:>6} {:>7} {:>9} {:>6} {:>11} {:>12} {:>15} {:>10}",
         "RS",
@@ -230,11 +242,12 @@ fn assert_guarantees(report: &BTreeMap<Rs, Tally>) {
         match rs {
             Rs::HonorsKeys | Rs::IgnoresKeysWithLookup => assert_eq!(t.duplicates, 0, "{rs:?}: duplicates"),
             Rs::IgnoresKeysWithoutLookup => assert!(
-                t.duplicates as u64 <= t.lost_responses_injected as u64 + t.in_flight_kills() * ACK_GROUP,
-                "{rs:?}: {} duplicates for {} lost answers and {} in-flight kills (groups of {ACK_GROUP})",
+                t.duplicates as u64 <= t.lost_responses_injected as u64 + t.in_flight_kills() * crash_window(),
+                "{rs:?}: {} duplicates for {} lost answers and {} in-flight kills (groups of {ACK_GROUP}, {} in flight)",
                 t.duplicates,
                 t.lost_responses_injected,
-                t.in_flight_kills()
+                t.in_flight_kills(),
+                concurrency()
             ),
         }
     }

@@ -46,12 +46,13 @@ fn lookups_asked(sim: &Sim) -> u64 {
 
 /// A run killed after the RS acknowledged 25 records, 20 of them recorded (groups of 10), at
 /// an RS that ignores keys; the next runs recover with `lookup`. Returns the lookup requests
-/// of the recovery.
+/// of the recovery. One request in flight (`sink.ordered`), so the RS holds exactly the 25
+/// when the run dies and the counts are exact.
 fn crash_and_recover(seed: &str, lookup: fn(&Sim) -> String) -> u64 {
     let dir = tempfile::tempdir().unwrap();
     let flags = [&["--records-per-minute", "40", "--rs-ignore-keys", "--seed", seed][..], &HOSTILE].concat();
     let sim = Sim::start(dir.path(), &flags);
-    let sink = sink_with(&sim, "ack_group = 10\nack_group_time = \"1h\"", &lookup(&sim));
+    let sink = sink_with(&sim, "ack_group = 10\nack_group_time = \"1h\"\nordered = true", &lookup(&sim));
     let p = Pipeline::new(&sim, dir, aligned_minutes_ago(3), "", &sink, "max_frames = 1");
     let killed = p.command(&["run"]).env("FRAMESYNC_TEST_KILL_AT", "after-ack:25").output().unwrap();
     assert_eq!(killed.status.code(), None, "killed: {}", stderr(&killed));

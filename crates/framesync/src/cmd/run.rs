@@ -6,7 +6,7 @@ use anyhow::Result;
 
 use crate::config::Config;
 use crate::frames::{first_pull_at, rfc3339};
-use crate::job::{Clock, Job, Outcome, SystemClock};
+use crate::job::{Clock, Dispatch, Job, Outcome, SystemClock, Threads};
 use crate::ledger::{Ledger, RunFigures};
 use crate::lock::{self, Side};
 use crate::plan::{self, Facts, Plan, Scope, Settings};
@@ -35,13 +35,14 @@ pub fn run(config: &Config, scope: Scope, dry_run: bool, out: &mut dyn Write) ->
         &mut ledger,
         scope,
         &plan,
-        &Parts { source: &source, read_ahead: Some(&source), sink: &sink, clock: &clock },
+        &Parts { source: &source, read_ahead: Some(&source), sink: &sink, clock: &clock, dispatch: &Threads },
         started,
     )?;
     Ok(outcome.exit_code() as u8)
 }
 
-/// What a run works with: the two servers and the clock (the simulation passes its own).
+/// What a run works with: the two servers, the clock, and how the requests of a wave reach the
+/// RS (the simulation passes its own of each).
 #[derive(Clone, Copy)]
 pub struct Parts<'a> {
     pub source: &'a dyn Source,
@@ -49,6 +50,7 @@ pub struct Parts<'a> {
     pub read_ahead: Option<&'a (dyn Source + Sync)>,
     pub sink: &'a dyn Sink,
     pub clock: &'a dyn Clock,
+    pub dispatch: &'a dyn Dispatch,
 }
 
 /// A run's work once the locks are held, the ledger open and the plan made: record the
@@ -78,8 +80,9 @@ pub fn execute(
         );
     }
     recorded(config, ledger, name(scope), clock, |ledger| {
-        let mut job =
-            Job::new(config, ledger, parts.source, parts.sink, clock).with_deadline(started + config.run.max_seconds);
+        let mut job = Job::new(config, ledger, parts.source, parts.sink, clock)
+            .with_deadline(started + config.run.max_seconds)
+            .with_dispatch(parts.dispatch);
         if let Some(ahead) = parts.read_ahead {
             job = job.with_read_ahead(ahead);
         }

@@ -18,6 +18,8 @@ use crate::redact::Redactor;
 use crate::template::Query;
 
 const MOST_PER_BATCH: usize = 100_000;
+/// Most requests in flight to the RS that `sink.concurrency` accepts.
+const MOST_IN_FLIGHT: usize = 256;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -66,6 +68,19 @@ pub struct SinkConfig {
     pub answers: Vec<Rule>,
     /// `[sink.items]`: where a batch API's per-item results are.
     pub items: Option<ItemsSpec>,
+    /// Most requests in flight to the RS at once (`sink.concurrency`).
+    pub concurrency: usize,
+    /// `sink.adaptive`: whether the in-flight limit may adapt between 1 and `concurrency`.
+    pub adaptive: bool,
+    /// `sink.ordered`: one request in flight, in order (overrides `concurrency` and `adaptive`).
+    pub ordered: bool,
+}
+
+impl SinkConfig {
+    /// The in-flight limit a fixed limit holds: one when `ordered`, else `concurrency`.
+    pub fn in_flight(&self) -> usize {
+        if self.ordered { 1 } else { self.concurrency }
+    }
 }
 
 #[derive(Deserialize)]
@@ -101,6 +116,9 @@ pub(super) struct RawSink {
     ndjson_action: Option<String>,
     answers: Vec<RawRule>,
     items: Option<RawItems>,
+    concurrency: usize,
+    adaptive: bool,
+    ordered: bool,
 }
 
 impl Default for RawSink {
@@ -132,6 +150,9 @@ impl Default for RawSink {
             ndjson_action: None,
             answers: Vec::new(),
             items: None,
+            concurrency: 16,
+            adaptive: true,
+            ordered: false,
         }
     }
 }
@@ -142,6 +163,7 @@ impl RawSink {
         let url = check::url("sink.url", &url, &[], env, secrets)?;
         let lookup = lookup::lookup(self.lookup_url, self.lookup, env, secrets)?;
         count("sink.batch_size", self.batch_size, 1..=MOST_PER_BATCH)?;
+        count("sink.concurrency", self.concurrency, 1..=MOST_IN_FLIGHT)?;
         if self.ack_group == 0 {
             bail!("sink.ack_group: must be at least 1 (1 records every acknowledgement on its own)");
         }
@@ -191,6 +213,9 @@ impl RawSink {
             body,
             answers: answers::rules(self.answers)?,
             items,
+            concurrency: self.concurrency,
+            adaptive: self.adaptive,
+            ordered: self.ordered,
         })
     }
 }

@@ -57,6 +57,15 @@ fn defaults_fill_what_is_left_out() {
     assert_eq!(config.run.max_frames, 60);
     assert_eq!(config.run.max_seconds, Duration::from_secs(50));
     assert_eq!((config.sink.ack_group, config.sink.ack_group_time), (100, Duration::from_millis(100)));
+    let sink = &config.sink;
+    assert_eq!((sink.concurrency, sink.adaptive, sink.ordered, sink.in_flight()), (16, true, false, 16));
+}
+
+#[test]
+fn sink_ordered_keeps_one_request_in_flight_whatever_the_concurrency() {
+    let text = minimal("", "").replace("[sink]", "[sink]\nconcurrency = 64\nordered = true\nadaptive = false");
+    let sink = parse(&text).unwrap().sink;
+    assert_eq!((sink.concurrency, sink.adaptive, sink.ordered, sink.in_flight()), (64, false, true, 1));
 }
 
 #[test]
@@ -79,6 +88,8 @@ fn bad_values_name_their_key() {
         (minimal("", "").replace("start = \"2026-11-01T00:00:30Z\"", "start = \"yesterday\""), "frames.start"),
         (minimal("", "").replace("[source]", "[frames.x]\n[source]"), "x"),
         (minimal("", "").replace("[run]", "ack_group = 0\n[run]"), "sink.ack_group"),
+        (minimal("", "").replace("[run]", "concurrency = 0\n[run]"), "sink.concurrency"),
+        (minimal("", "").replace("[run]", "concurrency = 257\n[run]"), "sink.concurrency"),
         (minimal("", "").replace("[run]", "ack_group_time = \"now\"\n[run]"), "sink.ack_group_time"),
         (minimal("", "pushgateway = \"pushgateway:9091\""), "run.pushgateway"),
         (minimal("", "pushgateway = \"http://pg:9091/?x=1\""), "run.pushgateway"),
@@ -229,6 +240,9 @@ fn type_errors_are_one_line_naming_the_key_and_the_expected_form() {
         (minimal("max_rps = \"fast\"", ""), "source.max_rps: ", "expected a number"),
         (in_sink("batch_size = \"many\""), "sink.batch_size: ", "expected a whole number"),
         (in_sink("mode = \"bulk\""), "sink.mode: ", "expected `record` or `batch`"),
+        (in_sink("concurrency = \"many\""), "sink.concurrency: ", "expected a whole number"),
+        (in_sink("adaptive = \"yes\""), "sink.adaptive: ", "expected"),
+        (in_sink("ordered = 1"), "sink.ordered: ", "expected"),
         (in_sink("already_there = \"409\""), "sink.already_there: ", "expected a list"),
         (in_sink("already_there = [\"409\"]"), "sink.already_there[0]: ", "expected a whole number"),
         (in_sink("headers = [\"a\"]"), "sink.headers: ", "expected a table"),

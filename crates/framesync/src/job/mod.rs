@@ -5,7 +5,8 @@
 //! undelivered without a recorded reason, or that dead-letters a record, does not exit 0.
 //!
 //! The pull half is in [`pull`]. The push half: a frame's pending records in [`push`], what
-//! the RS receives for them in [`outgoing`], one request and its answer in [`send`], an answer
+//! the RS receives for them in [`outgoing`], the requests in flight together in [`wave`] (how
+//! many: [`limit`]; how they are sent: [`dispatch`]), one request and its answer in [`send`], an answer
 //! with a result per record in [`items`], the acknowledgements recorded in groups in [`acks`],
 //! which records are to blame and become dead letters in [`blame`], and whether the RS's
 //! lookup can be believed in [`lookup`]. How long a failed frame waits is [`backoff`]. How
@@ -20,7 +21,9 @@ mod ahead_tests;
 mod backoff;
 mod blame;
 mod causes;
+mod dispatch;
 mod items;
+mod limit;
 mod lookup;
 mod outgoing;
 mod pull;
@@ -30,6 +33,7 @@ mod send;
 mod ss_clock;
 #[cfg(test)]
 mod tests;
+mod wave;
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -46,6 +50,8 @@ use crate::servers::Server;
 use crate::sink::Sink;
 use crate::source::Source;
 
+pub use self::dispatch::{Dispatch, Request, Sent, Threads, send_timed};
+pub use self::limit::{AnswerKind, Fixed, Limit};
 pub use crate::clock::{Clock, SystemClock};
 
 /// How a run ended: its figures and the failures recorded for later runs.
@@ -71,6 +77,10 @@ pub struct Job<'a> {
     ahead: Option<&'a (dyn Source + Sync)>,
     sink: &'a dyn Sink,
     clock: &'a dyn Clock,
+    /// How the requests of a wave reach the RS.
+    dispatch: &'a dyn Dispatch,
+    /// How many requests may be in flight to the RS.
+    limit: Box<dyn Limit + 'a>,
     /// `run.max_seconds` on the clock's `elapsed`; none for work started by hand.
     deadline: Option<Duration>,
     progress: Option<&'a dyn Fn(usize, usize)>,
@@ -98,6 +108,8 @@ impl<'a> Job<'a> {
             ahead: None,
             sink,
             clock,
+            dispatch: &Threads,
+            limit: Box::new(Fixed::of(&config.sink)),
             deadline: Some(clock.elapsed() + config.run.max_seconds),
             progress: None,
             outcome: Outcome::default(),
@@ -111,6 +123,18 @@ impl<'a> Job<'a> {
     /// The budget ends at `deadline` on the clock's `elapsed` (by default `run.max_seconds` from now).
     pub fn with_deadline(mut self, deadline: Duration) -> Self {
         self.deadline = Some(deadline);
+        self
+    }
+
+    /// The requests of a wave go through `dispatch` (by default [`Threads`]).
+    pub fn with_dispatch(mut self, dispatch: &'a dyn Dispatch) -> Self {
+        self.dispatch = dispatch;
+        self
+    }
+
+    /// The in-flight limit (by default [`Fixed`] at `sink.concurrency`, one when `sink.ordered`).
+    pub fn with_limit(mut self, limit: Box<dyn Limit + 'a>) -> Self {
+        self.limit = limit;
         self
     }
 

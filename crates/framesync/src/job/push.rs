@@ -17,8 +17,9 @@
 //! - Acknowledgements are recorded in groups ([`super::acks`]).
 //!
 //! Here a frame's pending records are read, completed into their batches, looked up and
-//! mapped; one request and its answer are in [`super::send`], and which records are to blame
-//! in [`super::blame`].
+//! mapped; the requests go in waves of up to the in-flight limit ([`super::wave`]), one
+//! request and its answer are in [`super::send`], and which records are to blame in
+//! [`super::blame`].
 
 use std::collections::{BTreeSet, HashSet};
 use std::time::Duration;
@@ -114,12 +115,7 @@ impl Job<'_> {
                 self.ledger.mark_sending(frame.start, top, &fresh, self.clock.now())?;
                 crate::hooks::kill_point("after-mark-sending");
             }
-            for unit in units {
-                if self.pushing.stopped || self.out_of_time() {
-                    return Ok(false);
-                }
-                self.send_unit(frame, unit)?;
-            }
+            self.send_waves(frame, units)?;
         }
     }
 

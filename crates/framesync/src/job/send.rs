@@ -9,6 +9,8 @@ use anyhow::Result;
 use super::Job;
 use super::backoff;
 use super::blame::FailedUnit;
+use super::dispatch;
+use super::limit::AnswerKind;
 use super::outgoing::{self, Item, Unit};
 use crate::delivery::Key;
 use crate::frames::Frame;
@@ -29,14 +31,16 @@ impl Job<'_> {
         // A full or older group is recorded before a request (which may take long).
         self.record_acks_if_due()?;
         let outgoing: Vec<Outgoing> = unit.items.iter().map(|i| i.outgoing.clone()).collect();
-        match self.send_with_retries(&outgoing, &unit.key)? {
-            Verdict::Acknowledged => {
-                crate::hooks::kill_point("after-ack");
-                self.pushing.evidence.acknowledged(unit.items.iter().any(|i| i.pending.failed_before));
-                self.pushing.failed_in_a_row = 0;
-                self.pushing.refused.clear();
-                self.acknowledged(frame, outgoing.into_iter().map(|o| o.uid))
-            }
+        let first = self.send_one(&outgoing, &unit.key);
+        self.answered(frame, unit, first, tries)
+    }
+
+    /// Acts on the first answer to a unit's request: retried within the run where that is
+    /// allowed, then acknowledged, refused, split, or counted as failed.
+    pub(super) fn answered(&mut self, frame: Frame, unit: Unit, first: Verdict, tries: u32) -> Result<()> {
+        let outgoing: Vec<Outgoing> = unit.items.iter().map(|i| i.outgoing.clone()).collect();
+        match self.send_with_retries(&outgoing, &unit.key, first)? {
+            Verdict::Acknowledged => self.acknowledge_unit(frame, unit),
             Verdict::Rejected { status, response } if unit.items.len() == 1 => {
                 let item = unit.items.into_iter().next().expect("one item");
                 self.reject(frame, item, unit.key, status, response)
@@ -88,6 +92,22 @@ impl Job<'_> {
         }
     }
 
+    /// Records an acknowledged unit: held for the next group commit.
+    pub(super) fn acknowledge_unit(&mut self, frame: Frame, unit: Unit) -> Result<()> {
+        crate::hooks::kill_point("after-ack");
+        self.pushing.evidence.acknowledged(unit.items.iter().any(|i| i.pending.failed_before));
+        self.pushing.failed_in_a_row = 0;
+        self.pushing.refused.clear();
+        self.acknowledged(frame, unit.items.into_iter().map(|i| i.outgoing.uid))
+    }
+
+    /// One request on this thread, its answer told to the in-flight limit.
+    fn send_one(&mut self, records: &[Outgoing], key: &Key) -> Verdict {
+        let sent = dispatch::send_timed(self.sink, dispatch::Request { records, key });
+        self.limit.on_answer(sent.rtt, AnswerKind::of(&sent.verdict));
+        sent.verdict
+    }
+
     /// Sends records again in pieces of `size` under new keys (one record: its own), written
     /// to the ledger before any is sent.
     fn split(&mut self, frame: Frame, items: Vec<Item>, size: usize) -> Result<()> {
@@ -117,10 +137,14 @@ impl Job<'_> {
 
     /// Sends, retrying a retryable failure a few times within the run with a short pause. Not
     /// when the RS asked for a longer quiet than the pause: then the run leaves it alone.
-    fn send_with_retries(&mut self, outgoing: &[Outgoing], key: &Key) -> Result<Verdict> {
+    fn send_with_retries(&mut self, outgoing: &[Outgoing], key: &Key, first: Verdict) -> Result<Verdict> {
         let mut attempt = 0;
+        let mut first = Some(first);
         loop {
-            let verdict = self.sink.send(outgoing, key);
+            let verdict = match first.take() {
+                Some(verdict) => verdict,
+                None => self.send_one(outgoing, key),
+            };
             let Verdict::RetryLater { retry_after, .. } = &verdict else { return Ok(verdict) };
             let pause = backoff::retry_pause(attempt);
             if attempt >= self.config.sink.retries || retry_after.is_some_and(|d| d > pause) || self.out_of_time() {

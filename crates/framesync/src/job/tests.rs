@@ -3,6 +3,7 @@
 
 use std::cell::RefCell;
 use std::collections::{HashMap, HashSet};
+use std::sync::Mutex;
 use std::time::Duration;
 
 use super::*;
@@ -105,34 +106,34 @@ enum Lookup {
 /// acknowledged), or always. It stores what it acknowledges, honoring Idempotency-Keys or not.
 struct FakeSink {
     batch_size: usize,
-    script: RefCell<HashMap<String, Vec<Act>>>,
+    script: Mutex<HashMap<String, Vec<Act>>>,
     always: HashMap<String, Verdict>,
     honors_keys: bool,
-    keys: RefCell<HashSet<String>>,
-    stored: RefCell<Vec<String>>,
-    sent: RefCell<Vec<(Key, Vec<String>)>>,
+    keys: Mutex<HashSet<String>>,
+    stored: Mutex<Vec<String>>,
+    sent: Mutex<Vec<(Key, Vec<String>)>>,
     lookup: Option<Lookup>,
-    looked_up: RefCell<Vec<String>>,
+    looked_up: Mutex<Vec<String>>,
     /// Answers a result per record (`Verdict::PerItem`), stores the acknowledged ones, and
     /// replays the answer it gave a key.
     per_item: bool,
-    answers: RefCell<HashMap<String, Verdict>>,
+    answers: Mutex<HashMap<String, Verdict>>,
 }
 
 impl FakeSink {
     fn new() -> Self {
         Self {
             batch_size: 1,
-            script: RefCell::default(),
+            script: Mutex::default(),
             always: HashMap::new(),
             honors_keys: true,
-            keys: RefCell::default(),
-            stored: RefCell::default(),
-            sent: RefCell::default(),
+            keys: Mutex::default(),
+            stored: Mutex::default(),
+            sent: Mutex::default(),
             lookup: None,
-            looked_up: RefCell::default(),
+            looked_up: Mutex::default(),
             per_item: false,
-            answers: RefCell::default(),
+            answers: Mutex::default(),
         }
     }
 
@@ -143,24 +144,24 @@ impl FakeSink {
     /// A result per record: the next scripted verdict of each, else acknowledged.
     fn send_per_item(&self, uids: Vec<String>, header: String) -> Verdict {
         if self.honors_keys
-            && let Some(answer) = self.answers.borrow().get(&header)
+            && let Some(answer) = self.answers.lock().unwrap().get(&header)
         {
             return answer.clone();
         }
         let mut verdicts = Vec::new();
         for uid in uids {
-            let next = self.script.borrow_mut().get_mut(&uid).filter(|a| !a.is_empty()).map(|acts| acts.remove(0));
+            let next = self.script.lock().unwrap().get_mut(&uid).filter(|a| !a.is_empty()).map(|acts| acts.remove(0));
             let verdict = match next {
                 Some(Act::Answer(verdict)) => verdict,
                 _ => self.always.get(&uid).cloned().unwrap_or(Verdict::Acknowledged),
             };
             if verdict == Verdict::Acknowledged {
-                self.stored.borrow_mut().push(uid);
+                self.stored.lock().unwrap().push(uid);
             }
             verdicts.push(verdict);
         }
         let answer = Verdict::PerItem(verdicts);
-        self.answers.borrow_mut().insert(header, answer.clone());
+        self.answers.lock().unwrap().insert(header, answer.clone());
         answer
     }
 
@@ -169,7 +170,7 @@ impl FakeSink {
     }
 
     fn answer(self, uid: &str, acts: Vec<Act>) -> Self {
-        self.script.borrow_mut().insert(uid.into(), acts);
+        self.script.lock().unwrap().insert(uid.into(), acts);
         self
     }
 
@@ -179,16 +180,30 @@ impl FakeSink {
     }
 
     fn sent_uids(&self) -> Vec<String> {
-        self.sent.borrow().iter().flat_map(|(_, uids)| uids.clone()).collect()
+        self.sent.lock().unwrap().iter().flat_map(|(_, uids)| uids.clone()).collect()
     }
 
     fn stored_count(&self, uid: &str) -> usize {
-        self.stored.borrow().iter().filter(|u| *u == uid).count()
+        self.stored.lock().unwrap().iter().filter(|u| *u == uid).count()
     }
 
     fn clear(&self) {
-        self.sent.borrow_mut().clear();
-        self.looked_up.borrow_mut().clear();
+        self.sent.lock().unwrap().clear();
+        self.looked_up.lock().unwrap().clear();
+    }
+}
+
+/// Sends a wave's requests one after another, in order, and remembers the size of each wave:
+/// the fake RS's log then reads in the order the units were formed.
+#[derive(Default)]
+struct InOrder {
+    waves: RefCell<Vec<usize>>,
+}
+
+impl Dispatch for InOrder {
+    fn send(&self, sink: &dyn Sink, requests: &[Request]) -> Vec<Sent> {
+        self.waves.borrow_mut().push(requests.len());
+        requests.iter().map(|r| send_timed(sink, *r)).collect()
     }
 }
 
@@ -210,12 +225,12 @@ impl Sink for FakeSink {
     }
     fn send(&self, records: &[Outgoing], key: &Key) -> Verdict {
         let uids: Vec<String> = records.iter().map(|r| r.uid.clone()).collect();
-        self.sent.borrow_mut().push((key.clone(), uids.clone()));
+        self.sent.lock().unwrap().push((key.clone(), uids.clone()));
         let header = crate::sink::header_key(records, key);
         if self.per_item {
             return self.send_per_item(uids, header);
         }
-        if self.honors_keys && self.keys.borrow().contains(&header) {
+        if self.honors_keys && self.keys.lock().unwrap().contains(&header) {
             return Verdict::Acknowledged; // a replay of the stored answer: nothing stored
         }
         let mut lost = false;
@@ -223,7 +238,7 @@ impl Sink for FakeSink {
             if let Some(verdict) = self.always.get(uid) {
                 return verdict.clone();
             }
-            let mut script = self.script.borrow_mut();
+            let mut script = self.script.lock().unwrap();
             if let Some(acts) = script.get_mut(uid).filter(|a| !a.is_empty()) {
                 match acts.remove(0) {
                     Act::Answer(Verdict::Acknowledged) => {}
@@ -232,8 +247,8 @@ impl Sink for FakeSink {
                 }
             }
         }
-        self.stored.borrow_mut().extend(uids);
-        self.keys.borrow_mut().insert(header);
+        self.stored.lock().unwrap().extend(uids);
+        self.keys.lock().unwrap().insert(header);
         if lost {
             return Verdict::RetryLater { reason: "connection closed".into(), retry_after: None, status: None };
         }
@@ -243,10 +258,10 @@ impl Sink for FakeSink {
         self.lookup.is_some()
     }
     fn lookup(&self, uid: &str) -> Result<bool, String> {
-        self.looked_up.borrow_mut().push(uid.into());
+        self.looked_up.lock().unwrap().push(uid.into());
         match self.lookup {
             Some(Lookup::Lying) => Ok(true),
-            _ => Ok(self.stored.borrow().iter().any(|u| u == uid)),
+            _ => Ok(self.stored.lock().unwrap().iter().any(|u| u == uid)),
         }
     }
 }
@@ -294,10 +309,22 @@ impl World {
     }
 
     fn run(&mut self, source: &FakeSource, sink: &FakeSink, now: Epoch, scope: Scope) -> Outcome {
+        self.run_with(source, sink, now, scope, &InOrder::default())
+    }
+
+    fn run_with(
+        &mut self,
+        source: &FakeSource,
+        sink: &FakeSink,
+        now: Epoch,
+        scope: Scope,
+        dispatch: &dyn Dispatch,
+    ) -> Outcome {
         *source.now.borrow_mut() = now;
         let plan = crate::cmd::run::make_plan(&self.config, &self.ledger, scope, now).unwrap();
         let clock = FakeClock(now);
-        Job::new(&self.config, &mut self.ledger, source, sink, &clock).execute(&plan, scope == Scope::Run).unwrap()
+        let job = Job::new(&self.config, &mut self.ledger, source, sink, &clock).with_dispatch(dispatch);
+        job.execute(&plan, scope == Scope::Run).unwrap()
     }
 
     pub(super) fn state(&self, start: Epoch) -> Option<FrameState> {
@@ -328,7 +355,7 @@ fn every_record_is_delivered_once_and_a_second_run_does_nothing() {
     let sink = FakeSink::new();
     let outcome = w.run(&src, &sink, T0 + 240, Scope::Run);
     assert_eq!(outcome.exit_code(), 0);
-    assert_eq!(*sink.stored.borrow(), ["a", "b", "c"]);
+    assert_eq!(*sink.stored.lock().unwrap(), ["a", "b", "c"]);
     assert_eq!(outcome.figures.frames_delivered, 3);
     assert_eq!(w.count("SELECT COUNT(*) FROM delivered"), 3);
     assert_eq!(w.count("SELECT COUNT(*) FROM staged"), 0);
@@ -358,9 +385,11 @@ fn a_record_the_rs_fails_is_skipped_for_the_run_and_a_later_run_sends_only_it() 
     assert_eq!(src.calls.borrow().iter().filter(|s| **s == T0).count(), 1, "the frame is not pulled again");
 }
 
+/// One request in flight (`sink.ordered`): the rule is about the requests after the one that
+/// stops the pushes; in a wave they are in flight already (`a_stop_mid_wave_*`).
 #[test]
 fn two_failures_in_a_row_stop_the_pushes_of_the_run() {
-    let mut w = World::new(config(""));
+    let mut w = World::new(config("ordered = true"));
     let src = source(&[(T0, vec!["a", "b", "c"]), (T0 + 60, vec!["d"])]);
     let sink = FakeSink::new().answer("a", vec![retry()]).answer("b", vec![retry()]);
     let outcome = w.run(&src, &sink, T0 + 180, Scope::Run);
@@ -398,7 +427,7 @@ fn a_rejected_record_is_dead_lettered_its_frame_completes_and_the_run_says_so_on
     assert!(outcome.failures[0].contains("1 record was dead-lettered this run (1 rejected)"), "{:?}", outcome.failures);
     assert!(outcome.failures[0].contains("framesync dead-letters list"));
     assert_eq!(w.state(T0), Some(FrameState::Delivered));
-    assert_eq!(*sink.stored.borrow(), ["a", "c"]);
+    assert_eq!(*sink.stored.lock().unwrap(), ["a", "c"]);
     let (status, response): (i64, String) =
         w.ledger.pair("SELECT status, response FROM dead_letters WHERE uid = 'bad'");
     assert_eq!((status, response.as_str()), (400, "bad record"));
@@ -411,9 +440,9 @@ fn a_rejected_batch_is_split_so_only_the_bad_record_is_dead_lettered() {
     let src = source(&[(T0, vec!["a", "bad", "c"])]);
     let sink = FakeSink::batches(10).always("bad", rejected());
     w.run(&src, &sink, T0 + 120, Scope::Run);
-    let sent: Vec<Vec<String>> = sink.sent.borrow().iter().map(|(_, u)| u.clone()).collect();
+    let sent: Vec<Vec<String>> = sink.sent.lock().unwrap().iter().map(|(_, u)| u.clone()).collect();
     assert_eq!(sent, vec![vec!["a", "bad", "c"], vec!["a"], vec!["bad"], vec!["c"]]);
-    assert_eq!(*sink.stored.borrow(), ["a", "c"]);
+    assert_eq!(*sink.stored.lock().unwrap(), ["a", "c"]);
     assert_eq!(w.count("SELECT COUNT(*) FROM dead_letters"), 1);
     assert_eq!(w.state(T0), Some(FrameState::Delivered));
 }
@@ -432,7 +461,7 @@ fn a_record_once_sent_is_sent_again_only_under_the_key_it_was_sent_under() {
         .answer("c", vec![retry()])
         .answer("e", vec![retry()]);
     w.run(&src, &sink, T0 + 120, Scope::Run);
-    let first: Vec<(Key, Vec<String>)> = sink.sent.borrow().clone();
+    let first: Vec<(Key, Vec<String>)> = sink.sent.lock().unwrap().clone();
     sink.clear();
     w.run(&src, &sink, T0 + 600, Scope::Run);
     w.run(&src, &sink, T0 + 1200, Scope::Run);
@@ -441,13 +470,13 @@ fn a_record_once_sent_is_sent_again_only_under_the_key_it_was_sent_under() {
             sink.stored_count(uid),
             1,
             "{uid} stored once; first run sent {first:?}, then {:?}",
-            sink.sent.borrow()
+            sink.sent.lock().unwrap()
         );
     }
     let keys_of = |uid: &str| -> HashSet<Key> {
         first
             .iter()
-            .chain(sink.sent.borrow().iter())
+            .chain(sink.sent.lock().unwrap().iter())
             .filter(|(_, u)| u.iter().any(|x| x == uid))
             .map(|(k, _)| k.clone())
             .collect()
@@ -466,18 +495,18 @@ fn a_batch_whose_answer_was_lost_goes_again_whole_under_its_key_across_windows()
     let sink = FakeSink::batches(200).answer("u250", vec![Act::Lost, Act::Lost]);
     let first = w.run(&src, &sink, T0 + 120, Scope::Run);
     assert_eq!(first.exit_code(), 1);
-    let key = sink.sent.borrow()[1].0.clone();
+    let key = sink.sent.lock().unwrap()[1].0.clone();
     assert!(key.is_batch());
     sink.clear();
     w.run(&src, &sink, T0 + 600, Scope::Run);
     assert_eq!(
-        sink.sent.borrow().len(),
+        sink.sent.lock().unwrap().len(),
         1,
         "{:?}",
-        sink.sent.borrow().iter().map(|(k, u)| (k, u.len())).collect::<Vec<_>>()
+        sink.sent.lock().unwrap().iter().map(|(k, u)| (k, u.len())).collect::<Vec<_>>()
     );
-    assert_eq!(sink.sent.borrow()[0].0, key, "the same key");
-    assert_eq!(sink.sent.borrow()[0].1.len(), 100, "the same records");
+    assert_eq!(sink.sent.lock().unwrap()[0].0, key, "the same key");
+    assert_eq!(sink.sent.lock().unwrap()[0].1.len(), 100, "the same records");
     assert_eq!(sink.stored_count("u250"), 1, "a replay stores nothing");
     assert_eq!(w.state(T0), Some(FrameState::Delivered));
 }
@@ -490,17 +519,19 @@ fn a_batch_too_large_for_the_rs_goes_again_in_halves() {
     let sink = FakeSink::batches(4).answer("a", vec![too_large]);
     let outcome = w.run(&src, &sink, T0 + 120, Scope::Run);
     assert_eq!(outcome.exit_code(), 0);
-    let sent: Vec<usize> = sink.sent.borrow().iter().map(|(_, u)| u.len()).collect();
+    let sent: Vec<usize> = sink.sent.lock().unwrap().iter().map(|(_, u)| u.len()).collect();
     assert_eq!(sent, [4, 2, 2]);
     assert_eq!(w.state(T0), Some(FrameState::Delivered));
 }
 
 /// Pins silent loss: a sink URL answering 404 (a typo, a dropped table), 401 or 403 (an
 /// expired token) or a redirect dead-lettered every record and the run exited 0.
+/// One request in flight (`sink.ordered`): the rule is about the requests after the one that
+/// stops the pushes; in a wave they are in flight already (`a_stop_mid_wave_*`).
 #[test]
 fn an_answer_that_blames_the_rs_fails_the_frame_and_dead_letters_nothing() {
     for reason in ["HTTP 404: no such endpoint", "HTTP 401: refused", "HTTP 302, a redirect to /login"] {
-        let mut w = World::new(config(""));
+        let mut w = World::new(config("ordered = true"));
         let src = source(&[(T0, vec!["a", "b"]), (T0 + 60, vec!["c"])]);
         let sink = FakeSink::new().answer("a", vec![Act::Answer(Verdict::Broken { reason: reason.into() })]);
         let outcome = w.run(&src, &sink, T0 + 180, Scope::Run);
@@ -513,9 +544,11 @@ fn an_answer_that_blames_the_rs_fails_the_frame_and_dead_letters_nothing() {
     }
 }
 
+/// One request in flight (`sink.ordered`): the rule is about the requests after the one that
+/// stops the pushes; in a wave they are in flight already (`a_stop_mid_wave_*`).
 #[test]
 fn too_many_refusals_in_a_row_stop_the_pushes_of_the_run() {
-    let mut w = World::new(config("max_rejected_in_a_row = 3"));
+    let mut w = World::new(config("max_rejected_in_a_row = 3\nordered = true"));
     let src = source(&[(T0, vec!["a", "b", "c", "d", "e"])]);
     let mut sink = FakeSink::new();
     for uid in ["a", "b", "c", "d", "e"] {
@@ -528,19 +561,21 @@ fn too_many_refusals_in_a_row_stop_the_pushes_of_the_run() {
     assert_eq!(w.state(T0), Some(FrameState::Pushing), "the rest waits for a person or a later run");
 }
 
+/// One request in flight (`sink.ordered`): the rule is about the requests after the one that
+/// stops the pushes; in a wave they are in flight already (`a_stop_mid_wave_*`).
 #[test]
 fn records_whose_fate_is_unknown_are_looked_up_before_being_sent_again() {
-    let mut w = World::new(config(""));
+    let mut w = World::new(config("ordered = true"));
     let src = source(&[(T0, vec!["a", "b", "c"])]);
     // a's and b's answers are lost: the RS stored them.
     let sink = FakeSink::new().answer("a", vec![Act::Lost]).answer("b", vec![Act::Lost]);
     w.run(&src, &sink, T0 + 120, Scope::Run);
     let mut sink2 = FakeSink::new();
-    sink2.stored = sink.stored.clone();
+    sink2.stored = Mutex::new(sink.stored.lock().unwrap().clone());
     sink2.lookup = Some(Lookup::Truthful);
     let outcome = w.run(&src, &sink2, T0 + 600, Scope::Run);
     assert_eq!(outcome.exit_code(), 0, "{:?}", outcome.failures);
-    let looked_up = sink2.looked_up.borrow().clone();
+    let looked_up = sink2.looked_up.lock().unwrap().clone();
     assert!(looked_up[0].starts_with("framesync-no-such-record-"), "the lookup is tried first: {looked_up:?}");
     assert_eq!(looked_up[1..], ["a", "b", "c"], "c was about to be sent when pushing stopped");
     assert_eq!(sink2.sent_uids(), ["c"], "present records are not sent again");
@@ -558,7 +593,7 @@ fn without_a_lookup_unknown_records_are_sent_again_with_the_same_key() {
     w.run(&src, &sink, T0 + 600, Scope::Run);
     assert_eq!(sink.sent_uids(), ["a"]);
     assert_eq!(sink.stored_count("a"), 1, "the RS honors the key");
-    assert!(sink.looked_up.borrow().is_empty());
+    assert!(sink.looked_up.lock().unwrap().is_empty());
 }
 
 /// Pins silent loss: the POST answered 503 and the lookup answered 200 with a maintenance page,
@@ -937,7 +972,7 @@ fn a_record_the_mapping_cannot_satisfy_is_dead_lettered_not_sent() {
     let src = source(&[(T0, vec!["a"])]);
     let sink = FakeSink::new();
     let outcome = w.run(&src, &sink, T0 + 120, Scope::Run);
-    assert!(sink.sent.borrow().is_empty());
+    assert!(sink.sent.lock().unwrap().is_empty());
     assert!(w.text("SELECT detail FROM dead_letters").contains("/amount"));
     assert_eq!(w.state(T0), Some(FrameState::Delivered));
     assert!(has(&outcome.failures, "1 invalid"), "{:?}", outcome.failures);
@@ -949,7 +984,7 @@ fn pull_stages_without_pushing_and_push_delivers_what_pull_staged() {
     let src = source(&[(T0, vec!["a"]), (T0 + 60, vec![])]);
     let sink = FakeSink::new();
     w.run(&src, &sink, T0 + 180, Scope::Pull);
-    assert!(sink.sent.borrow().is_empty());
+    assert!(sink.sent.lock().unwrap().is_empty());
     assert_eq!(w.state(T0), Some(FrameState::Pulled));
     assert_eq!(w.state(T0 + 60), Some(FrameState::Delivered), "an empty frame needs no push");
     let outcome = w.run(&src, &sink, T0 + 180, Scope::Push);
@@ -969,7 +1004,7 @@ fn a_split_batch_sends_only_what_the_mapping_could_fill_and_counts_each_dead_let
     };
     let sink = FakeSink::batches(10).always("bad", rejected());
     let outcome = w.run(&src, &sink, T0 + 120, Scope::Run);
-    let sent: Vec<Vec<String>> = sink.sent.borrow().iter().map(|(_, u)| u.clone()).collect();
+    let sent: Vec<Vec<String>> = sink.sent.lock().unwrap().iter().map(|(_, u)| u.clone()).collect();
     assert_eq!(sent, vec![vec!["a", "bad", "c"], vec!["a"], vec!["bad"], vec!["c"]]);
     assert_eq!(outcome.figures.dead_letters, 2, "nomap and bad, once each");
     assert!(
@@ -1002,7 +1037,7 @@ fn a_record_stamped_before_the_retention_horizon_is_looked_up_before_it_is_sent(
     let old = (T0 - 40 * 86_400) * 1000;
     let src = FakeSource { stamps: [("old".to_string(), old)].into(), ..source(&[(T0, vec!["old", "new"])]) };
     let sink = FakeSink { lookup: Some(Lookup::Truthful), ..FakeSink::new() };
-    sink.stored.borrow_mut().push("old".into()); // delivered 40 days ago, its UID pruned since
+    sink.stored.lock().unwrap().push("old".into()); // delivered 40 days ago, its UID pruned since
     let outcome = w.run(&src, &sink, T0 + 120, Scope::Run);
     assert_eq!(outcome.exit_code(), 0, "{:?}", outcome.failures);
     assert_eq!(sink.sent_uids(), ["new"], "old is at the RS: not sent again");
@@ -1092,7 +1127,7 @@ fn a_batch_answered_item_by_item_delivers_the_taken_retries_the_failed_and_dead_
     let sink = FakeSink::bulk(4).answer("b", vec![item_429()]).always("c", rejected());
     let outcome = w.run(&src, &sink, T0 + 120, Scope::Run);
     assert_eq!(outcome.exit_code(), 1, "a dead letter: {:?}", outcome.failures);
-    let sent = sink.sent.borrow().clone();
+    let sent = sink.sent.lock().unwrap().clone();
     assert_eq!(sent.len(), 2, "the batch, then only the failed record: {sent:?}");
     assert_eq!(sent[1].1, ["b"]);
     assert!(sent[1].0.is_batch() && sent[1].0 != sent[0].0, "under a key of its own, not the batch's: {sent:?}");
@@ -1116,7 +1151,7 @@ fn records_a_per_item_answer_sent_back_go_in_later_runs_under_their_new_key_only
     let first = w.run(&src, &sink, T0 + 120, Scope::Run);
     assert_eq!(first.exit_code(), 1);
     assert_eq!(w.state(T0), Some(FrameState::Pushing));
-    let batch = sink.sent.borrow()[0].0.clone();
+    let batch = sink.sent.lock().unwrap()[0].0.clone();
     let keys = staged_keys(&w);
     let again = keys.iter().find(|(uid, _)| uid == "b").unwrap().1.clone();
     assert!(again.starts_with("batch-") && again != batch.to_sql(), "{keys:?}");
@@ -1124,12 +1159,12 @@ fn records_a_per_item_answer_sent_back_go_in_later_runs_under_their_new_key_only
 
     sink.clear();
     w.run(&src, &sink, T0 + 200, Scope::Run);
-    let second = sink.sent.borrow().clone();
+    let second = sink.sent.lock().unwrap().clone();
     assert_eq!(second, [(Key::Batch(again.clone()), vec!["b".to_string()])], "b alone under its new key");
     sink.clear();
     let third = w.run(&src, &sink, T0 + 400, Scope::Run);
     assert_eq!(third.exit_code(), 0, "{:?}", third.failures);
-    let sent = sink.sent.borrow().clone();
+    let sent = sink.sent.lock().unwrap().clone();
     assert_eq!(sent.len(), 1);
     assert_ne!(sent[0].0, Key::Batch(again), "each retry under a key of its own");
     assert_eq!(sink.stored_count("b"), 1);
@@ -1174,10 +1209,88 @@ fn an_item_that_blames_the_rs_stops_the_pushes_but_what_the_rs_took_is_recorded(
     let outcome = w.run(&src, &sink, T0 + 180, Scope::Run);
     assert_eq!(outcome.exit_code(), 1);
     assert!(has(&outcome.failures, "no such index"), "{:?}", outcome.failures);
-    assert_eq!(sink.sent.borrow().len(), 1, "pushing stopped");
+    assert_eq!(sink.sent.lock().unwrap().len(), 1, "pushing stopped");
     assert_eq!(w.count("SELECT COUNT(*) FROM delivered"), 2);
     assert_eq!(w.count("SELECT COUNT(*) FROM dead_letters"), 0, "not the record's fault");
     let later = w.run(&src, &sink, T0 + 400, Scope::Run);
     assert_eq!(later.exit_code(), 0, "{:?}", later.failures);
     assert_eq!(sink.stored_count("b"), 1);
+}
+
+#[test]
+fn requests_go_in_waves_of_the_in_flight_limit() {
+    let uids = vec!["a", "b", "c", "d", "e", "f", "g"];
+    for (extra, waves) in [
+        ("concurrency = 3", vec![3, 3, 1]),
+        ("concurrency = 3\nordered = true", vec![1; 7]),
+        ("concurrency = 1", vec![1; 7]),
+    ] {
+        let mut w = World::new(config(extra));
+        let src = source(&[(T0, uids.clone())]);
+        let (sink, dispatch) = (FakeSink::new(), InOrder::default());
+        let outcome = w.run_with(&src, &sink, T0 + 120, Scope::Run, &dispatch);
+        assert_eq!(outcome.exit_code(), 0, "{extra}: {:?}", outcome.failures);
+        assert_eq!(*dispatch.waves.borrow(), waves, "{extra}");
+        assert_eq!(sink.sent_uids(), uids, "{extra}: acted on in the order formed");
+        assert_eq!(w.state(T0), Some(FrameState::Delivered), "{extra}");
+    }
+}
+
+#[test]
+fn a_stop_mid_wave_records_the_acks_of_the_other_answers_and_sends_no_more_waves() {
+    let mut w = World::new(config("concurrency = 3"));
+    let src = source(&[(T0, vec!["a", "b", "c", "d", "e", "f"])]);
+    let busy = Verdict::RetryLater {
+        reason: "HTTP 503 (Retry-After 60s)".into(),
+        retry_after: Some(Duration::from_secs(60)),
+        status: Some(503),
+    };
+    let sink = FakeSink::new().answer("b", vec![Act::Answer(busy)]).answer("c", vec![retry()]);
+    let outcome = w.run(&src, &sink, T0 + 120, Scope::Run);
+    assert_eq!(outcome.exit_code(), 1);
+    assert_eq!(sink.sent_uids(), ["a", "b", "c"], "one wave; the next is never sent");
+    assert!(has(&outcome.failures, "no more pushes this run"), "{:?}", outcome.failures);
+    let delivered = |uid: &str| w.count(&format!("SELECT COUNT(*) FROM delivered WHERE uid = '{uid}'"));
+    assert_eq!(delivered("a"), 1, "acknowledged before the stop");
+    assert_eq!((delivered("b"), delivered("c")), (0, 0), "not acknowledged: unknown fate");
+    assert_eq!(w.state(T0), Some(FrameState::Pushing));
+    // c failed after the stop: it waits as unknown fate and goes again under its key.
+    let later = w.run(&src, &sink, T0 + 600, Scope::Run);
+    assert_eq!(later.exit_code(), 0, "{:?}", later.failures);
+    assert_eq!(sink.sent_uids()[3..], ["b", "c", "d", "e", "f"]);
+    assert_eq!(w.count("SELECT COUNT(*) FROM delivered"), 6);
+    for uid in ["a", "b", "c", "d", "e", "f"] {
+        assert_eq!(sink.stored_count(uid), 1, "{uid} stored once");
+    }
+}
+
+#[test]
+fn an_acknowledgement_in_flight_when_pushing_stopped_is_recorded() {
+    let mut w = World::new(config("concurrency = 4"));
+    let src = source(&[(T0, vec!["a", "b", "c", "d"])]);
+    let broken = Verdict::Broken { reason: "HTTP 404: no such endpoint".into() };
+    let sink = FakeSink::new().answer("a", vec![Act::Answer(broken)]);
+    let outcome = w.run(&src, &sink, T0 + 120, Scope::Run);
+    assert_eq!(outcome.exit_code(), 1);
+    assert_eq!(sink.sent_uids(), ["a", "b", "c", "d"], "one wave in flight");
+    assert_eq!(w.count("SELECT COUNT(*) FROM delivered"), 3, "b, c and d: the RS acknowledged them");
+    assert_eq!(w.count("SELECT COUNT(*) FROM dead_letters"), 0);
+    assert_eq!(w.state(T0), Some(FrameState::Pushing), "a is not delivered");
+}
+
+#[test]
+fn requests_in_flight_from_threads_deliver_every_record_once() {
+    let uids: Vec<&'static str> = (0..100).map(|i| &*Box::leak(format!("u{i:03}").into_boxed_str())).collect();
+    for extra in ["concurrency = 16", "mode = \"batch\"\nbatch_size = 3\nconcurrency = 16"] {
+        let mut w = World::new(config(extra));
+        let src = source(&[(T0, uids.clone())]);
+        let sink = if extra.contains("batch") { FakeSink::batches(3) } else { FakeSink::new() };
+        let sink = sink.answer("u007", vec![Act::Lost]).answer("u042", vec![Act::Lost]);
+        w.run_with(&src, &sink, T0 + 120, Scope::Run, &Threads);
+        w.run_with(&src, &sink, T0 + 600, Scope::Run, &Threads);
+        assert_eq!(w.state(T0), Some(FrameState::Delivered), "{extra}");
+        let mut stored = sink.stored.lock().unwrap().clone();
+        stored.sort();
+        assert_eq!(stored, uids, "{extra}: each record stored once");
+    }
 }

@@ -5,7 +5,8 @@
 //!
 //! 1. Acknowledged ⇒ stored: every UID in `delivered` is stored at the RS.
 //! 2. No doubles: none at an RS that honors keys or has a truthful lookup; elsewhere at most one
-//!    per record whose answer was lost, plus `ack_group` + one batch per killed run.
+//!    per record whose answer was lost, plus `ack_group` + a wave of requests in flight
+//!    (`sink.concurrency` batches, one when `sink.ordered`) per killed run.
 //! 3. A delivered frame is complete: it holds (stored at the RS or dead-lettered) every record
 //!    that the walks framesync committed served; a frame is committed only from a walk whose
 //!    last page came whole.
@@ -412,18 +413,24 @@ impl Checker {
     }
 
     /// Doubles allowed at an RS that ignores keys and has no truthful lookup: one per record
-    /// whose answer was lost, plus per killed run a group of acknowledgements and one batch.
+    /// whose answer was lost, plus per killed run a group of acknowledgements and the requests
+    /// of one wave (each a batch).
     pub fn double_bound(&self, net: &Net) -> u64 {
         let unit = self.scenario.batch.unwrap_or(1) as u64;
-        net.rs.lost_records + self.killed_runs * (self.scenario.ack_group as u64 + unit)
+        net.rs.lost_records + self.killed_runs * (self.scenario.ack_group as u64 + self.in_flight() * unit)
+    }
+
+    fn in_flight(&self) -> u64 {
+        if self.scenario.ordered { 1 } else { self.scenario.concurrency as u64 }
     }
 
     pub fn bound_terms(&self, net: &Net) -> String {
         format!(
-            "{} records with lost answers + {} killed runs × (ack_group {} + batch {})",
+            "{} records with lost answers + {} killed runs × (ack_group {} + {} in flight × batch {})",
             net.rs.lost_records,
             self.killed_runs,
             self.scenario.ack_group,
+            self.in_flight(),
             self.scenario.batch.unwrap_or(1)
         )
     }

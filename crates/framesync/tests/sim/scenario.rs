@@ -161,6 +161,10 @@ pub struct Scenario {
     pub retries: u32,
     /// Batch mode with this batch size; record mode when None.
     pub batch: Option<usize>,
+    /// `sink.concurrency`: requests in flight at once (a wave).
+    pub concurrency: usize,
+    /// `sink.ordered`: one request in flight, whatever the concurrency.
+    pub ordered: bool,
     pub retain: i64,
     /// UTC minutes after midnight.
     pub backfill_window: Option<(u32, u32)>,
@@ -304,8 +308,13 @@ impl Scenario {
             reference: (start - backlog) / size * size,
             recheck,
             shapes: Shapes::default(),
+            concurrency: 1,
+            ordered: false,
         };
         s.shapes = Shapes::draw(seed, &mut s.paging, &mut s.items_pointer, s.batch);
+        // Its own stream: drawing these reshuffles none of the seed's other draws.
+        let mut sending = Rng::stream(seed, 6);
+        (s.concurrency, s.ordered) = (sending.pick(&[1, 2, 4, 16]), sending.chance(0.2));
         if s.shapes.code27 {
             s.poison_status = 500;
         }
@@ -341,6 +350,7 @@ impl Scenario {
         t += &self.shapes.sink_keys(self.batch, self.lookup != Lookup::None);
         t += &format!("timeout = \"{TIMEOUT_SECS}s\"\nretries = {}\n", self.retries);
         t += &format!("ack_group = {}\nack_group_time = \"{}ms\"\n", self.ack_group, self.ack_group_time_ms);
+        t += &format!("concurrency = {}\nordered = {}\n", self.concurrency, self.ordered);
         t += "headers = { Authorization = \"Bearer ${RS_TOKEN}\" }\n";
         if self.map {
             t += "map = { event_id = \"/id\", amount = \"/amount\", at = \"/ts\", source = { const = \"sim\" } }\n";
@@ -406,7 +416,7 @@ impl Scenario {
     /// One line naming the world's semantics, for traces and reports.
     pub fn describe(&self) -> String {
         format!(
-            "size {}s delay {}s recheck {:?} max_frames {} max_seconds {} retries {} ack_group {} {} lookup {:?} keys {:?} \
+            "size {}s delay {}s recheck {:?} max_frames {} max_seconds {} retries {} ack_group {} concurrency {}{} {} lookup {:?} keys {:?} \
              {:?} {:?}{} paging {:?}{} date {} history {:?} poison {}/{} crash {} capacity {:?} periods {:?} \
              cron {:?} map {} window {:?} year_ahead {} hour_back {} kills {} | {}",
             self.size,
@@ -416,6 +426,8 @@ impl Scenario {
             self.max_seconds,
             self.retries,
             self.ack_group,
+            self.concurrency,
+            if self.ordered { " ordered" } else { "" },
             self.batch.map_or("record".to_string(), |b| format!("batch {b}")),
             self.lookup,
             self.keys,

@@ -25,6 +25,7 @@ use framesync::source::HttpSource;
 
 use super::check::{Before, Checker, Ending, FAR, RunFacts, Settled, Violation, ledger_err};
 use super::clock::SimClock;
+use super::dispatch::SeededDispatch;
 use super::net::{Net, Shared};
 use super::records::Catalog;
 use super::report::Report;
@@ -116,6 +117,7 @@ struct Driver {
     shared: Shared,
     ledger: Option<Ledger>,
     rng: Rng,
+    dispatch: SeededDispatch,
     checker: Checker,
     /// Cron minutes of the fault phase, and of the whole schedule (extended at the calm start).
     fault_ticks: usize,
@@ -165,6 +167,7 @@ impl Driver {
             shared: Shared::new(net),
             ledger: None,
             rng,
+            dispatch: SeededDispatch::new(seed),
             fault_ticks,
             total_ticks: runs,
             settle_ticks: 0,
@@ -424,7 +427,7 @@ impl Driver {
     fn execute(&mut self, scope: Scope, plan: &Plan, kill: Option<Kill>) -> Ending {
         let config = &self.config;
         let shared = &self.shared;
-        let ledger = self.ledger.as_mut().expect("opened by plan");
+        let (ledger, dispatch) = (self.ledger.as_mut().expect("opened by plan"), &self.dispatch);
         arm(kill);
         let result = catch_unwind(AssertUnwindSafe(|| {
             framesync::hooks::kill_point("after-lock");
@@ -432,14 +435,8 @@ impl Driver {
             let sink = HttpSink::with_agent(&config.sink, transport::agent(shared, config.sink.timeout));
             let clock = SimClock(shared.clone());
             let started = framesync::clock::Clock::elapsed(&clock);
-            execute(
-                config,
-                ledger,
-                scope,
-                plan,
-                &Parts { source: &source, read_ahead: None, sink: &sink, clock: &clock },
-                started,
-            )
+            let parts = Parts { source: &source, read_ahead: None, sink: &sink, clock: &clock, dispatch };
+            execute(config, ledger, scope, plan, &parts, started)
         }));
         arm(None);
         match result {
@@ -462,7 +459,8 @@ impl Driver {
         }
         if self.rng.chance(0.6) {
             let point = self.rng.pick(framesync::hooks::POINTS);
-            let busy = ["mid-pull", "after-mark-sending", "after-ack", "mid-ack-commit", "after-dead-letter"];
+            let busy =
+                ["mid-pull", "after-mark-sending", "mid-wave", "after-ack", "mid-ack-commit", "after-dead-letter"];
             let nth = 1 + self.rng.below(if busy.contains(&point) { 8 } else { 2 });
             Some(Kill::At { point, nth })
         } else {
