@@ -23,8 +23,8 @@
 //!   baseline (and at least [`MIN_TOLERANCE`] of it, so that perfectly flat round trips do not
 //!   make any noise an alarm) raises the limit by 1. An RS with spare capacity answers more
 //!   requests in the same time, so its round trips stay flat.
-//! - **Decrease:** a window whose mean rises above that, or any back-pressure answer (429, 503,
-//!   a timeout), multiplies the limit by [`DECREASE_RATIO`]. Past an RS's capacity, the extra
+//! - **Decrease:** a window whose mean rises above that, or any answer of an overloaded RS
+//!   ([`AnswerKind::Overloaded`]: 408, 429, 502, 503, 504, a timeout, a lost connection), multiplies the limit by [`DECREASE_RATIO`]. Past an RS's capacity, the extra
 //!   requests queue there and every round trip grows by the wait: that is the knee this finds,
 //!   before the RS's queue fills and it starts answering 503.
 //! - **Settling:** after a decrease, the answers to the requests still in flight under the old,
@@ -37,6 +37,8 @@
 
 use std::time::Duration;
 
+pub use super::limit::AnswerKind;
+
 /// What the limit is multiplied by on a sign of overload.
 pub const DECREASE_RATIO: f64 = 0.9;
 /// The weight of the newest window in the baseline and its deviation.
@@ -45,17 +47,6 @@ pub const EWMA_ALPHA: f64 = 0.4;
 pub const DEVIATION_SCALE: f64 = 2.5;
 /// The least rise, as a fraction of the baseline, that counts as a rise.
 pub const MIN_TOLERANCE: f64 = 0.05;
-
-/// How an answer bears on the limit.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum AnswerKind {
-    /// The RS answered (2xx, or an answer with a result per record).
-    Ok,
-    /// The RS asks for less: 429, 503, or no answer within the timeout.
-    Backpressure,
-    /// Any other failure (4xx, 5xx but 503): its round trip counts, the failure does not.
-    Other,
-}
 
 /// The in-flight limit, from 1 to the `max` it was made with; it starts at 1.
 #[derive(Clone, Debug)]
@@ -109,7 +100,7 @@ impl Adaptive {
             self.settling -= 1;
             return;
         }
-        if kind == AnswerKind::Backpressure {
+        if kind == AnswerKind::Overloaded {
             self.decrease();
             return;
         }

@@ -1,11 +1,12 @@
 //! The in-flight limit of the push: how many requests may be in flight to the RS at once. The
 //! push asks `current()` before each wave and tells the limit of every answer, in the order the
-//! requests were formed, with its round trip: a limit that adapts (AIMD on a round-trip
-//! baseline) plugs in here through [`super::Job::with_limit`]. [`Fixed`] holds
+//! requests were formed, with its round trip: [`of`] picks the one the config asks
+//! for. [`Fixed`] holds
 //! `sink.concurrency` (one when `sink.ordered`), whatever the answers.
 
 use std::time::Duration;
 
+use super::adaptive::Adaptive;
 use crate::config::SinkConfig;
 use crate::sink::Verdict;
 
@@ -14,10 +15,11 @@ use crate::sink::Verdict;
 pub enum AnswerKind {
     /// The RS took the request (wholly or per record) or refused a record: it is keeping up.
     Taken,
-    /// 408, 429, 5xx, a timeout or a lost connection: the RS may be overloaded.
+    /// The RS asks for less: 408, 429, 502, 503, 504, a timeout or a lost connection.
     Overloaded,
-    /// The RS or the config is wrong: says nothing about load.
-    Broken,
+    /// Any other failure (another 5xx; the RS or the config is wrong): its round trip counts,
+    /// the failure says nothing about load.
+    Failed,
 }
 
 impl AnswerKind {
@@ -26,8 +28,8 @@ impl AnswerKind {
             Verdict::Acknowledged | Verdict::Rejected { .. } | Verdict::TooLarge { .. } | Verdict::PerItem(_) => {
                 AnswerKind::Taken
             }
-            Verdict::RetryLater { .. } => AnswerKind::Overloaded,
-            Verdict::Broken { .. } => AnswerKind::Broken,
+            Verdict::RetryLater { status: None | Some(408 | 429 | 502 | 503 | 504), .. } => AnswerKind::Overloaded,
+            Verdict::RetryLater { .. } | Verdict::Broken { .. } => AnswerKind::Failed,
         }
     }
 }
@@ -52,6 +54,22 @@ impl Fixed {
     }
 }
 
+impl Limit for Adaptive {
+    fn current(&self) -> usize {
+        Adaptive::current(self)
+    }
+
+    fn on_answer(&mut self, rtt: Duration, kind: AnswerKind) {
+        Adaptive::on_answer(self, rtt, kind);
+    }
+}
+
+/// The limit the config asks for: one in flight when `sink.ordered`, [`Adaptive`] up to
+/// `sink.concurrency` when `sink.adaptive`, else [`Fixed`] at `sink.concurrency`.
+pub fn of(sink: &SinkConfig) -> Box<dyn Limit> {
+    if sink.adaptive && !sink.ordered { Box::new(Adaptive::new(sink.concurrency)) } else { Box::new(Fixed::of(sink)) }
+}
+
 impl Limit for Fixed {
     fn current(&self) -> usize {
         self.0
@@ -67,13 +85,17 @@ mod tests {
     #[test]
     fn a_fixed_limit_holds_whatever_the_answers() {
         let mut limit = Fixed(16);
-        for kind in [AnswerKind::Overloaded, AnswerKind::Broken, AnswerKind::Taken] {
+        for kind in [AnswerKind::Overloaded, AnswerKind::Failed, AnswerKind::Taken] {
             limit.on_answer(Duration::from_secs(9), kind);
         }
         assert_eq!(limit.current(), 16);
         let busy = Verdict::RetryLater { reason: "HTTP 503".into(), retry_after: None, status: Some(503) };
         assert_eq!(AnswerKind::of(&busy), AnswerKind::Overloaded);
         assert_eq!(AnswerKind::of(&Verdict::Acknowledged), AnswerKind::Taken);
-        assert_eq!(AnswerKind::of(&Verdict::Broken { reason: "HTTP 404".into() }), AnswerKind::Broken);
+        assert_eq!(AnswerKind::of(&Verdict::Broken { reason: "HTTP 404".into() }), AnswerKind::Failed);
+        let boom = Verdict::RetryLater { reason: "HTTP 500".into(), retry_after: None, status: Some(500) };
+        assert_eq!(AnswerKind::of(&boom), AnswerKind::Failed, "a 500 says nothing about load");
+        let lost = Verdict::RetryLater { reason: "timed out".into(), retry_after: None, status: None };
+        assert_eq!(AnswerKind::of(&lost), AnswerKind::Overloaded);
     }
 }

@@ -109,7 +109,7 @@ impl<'a> Job<'a> {
             sink,
             clock,
             dispatch: &Threads,
-            limit: Box::new(Fixed::of(&config.sink)),
+            limit: limit::of(&config.sink),
             deadline: Some(clock.elapsed() + config.run.max_seconds),
             progress: None,
             outcome: Outcome::default(),
@@ -132,7 +132,7 @@ impl<'a> Job<'a> {
         self
     }
 
-    /// The in-flight limit (by default [`Fixed`] at `sink.concurrency`, one when `sink.ordered`).
+    /// The in-flight limit (by default the one the config asks for: [`limit::of`]).
     pub fn with_limit(mut self, limit: Box<dyn Limit + 'a>) -> Self {
         self.limit = limit;
         self

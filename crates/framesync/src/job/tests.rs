@@ -1221,9 +1221,9 @@ fn an_item_that_blames_the_rs_stops_the_pushes_but_what_the_rs_took_is_recorded(
 fn requests_go_in_waves_of_the_in_flight_limit() {
     let uids = vec!["a", "b", "c", "d", "e", "f", "g"];
     for (extra, waves) in [
-        ("concurrency = 3", vec![3, 3, 1]),
+        ("concurrency = 3\nadaptive = false", vec![3, 3, 1]),
         ("concurrency = 3\nordered = true", vec![1; 7]),
-        ("concurrency = 1", vec![1; 7]),
+        ("concurrency = 1\nadaptive = false", vec![1; 7]),
     ] {
         let mut w = World::new(config(extra));
         let src = source(&[(T0, uids.clone())]);
@@ -1237,8 +1237,25 @@ fn requests_go_in_waves_of_the_in_flight_limit() {
 }
 
 #[test]
-fn a_stop_mid_wave_records_the_acks_of_the_other_answers_and_sends_no_more_waves() {
+fn an_adaptive_limit_starts_at_one_request_and_grows_to_sink_concurrency_while_the_rs_keeps_up() {
+    let uids: Vec<&'static str> = vec!["a", "b", "c", "d", "e", "f", "g", "h", "i", "j", "k", "l", "m", "n"];
     let mut w = World::new(config("concurrency = 3"));
+    let src = source(&[(T0, uids.clone())]);
+    let (sink, dispatch) = (FakeSink::new(), InOrder::default());
+    let outcome = w.run_with(&src, &sink, T0 + 120, Scope::Run, &dispatch);
+    assert_eq!(outcome.exit_code(), 0, "{:?}", outcome.failures);
+    let waves = dispatch.waves.borrow().clone();
+    assert_eq!(waves[0], 1, "it starts at one: {waves:?}");
+    assert!(waves.iter().all(|&n| n <= 3), "never past sink.concurrency: {waves:?}");
+    let full = &waves[..waves.len() - 1]; // the last wave holds what was left
+    assert!(full.windows(2).all(|p| p[1] >= p[0]), "it only grows while the RS keeps up: {waves:?}");
+    assert!(waves.contains(&3), "it reached sink.concurrency: {waves:?}");
+    assert_eq!(sink.sent_uids(), uids);
+}
+
+#[test]
+fn a_stop_mid_wave_records_the_acks_of_the_other_answers_and_sends_no_more_waves() {
+    let mut w = World::new(config("concurrency = 3\nadaptive = false"));
     let src = source(&[(T0, vec!["a", "b", "c", "d", "e", "f"])]);
     let busy = Verdict::RetryLater {
         reason: "HTTP 503 (Retry-After 60s)".into(),
@@ -1266,7 +1283,7 @@ fn a_stop_mid_wave_records_the_acks_of_the_other_answers_and_sends_no_more_waves
 
 #[test]
 fn an_acknowledgement_in_flight_when_pushing_stopped_is_recorded() {
-    let mut w = World::new(config("concurrency = 4"));
+    let mut w = World::new(config("concurrency = 4\nadaptive = false"));
     let src = source(&[(T0, vec!["a", "b", "c", "d"])]);
     let broken = Verdict::Broken { reason: "HTTP 404: no such endpoint".into() };
     let sink = FakeSink::new().answer("a", vec![Act::Answer(broken)]);

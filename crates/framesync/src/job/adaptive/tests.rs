@@ -107,11 +107,11 @@ impl Model {
                         self.start_service(queued);
                     }
                     trace.served += 1;
-                    (sent, AnswerKind::Ok)
+                    (sent, AnswerKind::Taken)
                 }
                 Event::Refused { sent } => {
                     trace.refused += 1;
-                    (sent, AnswerKind::Backpressure)
+                    (sent, AnswerKind::Overloaded)
                 }
             };
             limit.on_answer(Duration::from_micros(at - sent), kind);
@@ -130,7 +130,7 @@ fn run(rs: Rs, max: usize, answers: usize) -> (Adaptive, Trace) {
 fn it_starts_at_one_and_a_max_of_zero_is_one() {
     assert_eq!(Adaptive::new(64).current(), 1);
     let mut none = Adaptive::new(0);
-    none.on_answer(Duration::from_millis(5), AnswerKind::Ok);
+    none.on_answer(Duration::from_millis(5), AnswerKind::Taken);
     assert_eq!(none.current(), 1);
 }
 
@@ -170,10 +170,10 @@ fn a_burst_of_503s_drops_it_and_it_climbs_back() {
 fn one_503_costs_one_decrease_not_one_per_answer_in_flight() {
     let mut limit = Adaptive::new(64);
     while limit.current() < 40 {
-        limit.on_answer(Duration::from_millis(5), AnswerKind::Ok);
+        limit.on_answer(Duration::from_millis(5), AnswerKind::Taken);
     }
     for _ in 0..40 {
-        limit.on_answer(Duration::from_micros(100), AnswerKind::Backpressure);
+        limit.on_answer(Duration::from_micros(100), AnswerKind::Overloaded);
     }
     assert_eq!(limit.current(), 36);
 }
@@ -182,7 +182,7 @@ fn one_503_costs_one_decrease_not_one_per_answer_in_flight() {
 fn other_failures_do_not_lower_it() {
     let mut limit = Adaptive::new(8);
     for _ in 0..100 {
-        limit.on_answer(Duration::from_millis(5), AnswerKind::Other);
+        limit.on_answer(Duration::from_millis(5), AnswerKind::Failed);
     }
     assert_eq!(limit.current(), 8);
 }
@@ -215,9 +215,9 @@ fn it_never_leaves_one_to_max_whatever_it_is_told() {
         let mut limit = Adaptive::new(max);
         for _ in 0..50_000 {
             let kind = match next() % 20 {
-                0 => AnswerKind::Backpressure,
-                1 => AnswerKind::Other,
-                _ => AnswerKind::Ok,
+                0 => AnswerKind::Overloaded,
+                1 => AnswerKind::Failed,
+                _ => AnswerKind::Taken,
             };
             limit.on_answer(Duration::from_micros(next() % 50_000), kind);
             assert!((1..=max).contains(&limit.current()), "max {max}: {}", limit.current());
