@@ -61,7 +61,7 @@ fn a_crash_mid_wave_re_sends_at_most_the_requests_in_flight_and_one_group() {
     // the kill at the 25th ack leaves the 17th to the 25th acknowledged but not recorded, and
     // the 26th to the 32nd stored with their answers never acted on: 16, under the bound of
     // one short group (9) and one wave (16).
-    let sink = "ack_group = 10\nack_group_time = \"1h\"\nconcurrency = 16";
+    let sink = "ack_group = 10\nack_group_time = \"1h\"\nconcurrency = 16\nadaptive = false";
     assert_eq!(duplicates_after_a_kill_at_the_25th_ack_with(sink, false, 32), 16);
     assert_eq!(duplicates_after_a_kill_at_the_25th_ack_with(sink, true, 32), 0, "looked up, not sent again");
 }

@@ -104,7 +104,14 @@ fn a_retry_after_to_one_request_of_a_wave_stops_new_requests_and_keeps_the_other
     let dir = tempfile::tempdir().unwrap();
     let sim = Sim::start(dir.path(), &["--records-per-minute", "40", "--seed", "8"]);
     let rs = GaugeRs::start(Duration::from_millis(20), Some(3));
-    let p = Pipeline::new(&sim, dir, aligned_minutes_ago(3), "", &format!("{}\nconcurrency = 8", rs.url()), "");
+    let p = Pipeline::new(
+        &sim,
+        dir,
+        aligned_minutes_ago(3),
+        "",
+        &format!("{}\nconcurrency = 8\nadaptive = false", rs.url()),
+        "",
+    );
     let out = p.framesync(&["run"]);
     assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
     assert!(stderr(&out).contains("HTTP 503"), "{}", stderr(&out));
