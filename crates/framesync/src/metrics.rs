@@ -147,6 +147,14 @@ fn gather(ledger: &Ledger, path: &Path) -> Result<Vec<Family>> {
             skips(path) as f64,
         ),
     ]);
+    if let Some(limit) = ledger.in_flight_limit()? {
+        families.push(single(
+            "framesync_sink_in_flight_limit",
+            "gauge",
+            "Requests in flight to the RS allowed when the last push ended (sink.adaptive finds it; else sink.concurrency).",
+            limit as f64,
+        ));
+    }
     Ok(families)
 }
 

@@ -152,6 +152,7 @@ fn assert_json_types(json: &serde_json::Value) {
         ("skew_measured", "string?"),
         ("lookup_checked", "string?"),
         ("lookup_off_reason", "string?"),
+        ("in_flight_limit", "number?"),
     ];
     const CELL: &[(&str, &str)] = &[
         ("start", "string"),

@@ -155,3 +155,25 @@ fn a_kill_mid_wave_loses_and_doubles_nothing() {
         p.assert_exactly_once(&sim);
     }
 }
+
+#[test]
+fn the_adaptive_limit_delivers_everything_once_to_an_rs_of_small_capacity_and_status_shows_where_it_ended() {
+    let dir = tempfile::tempdir().unwrap();
+    let sim = Sim::start(
+        dir.path(),
+        &["--records-per-minute", "60", "--seed", "12", "--rs-latency", "5ms", "--rs-capacity", "4", "--rs-queue", "2"],
+    );
+    let metrics = dir.path().join("framesync.prom");
+    let run = format!("metrics_file = {:?}", metrics.display().to_string());
+    let p = Pipeline::new(&sim, tempfile::tempdir().unwrap(), aligned_minutes_ago(6), "", "concurrency = 32", &run);
+    p.run_until_complete_pausing(20, Duration::from_millis(1100));
+    p.assert_exactly_once(&sim);
+    let limit: i64 = p.query("SELECT in_flight_limit FROM servers WHERE name = 'sink'");
+    assert!((1..=32).contains(&limit), "{limit}");
+    let status = p.status_text();
+    let line =
+        format!("sink:      {limit} request{} in flight when the last push ended", if limit == 1 { "" } else { "s" });
+    assert!(status.contains(&line), "{status}");
+    let text = std::fs::read_to_string(&metrics).unwrap();
+    assert!(text.contains(&format!("framesync_sink_in_flight_limit{{pipeline=\"ledger\"}} {limit}")), "{text}");
+}

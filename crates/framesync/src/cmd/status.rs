@@ -177,7 +177,8 @@ fn print_late(out: &mut dyn Write, late: &Late) -> std::io::Result<()> {
     )
 }
 
-/// Only what needs a look: a server asking for quiet now, or a clock off by more than 5 s.
+/// Only what needs a look: a server asking for quiet now, or a clock off by more than 5 s; and
+/// the RS's in-flight limit.
 fn print_servers(out: &mut dyn Write, s: &Status) -> std::io::Result<()> {
     for server in &s.servers {
         if let Some(until) = server.quiet_until.as_deref().filter(|u| *u > s.now.as_str()) {
@@ -187,6 +188,14 @@ fn print_servers(out: &mut dyn Write, s: &Status) -> std::io::Result<()> {
         if let Some(skew) = server.clock_skew_seconds.filter(|k| k.abs() > 5) {
             let side = if skew > 0 { "ahead of" } else { "behind" };
             writeln!(out, "{:<11}its clock is {}s {side} this machine's", format!("{}:", server.name), skew.abs())?;
+        }
+        if let Some(limit) = server.in_flight_limit {
+            writeln!(
+                out,
+                "{:<11}{} in flight when the last push ended",
+                format!("{}:", server.name),
+                plural(limit, "request")
+            )?;
         }
         if let (Some(at), Some(why)) = (&server.lookup_checked, &server.lookup_off_reason) {
             writeln!(out, "{:<11}lookups were off in the run at {at}: {why}", format!("{}:", server.name))?;

@@ -94,6 +94,14 @@ impl Adaptive {
         self.limit
     }
 
+    /// Goes on from where an earlier run left the limit (`from`): at half of it, as TCP does
+    /// after an idle spell. The round-trip baseline is learnt again (the RS may have changed
+    /// since), and it must be learnt where the RS keeps no queue: learnt at the old limit, it
+    /// would take a queue there for the norm and climb past the knee, into the RS's 503s.
+    pub fn resume(&mut self, from: usize) {
+        *self = Adaptive { limit: (from / 2).clamp(1, self.max), ..Adaptive::new(self.max) };
+    }
+
     /// Takes one answer into account: its round trip and its kind.
     pub fn on_answer(&mut self, rtt: Duration, kind: AnswerKind) {
         if self.settling > 0 {

@@ -34,12 +34,23 @@ impl AnswerKind {
     }
 }
 
+impl super::Job<'_> {
+    /// Tells the in-flight limit of an answer and its round trip.
+    pub(super) fn tell_limit(&mut self, sent: &super::dispatch::Sent) {
+        self.pushing.answered = true;
+        self.limit.on_answer(sent.rtt, AnswerKind::of(&sent.verdict));
+    }
+}
+
 /// How many requests may be in flight to the RS; told of every answer.
 pub trait Limit {
     /// Requests in flight allowed now, at least 1.
     fn current(&self) -> usize;
     /// One answer of the RS and its round trip (from the request's start to its answer).
     fn on_answer(&mut self, rtt: Duration, kind: AnswerKind);
+    /// Starts from where an earlier run's push left the limit: a limit that adapts goes on
+    /// from near there (half of it) instead of climbing again from one; a fixed one stays.
+    fn resume(&mut self, _from: usize) {}
 }
 
 /// A limit that never moves.
@@ -61,6 +72,10 @@ impl Limit for Adaptive {
 
     fn on_answer(&mut self, rtt: Duration, kind: AnswerKind) {
         Adaptive::on_answer(self, rtt, kind);
+    }
+
+    fn resume(&mut self, from: usize) {
+        Adaptive::resume(self, from);
     }
 }
 

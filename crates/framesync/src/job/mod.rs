@@ -160,6 +160,9 @@ impl<'a> Job<'a> {
     /// Carries out the plan in order; `push_after_pull` is false for the `pull` command.
     pub fn execute(mut self, plan: &Plan, push_after_pull: bool) -> Result<Outcome> {
         self.respect_quiet()?;
+        if let Some(from) = self.ledger.in_flight_limit()? {
+            self.limit.resume(from);
+        }
         self.run_steps(plan, push_after_pull)?;
         self.finish()
     }
@@ -182,6 +185,9 @@ impl<'a> Job<'a> {
     fn finish(mut self) -> Result<Outcome> {
         self.settle_failed_sends()?;
         self.record_acks()?;
+        if self.pushing.answered {
+            self.ledger.set_in_flight_limit(self.limit.current(), self.clock.now())?;
+        }
         self.report_failed_frames();
         self.report_held_back();
         self.report_dead_letters();

@@ -52,6 +52,8 @@ pub(super) struct Pushing {
     pub refused: Refusals,
     /// Said once a run: records once sent in batches now go one by one.
     warned_mode: bool,
+    /// The RS answered a request this run: the in-flight limit it left is worth keeping.
+    pub answered: bool,
 }
 
 impl Job<'_> {

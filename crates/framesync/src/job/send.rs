@@ -10,7 +10,6 @@ use super::Job;
 use super::backoff;
 use super::blame::FailedUnit;
 use super::dispatch;
-use super::limit::AnswerKind;
 use super::outgoing::{self, Item, Unit};
 use crate::delivery::Key;
 use crate::frames::Frame;
@@ -104,7 +103,7 @@ impl Job<'_> {
     /// One request on this thread, its answer told to the in-flight limit.
     fn send_one(&mut self, records: &[Outgoing], key: &Key) -> Verdict {
         let sent = dispatch::send_timed(self.sink, dispatch::Request { records, key });
-        self.limit.on_answer(sent.rtt, AnswerKind::of(&sent.verdict));
+        self.tell_limit(&sent);
         sent.verdict
     }
 

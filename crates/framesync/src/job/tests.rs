@@ -1254,6 +1254,21 @@ fn an_adaptive_limit_starts_at_one_request_and_grows_to_sink_concurrency_while_t
 }
 
 #[test]
+fn the_next_run_goes_on_from_half_the_in_flight_limit_the_last_push_left() {
+    let mut w = World::new(config("concurrency = 8"));
+    let names: Vec<&'static str> = (0..50).map(|n| &*Box::leak(format!("r{n:02}").into_boxed_str())).collect();
+    let src = source(&[(T0, names[..40].to_vec()), (T0 + 60, names[40..].to_vec())]);
+    let (sink, dispatch) = (FakeSink::new(), InOrder::default());
+    assert_eq!(w.ledger.in_flight_limit().unwrap(), None, "no push yet");
+    w.run_with(&src, &sink, T0 + 120, Scope::Run, &dispatch);
+    assert_eq!(w.ledger.in_flight_limit().unwrap(), Some(8), "it climbed to sink.concurrency: {:?}", dispatch.waves);
+    dispatch.waves.borrow_mut().clear();
+    let outcome = w.run_with(&src, &sink, T0 + 180, Scope::Run, &dispatch);
+    assert_eq!(outcome.exit_code(), 0, "{:?}", outcome.failures);
+    assert_eq!(dispatch.waves.borrow()[0], 4, "from half of where the last push left it, not from one");
+}
+
+#[test]
 fn a_stop_mid_wave_records_the_acks_of_the_other_answers_and_sends_no_more_waves() {
     let mut w = World::new(config("concurrency = 3\nadaptive = false"));
     let src = source(&[(T0, vec!["a", "b", "c", "d", "e", "f"])]);

@@ -14,7 +14,6 @@ use anyhow::Result;
 
 use super::Job;
 use super::dispatch::Request;
-use super::limit::AnswerKind;
 use super::outgoing::Unit;
 use crate::frames::Frame;
 use crate::sink::{Outgoing, Verdict};
@@ -43,7 +42,7 @@ impl Job<'_> {
         let sent = self.dispatch.send(self.sink, &requests);
         assert_eq!(sent.len(), wave.len(), "a dispatch answers every request of its wave");
         for (unit, sent) in wave.into_iter().zip(sent) {
-            self.limit.on_answer(sent.rtt, AnswerKind::of(&sent.verdict));
+            self.tell_limit(&sent);
             if self.pushing.stopped {
                 self.answered_after_stop(frame, unit, sent.verdict)?;
             } else {

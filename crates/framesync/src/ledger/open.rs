@@ -21,6 +21,7 @@ pub(super) const MIGRATIONS: &[&str] = &[
     include_str!("../../sql/0007_failed_at.sql"),
     include_str!("../../sql/0008_refused.sql"),
     include_str!("../../sql/0009_dead_letters_total.sql"),
+    include_str!("../../sql/0010_in_flight_limit.sql"),
 ];
 
 /// The schema version this framesync migrates a ledger to.

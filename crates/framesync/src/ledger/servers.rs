@@ -37,6 +37,28 @@ impl Ledger {
         Ok(())
     }
 
+    /// Remembers the push's in-flight limit where this run's push left it.
+    pub fn set_in_flight_limit(&mut self, limit: usize, now: Epoch) -> Result<()> {
+        let tx = self.write()?;
+        tx.execute(
+            "INSERT INTO servers (name, in_flight_limit, updated_at) VALUES ('sink', ?1, ?2)
+             ON CONFLICT (name) DO UPDATE SET in_flight_limit = ?1, updated_at = ?2",
+            params![limit as i64, now],
+        )?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// The push's in-flight limit where the last push left it; none before any push.
+    pub fn in_flight_limit(&self) -> Result<Option<usize>> {
+        let limit: Option<i64> = self
+            .conn
+            .query_row("SELECT in_flight_limit FROM servers WHERE name = 'sink'", [], |r| r.get(0))
+            .optional()?
+            .flatten();
+        Ok(limit.map(|l| l.max(1) as usize))
+    }
+
     /// Remembers that a server asked for quiet until `until`. A longer quiet already asked for
     /// stays, unless it is more than `bound` ahead (written by a clock since jumped back).
     pub fn set_quiet(&mut self, server: Server, until: Epoch, reason: &str, now: Epoch, bound: i64) -> Result<()> {

@@ -61,6 +61,8 @@ pub struct ServerState {
     /// why lookups were off in that run.
     pub lookup_checked: Option<String>,
     pub lookup_off_reason: Option<String>,
+    /// The sink's: requests in flight allowed when the last push ended.
+    pub in_flight_limit: Option<i64>,
 }
 
 /// The counts `status` shows.
@@ -239,7 +241,8 @@ impl Ledger {
 
     /// Every server's row, the sink first.
     pub fn server_states(&self) -> Result<Vec<ServerState>> {
-        let sql = "SELECT name, quiet_until, quiet_reason, clock_skew, skew_at, lookup_checked_at, lookup_off_reason
+        let sql = "SELECT name, quiet_until, quiet_reason, clock_skew, skew_at, lookup_checked_at, lookup_off_reason,
+                      in_flight_limit
                FROM servers ORDER BY name DESC";
         self.rows(sql, |r| {
             Ok(ServerState {
@@ -250,6 +253,7 @@ impl Ledger {
                 skew_measured: r.get::<_, Option<Epoch>>(4)?.map(rfc3339),
                 lookup_checked: r.get::<_, Option<Epoch>>(5)?.map(rfc3339),
                 lookup_off_reason: r.get(6)?,
+                in_flight_limit: r.get(7)?,
             })
         })
     }

@@ -224,3 +224,14 @@ fn it_never_leaves_one_to_max_whatever_it_is_told() {
         }
     }
 }
+
+#[test]
+fn resuming_starts_at_half_the_earlier_limit_within_its_bounds() {
+    let mut limit = Adaptive::new(16);
+    limit.resume(10);
+    assert_eq!(limit.current(), 5);
+    limit.resume(80);
+    assert_eq!(limit.current(), 16, "never past max");
+    limit.resume(1);
+    assert_eq!(limit.current(), 1, "never below one");
+}
