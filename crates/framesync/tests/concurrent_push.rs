@@ -115,11 +115,14 @@ fn a_retry_after_to_one_request_of_a_wave_stops_new_requests_and_keeps_the_other
     let out = p.framesync(&["run"]);
     assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
     assert!(stderr(&out).contains("HTTP 503"), "{}", stderr(&out));
-    assert_eq!(rs.requests.load(Ordering::SeqCst), 8, "one wave; none after the 503");
+    // Eight start; the answers to the first two, acted on before the 503's, may let two more
+    // start (a window of eight answers not yet acted on); none starts after the 503's.
+    let requests = rs.requests.load(Ordering::SeqCst);
+    assert!((8..=10).contains(&requests), "{requests} requests: at most the limit past the last answer acted on");
     let stored = rs.stored.lock().unwrap().clone();
-    assert_eq!(stored.len(), 7);
+    assert_eq!(stored.len(), requests - 1);
     let delivered: i64 = p.query("SELECT COUNT(*) FROM delivered");
-    assert_eq!(delivered, 7, "every acknowledgement of the wave is recorded");
+    assert_eq!(delivered, requests as i64 - 1, "every acknowledgement in flight is recorded");
     for uid in &stored {
         let n: i64 = p.query(&format!("SELECT COUNT(*) FROM delivered WHERE uid = '{uid}'"));
         assert_eq!(n, 1, "{uid}");

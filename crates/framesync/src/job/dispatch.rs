@@ -1,18 +1,24 @@
-//! How the requests of one wave reach the RS: the only part of a push that runs concurrently.
-//! Each request is one `Sink::send`; nothing here touches the ledger or the job, and the
-//! answers come back in the order the requests were given, whatever order they arrived in, so
-//! the job acts on them deterministically on its own thread.
+//! How a window's requests reach the RS: the only part of a push that runs concurrently. Up to
+//! the in-flight limit are in flight at once, and as each answer is acted on the next starts (a
+//! sliding window, not waves that wait for their slowest request). Each request is one
+//! `Sink::send`; nothing here touches the ledger or the job. The answers are handed to the job
+//! on the calling thread in the order the requests were given, whatever order they arrive in,
+//! so the job acts on them deterministically — and may record acknowledgements in the ledger
+//! while later requests are still in flight, for no ledger transaction waits on the network.
 //!
-//! [`Threads`] sends a wave from scoped threads, one per request. The deterministic simulation
-//! passes a dispatch of its own that sends them one after another in a seeded order, with kill
-//! points between the sends.
+//! [`Threads`] sends from scoped threads, one per request in flight. The deterministic
+//! simulation passes a dispatch of its own that sends them one after another, finishing the
+//! requests in flight in a seeded order, with kill points between the sends.
 
+use std::sync::mpsc;
 use std::time::{Duration, Instant};
+
+use anyhow::Result;
 
 use crate::delivery::Key;
 use crate::sink::{Outgoing, Sink, Verdict};
 
-/// One request of a wave: its records and the key they go under.
+/// One request: its records and the key they go under.
 #[derive(Debug, Clone, Copy)]
 pub struct Request<'r> {
     pub records: &'r [Outgoing],
@@ -26,9 +32,25 @@ pub struct Sent {
     pub rtt: Duration,
 }
 
-/// Sends a wave of requests; the answers in the order of `requests`.
+/// What the job says once it has acted on an answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Flow {
+    /// Go on, with at most this many requests in flight from now on.
+    Go(usize),
+    /// Start no more requests (pushing stopped, or the run is out of time); the answers to the
+    /// requests already in flight are still handed over.
+    Stop,
+}
+
+/// What the job does with each answer: given its request's place and the answer, says how to
+/// go on; an error (the ledger's) stops the sending, and no later answer is handed over.
+pub type Answered<'a> = dyn FnMut(usize, Sent) -> Result<Flow> + 'a;
+
+/// Sends `requests` in order, at most `limit` in flight at once, handing every answer to
+/// `answered` in the order of `requests`. Returns how many were sent: all of them, or the first
+/// ones until `answered` said to stop.
 pub trait Dispatch {
-    fn send(&self, sink: &dyn Sink, requests: &[Request]) -> Vec<Sent>;
+    fn send(&self, sink: &dyn Sink, requests: &[Request], limit: usize, answered: &mut Answered) -> Result<usize>;
 }
 
 /// Sends one request, timed.
@@ -38,22 +60,119 @@ pub fn send_timed(sink: &dyn Sink, request: Request) -> Sent {
     Sent { verdict, rtt: start.elapsed() }
 }
 
-/// All the requests of a wave at once, from scoped threads (a wave of one on this thread).
-/// The `mid-wave` kill point passes once every answer is in and none is acted on.
+/// Requests in flight from scoped threads, one each; with one in flight at a time (a limit of
+/// one, `sink.ordered`) on the calling thread. The `mid-wave` kill point passes at each answer
+/// that arrives, with the others still in flight.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Threads;
 
 impl Dispatch for Threads {
-    fn send(&self, sink: &dyn Sink, requests: &[Request]) -> Vec<Sent> {
-        let sent = match requests {
-            [one] => vec![send_timed(sink, *one)],
-            _ => std::thread::scope(|scope| {
-                let handles: Vec<_> =
-                    requests.iter().map(|&request| scope.spawn(move || send_timed(sink, request))).collect();
-                handles.into_iter().map(|h| h.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic))).collect()
-            }),
-        };
-        crate::hooks::kill_point("mid-wave");
-        sent
+    fn send(&self, sink: &dyn Sink, requests: &[Request], limit: usize, answered: &mut Answered) -> Result<usize> {
+        std::thread::scope(|scope| {
+            let (done, arrivals) = mpsc::channel::<(usize, Sent)>();
+            let mut pipeline = Pipeline::new(requests.len(), limit);
+            loop {
+                // Each answer is acted on before the next request starts, so a stop is heeded.
+                pipeline.hand_over(answered);
+                if pipeline.finished() {
+                    return pipeline.result();
+                }
+                while let Some(i) = pipeline.next_to_start() {
+                    if pipeline.in_flight == 1 && pipeline.limit == 1 {
+                        // One at a time: no thread to start and wait for.
+                        let sent = send_timed(sink, requests[i]);
+                        crate::hooks::kill_point("mid-wave");
+                        pipeline.arrived(i, sent);
+                        break;
+                    }
+                    let (done, request) = (done.clone(), requests[i]);
+                    scope.spawn(move || {
+                        // The receiver outlives every request: it is dropped after the scope.
+                        let _ = done.send((i, send_timed(sink, request)));
+                    });
+                }
+                if pipeline.waiting() {
+                    let (i, sent) = arrivals.recv().expect("a request in flight still holds a sender");
+                    crate::hooks::kill_point("mid-wave");
+                    pipeline.arrived(i, sent);
+                }
+            }
+        })
+    }
+}
+
+/// The bookkeeping of a pipeline of requests, apart from how they are sent: which to start,
+/// which answers may be handed over (in order), and when it is done.
+pub struct Pipeline {
+    /// The next request to start.
+    next: usize,
+    /// The next answer to hand over.
+    delivered: usize,
+    pub in_flight: usize,
+    pub limit: usize,
+    go: bool,
+    arrived: Vec<Option<Sent>>,
+    failure: Option<anyhow::Error>,
+}
+
+impl Pipeline {
+    pub fn new(requests: usize, limit: usize) -> Self {
+        let arrived = (0..requests).map(|_| None).collect();
+        Pipeline { next: 0, delivered: 0, in_flight: 0, limit: limit.max(1), go: true, arrived, failure: None }
+    }
+
+    /// The request to start now, if the limit and the job allow one; it counts as in flight.
+    /// The limit bounds the requests whose answers the job has not acted on yet — in flight, or
+    /// in and waiting for an earlier one — so a crash never leaves more than the limit of
+    /// requests of unknown fate, and a stop is heeded within the limit.
+    pub fn next_to_start(&mut self) -> Option<usize> {
+        if !self.go || self.next >= self.arrived.len() || self.next - self.delivered >= self.limit {
+            return None;
+        }
+        self.next += 1;
+        self.in_flight += 1;
+        Some(self.next - 1)
+    }
+
+    /// The answer to request `i` is in.
+    pub fn arrived(&mut self, i: usize, sent: Sent) {
+        self.in_flight -= 1;
+        self.arrived[i] = Some(sent);
+    }
+
+    /// Hands the answers that are next in order to the job, and takes in what it says.
+    pub fn hand_over(&mut self, answered: &mut Answered) {
+        while let Some(sent) = self.arrived.get_mut(self.delivered).and_then(Option::take) {
+            self.delivered += 1;
+            if self.failure.is_some() {
+                continue; // the job failed: what is still in flight stays of unknown fate
+            }
+            match answered(self.delivered - 1, sent) {
+                Ok(Flow::Go(limit)) => self.limit = limit.max(1),
+                Ok(Flow::Stop) => self.go = false,
+                Err(error) => {
+                    self.go = false;
+                    self.failure = Some(error);
+                }
+            }
+        }
+    }
+
+    /// Requests are in flight, to wait for.
+    pub fn waiting(&self) -> bool {
+        self.in_flight > 0
+    }
+
+    /// Every request started has been answered, and no more will start.
+    pub fn finished(&self) -> bool {
+        self.in_flight == 0 && self.delivered == self.next && (!self.go || self.next == self.arrived.len())
+    }
+
+    /// How many were sent, or the job's error.
+    pub fn result(&mut self) -> Result<usize> {
+        match self.failure.take() {
+            Some(error) => Err(error),
+            None => Ok(self.next),
+        }
     }
 }

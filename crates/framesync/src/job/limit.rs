@@ -1,6 +1,6 @@
 //! The in-flight limit of the push: how many requests may be in flight to the RS at once. The
-//! push asks `current()` before each wave and tells the limit of every answer, in the order the
-//! requests were formed, with its round trip: [`of`] picks the one the config asks
+//! push asks `current()` before each request starts and tells the limit of every answer, in the
+//! order the requests were formed, with its round trip; [`of`] picks the one the config asks
 //! for. [`Fixed`] holds
 //! `sink.concurrency` (one when `sink.ordered`), whatever the answers.
 

@@ -5,7 +5,7 @@
 //! undelivered without a recorded reason, or that dead-letters a record, does not exit 0.
 //!
 //! The pull half is in [`pull`]. The push half: a frame's pending records in [`push`], what
-//! the RS receives for them in [`outgoing`], the requests in flight together in [`wave`] (how
+//! the RS receives for them in [`outgoing`], the requests in flight at once in [`wave`] (how
 //! many: [`limit`]; how they are sent: [`dispatch`]), one request and its answer in [`send`], an answer
 //! with a result per record in [`items`], the acknowledgements recorded in groups in [`acks`],
 //! which records are to blame and become dead letters in [`blame`], and whether the RS's
@@ -50,7 +50,7 @@ use crate::servers::Server;
 use crate::sink::Sink;
 use crate::source::Source;
 
-pub use self::dispatch::{Dispatch, Request, Sent, Threads, send_timed};
+pub use self::dispatch::{Answered, Dispatch, Flow, Pipeline, Request, Sent, Threads, send_timed};
 pub use self::limit::{AnswerKind, Fixed, Limit};
 pub use crate::clock::{Clock, SystemClock};
 

@@ -117,7 +117,7 @@ impl Job<'_> {
                 self.ledger.mark_sending(frame.start, top, &fresh, self.clock.now())?;
                 crate::hooks::kill_point("after-mark-sending");
             }
-            self.send_waves(frame, units)?;
+            self.send_in_flight(frame, units)?;
         }
     }
 

@@ -193,17 +193,48 @@ impl FakeSink {
     }
 }
 
-/// Sends a wave's requests one after another, in order, and remembers the size of each wave:
-/// the fake RS's log then reads in the order the units were formed.
+/// Requests finish in the order they started, one after another, and each start is remembered
+/// with the limit it started under: the fake RS's log then reads in the order the units were
+/// formed.
 #[derive(Default)]
 struct InOrder {
-    waves: RefCell<Vec<usize>>,
+    /// The in-flight limit each request started under, and how many were in flight with it.
+    starts: RefCell<Vec<(usize, usize)>>,
+}
+
+impl InOrder {
+    fn limits(&self) -> Vec<usize> {
+        self.starts.borrow().iter().map(|(limit, _)| *limit).collect()
+    }
+
+    fn most_in_flight(&self) -> usize {
+        self.starts.borrow().iter().map(|(_, n)| *n).max().unwrap_or(0)
+    }
 }
 
 impl Dispatch for InOrder {
-    fn send(&self, sink: &dyn Sink, requests: &[Request]) -> Vec<Sent> {
-        self.waves.borrow_mut().push(requests.len());
-        requests.iter().map(|r| send_timed(sink, *r)).collect()
+    fn send(
+        &self,
+        sink: &dyn Sink,
+        requests: &[Request],
+        limit: usize,
+        answered: &mut Answered,
+    ) -> anyhow::Result<usize> {
+        let mut pipeline = Pipeline::new(requests.len(), limit);
+        let mut in_flight = std::collections::VecDeque::new();
+        loop {
+            pipeline.hand_over(answered);
+            if pipeline.finished() {
+                return pipeline.result();
+            }
+            while let Some(i) = pipeline.next_to_start() {
+                self.starts.borrow_mut().push((pipeline.limit, pipeline.in_flight));
+                in_flight.push_back(i);
+            }
+            if let Some(i) = in_flight.pop_front() {
+                pipeline.arrived(i, send_timed(sink, requests[i]));
+            }
+        }
     }
 }
 
@@ -386,7 +417,7 @@ fn a_record_the_rs_fails_is_skipped_for_the_run_and_a_later_run_sends_only_it() 
 }
 
 /// One request in flight (`sink.ordered`): the rule is about the requests after the one that
-/// stops the pushes; in a wave they are in flight already (`a_stop_mid_wave_*`).
+/// stops the pushes; with more in flight they are on their way already (`a_stop_records_*`).
 #[test]
 fn two_failures_in_a_row_stop_the_pushes_of_the_run() {
     let mut w = World::new(config("ordered = true"));
@@ -527,7 +558,7 @@ fn a_batch_too_large_for_the_rs_goes_again_in_halves() {
 /// Pins silent loss: a sink URL answering 404 (a typo, a dropped table), 401 or 403 (an
 /// expired token) or a redirect dead-lettered every record and the run exited 0.
 /// One request in flight (`sink.ordered`): the rule is about the requests after the one that
-/// stops the pushes; in a wave they are in flight already (`a_stop_mid_wave_*`).
+/// stops the pushes; with more in flight they are on their way already (`a_stop_records_*`).
 #[test]
 fn an_answer_that_blames_the_rs_fails_the_frame_and_dead_letters_nothing() {
     for reason in ["HTTP 404: no such endpoint", "HTTP 401: refused", "HTTP 302, a redirect to /login"] {
@@ -545,7 +576,7 @@ fn an_answer_that_blames_the_rs_fails_the_frame_and_dead_letters_nothing() {
 }
 
 /// One request in flight (`sink.ordered`): the rule is about the requests after the one that
-/// stops the pushes; in a wave they are in flight already (`a_stop_mid_wave_*`).
+/// stops the pushes; with more in flight they are on their way already (`a_stop_records_*`).
 #[test]
 fn too_many_refusals_in_a_row_stop_the_pushes_of_the_run() {
     let mut w = World::new(config("max_rejected_in_a_row = 3\nordered = true"));
@@ -562,7 +593,7 @@ fn too_many_refusals_in_a_row_stop_the_pushes_of_the_run() {
 }
 
 /// One request in flight (`sink.ordered`): the rule is about the requests after the one that
-/// stops the pushes; in a wave they are in flight already (`a_stop_mid_wave_*`).
+/// stops the pushes; with more in flight they are on their way already (`a_stop_records_*`).
 #[test]
 fn records_whose_fate_is_unknown_are_looked_up_before_being_sent_again() {
     let mut w = World::new(config("ordered = true"));
@@ -1218,19 +1249,20 @@ fn an_item_that_blames_the_rs_stops_the_pushes_but_what_the_rs_took_is_recorded(
 }
 
 #[test]
-fn requests_go_in_waves_of_the_in_flight_limit() {
+fn requests_keep_up_to_the_in_flight_limit_in_flight_and_are_acted_on_in_the_order_formed() {
     let uids = vec!["a", "b", "c", "d", "e", "f", "g"];
-    for (extra, waves) in [
-        ("concurrency = 3\nadaptive = false", vec![3, 3, 1]),
-        ("concurrency = 3\nordered = true", vec![1; 7]),
-        ("concurrency = 1\nadaptive = false", vec![1; 7]),
+    for (extra, most) in [
+        ("concurrency = 3\nadaptive = false", 3),
+        ("concurrency = 3\nordered = true", 1),
+        ("concurrency = 1\nadaptive = false", 1),
     ] {
         let mut w = World::new(config(extra));
         let src = source(&[(T0, uids.clone())]);
         let (sink, dispatch) = (FakeSink::new(), InOrder::default());
         let outcome = w.run_with(&src, &sink, T0 + 120, Scope::Run, &dispatch);
         assert_eq!(outcome.exit_code(), 0, "{extra}: {:?}", outcome.failures);
-        assert_eq!(*dispatch.waves.borrow(), waves, "{extra}");
+        assert_eq!(dispatch.most_in_flight(), most, "{extra}");
+        assert_eq!(dispatch.limits(), vec![most; 7], "{extra}");
         assert_eq!(sink.sent_uids(), uids, "{extra}: acted on in the order formed");
         assert_eq!(w.state(T0), Some(FrameState::Delivered), "{extra}");
     }
@@ -1244,12 +1276,11 @@ fn an_adaptive_limit_starts_at_one_request_and_grows_to_sink_concurrency_while_t
     let (sink, dispatch) = (FakeSink::new(), InOrder::default());
     let outcome = w.run_with(&src, &sink, T0 + 120, Scope::Run, &dispatch);
     assert_eq!(outcome.exit_code(), 0, "{:?}", outcome.failures);
-    let waves = dispatch.waves.borrow().clone();
-    assert_eq!(waves[0], 1, "it starts at one: {waves:?}");
-    assert!(waves.iter().all(|&n| n <= 3), "never past sink.concurrency: {waves:?}");
-    let full = &waves[..waves.len() - 1]; // the last wave holds what was left
-    assert!(full.windows(2).all(|p| p[1] >= p[0]), "it only grows while the RS keeps up: {waves:?}");
-    assert!(waves.contains(&3), "it reached sink.concurrency: {waves:?}");
+    let limits = dispatch.limits();
+    assert_eq!(limits[0], 1, "it starts at one: {limits:?}");
+    assert!(limits.windows(2).all(|p| p[1] >= p[0]), "it only grows while the RS keeps up: {limits:?}");
+    assert_eq!(limits.last(), Some(&3), "it reached sink.concurrency and no further: {limits:?}");
+    assert!(dispatch.most_in_flight() <= 3);
     assert_eq!(sink.sent_uids(), uids);
 }
 
@@ -1261,15 +1292,15 @@ fn the_next_run_goes_on_from_half_the_in_flight_limit_the_last_push_left() {
     let (sink, dispatch) = (FakeSink::new(), InOrder::default());
     assert_eq!(w.ledger.in_flight_limit().unwrap(), None, "no push yet");
     w.run_with(&src, &sink, T0 + 120, Scope::Run, &dispatch);
-    assert_eq!(w.ledger.in_flight_limit().unwrap(), Some(8), "it climbed to sink.concurrency: {:?}", dispatch.waves);
-    dispatch.waves.borrow_mut().clear();
+    assert_eq!(w.ledger.in_flight_limit().unwrap(), Some(8), "it climbed to sink.concurrency: {:?}", dispatch.limits());
+    dispatch.starts.borrow_mut().clear();
     let outcome = w.run_with(&src, &sink, T0 + 180, Scope::Run, &dispatch);
     assert_eq!(outcome.exit_code(), 0, "{:?}", outcome.failures);
-    assert_eq!(dispatch.waves.borrow()[0], 4, "from half of where the last push left it, not from one");
+    assert_eq!(dispatch.limits()[0], 4, "from half of where the last push left it, not from one");
 }
 
 #[test]
-fn a_stop_mid_wave_records_the_acks_of_the_other_answers_and_sends_no_more_waves() {
+fn a_stop_records_the_acks_of_the_requests_in_flight_and_starts_no_more() {
     let mut w = World::new(config("concurrency = 3\nadaptive = false"));
     let src = source(&[(T0, vec!["a", "b", "c", "d", "e", "f"])]);
     let busy = Verdict::RetryLater {
@@ -1280,16 +1311,18 @@ fn a_stop_mid_wave_records_the_acks_of_the_other_answers_and_sends_no_more_waves
     let sink = FakeSink::new().answer("b", vec![Act::Answer(busy)]).answer("c", vec![retry()]);
     let outcome = w.run(&src, &sink, T0 + 120, Scope::Run);
     assert_eq!(outcome.exit_code(), 1);
-    assert_eq!(sink.sent_uids(), ["a", "b", "c"], "one wave; the next is never sent");
+    // a, b, c start; a's answer lets d start; b's Retry-After stops the pushes: c and d were in
+    // flight, and e never starts.
+    assert_eq!(sink.sent_uids(), ["a", "b", "c", "d"], "no request starts after the stop");
     assert!(has(&outcome.failures, "no more pushes this run"), "{:?}", outcome.failures);
     let delivered = |uid: &str| w.count(&format!("SELECT COUNT(*) FROM delivered WHERE uid = '{uid}'"));
-    assert_eq!(delivered("a"), 1, "acknowledged before the stop");
+    assert_eq!((delivered("a"), delivered("d")), (1, 1), "acknowledged, before the stop and in flight at it");
     assert_eq!((delivered("b"), delivered("c")), (0, 0), "not acknowledged: unknown fate");
     assert_eq!(w.state(T0), Some(FrameState::Pushing));
     // c failed after the stop: it waits as unknown fate and goes again under its key.
     let later = w.run(&src, &sink, T0 + 600, Scope::Run);
     assert_eq!(later.exit_code(), 0, "{:?}", later.failures);
-    assert_eq!(sink.sent_uids()[3..], ["b", "c", "d", "e", "f"]);
+    assert_eq!(sink.sent_uids()[4..], ["b", "c", "e", "f"]);
     assert_eq!(w.count("SELECT COUNT(*) FROM delivered"), 6);
     for uid in ["a", "b", "c", "d", "e", "f"] {
         assert_eq!(sink.stored_count(uid), 1, "{uid} stored once");
@@ -1304,7 +1337,7 @@ fn an_acknowledgement_in_flight_when_pushing_stopped_is_recorded() {
     let sink = FakeSink::new().answer("a", vec![Act::Answer(broken)]);
     let outcome = w.run(&src, &sink, T0 + 120, Scope::Run);
     assert_eq!(outcome.exit_code(), 1);
-    assert_eq!(sink.sent_uids(), ["a", "b", "c", "d"], "one wave in flight");
+    assert_eq!(sink.sent_uids(), ["a", "b", "c", "d"], "all four in flight");
     assert_eq!(w.count("SELECT COUNT(*) FROM delivered"), 3, "b, c and d: the RS acknowledged them");
     assert_eq!(w.count("SELECT COUNT(*) FROM dead_letters"), 0);
     assert_eq!(w.state(T0), Some(FrameState::Pushing), "a is not delivered");

@@ -1,12 +1,12 @@
-//! The requests of a wave, sent without threads so a seed stays the whole story: one after
-//! another in an order drawn from the seed (a wave's requests race in production, so the RS
-//! may take them in any order), with the `mid-wave` kill point after each send — a kill there
-//! leaves requests of the wave stored by the RS and their answers never read, as a SIGKILL
-//! with requests in flight does.
+//! Requests in flight, sent without threads so a seed stays the whole story: up to the limit
+//! are "in flight" at once, and the one that finishes next is drawn from the seed (requests
+//! race in production, so the RS may take them in any order); it is sent then, and the
+//! `mid-wave` kill point passes after each send — a kill there leaves requests stored by the
+//! RS whose answers were never read, as a SIGKILL with requests in flight does.
 
 use std::cell::RefCell;
 
-use framesync::job::{Dispatch, Request, Sent, send_timed};
+use framesync::job::{Answered, Dispatch, Pipeline, Request, send_timed};
 use framesync::sink::Sink;
 
 use super::rng::Rng;
@@ -20,17 +20,31 @@ impl SeededDispatch {
 }
 
 impl Dispatch for SeededDispatch {
-    fn send(&self, sink: &dyn Sink, requests: &[Request]) -> Vec<Sent> {
-        let mut order: Vec<usize> = (0..requests.len()).collect();
-        for i in (1..order.len()).rev() {
-            let j = self.0.borrow_mut().below(i as u64 + 1) as usize;
-            order.swap(i, j);
-        }
-        let mut sent: Vec<Option<Sent>> = vec![None; requests.len()];
-        for i in order {
-            sent[i] = Some(send_timed(sink, requests[i]));
+    fn send(
+        &self,
+        sink: &dyn Sink,
+        requests: &[Request],
+        limit: usize,
+        answered: &mut Answered,
+    ) -> anyhow::Result<usize> {
+        let mut pipeline = Pipeline::new(requests.len(), limit);
+        let mut in_flight: Vec<usize> = Vec::new();
+        loop {
+            pipeline.hand_over(answered);
+            if pipeline.finished() {
+                return pipeline.result();
+            }
+            while let Some(i) = pipeline.next_to_start() {
+                in_flight.push(i);
+            }
+            if in_flight.is_empty() {
+                continue;
+            }
+            let pick = self.0.borrow_mut().below(in_flight.len() as u64) as usize;
+            let i = in_flight.swap_remove(pick);
+            let sent = send_timed(sink, requests[i]);
             framesync::hooks::kill_point("mid-wave");
+            pipeline.arrived(i, sent);
         }
-        sent.into_iter().map(|s| s.expect("every request sent")).collect()
     }
 }
