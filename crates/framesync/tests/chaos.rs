@@ -83,8 +83,14 @@ fn concurrency() -> u64 {
     env_u64("CHAOS_CONCURRENCY", 16)
 }
 
+/// `sink.adaptive` in the trials: CHAOS_ADAPTIVE=0 holds the limit at `sink.concurrency`.
+fn adaptive() -> bool {
+    env_u64("CHAOS_ADAPTIVE", 1) != 0
+}
+
 /// Records a kill can leave stored at the RS and unrecorded in the ledger (record mode): a
-/// group held short of `ACK_GROUP` before a wave, plus the wave's `concurrency` requests.
+/// group held short of `ACK_GROUP`, plus the `concurrency` requests whose answers were not
+/// acted on.
 fn crash_window() -> u64 {
     ACK_GROUP - 1 + concurrency()
 }
@@ -114,7 +120,8 @@ fn round(rs: Rs, kills: u64, rng: &mut Rng, tally: &mut Tally) {
         flags.push("--rs-ignore-keys".into());
     }
     let sim = Sim::start(dir.path(), &flags.iter().map(String::as_str).collect::<Vec<_>>());
-    let sink = format!("retries = 1\nack_group = {ACK_GROUP}\nconcurrency = {}", concurrency());
+    let sink =
+        format!("retries = 1\nack_group = {ACK_GROUP}\nconcurrency = {}\nadaptive = {}", concurrency(), adaptive());
     let sink = match rs {
         Rs::IgnoresKeysWithLookup => format!("{sink}\nlookup_url = \"{}/rs/ingest/{{uid}}\"", sim.base()),
         _ => sink,
@@ -195,7 +202,11 @@ fn chaos(kills_per_rs: u64, per_round: u64, seed: u64) -> BTreeMap<Rs, Tally> {
 }
 
 fn print_report(report: &BTreeMap<Rs, Tally>, seed: u64) {
-    println!("chaos report (CHAOS_SEED={seed}, CHAOS_CONCURRENCY={})", concurrency());
+    println!(
+        "chaos report (CHAOS_SEED={seed}, CHAOS_CONCURRENCY={}, CHAOS_ADAPTIVE={})",
+        concurrency(),
+        adaptive() as u8
+    );
     println!(
         "{:<30} {:>7} {:>6} {:>7} {:>9} {:>6} {:>11} {:>12} {:>15} {:>10}",
         "RS",

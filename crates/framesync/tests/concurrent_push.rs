@@ -115,10 +115,11 @@ fn a_retry_after_to_one_request_of_a_wave_stops_new_requests_and_keeps_the_other
     let out = p.framesync(&["run"]);
     assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
     assert!(stderr(&out).contains("HTTP 503"), "{}", stderr(&out));
-    // Eight start; the answers to the first two, acted on before the 503's, may let two more
-    // start (a window of eight answers not yet acted on); none starts after the 503's.
+    // Eight start. The RS refuses the third to reach it, which may be any of the eight: each
+    // answer before it in the order formed, once acted on, lets one more start (a window of
+    // eight answers not yet acted on), so up to seven more; none starts after the 503 is.
     let requests = rs.requests.load(Ordering::SeqCst);
-    assert!((8..=10).contains(&requests), "{requests} requests: at most the limit past the last answer acted on");
+    assert!((8..=15).contains(&requests), "{requests} requests: at most the limit past the last answer acted on");
     let stored = rs.stored.lock().unwrap().clone();
     assert_eq!(stored.len(), requests - 1);
     let delivered: i64 = p.query("SELECT COUNT(*) FROM delivered");
