@@ -80,6 +80,12 @@ impl Sink for WaitingSink<'_> {
     }
 }
 
+/// One request in flight (`sink.ordered`), so the RS stores the records in the order they were
+/// formed and the order can be asserted.
+fn one_at_a_time() -> crate::config::Config {
+    config("ordered = true")
+}
+
 fn run(w: &mut World, source: &SharedSource, sink: &WaitingSink, now: Epoch) -> Outcome {
     let plan = crate::cmd::run::make_plan(&w.config, &w.ledger, Scope::Run, now).unwrap();
     let clock = FakeClock(now);
@@ -88,7 +94,7 @@ fn run(w: &mut World, source: &SharedSource, sink: &WaitingSink, now: Epoch) -> 
 
 #[test]
 fn the_next_frame_is_read_while_one_is_pushed_and_staged_as_a_pull_would() {
-    let mut w = World::new(config(""));
+    let mut w = World::new(one_at_a_time());
     let src = SharedSource {
         frames: [(T0, vec!["a", "b"]), (T0 + 60, vec!["c"]), (T0 + 120, vec!["d", "e"])].into_iter().collect(),
         ..SharedSource::default()
@@ -111,7 +117,7 @@ fn the_next_frame_is_read_while_one_is_pushed_and_staged_as_a_pull_would() {
 
 #[test]
 fn a_frame_read_ahead_that_failed_is_recorded_as_its_pull_would_be_and_the_rest_go_on() {
-    let mut w = World::new(config(""));
+    let mut w = World::new(one_at_a_time());
     let src = SharedSource {
         frames: [(T0, vec!["a"]), (T0 + 120, vec!["c"])].into_iter().collect(),
         failing: vec![T0 + 60],
