@@ -60,6 +60,14 @@ struct WaitingSink<'s> {
     stored: Mutex<Vec<String>>,
 }
 
+impl<'s> WaitingSink<'s> {
+    /// Waits, at its first send, for the frame at `next` to begin.
+    fn new(source: &'s SharedSource, next: Epoch) -> Self {
+        let (overlapped, waited, stored) = (AtomicBool::new(false), AtomicBool::new(false), Mutex::new(vec![]));
+        WaitingSink { source, next, overlapped, waited, stored }
+    }
+}
+
 impl Sink for WaitingSink<'_> {
     fn batch_size(&self) -> usize {
         1
@@ -99,13 +107,7 @@ fn the_next_frame_is_read_while_one_is_pushed_and_staged_as_a_pull_would() {
         frames: [(T0, vec!["a", "b"]), (T0 + 60, vec!["c"]), (T0 + 120, vec!["d", "e"])].into_iter().collect(),
         ..SharedSource::default()
     };
-    let sink = WaitingSink {
-        source: &src,
-        next: T0 + 60,
-        overlapped: AtomicBool::new(false),
-        waited: AtomicBool::new(false),
-        stored: Mutex::new(vec![]),
-    };
+    let sink = WaitingSink::new(&src, T0 + 60);
     let outcome = run(&mut w, &src, &sink, T0 + 240);
     assert!(sink.overlapped.load(Ordering::SeqCst), "the second frame was fetched while the first was pushed");
     assert_eq!(outcome.exit_code(), 0, "{:?}", outcome.failures);
@@ -123,13 +125,7 @@ fn a_frame_read_ahead_that_failed_is_recorded_as_its_pull_would_be_and_the_rest_
         failing: vec![T0 + 60],
         ..SharedSource::default()
     };
-    let sink = WaitingSink {
-        source: &src,
-        next: T0 + 60,
-        overlapped: AtomicBool::new(false),
-        waited: AtomicBool::new(false),
-        stored: Mutex::new(vec![]),
-    };
+    let sink = WaitingSink::new(&src, T0 + 60);
     let outcome = run(&mut w, &src, &sink, T0 + 240);
     assert!(sink.overlapped.load(Ordering::SeqCst));
     assert_eq!(outcome.exit_code(), 1);
