@@ -184,7 +184,9 @@ fn a_record_the_rs_rejects_lands_in_dead_letters_and_its_frame_completes() {
 #[test]
 fn batch_mode_delivers_every_record_once_and_isolates_a_rejected_record() {
     let dir = tempfile::tempdir().unwrap();
-    let sim = Sim::start(dir.path(), &["--records-per-minute", "10", "--poison-fraction", "0.02", "--seed", "19"]);
+    // 600 records: which minutes hold a poison record depends on the wall clock, and with 200
+    // the SS served none about once in fifty runs.
+    let sim = Sim::start(dir.path(), &["--records-per-minute", "30", "--poison-fraction", "0.02", "--seed", "19"]);
     let p = pipeline(&sim, dir, 20, "mode = \"batch\"\nbatch_size = 7");
     let out = p.framesync(&["run"]);
     assert_eq!(out.status.code(), Some(1), "a run that dead-letters exits 1: {}", stderr(&out));
