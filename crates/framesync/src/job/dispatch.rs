@@ -168,6 +168,39 @@ impl Pipeline {
         self.in_flight == 0 && self.delivered == self.next && (!self.go || self.next == self.arrived.len())
     }
 
+    /// Drives a pipeline of `requests` without threads, one request at a time: the requests
+    /// "in flight" are started (`started` is told of each, with the pipeline as it is), and
+    /// `finish` takes the one that is sent and answered next out of them — for tests, and for
+    /// the simulation, where a seed picks it.
+    pub fn one_by_one(
+        sink: &dyn Sink,
+        requests: &[Request],
+        limit: usize,
+        answered: &mut Answered,
+        mut started: impl FnMut(&Pipeline),
+        mut finish: impl FnMut(&mut Vec<usize>) -> usize,
+    ) -> Result<usize> {
+        let mut pipeline = Pipeline::new(requests.len(), limit);
+        let mut in_flight = Vec::new();
+        loop {
+            pipeline.hand_over(answered);
+            if pipeline.finished() {
+                return pipeline.result();
+            }
+            while let Some(i) = pipeline.next_to_start() {
+                started(&pipeline);
+                in_flight.push(i);
+            }
+            if in_flight.is_empty() {
+                continue;
+            }
+            let i = finish(&mut in_flight);
+            let sent = send_timed(sink, requests[i]);
+            crate::hooks::kill_point("mid-wave");
+            pipeline.arrived(i, sent);
+        }
+    }
+
     /// How many were sent, or the job's error.
     pub fn result(&mut self) -> Result<usize> {
         match self.failure.take() {

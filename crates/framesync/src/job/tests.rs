@@ -220,21 +220,8 @@ impl Dispatch for InOrder {
         limit: usize,
         answered: &mut Answered,
     ) -> anyhow::Result<usize> {
-        let mut pipeline = Pipeline::new(requests.len(), limit);
-        let mut in_flight = std::collections::VecDeque::new();
-        loop {
-            pipeline.hand_over(answered);
-            if pipeline.finished() {
-                return pipeline.result();
-            }
-            while let Some(i) = pipeline.next_to_start() {
-                self.starts.borrow_mut().push((pipeline.limit, pipeline.in_flight));
-                in_flight.push_back(i);
-            }
-            if let Some(i) = in_flight.pop_front() {
-                pipeline.arrived(i, send_timed(sink, requests[i]));
-            }
-        }
+        let record = |p: &Pipeline| self.starts.borrow_mut().push((p.limit, p.in_flight));
+        Pipeline::one_by_one(sink, requests, limit, answered, record, |in_flight| in_flight.remove(0))
     }
 }
 

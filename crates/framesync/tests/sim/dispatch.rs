@@ -6,7 +6,7 @@
 
 use std::cell::RefCell;
 
-use framesync::job::{Answered, Dispatch, Pipeline, Request, send_timed};
+use framesync::job::{Answered, Dispatch, Pipeline, Request};
 use framesync::sink::Sink;
 
 use super::rng::Rng;
@@ -27,24 +27,10 @@ impl Dispatch for SeededDispatch {
         limit: usize,
         answered: &mut Answered,
     ) -> anyhow::Result<usize> {
-        let mut pipeline = Pipeline::new(requests.len(), limit);
-        let mut in_flight: Vec<usize> = Vec::new();
-        loop {
-            pipeline.hand_over(answered);
-            if pipeline.finished() {
-                return pipeline.result();
-            }
-            while let Some(i) = pipeline.next_to_start() {
-                in_flight.push(i);
-            }
-            if in_flight.is_empty() {
-                continue;
-            }
+        let finish = |in_flight: &mut Vec<usize>| {
             let pick = self.0.borrow_mut().below(in_flight.len() as u64) as usize;
-            let i = in_flight.swap_remove(pick);
-            let sent = send_timed(sink, requests[i]);
-            framesync::hooks::kill_point("mid-wave");
-            pipeline.arrived(i, sent);
-        }
+            in_flight.swap_remove(pick)
+        };
+        Pipeline::one_by_one(sink, requests, limit, answered, |_| {}, finish)
     }
 }
