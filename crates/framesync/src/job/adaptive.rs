@@ -5,76 +5,67 @@
 //! [`Adaptive::on_answer`].
 //!
 //! The scheme is additive increase, multiplicative decrease on a round-trip baseline, as Vector's
-//! Adaptive Request Concurrency and TCP congestion control do:
+//! Adaptive Request Concurrency and TCP congestion control do, with the baseline of TCP Vegas:
 //!
 //! - **Windows of answers.** Answers are judged a window at a time, a window being as many
-//!   answers as the limit: in steady state that is about one round trip's worth, the time it
-//!   takes a change of the limit to show in the round trips. Counting answers instead of time
-//!   keeps the module clock-free, and makes a window as long at 5 ms as at 500 ms.
-//! - **The baseline** is an exponentially weighted moving average of the windows' mean round
-//!   trips (weight [`EWMA_ALPHA`] for the newest), with one of their deviation from it. The
-//!   windows judged flat update it, so a latency that creeps up (a slower route, a busier RS)
-//!   is followed. A window judged risen does not: its rise is the queue our own extra requests
-//!   made, and letting it in would raise the baseline with the queue until the RS's queue is
-//!   full and it answers 503. At a limit of 1 every window updates it, since one request makes
-//!   no queue: a latency that steps up for good brings the limit down to 1, then is taken as
-//!   the new normal, and the limit climbs again.
-//! - **Increase:** a window whose mean stays within [`DEVIATION_SCALE`] deviations of the
-//!   baseline (and at least [`MIN_TOLERANCE`] of it, so that perfectly flat round trips do not
-//!   make any noise an alarm) raises the limit by 1. An RS with spare capacity answers more
-//!   requests in the same time, so its round trips stay flat.
-//! - **Decrease:** a window whose mean rises above that, or any answer of an overloaded RS
-//!   ([`AnswerKind::Overloaded`]: 408, 429, 502, 503, 504, a timeout, a lost connection), multiplies the limit by [`DECREASE_RATIO`]. Past an RS's capacity, the extra
-//!   requests queue there and every round trip grows by the wait: that is the knee this finds,
-//!   before the RS's queue fills and it starts answering 503.
+//!   answers as the limit (at least [`MIN_WINDOW`], so that one slow answer does not make a
+//!   window): in steady state that is about one round trip's worth, the time it takes a change
+//!   of the limit to show in the round trips. Counting answers instead of time keeps the module
+//!   clock-free, and makes a window as long at 5 ms as at 500 ms.
+//! - **The baseline** is the least mean round trip of the last [`RECENT_WINDOWS`] windows: the
+//!   round trip when the RS keeps no queue of ours. Past an RS's capacity, every extra request
+//!   waits there and every round trip grows by the wait; measured against the least recent
+//!   mean, that growth adds up however slowly the limit climbs into it — an average that
+//!   followed the round trips would take each step's queue for the norm, and climb until the
+//!   RS's queue is full and it answers 503. Noise only ever adds to a round trip, so the least
+//!   window is also the one noise touched least.
+//! - **Increase:** a window whose mean is within [`TOLERANCE`] of the baseline raises the limit
+//!   by 1. An RS with spare capacity answers more requests in the same time, so its round trips
+//!   stay flat.
+//! - **Decrease:** a window whose mean rises above that brings the limit down to what the RS
+//!   serves without a queue, `limit × baseline ÷ mean` (the requests beyond it waited), at
+//!   least by [`DECREASE_RATIO`] and at most by [`DEEPEST_DECREASE`]; so the queue drains, and the windows after it measure the
+//!   baseline afresh — a decrease by a fixed tenth would leave a queue that the baseline then
+//!   takes in. Any answer of an overloaded RS ([`AnswerKind::Overloaded`]: 408, 429, 502, 503,
+//!   504, a timeout, a lost connection) multiplies the limit by [`DECREASE_RATIO`].
+//! - **A slower route** raises every window, not only those past the knee: the limit falls for
+//!   a few windows, until the windows from before the change are no longer among the recent
+//!   ones; then the new round trip is the baseline, and the limit climbs again.
 //! - **Settling:** after a decrease, the answers to the requests still in flight under the old,
 //!   higher limit say nothing about the new one; as many answers as the old limit are let pass
 //!   unjudged, so one overload costs one decrease, not one per answer it caused.
 //!
 //! Unlike Vector, the limit also rises while the caller is not using all of it, since this
 //! module is not told how many requests are in flight; `sink.concurrency` bounds it anyway.
-//! The 0.9, 0.4 and 2.5 are Vector's defaults, chosen there by simulation.
 
+use std::collections::VecDeque;
 use std::time::Duration;
 
 pub use super::limit::AnswerKind;
 
 /// What the limit is multiplied by on a sign of overload.
 pub const DECREASE_RATIO: f64 = 0.9;
-/// The weight of the newest window in the baseline and its deviation.
-pub const EWMA_ALPHA: f64 = 0.4;
-/// How many deviations above the baseline a window's mean may be and still count as flat.
-pub const DEVIATION_SCALE: f64 = 2.5;
-/// The least rise, as a fraction of the baseline, that counts as a rise.
-pub const MIN_TOLERANCE: f64 = 0.05;
+/// How far above the baseline, as a fraction of it, a window's mean may be and still count as
+/// flat: past it, the RS is keeping a queue of our requests.
+pub const TOLERANCE: f64 = 0.2;
+/// The least a rise of the round trips multiplies the limit by, in one window: a window that
+/// a hiccup of the machine slowed must not undo many windows of climbing.
+pub const DEEPEST_DECREASE: f64 = 0.8;
+/// How many recent windows the baseline is the least of.
+pub const RECENT_WINDOWS: usize = 16;
+/// The fewest answers in a window.
+pub const MIN_WINDOW: usize = 4;
 
 /// The in-flight limit, from 1 to the `max` it was made with; it starts at 1.
 #[derive(Clone, Debug)]
 pub struct Adaptive {
     max: usize,
     limit: usize,
-    baseline: Option<Baseline>,
+    /// The mean round trips (in seconds) of the last windows, newest last.
+    recent: VecDeque<f64>,
     window: Window,
     /// Answers still to let pass unjudged after a decrease.
     settling: usize,
-}
-
-/// The moving average of the windows' mean round trips, in seconds, and its deviation.
-#[derive(Clone, Copy, Debug)]
-struct Baseline {
-    mean: f64,
-    deviation: f64,
-}
-
-impl Baseline {
-    fn threshold(&self) -> f64 {
-        (DEVIATION_SCALE * self.deviation).max(MIN_TOLERANCE * self.mean)
-    }
-
-    fn update(&mut self, mean: f64) {
-        self.deviation += EWMA_ALPHA * ((mean - self.mean).abs() - self.deviation);
-        self.mean += EWMA_ALPHA * (mean - self.mean);
-    }
 }
 
 #[derive(Clone, Copy, Debug, Default)]
@@ -86,7 +77,7 @@ struct Window {
 impl Adaptive {
     /// A limit between 1 and `max` (a `max` of 0 is taken as 1), starting at 1.
     pub fn new(max: usize) -> Self {
-        Adaptive { max: max.max(1), limit: 1, baseline: None, window: Window::default(), settling: 0 }
+        Adaptive { max: max.max(1), limit: 1, recent: VecDeque::new(), window: Window::default(), settling: 0 }
     }
 
     /// The most requests to have in flight now.
@@ -109,12 +100,12 @@ impl Adaptive {
             return;
         }
         if kind == AnswerKind::Overloaded {
-            self.decrease();
+            self.decrease(DECREASE_RATIO);
             return;
         }
         self.window.answers += 1;
         self.window.rtt_sum += rtt.as_secs_f64();
-        if self.window.answers >= self.limit {
+        if self.window.answers >= self.limit.max(MIN_WINDOW) {
             self.judge();
         }
     }
@@ -123,25 +114,28 @@ impl Adaptive {
     fn judge(&mut self) {
         let mean = self.window.rtt_sum / self.window.answers as f64;
         self.window = Window::default();
-        let Some(baseline) = &mut self.baseline else {
-            self.baseline = Some(Baseline { mean, deviation: 0.0 });
-            self.increase();
-            return;
-        };
-        let risen = mean > baseline.mean + baseline.threshold();
-        if !risen || self.limit == 1 {
-            baseline.update(mean);
+        let baseline = self.recent.iter().copied().fold(mean, f64::min);
+        if self.recent.len() == RECENT_WINDOWS {
+            self.recent.pop_front();
         }
-        if risen { self.decrease() } else { self.increase() }
+        self.recent.push_back(mean);
+        if mean > baseline * (1.0 + TOLERANCE) {
+            // The RS serves `limit × baseline ÷ mean` requests in a baseline's time: the rest
+            // waited. Down to that, the queue drains.
+            self.decrease((baseline / mean).max(DEEPEST_DECREASE));
+        } else {
+            self.increase();
+        }
     }
 
     fn increase(&mut self) {
         self.limit = (self.limit + 1).min(self.max);
     }
 
-    fn decrease(&mut self) {
+    /// Multiplies the limit by `ratio`, or by [`DECREASE_RATIO`] when that is less.
+    fn decrease(&mut self, ratio: f64) {
         self.settling = self.limit;
-        self.limit = ((self.limit as f64 * DECREASE_RATIO) as usize).max(1);
+        self.limit = ((self.limit as f64 * ratio.min(DECREASE_RATIO)) as usize).max(1);
         self.window = Window::default();
     }
 }

@@ -5,6 +5,7 @@ use std::cmp::Reverse;
 use std::collections::{BinaryHeap, VecDeque};
 
 use super::*;
+use crate::job::limit::{Fixed, Limit};
 
 /// Times in the model are whole microseconds.
 type Micros = u64;
@@ -31,6 +32,19 @@ impl Rs {
         let jitter = move |n: Micros| (n.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 60) * latency / 256;
         Rs { capacity, queue, latency: Box::new(move |now| latency + jitter(now)) }
     }
+
+    /// A busy machine's round trips: a fixed latency, plus up to a fifth more for most
+    /// requests and up to as much again for one in eight (a scheduler that ran something else
+    /// first) — noise that only ever adds.
+    fn noisy(capacity: usize, queue: usize, latency: Micros) -> Rs {
+        let draw = move |n: Micros| n.wrapping_mul(0x9E37_79B9_7F4A_7C15).rotate_left(17);
+        let noise = move |n: Micros| {
+            let (a, b) = (draw(n) >> 56, draw(n) & 0xFF);
+            let spike = if a < 32 { b * latency / 256 } else { 0 };
+            spike + (draw(n) >> 40 & 0xFF) * latency / (5 * 256)
+        };
+        Rs { capacity, queue, latency: Box::new(move |now| latency + noise(now)) }
+    }
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -43,11 +57,18 @@ enum Event {
 #[derive(Default)]
 struct Trace {
     limits: Vec<usize>,
+    /// The model time of the last answer.
+    end: Micros,
     served: usize,
     refused: usize,
 }
 
 impl Trace {
+    /// Requests served a second of model time.
+    fn rate(&self) -> f64 {
+        self.served as f64 / (self.end as f64 / 1e6)
+    }
+
     fn refused_share(&self) -> f64 {
         self.refused as f64 / (self.served + self.refused) as f64
     }
@@ -92,7 +113,7 @@ impl Model {
     }
 
     /// Runs until `answers` more answers came back, filling up to the limit after each.
-    fn run(&mut self, limit: &mut Adaptive, answers: usize, trace: &mut Trace) {
+    fn run(&mut self, limit: &mut dyn Limit, answers: usize, trace: &mut Trace) {
         for _ in 0..answers {
             while self.in_flight < limit.current() {
                 self.send();
@@ -116,6 +137,7 @@ impl Model {
             };
             limit.on_answer(Duration::from_micros(at - sent), kind);
             trace.limits.push(limit.current());
+            trace.end = at;
         }
     }
 }
@@ -124,6 +146,13 @@ fn run(rs: Rs, max: usize, answers: usize) -> (Adaptive, Trace) {
     let (mut limit, mut trace) = (Adaptive::new(max), Trace::default());
     Model::new(rs).run(&mut limit, answers, &mut trace);
     (limit, trace)
+}
+
+/// The rate of a fixed limit: at the RS's capacity, the best there is.
+fn fixed_rate(rs: Rs, limit: usize, answers: usize) -> f64 {
+    let mut trace = Trace::default();
+    Model::new(rs).run(&mut Fixed(limit), answers, &mut trace);
+    trace.rate()
 }
 
 #[test]
@@ -141,6 +170,20 @@ fn against_a_capacity_of_eight_it_settles_near_eight_with_few_503s() {
         let (low, high) = trace.late_range();
         assert!(low >= 6 && high <= 12, "queue {queue}: the limit went from {low} to {high}");
         assert!(trace.refused_share() <= 0.01, "queue {queue}: {} refused of {}", trace.refused, trace.served);
+        let best = fixed_rate(Rs::knee(8, queue, 5 * MS), 8, 40_000);
+        assert!(trace.rate() >= 0.9 * best, "queue {queue}: {:.0}/s against {best:.0}/s at a fixed 8", trace.rate());
+    }
+}
+
+#[test]
+fn against_a_capacity_of_eight_on_a_noisy_machine_it_still_stops_short_of_the_queue() {
+    for queue in [4, 8] {
+        let (_, trace) = run(Rs::noisy(8, queue, 5 * MS), 64, 40_000);
+        let (_, high) = trace.late_range();
+        assert!(high <= 8 + queue, "queue {queue}: the limit climbed to {high}, past the RS's queue");
+        assert!(trace.refused_share() <= 0.01, "queue {queue}: {} refused of {}", trace.refused, trace.served);
+        let best = fixed_rate(Rs::noisy(8, queue, 5 * MS), 8, 40_000);
+        assert!(trace.rate() >= 0.9 * best, "queue {queue}: {:.0}/s against {best:.0}/s at a fixed 8", trace.rate());
     }
 }
 
