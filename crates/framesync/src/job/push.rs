@@ -54,6 +54,8 @@ pub(super) struct Pushing {
     warned_mode: bool,
     /// The RS answered a request this run: the in-flight limit it left is worth keeping.
     pub answered: bool,
+    /// Answers still to come to requests sent before the last quiet within the run ended.
+    pub sent_before_quiet: usize,
 }
 
 impl Job<'_> {

@@ -4,6 +4,8 @@
 //! times within the run with a short pause, then later runs — or a result per record
 //! ([`super::items`]).
 
+use std::time::Duration;
+
 use anyhow::Result;
 
 use super::Job;
@@ -18,6 +20,10 @@ use crate::sink::{Outgoing, Verdict};
 /// Units failing in a row (retry later, no Retry-After) that stop the pushes of a run: one is
 /// a record the RS cannot take, two are an RS that is failing.
 const FAILURES_TO_STOP: u32 = 2;
+
+/// The longest Retry-After waited out within a run; a longer one stops the pushes of the run,
+/// and the RS is left alone until it is over.
+pub const SHORT_QUIET: Duration = Duration::from_secs(5);
 
 impl Job<'_> {
     /// Sends one unit and acts on the answer.
@@ -37,6 +43,7 @@ impl Job<'_> {
     /// Acts on the first answer to a unit's request: retried within the run where that is
     /// allowed, then acknowledged, refused, split, or counted as failed.
     pub(super) fn answered(&mut self, frame: Frame, unit: Unit, first: Verdict, tries: u32) -> Result<()> {
+        self.pushing.sent_before_quiet = self.pushing.sent_before_quiet.saturating_sub(1);
         let outgoing: Vec<Outgoing> = unit.items.iter().map(|i| i.outgoing.clone()).collect();
         match self.send_with_retries(&outgoing, &unit.key, first)? {
             Verdict::Acknowledged => self.acknowledge_unit(frame, unit),
@@ -134,8 +141,8 @@ impl Job<'_> {
         Ok(())
     }
 
-    /// Sends, retrying a retryable failure a few times within the run with a short pause. Not
-    /// when the RS asked for a longer quiet than the pause: then the run leaves it alone.
+    /// Sends, retrying a retryable failure a few times within the run with a short pause, or
+    /// after the RS's Retry-After where that is short ([`Job::wait_in_run`]).
     fn send_with_retries(&mut self, outgoing: &[Outgoing], key: &Key, first: Verdict) -> Result<Verdict> {
         let mut attempt = 0;
         let mut first = Some(first);
@@ -145,11 +152,11 @@ impl Job<'_> {
                 None => self.send_one(outgoing, key),
             };
             let Verdict::RetryLater { retry_after, .. } = &verdict else { return Ok(verdict) };
-            let pause = backoff::retry_pause(attempt);
-            if attempt >= self.config.sink.retries || retry_after.is_some_and(|d| d > pause) || self.out_of_time() {
+            if attempt >= self.config.sink.retries || self.out_of_time() {
                 return Ok(verdict);
             }
-            self.clock.sleep(pause);
+            let Some(wait) = self.wait_in_run(attempt, *retry_after) else { return Ok(verdict) };
+            self.clock.sleep(wait);
             attempt += 1;
             // The failed request may have been processed: where the RS can say so, ask first.
             self.doubt_lookup();
@@ -170,5 +177,27 @@ impl Job<'_> {
                 Err(_) => return Ok(verdict),
             }
         }
+    }
+
+    /// How long to wait before a failed request goes again within the run: its attempt's
+    /// pause, or the RS's Retry-After where it asked for longer — when that is at most
+    /// [`SHORT_QUIET`] and ends within the run's time; None leaves the record to a later run
+    /// (and the Retry-After stops the pushes of this one). An overloaded RS answers the other
+    /// requests in flight the same way: their quiet is the one already waited out, as they
+    /// were sent before it ended — no more than `sink.concurrency` answers after a quiet can
+    /// be such — so a burst of answers costs one quiet, not one each.
+    fn wait_in_run(&mut self, attempt: u32, retry_after: Option<Duration>) -> Option<Duration> {
+        let pause = backoff::retry_pause(attempt);
+        let Some(asked) = retry_after.filter(|asked| *asked > pause) else { return Some(pause) };
+        if self.pushing.sent_before_quiet > 0 {
+            return Some(pause);
+        }
+        let fits = self.deadline.is_none_or(|deadline| self.clock.elapsed() + asked < deadline);
+        if asked > SHORT_QUIET || !fits {
+            return None;
+        }
+        log::info!("the RS asked for {}s of quiet; pushes go on after it", asked.as_secs_f64());
+        self.pushing.sent_before_quiet = self.config.sink.in_flight().max(1);
+        Some(asked)
     }
 }

@@ -1352,3 +1352,60 @@ fn requests_in_flight_from_threads_deliver_every_record_once() {
         assert_eq!(stored, uids, "{extra}: each record stored once");
     }
 }
+
+fn busy_for(secs: u64) -> Act {
+    Act::Answer(Verdict::RetryLater {
+        reason: format!("HTTP 503 (Retry-After {secs}s)"),
+        retry_after: Some(Duration::from_secs(secs)),
+        status: Some(503),
+    })
+}
+
+/// A run on a clock that moves only when the job sleeps; what it slept is `clock.elapsed()`.
+fn run_stepping(w: &mut World, src: &FakeSource, sink: &FakeSink, clock: &SteppingClock) -> Outcome {
+    *src.now.borrow_mut() = clock.now();
+    let plan = crate::cmd::run::make_plan(&w.config, &w.ledger, Scope::Run, clock.now()).unwrap();
+    let dispatch = InOrder::default();
+    Job::new(&w.config, &mut w.ledger, src, sink, clock).with_dispatch(&dispatch).execute(&plan, true).unwrap()
+}
+
+#[test]
+fn a_short_retry_after_is_waited_out_within_the_run_and_a_burst_of_them_costs_one_quiet() {
+    let mut w = World::new(config("retries = 2\nconcurrency = 4\nadaptive = false"));
+    let src = source(&[(T0, vec!["a", "b", "c", "d", "e", "f", "g", "h"])]);
+    // b, c and d were in flight together when the RS, overloaded, answered each with 503 and
+    // Retry-After: 1.
+    let sink =
+        FakeSink::new().answer("b", vec![busy_for(1)]).answer("c", vec![busy_for(1)]).answer("d", vec![busy_for(1)]);
+    let clock = SteppingClock::new(T0 + 120);
+    let outcome = run_stepping(&mut w, &src, &sink, &clock);
+    assert_eq!(outcome.exit_code(), 0, "{:?}", outcome.failures);
+    assert_eq!(w.count("SELECT COUNT(*) FROM delivered"), 8, "every record, in this run");
+    assert_eq!(w.state(T0), Some(FrameState::Delivered));
+    assert_eq!(
+        w.count("SELECT COUNT(*) FROM servers WHERE quiet_until IS NOT NULL"),
+        0,
+        "no quiet left for later runs"
+    );
+    // One quiet of 1 s for b; c and d were sent before it ended, and go again after the pause.
+    let (slept, pause) = (clock.elapsed(), super::backoff::retry_pause(0));
+    assert_eq!(slept, Duration::from_secs(1) + 2 * pause, "{slept:?}");
+    // (The in-order dispatch sends a request when it finishes: each retry follows its answer.)
+    assert_eq!(sink.sent_uids(), ["a", "b", "b", "c", "c", "d", "d", "e", "f", "g", "h"]);
+}
+
+#[test]
+fn a_retry_after_too_long_for_the_run_stops_its_pushes_and_is_remembered() {
+    for (asked, max_seconds, why) in [(6, 50, "longer than SHORT_QUIET"), (3, 2, "ends after run.max_seconds")] {
+        let mut w =
+            World::new(config_with("retries = 2\nadaptive = false", "", &format!("max_seconds = {max_seconds}")));
+        let src = source(&[(T0, vec!["a", "b"])]);
+        let sink = FakeSink::new().answer("a", vec![busy_for(asked)]);
+        let clock = SteppingClock::new(T0 + 120);
+        let outcome = run_stepping(&mut w, &src, &sink, &clock);
+        assert_eq!(outcome.exit_code(), 1, "{why}");
+        assert!(has(&outcome.failures, "no more pushes this run"), "{why}: {:?}", outcome.failures);
+        assert_eq!(clock.elapsed(), Duration::ZERO, "{why}: not waited out in the run");
+        assert_eq!(w.count("SELECT COUNT(*) FROM servers WHERE name = 'sink' AND quiet_until IS NOT NULL"), 1, "{why}");
+    }
+}
