@@ -16,7 +16,7 @@ use anyhow::Result;
 
 use super::Job;
 use crate::fetch::{self, Fetched};
-use crate::frames::Epoch;
+use crate::frames::{Epoch, Frame};
 use crate::plan::{Plan, Step};
 use crate::source::Source;
 
@@ -52,7 +52,15 @@ impl Job<'_> {
         over: &'scope AtomicBool,
     ) -> Result<()> {
         let mut reading: Option<Reading<'scope>> = None;
-        for (done, step) in plan.steps.iter().enumerate() {
+        let mut next = 0;
+        while let Some(step) = plan.steps.get(next) {
+            let done = next;
+            // The staged frames to push next, one after another in the plan: pushed together,
+            // so requests stay in flight across their boundaries.
+            next = match step {
+                Step::Push(_) => done + plan.steps[done..].iter().take_while(|s| matches!(s, Step::Push(_))).count(),
+                _ => done + 1,
+            };
             if self.out_of_time() {
                 log::info!("max_seconds reached; {} planned frames are left for the next run", plan.steps.len() - done);
                 break;
@@ -66,17 +74,17 @@ impl Job<'_> {
                 }
                 None => None,
             };
-            let frame = self.frame(step.start());
             let staged = self.stage(*step, fetched)?;
             let push = matches!(step, Step::Push(_)) || push_after_pull;
             if staged && push && !self.pushing.stopped {
-                if let (Some(source), Some(Step::Pull(next))) = (ahead, plan.steps.get(done + 1)) {
-                    reading = self.read_ahead(source, *next, scope, over);
+                if let (Some(source), Some(Step::Pull(after))) = (ahead, plan.steps.get(next)) {
+                    reading = self.read_ahead(source, *after, scope, over);
                 }
-                self.push(frame)?;
+                let frames: Vec<Frame> = plan.steps[done..next].iter().map(|s| self.frame(s.start())).collect();
+                self.push(&frames)?;
             }
             if let Some(progress) = self.progress {
-                progress(done + 1, plan.steps.len());
+                progress(next, plan.steps.len());
             }
         }
         if let Some(read) = reading {

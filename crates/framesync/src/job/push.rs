@@ -17,9 +17,9 @@
 //! - Acknowledgements are recorded in groups ([`super::acks`]).
 //!
 //! Here a frame's pending records are read, completed into their batches, looked up and
-//! mapped; the requests go in waves of up to the in-flight limit ([`super::wave`]), one
-//! request and its answer are in [`super::send`], and which records are to blame in
-//! [`super::blame`].
+//! mapped; the requests go up to the in-flight limit at once ([`super::wave`]), in windows
+//! that run on into the next staged frames where a frame ends within them; one request and
+//! its answer are in [`super::send`], and which records are to blame in [`super::blame`].
 
 use std::collections::{BTreeSet, HashSet};
 use std::time::Duration;
@@ -58,25 +58,97 @@ pub(super) struct Pushing {
     pub sent_before_quiet: usize,
 }
 
+/// A frame whose pending records are being read, a window at a time.
+struct Reading {
+    frame: Frame,
+    /// The last record read.
+    after: i64,
+    /// Records read ahead of their window, as members of a batch begun in an earlier one.
+    taken: HashSet<i64>,
+}
+
+/// What reading a frame's next records gave.
+enum Read {
+    /// Requests to send, in order.
+    Units(Vec<Unit>),
+    /// Nothing left to read: once its requests are answered, the frame is done.
+    End,
+    /// Pushing stopped while the records were prepared.
+    Stopped,
+}
+
+impl Reading {
+    fn new(frame: Frame) -> Self {
+        Reading { frame, after: -1, taken: HashSet::new() }
+    }
+}
+
 impl Job<'_> {
-    /// Pushes a staged frame's pending records; delivers the frame when none is left. Records
-    /// that failed are left for a later run: the frame waits for its backoff.
-    pub(super) fn push(&mut self, frame: Frame) -> Result<()> {
-        let failed_before = self.pushing.evidence.failed.len();
-        let sent = self.send_pending(frame);
-        if !matches!(sent, Ok(true)) {
-            // Whatever stopped the sending, what the RS acknowledged is recorded.
-            let recorded = self.record_acks();
-            sent?;
-            return recorded;
+    /// Pushes staged frames' pending records, in order; delivers each frame when none of its
+    /// records is left. Records that failed are left for a later run: their frame waits for
+    /// its backoff.
+    ///
+    /// The requests go a window at a time, up to the in-flight limit at once, and a window
+    /// takes in the next frames' records where a frame ends within it: the RS keeps the
+    /// limit's worth of requests in flight across frames of a few records, instead of
+    /// waiting for each frame's last answers before the next frame's first request. A frame
+    /// is done only once every request of its records has been answered.
+    pub(super) fn push(&mut self, frames: &[Frame]) -> Result<()> {
+        let unit = self.sink.batch_size().max(1);
+        let window = SEND_WINDOW.div_ceil(unit) * unit;
+        let mut frames = frames.iter().copied();
+        let mut reading = frames.next().map(Reading::new);
+        while reading.is_some() {
+            if self.pushing.stopped || self.out_of_time() {
+                break;
+            }
+            // The window: (frame, unit) in order, and the frames read to their end in it.
+            let (mut units, mut ended): (Vec<(Frame, Unit)>, Vec<Frame>) = (Vec::new(), Vec::new());
+            let mut records = 0;
+            while let Some(r) = reading.as_mut()
+                && records < window
+            {
+                match self.read_window(r, window - records)? {
+                    Read::Units(read) => {
+                        records += read.iter().map(|u| u.items.len()).sum::<usize>();
+                        units.extend(read.into_iter().map(|u| (r.frame, u)));
+                    }
+                    Read::End => {
+                        ended.push(r.frame);
+                        reading = frames.next().map(Reading::new);
+                    }
+                    Read::Stopped => break,
+                }
+            }
+            // A frame is done when its requests were all answered before any stop: the frames
+            // before the one whose answers were cut short (the frames ended in the window come
+            // in order, and the cut one, if any, is among them or still being read).
+            let cut = self.send_in_flight(units)?;
+            for frame in ended {
+                if cut.is_some_and(|cut| cut.start == frame.start) {
+                    break;
+                }
+                self.frame_pushed(frame)?;
+            }
         }
+        // Whatever stopped the sending, what the RS acknowledged is recorded.
+        self.record_acks()
+    }
+
+    /// Delivers a frame whose records were all sent and answered, or, when some failed,
+    /// records its failure: it waits for its backoff.
+    fn frame_pushed(&mut self, frame: Frame) -> Result<()> {
         let now = self.clock.now();
         if self.record_last_acks(frame, now)? {
             crate::hooks::kill_point("after-complete");
             log::info!("frame {frame}: delivered");
             self.outcome.figures.frames_delivered += 1;
-        } else if let Some(last) = self.pushing.evidence.failed[failed_before..].last() {
-            let (reason, count) = (last.reason.clone(), self.pushing.evidence.failed.len() - failed_before);
+            return Ok(());
+        }
+        let failed: Vec<&str> =
+            self.pushing.evidence.failed.iter().filter(|f| f.frame == frame).map(|f| f.reason.as_str()).collect();
+        if let Some(reason) = failed.last().map(|r| r.to_string()) {
+            let count = failed.len();
             let next = self.next_attempt(frame, None)?;
             self.ledger.push_failed(frame.start, &reason, next, now)?;
             self.fail(frame, format!("{count} request(s) failed, the rest went on: {reason}; tried again later"));
@@ -84,43 +156,37 @@ impl Job<'_> {
         Ok(())
     }
 
-    /// Sends the frame's pending records a window at a time; false when pushing stopped (the
-    /// RS failed, or the run is out of time).
-    fn send_pending(&mut self, frame: Frame) -> Result<bool> {
+    /// Reads a frame's next pending records, up to about `room`, and makes them requests:
+    /// batches completed, unknown fates looked up, the mapping applied, and every key in the
+    /// ledger before any request goes.
+    fn read_window(&mut self, r: &mut Reading, room: usize) -> Result<Read> {
+        let frame = r.frame;
         let unit = self.sink.batch_size().max(1);
-        let window = (SEND_WINDOW.div_ceil(unit) * unit) as i64;
-        let mut after = -1;
-        // Records read ahead of their window, as members of a batch begun in an earlier one.
-        let mut taken = HashSet::new();
-        loop {
-            if self.pushing.stopped || self.out_of_time() {
-                return Ok(false);
-            }
-            let (mut pending, sent_through) = self.ledger.pending_after(frame.start, after, window)?;
-            let Some(last) = pending.last().map(|p| p.seq) else { return Ok(true) };
-            after = last;
-            pending.retain(|p| !taken.contains(&p.seq));
-            self.complete_batches(frame, &mut pending, last, &mut taken)?;
-            let Some(pending) = self.resolve_unknown(frame, pending)? else { return Ok(false) };
-            let items = self.map(frame, pending)?;
-            if self.pushing.stopped {
-                return Ok(false); // the mapping refused too many in a row
-            }
-            let units = self.form_units(items);
-            let fresh: Vec<(i64, i64, Key)> = units
-                .iter()
-                .filter(|u| u.fresh)
-                .map(|u| (u.items[0].pending.seq, u.items[u.items.len() - 1].pending.seq, u.key.clone()))
-                .collect();
-            let top = units.iter().flat_map(|u| u.items.iter().map(|i| i.pending.seq)).max();
-            if let Some(top) = top
-                && (top > sent_through || !fresh.is_empty())
-            {
-                self.ledger.mark_sending(frame.start, top, &fresh, self.clock.now())?;
-                crate::hooks::kill_point("after-mark-sending");
-            }
-            self.send_in_flight(frame, units)?;
+        let room = room.div_ceil(unit) * unit;
+        let (mut pending, sent_through) = self.ledger.pending_after(frame.start, r.after, room as i64)?;
+        let Some(last) = pending.last().map(|p| p.seq) else { return Ok(Read::End) };
+        r.after = last;
+        pending.retain(|p| !r.taken.contains(&p.seq));
+        self.complete_batches(frame, &mut pending, last, &mut r.taken)?;
+        let Some(pending) = self.resolve_unknown(frame, pending)? else { return Ok(Read::Stopped) };
+        let items = self.map(frame, pending)?;
+        if self.pushing.stopped {
+            return Ok(Read::Stopped); // the mapping refused too many in a row
         }
+        let units = self.form_units(items);
+        let fresh: Vec<(i64, i64, Key)> = units
+            .iter()
+            .filter(|u| u.fresh)
+            .map(|u| (u.items[0].pending.seq, u.items[u.items.len() - 1].pending.seq, u.key.clone()))
+            .collect();
+        let top = units.iter().flat_map(|u| u.items.iter().map(|i| i.pending.seq)).max();
+        if let Some(top) = top
+            && (top > sent_through || !fresh.is_empty())
+        {
+            self.ledger.mark_sending(frame.start, top, &fresh, self.clock.now())?;
+            crate::hooks::kill_point("after-mark-sending");
+        }
+        Ok(Read::Units(units))
     }
 
     /// Adds the members of the batches begun in a window that lie after it, so a batch is

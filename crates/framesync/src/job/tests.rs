@@ -203,6 +203,8 @@ const FLAT_RTT: Duration = Duration::from_millis(5);
 struct InOrder {
     /// The in-flight limit each request started under, and how many were in flight with it.
     starts: RefCell<Vec<(usize, usize)>>,
+    /// The requests of each window handed to the dispatch.
+    windows: RefCell<Vec<usize>>,
 }
 
 impl InOrder {
@@ -223,6 +225,7 @@ impl Dispatch for InOrder {
         limit: usize,
         answered: &mut Answered,
     ) -> anyhow::Result<usize> {
+        self.windows.borrow_mut().push(requests.len());
         let record = |p: &Pipeline| self.starts.borrow_mut().push((p.limit, p.in_flight));
         // One call after another in this process: the round trips measured say nothing of
         // the RS modelled, whose round trips are flat.
@@ -1407,5 +1410,46 @@ fn a_retry_after_too_long_for_the_run_stops_its_pushes_and_is_remembered() {
         assert!(has(&outcome.failures, "no more pushes this run"), "{why}: {:?}", outcome.failures);
         assert_eq!(clock.elapsed(), Duration::ZERO, "{why}: not waited out in the run");
         assert_eq!(w.count("SELECT COUNT(*) FROM servers WHERE name = 'sink' AND quiet_until IS NOT NULL"), 1, "{why}");
+    }
+}
+
+#[test]
+fn staged_frames_of_few_records_go_in_one_window_and_each_is_delivered_once_its_answers_are_in() {
+    let mut w = World::new(config("concurrency = 4\nadaptive = false"));
+    let src = source(&[(T0, vec!["a", "b"]), (T0 + 60, vec!["c", "d"]), (T0 + 120, vec!["e"])]);
+    let (sink, dispatch) = (FakeSink::new(), InOrder::default());
+    w.run(&src, &sink, T0 + 240, Scope::Pull);
+    let outcome = w.run_with(&src, &sink, T0 + 240, Scope::Push, &dispatch);
+    assert_eq!(outcome.exit_code(), 0, "{:?}", outcome.failures);
+    assert_eq!(*dispatch.windows.borrow(), [5], "one window across the three frames");
+    assert_eq!(dispatch.most_in_flight(), 4, "the limit's worth in flight across frame boundaries");
+    for start in [T0, T0 + 60, T0 + 120] {
+        assert_eq!(w.state(start), Some(FrameState::Delivered), "frame {start}");
+    }
+    assert_eq!(sink.sent_uids(), ["a", "b", "c", "d", "e"]);
+}
+
+#[test]
+fn a_stop_in_a_window_across_frames_delivers_the_frames_before_it_and_leaves_the_rest() {
+    let mut w = World::new(config("concurrency = 4\nadaptive = false"));
+    let src = source(&[(T0, vec!["a", "b"]), (T0 + 60, vec!["c", "d"]), (T0 + 120, vec!["e"])]);
+    let broken = Verdict::Broken { reason: "HTTP 404".into() };
+    let (sink, dispatch) = (FakeSink::new().answer("c", vec![Act::Answer(broken)]), InOrder::default());
+    w.run(&src, &sink, T0 + 240, Scope::Pull);
+    let outcome = w.run_with(&src, &sink, T0 + 240, Scope::Push, &dispatch);
+    assert_eq!(outcome.exit_code(), 1);
+    assert_eq!(w.state(T0), Some(FrameState::Delivered), "its answers all came before the stop");
+    assert_eq!(w.state(T0 + 60), Some(FrameState::Pushing), "its request for c stopped the pushes");
+    assert_ne!(w.state(T0 + 120), Some(FrameState::Delivered), "after the stop: not done this run");
+    // d and e were in flight at the stop: their acknowledgements are recorded.
+    let delivered = |uid: &str| w.count(&format!("SELECT COUNT(*) FROM delivered WHERE uid = '{uid}'"));
+    assert_eq!([delivered("a"), delivered("b"), delivered("c"), delivered("d"), delivered("e")], [1, 1, 0, 1, 1]);
+    let later = w.run(&src, &sink, T0 + 900, Scope::Run);
+    assert_eq!(later.exit_code(), 0, "{:?}", later.failures);
+    for start in [T0, T0 + 60, T0 + 120] {
+        assert_eq!(w.state(start), Some(FrameState::Delivered), "frame {start}");
+    }
+    for uid in ["a", "b", "c", "d", "e"] {
+        assert_eq!(sink.stored_count(uid), 1, "{uid} stored once");
     }
 }

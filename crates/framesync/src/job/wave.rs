@@ -22,26 +22,35 @@ use crate::frames::Frame;
 use crate::sink::{Outgoing, Verdict};
 
 impl Job<'_> {
-    /// Sends the units, up to the in-flight limit at once, until they are done, pushing stops,
-    /// or the run is out of time.
-    pub(super) fn send_in_flight(&mut self, frame: Frame, units: Vec<Unit>) -> Result<()> {
+    /// Sends the units (each with its frame), up to the in-flight limit at once, until they
+    /// are done, pushing stops, or the run is out of time. Returns the frame of the first unit
+    /// whose answer was not acted on in full before a stop — it and the frames after it are
+    /// not done — or None when every answer was.
+    pub(super) fn send_in_flight(&mut self, units: Vec<(Frame, Unit)>) -> Result<Option<Frame>> {
+        let frames: Vec<Frame> = units.iter().map(|(frame, _)| *frame).collect();
         if units.is_empty() || self.pushing.stopped || self.out_of_time() {
-            return Ok(());
+            return Ok(frames.first().copied());
         }
         // A full or older group is recorded before the requests (which may take long).
         self.record_acks_if_due()?;
         let outgoing: Vec<Vec<Outgoing>> =
-            units.iter().map(|u| u.items.iter().map(|i| i.outgoing.clone()).collect()).collect();
-        let keys: Vec<Key> = units.iter().map(|u| u.key.clone()).collect();
+            units.iter().map(|(_, u)| u.items.iter().map(|i| i.outgoing.clone()).collect()).collect();
+        let keys: Vec<Key> = units.iter().map(|(_, u)| u.key.clone()).collect();
         let requests: Vec<Request> =
             outgoing.iter().zip(&keys).map(|(records, key)| Request { records, key }).collect();
-        let mut units: Vec<Option<Unit>> = units.into_iter().map(Some).collect();
+        let mut units: Vec<Option<Unit>> = units.into_iter().map(|(_, unit)| Some(unit)).collect();
         let (dispatch, sink, limit) = (self.dispatch, self.sink, self.limit.current());
+        // The units acted on in full, in order, before pushing stopped.
+        let mut done = 0;
         dispatch.send(sink, &requests, limit, &mut |i, sent| {
             let unit = units[i].take().expect("each answer is handed over once");
-            self.act_on(frame, unit, sent)
+            let flow = self.act_on(frames[i], unit, sent);
+            if !self.pushing.stopped {
+                done = i + 1;
+            }
+            flow
         })?;
-        Ok(())
+        Ok(frames.get(done).copied())
     }
 
     /// Acts on one answer and says how to go on.
