@@ -298,3 +298,14 @@ fn an_ss_asking_for_quiet_while_frames_are_read_at_once_stops_the_pulls_after_it
     assert_eq!(w.state(order[2]), None, "no row: missing, with no attempt");
     assert_eq!(w.count("SELECT COUNT(*) FROM staged"), 0, "nothing read after it was staged");
 }
+
+#[test]
+fn the_frames_read_at_once_share_one_memory_budget() {
+    use super::ahead::{AHEAD_BUDGET, AHEAD_BYTES, share};
+    assert_eq!(share(1), AHEAD_BYTES, "one frame ahead holds what it always held");
+    assert_eq!(share(8), AHEAD_BYTES);
+    assert_eq!(share(64), 1 << 20);
+    for n in 1..=64 {
+        assert!(n * share(n) <= AHEAD_BUDGET, "{n} frames at once");
+    }
+}
