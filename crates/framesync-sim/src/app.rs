@@ -131,6 +131,7 @@ impl Handler for App {
             }
             _ => None,
         };
+        let ss_request = (endpoint == Endpoint::SsEvents).then(|| self.stats.ss_request());
         self.pause(endpoint, plan.delay);
         let outcome = match plan.fault {
             Some((kind, fault)) => {
@@ -139,7 +140,7 @@ impl Handler for App {
             }
             None => Outcome::Respond(self.dispatch(endpoint, request)),
         };
-        drop(slot);
+        drop((slot, ss_request));
         let status = outcome.status();
         log::debug!("{} {} -> {status:?}", request.method, request.path);
         self.stats.request(endpoint.name(), status);

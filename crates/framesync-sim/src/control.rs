@@ -105,6 +105,11 @@ struct StatsInner {
     /// SS requests that carried an `Authorization` header (credentials meant for another
     /// server, when this simulator stands for a second origin).
     ss_with_authorization: u64,
+    /// SS requests being answered now, and the most at once: how many frames a client read
+    /// concurrently.
+    #[serde(skip)]
+    ss_in_flight: u64,
+    ss_max_in_flight: u64,
 }
 
 #[derive(Default, Serialize)]
@@ -118,7 +123,15 @@ impl Stats {
     /// Every fault kind starts at zero, so the JSON shape does not depend on what happened.
     pub fn new() -> Stats {
         let faults = FaultKind::ALL.iter().map(|k| (k.name(), 0)).collect();
-        Stats { inner: Mutex::new(StatsInner { requests: BTreeMap::new(), faults, ss_with_authorization: 0 }) }
+        Stats {
+            inner: Mutex::new(StatsInner {
+                requests: BTreeMap::new(),
+                faults,
+                ss_with_authorization: 0,
+                ss_in_flight: 0,
+                ss_max_in_flight: 0,
+            }),
+        }
     }
 
     pub fn request(&self, endpoint: &'static str, status: Option<u16>) {
@@ -133,6 +146,14 @@ impl Stats {
         self.inner.lock().unwrap_or_else(PoisonError::into_inner).ss_with_authorization += 1;
     }
 
+    /// Counts an SS request as in flight until the guard is dropped.
+    pub fn ss_request(&self) -> SsInFlight<'_> {
+        let mut inner = self.inner.lock().unwrap_or_else(PoisonError::into_inner);
+        inner.ss_in_flight += 1;
+        inner.ss_max_in_flight = inner.ss_max_in_flight.max(inner.ss_in_flight);
+        SsInFlight { stats: self }
+    }
+
     pub fn fault(&self, kind: FaultKind) {
         let mut inner = self.inner.lock().unwrap_or_else(PoisonError::into_inner);
         *inner.faults.entry(kind.name()).or_default() += 1;
@@ -141,6 +162,17 @@ impl Stats {
     pub fn to_json(&self) -> Value {
         let inner = self.inner.lock().unwrap_or_else(PoisonError::into_inner);
         serde_json::to_value(&*inner).expect("counters always serialize")
+    }
+}
+
+/// An SS request being answered: [`Stats::ss_request`].
+pub struct SsInFlight<'a> {
+    stats: &'a Stats,
+}
+
+impl Drop for SsInFlight<'_> {
+    fn drop(&mut self) {
+        self.stats.inner.lock().unwrap_or_else(PoisonError::into_inner).ss_in_flight -= 1;
     }
 }
 
@@ -251,5 +283,18 @@ mod tests {
         assert_eq!(json["requests"]["rs_ingest"], json!({ "total": 2, "by_status": { "201": 1, "no_response": 1 } }));
         assert_eq!(json["faults"]["rs_dropped_responses"], json!(1));
         assert_eq!(json["faults"]["ss_429s"], json!(0));
+    }
+
+    #[test]
+    fn stats_keep_the_most_ss_requests_in_flight_at_once() {
+        let stats = Stats::new();
+        let (a, b) = (stats.ss_request(), stats.ss_request());
+        drop(a);
+        let c = stats.ss_request();
+        drop((b, c));
+        let _d = stats.ss_request();
+        let json = stats.to_json();
+        assert_eq!(json["ss_max_in_flight"], json!(2));
+        assert!(json.get("ss_in_flight").is_none(), "only the most is reported");
     }
 }

@@ -44,6 +44,18 @@ pub struct Fetched {
     pub took: std::time::Duration,
 }
 
+impl Fetched {
+    /// The walk was stopped between pages by its caller.
+    pub fn stopped(&self) -> bool {
+        matches!(self.end, Err(PullError::Stopped))
+    }
+
+    /// The SS asked for quiet (429, 503) during the walk.
+    pub fn ss_busy(&self) -> bool {
+        matches!(self.end, Err(PullError::Busy { .. }))
+    }
+}
+
 /// Reads a frame's pages into memory, asking `go_on` after each page whether to read on. None
 /// when they grow past `max_bytes` (UIDs and bodies): the frame is then pulled the usual way,
 /// page by page into the ledger's staging, so reading ahead never costs more memory than that.

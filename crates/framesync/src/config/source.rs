@@ -48,6 +48,8 @@ pub struct SourceConfig {
     pub auth: Option<AuthConfig>,
     /// How a frame's pages are walked: `[source.pages]`.
     pub pages: Paging,
+    /// Most frames fetched from the SS at once (`source.concurrency`).
+    pub concurrency: usize,
     /// How each body is read.
     pub format: BodyFormat,
     /// Other hosts a next page may be on (fetched without `headers`), lowercased.
@@ -86,6 +88,7 @@ pub(super) struct RawSource {
     pages: shape::RawPages,
     format: BodyFormat,
     follow_hosts: Vec<String>,
+    concurrency: usize,
 }
 
 impl Default for RawSource {
@@ -112,9 +115,13 @@ impl Default for RawSource {
             pages: shape::RawPages::default(),
             format: BodyFormat::Json,
             follow_hosts: Vec::new(),
+            concurrency: 1,
         }
     }
 }
+
+/// Most frames `source.concurrency` lets be fetched from the SS at once.
+pub const MOST_FRAMES_AT_ONCE: usize = 64;
 
 /// The URL a config must give, as `framesync init` writes it.
 pub(super) const URL_EXAMPLE: &str = "url = \"https://ss.example.com/v1/events?from={from}&to={to}\"";
@@ -164,6 +171,7 @@ impl RawSource {
             pages,
             format: self.format,
             follow_hosts: shape::follow_hosts(self.follow_hosts)?,
+            concurrency: check::count("source.concurrency", self.concurrency, 1..=MOST_FRAMES_AT_ONCE)?,
         })
     }
 }

@@ -342,3 +342,13 @@ fn a_bad_override_is_named_by_its_variable() {
         assert!(e.starts_with(want) && !e.contains('\n'), "{want:?} does not lead {e:?}");
     }
 }
+
+#[test]
+fn source_concurrency_defaults_to_one_frame_at_a_time_and_refuses_values_out_of_range() {
+    assert_eq!(parse(&minimal("", "")).unwrap().source.concurrency, 1);
+    assert_eq!(parse(&minimal("concurrency = 64", "")).unwrap().source.concurrency, 64);
+    for bad in ["concurrency = 0", "concurrency = 65", "concurrency = \"four\""] {
+        let e = error(&minimal(bad, ""));
+        assert!(e.starts_with("source.concurrency: ") && !e.contains('\n'), "{bad}: {e:?}");
+    }
+}

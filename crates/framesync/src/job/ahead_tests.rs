@@ -141,3 +141,171 @@ fn a_frame_past_the_memory_bound_is_dropped_from_memory_and_pulled_the_usual_way
     assert!(crate::fetch::fetch_pages(&src, frame, 16, || true).is_none(), "two records of 11 bytes each");
     assert!(crate::fetch::fetch_pages(&src, frame, 1 << 10, || true).is_some());
 }
+
+/// An SS whose answers block until `gate` fetches are in flight together (or a few seconds
+/// pass): every fetch beyond the first `gate` is answered at once. It keeps the most fetches in
+/// flight at once and the order they began in. Frames in `busy` answer 429.
+struct GatedSource {
+    frames: Vec<Epoch>,
+    busy: Vec<Epoch>,
+    gate: usize,
+    state: Mutex<Gate>,
+    changed: Condvar,
+}
+
+#[derive(Default)]
+struct Gate {
+    in_flight: usize,
+    most: usize,
+    fetched: Vec<Epoch>,
+}
+
+impl GatedSource {
+    fn new(frames: usize, gate: usize) -> Self {
+        let frames = (0..frames as i64).map(|i| T0 + 60 * i).collect();
+        GatedSource { frames, busy: vec![], gate, state: Mutex::default(), changed: Condvar::new() }
+    }
+
+    fn most_in_flight(&self) -> usize {
+        self.state.lock().unwrap().most
+    }
+
+    fn fetched(&self) -> Vec<Epoch> {
+        self.state.lock().unwrap().fetched.clone()
+    }
+}
+
+impl Source for GatedSource {
+    fn pages(&self, frame: Frame) -> Pages<'_> {
+        let mut state = self.state.lock().unwrap();
+        state.in_flight += 1;
+        state.most = state.most.max(state.in_flight);
+        state.fetched.push(frame.start);
+        self.changed.notify_all();
+        let wait = Duration::from_secs(5);
+        let (mut state, _) = self.changed.wait_timeout_while(state, wait, |s| s.most < self.gate).unwrap();
+        state.in_flight -= 1;
+        if self.busy.contains(&frame.start) {
+            let error = PullError::Busy { message: "HTTP 429".into(), retry_after: None };
+            return Box::new(std::iter::once(Err(error)));
+        }
+        let uid = format!("r{}", (frame.start - T0) / 60);
+        let record = StagedRecord { body: format!(r#"{{"id":"{uid}"}}"#), uid, ts_ms: None };
+        let records = if self.frames.contains(&frame.start) { vec![record] } else { vec![] };
+        Box::new(std::iter::once(Ok(Page { records, ..Page::default() })))
+    }
+}
+
+/// An RS that takes every record, in the order they come.
+#[derive(Default)]
+struct TakingSink {
+    stored: Mutex<Vec<String>>,
+}
+
+impl Sink for TakingSink {
+    fn batch_size(&self) -> usize {
+        1
+    }
+    fn send(&self, records: &[Outgoing], _key: &Key) -> Verdict {
+        self.stored.lock().unwrap().extend(records.iter().map(|r| r.uid.clone()));
+        Verdict::Acknowledged
+    }
+    fn has_lookup(&self) -> bool {
+        false
+    }
+    fn lookup(&self, _uid: &str) -> Result<bool, String> {
+        Err("no lookup".into())
+    }
+}
+
+/// One request in flight to the RS, `concurrency` frames read at once from the SS.
+fn reading(concurrency: usize) -> crate::config::Config {
+    let mut config = one_at_a_time();
+    config.source.concurrency = concurrency;
+    config
+}
+
+/// The records the plan's pull steps would deliver, in the plan's order.
+fn in_plan_order(plan: &crate::plan::Plan) -> Vec<String> {
+    plan.steps.iter().map(|step| format!("r{}", (step.start() - T0) / 60)).collect()
+}
+
+fn run_gated(w: &mut World, src: &GatedSource, sink: &TakingSink, scope: Scope) -> (Outcome, Vec<String>) {
+    let now = T0 + 60 * 7;
+    let plan = crate::cmd::run::make_plan(&w.config, &w.ledger, scope, now).unwrap();
+    let clock = FakeClock(now);
+    let job = Job::new(&w.config, &mut w.ledger, src, sink, &clock).with_read_ahead(src);
+    (job.execute(&plan, scope == Scope::Run).unwrap(), in_plan_order(&plan))
+}
+
+#[test]
+fn with_source_concurrency_three_frames_are_fetched_at_once_and_staged_in_the_plans_order() {
+    let mut w = World::new(reading(3));
+    let (src, sink) = (GatedSource::new(6, 3), TakingSink::default());
+    let (outcome, expected) = run_gated(&mut w, &src, &sink, Scope::Run);
+    assert_eq!(outcome.exit_code(), 0, "{:?}", outcome.failures);
+    assert_eq!(src.most_in_flight(), 3, "three frames in flight at once, never more");
+    assert_eq!(expected.len(), 6);
+    assert_eq!(*sink.stored.lock().unwrap(), expected, "delivered in the plan's order");
+    let mut fetched = src.fetched();
+    fetched.sort();
+    fetched.dedup();
+    assert_eq!(fetched.len(), src.fetched().len(), "each frame fetched once");
+    assert_eq!(w.count("SELECT COUNT(*) FROM delivered"), 6);
+}
+
+#[test]
+fn a_pull_alone_fetches_as_many_frames_at_once_as_source_concurrency_allows() {
+    let mut w = World::new(reading(4));
+    let (src, sink) = (GatedSource::new(6, 4), TakingSink::default());
+    let (outcome, _) = run_gated(&mut w, &src, &sink, Scope::Pull);
+    assert_eq!(outcome.exit_code(), 0, "{:?}", outcome.failures);
+    assert_eq!(src.most_in_flight(), 4);
+    assert_eq!(outcome.figures.frames_pulled, 6);
+    assert_eq!(w.count("SELECT COUNT(*) FROM staged"), 6, "every frame staged, none pushed");
+    assert!(sink.stored.lock().unwrap().is_empty());
+}
+
+#[test]
+fn with_source_concurrency_one_a_pull_alone_reads_one_frame_at_a_time() {
+    let mut w = World::new(reading(1));
+    let (src, sink) = (GatedSource::new(6, 1), TakingSink::default());
+    let (outcome, _) = run_gated(&mut w, &src, &sink, Scope::Pull);
+    assert_eq!(outcome.exit_code(), 0, "{:?}", outcome.failures);
+    assert_eq!((src.most_in_flight(), outcome.figures.frames_pulled), (1, 6));
+}
+
+/// The frames before the one the SS refused with a 429 are delivered, that one is recorded as
+/// failed with the answer, and those after it are left missing, as a pull in turn would leave them.
+#[test]
+fn an_ss_asking_for_quiet_while_frames_are_read_at_once_stops_the_pulls_after_it() {
+    let mut w = World::new(reading(4));
+    let mut src = GatedSource::new(6, 4);
+    let plan = crate::cmd::run::make_plan(&w.config, &w.ledger, Scope::Run, T0 + 60 * 7).unwrap();
+    let order: Vec<Epoch> = plan.steps.iter().map(|s| s.start()).collect();
+    src.busy = vec![order[1]];
+    let sink = TakingSink::default();
+    let (outcome, expected) = run_gated(&mut w, &src, &sink, Scope::Run);
+    assert_eq!(outcome.exit_code(), 1);
+    assert!(
+        outcome.failures.iter().any(|f| f.contains("HTTP 429") && f.contains("no more pulls")),
+        "{:?}",
+        outcome.failures
+    );
+    assert_eq!(*sink.stored.lock().unwrap(), expected[..1], "only the frame before it");
+    assert_eq!(w.count("SELECT COUNT(*) FROM frames WHERE last_error LIKE '%429%'"), 1);
+    assert_eq!(w.count("SELECT COUNT(*) FROM frames"), 2, "nothing recorded after it");
+    assert_eq!(w.state(order[2]), None, "no row: missing, with no attempt");
+    assert_eq!(w.count("SELECT COUNT(*) FROM staged"), 0, "nothing read after it was staged");
+}
+
+#[test]
+fn the_frames_read_at_once_share_one_memory_budget() {
+    use super::ahead::{AHEAD_BUDGET, AHEAD_BYTES, share};
+    assert_eq!(share(1), AHEAD_BYTES, "one frame ahead holds what it always held");
+    assert_eq!(share(8), AHEAD_BYTES);
+    assert_eq!(share(64), 1 << 20);
+    for n in 1..=64 {
+        assert!(n * share(n) <= AHEAD_BUDGET, "{n} frames at once");
+    }
+}

@@ -11,7 +11,8 @@
 //! which records are to blame and become dead letters in [`blame`], and whether the RS's
 //! lookup can be believed in [`lookup`]. How long a failed frame waits is [`backoff`]. How
 //! many requests may be in flight at the RS, adapting to its round trips, is [`adaptive`]. The
-//! next frame's pages are read while a frame is pushed ([`ahead`]).
+//! next frames' pages are read while a frame is pushed, `source.concurrency` of them at once
+//! ([`ahead`]).
 
 mod acks;
 pub mod adaptive;
@@ -73,7 +74,7 @@ pub struct Job<'a> {
     config: &'a Config,
     ledger: &'a mut Ledger,
     source: &'a dyn Source,
-    /// The SS again, for reading the next frame ahead on a thread of its own.
+    /// The SS again, for reading the next frames ahead on threads of their own.
     ahead: Option<&'a (dyn Source + Sync)>,
     sink: &'a dyn Sink,
     clock: &'a dyn Clock,
