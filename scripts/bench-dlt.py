@@ -3,7 +3,7 @@
 simulator's SS to an RS, one record per POST, as a user of dlt would write it.
 
     bench-dlt.py --ss http://HOST:PORT --rs http://HOST:PORT/rs/ingest \
-        --start EPOCH_SECONDS --frames 30 --pipelines-dir DIR
+        --frames EPOCH_SECONDS,EPOCH_SECONDS,... --pipelines-dir DIR
 
 The source is dlt's `rest_api`: a `frames` resource yields each frame's bounds (RFC 3339, as
 framesync formats `{from}` and `{to}`), and the `events` endpoint, `/ss/events?from=&to=`,
@@ -39,8 +39,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--ss", required=True, help="the SS's base URL, http://HOST:PORT")
     parser.add_argument("--rs", required=True, help="the RS's ingest URL")
-    parser.add_argument("--start", required=True, type=int, help="the first frame's start, epoch seconds")
-    parser.add_argument("--frames", required=True, type=int)
+    parser.add_argument("--frames", required=True, help="the frames' starts, epoch seconds, comma-separated")
     parser.add_argument("--frame-seconds", type=int, default=60)
     parser.add_argument("--pipelines-dir", required=True)
     parser.add_argument("--file-max-items", type=int, help="records per load file (default: dlt's, no limit)")
@@ -59,7 +58,7 @@ def main() -> int:
     # One page of frames: rest_api's dependent endpoints take their parent's items a page at a time.
     @dlt.resource(name="frames")
     def frames():
-        starts = [args.start + n * args.frame_seconds for n in range(args.frames)]
+        starts = [int(start) for start in args.frames.split(",")]
         yield [{"from": rfc3339(s), "to": rfc3339(s + args.frame_seconds)} for s in starts]
 
     source = rest_api_source(
