@@ -7,8 +7,8 @@ simulator's SS to an RS, one record per POST, as a user of dlt would write it.
 
 The source is dlt's `rest_api`: a `frames` resource yields each frame's bounds (RFC 3339, as
 framesync formats `{from}` and `{to}`), and the `events` endpoint, `/ss/events?from=&to=`,
-takes its two parameters from it (`{resources.frames.from}`) and follows the SS's `next` link (`json_link`) until it is
-absent, taking the records from `items`. The destination is `@dlt.destination` with
+takes its two parameters from it (`{resources.frames.from}`), follows the SS's `next` link
+(`json_link`) until it is absent, and takes the records from `items`. The destination is `@dlt.destination` with
 batch_size=1: one POST per record, with the record's UID (`id`) as `Idempotency-Key` and the
 record as the JSON body, with dlt's requests helper (it retries 429, 5xx and connection errors).
 
