@@ -70,12 +70,11 @@ impl Job<'_> {
     }
 
     /// The frame's last group and its delivery, in one transaction; true when it was delivered
-    /// (nothing of it is left to send).
+    /// (nothing of it is left to send). A group of a later frame (a window runs on across
+    /// frames) is left to fill: the frame's own acknowledgements were recorded when the later
+    /// frame's began.
     pub(super) fn record_last_acks(&mut self, frame: Frame, now: Epoch) -> Result<bool> {
-        if self.pushing.acks.frame != frame.start {
-            self.record_acks()?;
-        }
-        let uids = self.pushing.acks.take();
+        let uids = if self.pushing.acks.frame == frame.start { self.pushing.acks.take() } else { Vec::new() };
         let last: Vec<&str> = uids.iter().map(String::as_str).collect();
         let delivered = self.ledger.acknowledge_and_complete(frame, &last, self.first_recheck(now), now)?;
         self.outcome.figures.records_pushed += last.len() as i64;
