@@ -108,8 +108,8 @@ pub struct Outgoing {
     pub body: String,
 }
 
-/// The RS, behind a trait so the run loop is tested without a server. `Sync`: the requests of
-/// a wave are sent from many threads at once ([`crate::job::Dispatch`]).
+/// The RS, behind a trait so the run loop is tested without a server. `Sync`: the requests in
+/// flight are sent from many threads at once ([`crate::job::Dispatch`]).
 pub trait Sink: Sync {
     fn batch_size(&self) -> usize;
     /// Sends one record (record mode) or one batch (batch mode) under `key`.

@@ -41,7 +41,7 @@ pub fn run(config: &Config, scope: Scope, dry_run: bool, out: &mut dyn Write) ->
     Ok(outcome.exit_code() as u8)
 }
 
-/// What a run works with: the two servers, the clock, and how the requests of a wave reach the
+/// What a run works with: the two servers, the clock, and how the requests in flight reach the
 /// RS (the simulation passes its own of each).
 #[derive(Clone, Copy)]
 pub struct Parts<'a> {

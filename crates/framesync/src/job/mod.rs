@@ -78,7 +78,7 @@ pub struct Job<'a> {
     ahead: Option<&'a (dyn Source + Sync)>,
     sink: &'a dyn Sink,
     clock: &'a dyn Clock,
-    /// How the requests of a wave reach the RS.
+    /// How the requests in flight reach the RS.
     dispatch: &'a dyn Dispatch,
     /// How many requests may be in flight to the RS.
     limit: Box<dyn Limit + 'a>,
@@ -127,7 +127,7 @@ impl<'a> Job<'a> {
         self
     }
 
-    /// The requests of a wave go through `dispatch` (by default [`Threads`]).
+    /// The requests in flight go through `dispatch` (by default [`Threads`]).
     pub fn with_dispatch(mut self, dispatch: &'a dyn Dispatch) -> Self {
         self.dispatch = dispatch;
         self
