@@ -5,7 +5,10 @@
 //! API key in the query (`--rs-require-key api_key=k3y`), or a live token from the endpoint
 //! (`--rs-require-oauth`). A token lives `--oauth-expires-in` and, with `--oauth-token-uses N`,
 //! is revoked after it authorized N requests: the next request with it is answered 401, as a
-//! server that revoked a token answers. A refused request is answered 401 before anything else.
+//! server that revoked a token answers. With `--oauth-revoke-after N`, every token live when the
+//! servers have authorized N requests in all is revoked at once, as when a client's tokens are
+//! revoked mid-run: the requests then in flight with one are answered 401 together. A refused
+//! request is answered 401 before anything else.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -48,6 +51,9 @@ pub struct AuthArgs {
     /// A token is revoked after it authorized this many requests.
     #[arg(long, value_name = "N")]
     oauth_token_uses: Option<u64>,
+    /// Every live token is revoked once the servers have authorized this many requests in all.
+    #[arg(long, value_name = "N")]
+    oauth_revoke_after: Option<u64>,
 }
 
 fn pair(text: &str) -> Result<(String, String), String> {
@@ -67,6 +73,8 @@ pub enum Side {
 pub struct Guard {
     args: AuthArgs,
     issued: AtomicU64,
+    /// Requests a token authorized, on either side.
+    authorized: AtomicU64,
     /// Live tokens: when each was issued and how many requests it authorized.
     tokens: Mutex<HashMap<String, (Instant, u64)>>,
 }
@@ -115,6 +123,9 @@ impl Guard {
             tokens.remove(token);
             return false;
         }
+        if self.args.oauth_revoke_after == Some(self.authorized.fetch_add(1, Ordering::SeqCst) + 1) {
+            tokens.clear();
+        }
         true
     }
 
@@ -151,4 +162,40 @@ fn form(body: &[u8]) -> Vec<(String, String)> {
         .filter_map(|pair| pair.split_once('='))
         .map(|(name, value)| (decode(name), decode(value)))
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::http::parse_request;
+
+    fn token(guard: &Guard) -> String {
+        let body = "grant_type=client_credentials&client_id=framesync&client_secret=sim-secret";
+        let head = format!("POST /oauth/token HTTP/1.1\r\nContent-Length: {}\r\n\r\n{body}", body.len());
+        let answer = guard.token(&parse_request(head.as_bytes()).unwrap());
+        let json: serde_json::Value = serde_json::from_slice(&answer.body).unwrap();
+        json["access_token"].as_str().unwrap().to_owned()
+    }
+
+    fn ingest(guard: &Guard, token: &str) -> Option<u16> {
+        let head = format!("POST /rs/ingest HTTP/1.1\r\nAuthorization: Bearer {token}\r\n\r\n");
+        guard.refuse(Side::Rs, &parse_request(head.as_bytes()).unwrap()).map(|r| r.status)
+    }
+
+    #[test]
+    fn every_live_token_is_revoked_once_the_servers_authorized_revoke_after_requests() {
+        let args = AuthArgs {
+            rs_require_oauth: true,
+            oauth_client: "framesync:sim-secret".into(),
+            oauth_expires_in: 3600,
+            oauth_revoke_after: Some(3),
+            ..AuthArgs::default()
+        };
+        let guard = Guard::new(args);
+        let (first, second) = (token(&guard), token(&guard));
+        assert_eq!([ingest(&guard, &first), ingest(&guard, &second), ingest(&guard, &first)], [None; 3]);
+        assert_eq!([ingest(&guard, &first), ingest(&guard, &second)], [Some(401); 2], "both revoked at the 3rd");
+        let third = token(&guard);
+        assert_eq!((0..5).map(|_| ingest(&guard, &third)).collect::<Vec<_>>(), [None; 5], "revoked once only");
+    }
 }

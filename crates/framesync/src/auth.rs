@@ -4,13 +4,17 @@
 //! OAuth2 (client credentials, RFC 6749 §4.4): the token is fetched on first use, kept in
 //! memory only (never in the ledger, a message or the log), and fetched again before it expires
 //! — `expires_in` less the smaller of 30 s and half its lifetime, counted from when the token was
-//! asked for. A 401 from the server drops it ([`Auth::renew`]): the caller fetches another and
-//! retries the request once; a second 401 is the server's answer.
+//! asked for. A 401 from the server drops it ([`Auth::send_renewing`]) and the request is
+//! retried once with another; a second 401 is the server's answer. Requests in flight together
+//! that carried a revoked token are refused together: only the first 401 to arrive drops it, the
+//! others find the token another retry already fetched, so one revocation costs one fetch.
 //!
 //! The token request goes through the agent of the server it authenticates to, so it has that
 //! server's timeouts and TLS settings, and like every request it never follows a redirect.
 
+use std::cell::Cell;
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use base64::Engine as _;
@@ -56,10 +60,14 @@ struct OAuth2 {
     config: OAuth2Config,
     agent: ureq::Agent,
     token: Mutex<Option<Token>>,
+    /// Tokens fetched so far: the next one's generation.
+    fetched: AtomicU64,
 }
 
 struct Token {
     access: String,
+    /// Which fetch this token came from, to tell it from a later one without comparing secrets.
+    generation: u64,
     /// When to fetch another; none when the endpoint gave no lifetime (kept until a 401).
     refresh_at: Option<Instant>,
 }
@@ -90,6 +98,7 @@ impl Auth {
                 config: config.clone(),
                 agent: agent.clone(),
                 token: Mutex::new(None),
+                fetched: AtomicU64::new(0),
             })),
         };
         Auth { scheme }
@@ -98,36 +107,50 @@ impl Auth {
     /// `request` with the credentials added; with OAuth2, a token is fetched first when there
     /// is none or it is about to expire.
     pub fn apply<B>(&self, request: ureq::RequestBuilder<B>) -> Result<ureq::RequestBuilder<B>, AuthError> {
+        Ok(self.applied(request)?.0)
+    }
+
+    /// [`Auth::apply`], and the generation of the OAuth2 token the request carries.
+    fn applied<B>(
+        &self,
+        request: ureq::RequestBuilder<B>,
+    ) -> Result<(ureq::RequestBuilder<B>, Option<u64>), AuthError> {
         Ok(match &self.scheme {
-            Scheme::None => request,
-            Scheme::Header(value) => request.header("Authorization", value),
-            Scheme::Query(name, value) => request.query_raw(name, value),
-            Scheme::OAuth2(oauth) => request.header("Authorization", format!("Bearer {}", oauth.current()?)),
+            Scheme::None => (request, None),
+            Scheme::Header(value) => (request.header("Authorization", value), None),
+            Scheme::Query(name, value) => (request.query_raw(name, value), None),
+            Scheme::OAuth2(oauth) => {
+                let (access, generation) = oauth.current()?;
+                (request.header("Authorization", format!("Bearer {access}")), Some(generation))
+            }
         })
     }
 
-    /// After a 401: whether the request is worth one retry. An OAuth2 token is dropped (the
-    /// server revoked it, or it expired early), so the retry carries a fresh one; any other
-    /// credentials would be sent again as they were.
-    pub fn renew(&self) -> bool {
-        match &self.scheme {
-            Scheme::OAuth2(oauth) => {
-                *oauth.slot() = None;
+    /// After a 401 to a request that carried the OAuth2 token of generation `carried`: whether
+    /// the request is worth one retry. That token is dropped (the server revoked it, or it
+    /// expired early) unless a newer one replaced it already, so the retry carries a fresh one
+    /// either way; any other credentials would be sent again as they were.
+    fn renew(&self, carried: Option<u64>) -> bool {
+        match (&self.scheme, carried) {
+            (Scheme::OAuth2(oauth), Some(generation)) => {
+                oauth.forget(generation);
                 true
             }
             _ => false,
         }
     }
 
-    /// The answer to the request `send` makes; after a 401 that [`Auth::renew`] finds worth
-    /// it, the answer to a second one (carrying a fresh token), whatever it is.
+    /// The answer to the request `send` makes, its credentials added by the [`Attempt`] it is
+    /// given; after a 401 to an OAuth2 token, the answer to a second one (carrying a fresh
+    /// token), whatever it is.
     pub fn send_renewing<E>(
         &self,
-        send: impl Fn() -> Result<ureq::http::Response<ureq::Body>, E>,
+        send: impl Fn(&Attempt) -> Result<ureq::http::Response<ureq::Body>, E>,
     ) -> Result<ureq::http::Response<ureq::Body>, E> {
-        let response = send()?;
-        if response.status() == 401 && self.renew() {
-            return send();
+        let attempt = Attempt { auth: self, carried: Cell::new(None) };
+        let response = send(&attempt)?;
+        if response.status() == 401 && self.renew(attempt.carried.get()) {
+            return send(&attempt);
         }
         Ok(response)
     }
@@ -142,20 +165,45 @@ impl Auth {
     }
 }
 
+/// One request of [`Auth::send_renewing`]: adds the credentials and remembers which token they
+/// held, so that a 401 drops that token and never a newer one.
+pub struct Attempt<'a> {
+    auth: &'a Auth,
+    carried: Cell<Option<u64>>,
+}
+
+impl Attempt<'_> {
+    /// [`Auth::apply`], remembering the token the request carries.
+    pub fn apply<B>(&self, request: ureq::RequestBuilder<B>) -> Result<ureq::RequestBuilder<B>, AuthError> {
+        let (request, carried) = self.auth.applied(request)?;
+        self.carried.set(carried);
+        Ok(request)
+    }
+}
+
 impl OAuth2 {
     fn slot(&self) -> std::sync::MutexGuard<'_, Option<Token>> {
         self.token.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    /// The token to send: the one kept, or a new one. The lock is held while fetching, so
-    /// threads that need a token at once wait for one fetch.
-    fn current(&self) -> Result<String, AuthError> {
+    /// The token to send and its generation: the one kept, or a new one. The lock is held
+    /// while fetching, so threads that need a token at once wait for one fetch.
+    fn current(&self) -> Result<(String, u64), AuthError> {
         let mut slot = self.slot();
         let stale = |t: &Token| t.refresh_at.is_some_and(|at| Instant::now() >= at);
         if slot.as_ref().is_none_or(stale) {
             *slot = Some(self.fetch()?.0);
         }
-        Ok(slot.as_ref().map(|t| t.access.clone()).unwrap_or_default())
+        Ok(slot.as_ref().map(|t| (t.access.clone(), t.generation)).unwrap_or_default())
+    }
+
+    /// Drops the token kept if it is of generation `carried`: a 401 to an older token leaves
+    /// the newer one another request's retry fetched since.
+    fn forget(&self, carried: u64) {
+        let mut slot = self.slot();
+        if slot.as_ref().is_some_and(|t| t.generation == carried) {
+            *slot = None;
+        }
     }
 
     fn fetch(&self) -> Result<(Token, Granted), AuthError> {
@@ -175,7 +223,8 @@ impl OAuth2 {
             config.token_url,
             lifetime_note(granted.expires_in)
         );
-        Ok((Token { access: granted.access.clone(), refresh_at }, granted))
+        let generation = self.fetched.fetch_add(1, Ordering::Relaxed) + 1;
+        Ok((Token { access: granted.access.clone(), generation, refresh_at }, granted))
     }
 
     /// The token request: `grant_type=client_credentials`, the client's id and secret as the

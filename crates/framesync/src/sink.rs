@@ -13,7 +13,7 @@ use std::time::Duration;
 use percent_encoding::{AsciiSet, CONTROLS, utf8_percent_encode};
 use sha2::{Digest, Sha256};
 
-use crate::auth::{Auth, AuthError};
+use crate::auth::{Attempt, Auth, AuthError};
 use crate::config::{SinkConfig, SinkMode};
 use crate::delivery::Key;
 use crate::http;
@@ -221,7 +221,7 @@ impl Sink for HttpSink {
     fn send(&self, records: &[Outgoing], key: &Key) -> Verdict {
         let spec = &self.config.body;
         let body = spec.encode(records);
-        let send = || {
+        let send = |attempt: &Attempt| {
             self.pacer.wait();
             let mut request = self
                 .agent
@@ -232,7 +232,7 @@ impl Sink for HttpSink {
                 request = request.header("Content-Encoding", encoding);
             }
             request = http::with_headers(request, &self.config.headers);
-            self.auth.apply(request).map_err(Verdict::from)?.send(&body).map_err(|e| Verdict::RetryLater {
+            attempt.apply(request).map_err(Verdict::from)?.send(&body).map_err(|e| Verdict::RetryLater {
                 reason: format!("POST {}: {}", self.config.url, http::why(&e)),
                 retry_after: None,
                 status: None,

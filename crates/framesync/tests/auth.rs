@@ -91,6 +91,43 @@ fn a_revoked_token_is_fetched_again_once_and_the_refused_request_retried() {
     assert_eq!(sim.requests("oauth_token"), refused + 1, "one fetch at the start, one per revoked token");
 }
 
+/// Pins a race: all sixteen requests in flight with a revoked token are refused together, and
+/// each dropped the token kept, fresh ones included, so one revocation cost up to sixteen fetches.
+#[test]
+fn a_revocation_met_by_sixteen_requests_in_flight_costs_one_token_fetch() {
+    let dir = tempfile::tempdir().unwrap();
+    let flags =
+        ["--records-per-minute", "60", "--rs-latency", "20ms", "--rs-require-oauth", "--oauth-revoke-after", "40"];
+    let sim = Sim::start(dir.path(), &flags);
+    let p = pipeline(&sim, "", &oauth2(&sim, "RS_SECRET"), "concurrency = 16\nadaptive = false");
+    let out = run(&p, &["run"], &[("RS_SECRET", CLIENT_SECRET)]);
+    assert_eq!(out.status.code(), Some(0), "every 401 was retried with the fresh token: {}", text(&out));
+    assert!(p.assert_exactly_once(&sim) > 40, "the revocation came mid-push");
+    let refused = sim.answered("rs_ingest", "401");
+    assert!(refused >= 1, "requests met the revocation: {:#}", sim.stats());
+    let fetched = sim.requests("oauth_token");
+    assert_eq!(fetched, 2, "one token at the start, one after the revocation ({refused} requests refused)");
+}
+
+/// The same with frames pulled at once: the SS's client renews its token as the RS's does.
+#[test]
+fn a_revocation_met_by_frames_pulled_at_once_costs_one_token_fetch() {
+    let dir = tempfile::tempdir().unwrap();
+    let flags =
+        ["--records-per-minute", "10", "--ss-latency", "20ms", "--ss-require-oauth", "--oauth-revoke-after", "4"];
+    let sim = Sim::start(dir.path(), &flags);
+    let dir = tempfile::tempdir().unwrap();
+    let source = format!("concurrency = 4\n[source.auth]\n{}", oauth2(&sim, "SS_SECRET"));
+    let p = Pipeline::new(&sim, dir, aligned_minutes_ago(12), &source, "", "");
+    let out = run(&p, &["run"], &[("SS_SECRET", CLIENT_SECRET)]);
+    assert_eq!(out.status.code(), Some(0), "every 401 was retried with the fresh token: {}", text(&out));
+    p.assert_exactly_once(&sim);
+    let refused = sim.answered("ss_events", "401");
+    assert!(refused >= 1, "requests met the revocation: {:#}", sim.stats());
+    let fetched = sim.requests("oauth_token");
+    assert_eq!(fetched, 2, "one token at the start, one after the revocation ({refused} requests refused)");
+}
+
 #[test]
 fn a_wrong_client_secret_fails_loudly_naming_token_url_and_is_in_no_output_nor_the_ledger() {
     let dir = tempfile::tempdir().unwrap();

@@ -1,3 +1,8 @@
+use std::io::Write as _;
+use std::net::TcpListener;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Barrier, Condvar};
+
 use super::*;
 use crate::config::Secret;
 
@@ -77,7 +82,7 @@ fn a_token_endpoint_out_of_reach_is_an_error_that_may_pass() {
     let e = auth.fetch_now().expect("oauth2 fetches").expect_err("nothing listens on port 9");
     assert!(!e.permanent && e.message.starts_with("sink.auth.token_url: POST http://127.0.0.1:9/token: "), "{e}");
     assert!(Auth::none().fetch_now().is_none());
-    assert!(!Auth::none().renew(), "no retry without a token to renew");
+    assert!(!Auth::none().renew(None), "no retry without a token to renew");
 }
 
 #[test]
@@ -89,4 +94,90 @@ fn static_credentials_are_added_to_each_request() {
     let bearer = AuthConfig::Bearer { token: Secret::new("t0k") };
     let request = Auth::new(Some(&bearer), &agent).apply(agent.get("http://h/x")).unwrap();
     assert_eq!(request.headers_ref().unwrap()["authorization"], "Bearer t0k");
+}
+
+/// A token endpoint on loopback that answers `tok-1`, `tok-2`, … (an hour's lifetime each) and
+/// counts the tokens it issued.
+fn token_endpoint() -> (OAuth2Config, Arc<AtomicUsize>) {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}/token", listener.local_addr().unwrap());
+    let issued = Arc::new(AtomicUsize::new(0));
+    let count = Arc::clone(&issued);
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { continue };
+            if framesync_testkit::http::read_request(&stream).is_none() {
+                continue;
+            }
+            let n = count.fetch_add(1, Ordering::SeqCst) + 1;
+            let body = format!(r#"{{"access_token":"tok-{n}","token_type":"Bearer","expires_in":3600}}"#);
+            let head = "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nConnection: close";
+            let _ = write!(stream, "{head}\r\nContent-Length: {}\r\n\r\n{body}", body.len());
+        }
+    });
+    (OAuth2Config { token_url: url, ..config() }, issued)
+}
+
+fn answer(status: u16) -> ureq::http::Response<ureq::Body> {
+    ureq::http::Response::builder().status(status).body(ureq::Body::builder().data(Vec::new())).unwrap()
+}
+
+fn bearer<B>(request: &ureq::RequestBuilder<B>) -> String {
+    request.headers_ref().unwrap()["authorization"].to_str().unwrap().to_owned()
+}
+
+/// Pins a race: every request in flight with a revoked token gets its 401, and each dropped
+/// whatever token was kept — the fresh one another request's retry had just fetched too — so
+/// one revocation cost a fetch per request in flight.
+#[test]
+fn one_revocation_costs_one_token_fetch_however_many_requests_carried_the_revoked_token() {
+    const IN_FLIGHT: usize = 16;
+    let (config, issued) = token_endpoint();
+    let agent = crate::http::agent(Duration::from_secs(5), &crate::config::Transport::plain("sink.tls"));
+    let auth = Auth::new(Some(&AuthConfig::OAuth2(config)), &agent);
+    auth.fetch_now().unwrap().unwrap();
+    let all_sent = Barrier::new(IN_FLIGHT);
+    // How many retries the server has answered: the revoked token's 401s go out one by one,
+    // each after the retry of the one before went through with a fresh token.
+    let (retried, turn) = (Mutex::new(Vec::new()), Condvar::new());
+    std::thread::scope(|s| {
+        for i in 0..IN_FLIGHT {
+            let (auth, agent, all_sent, retried, turn) = (&auth, &agent, &all_sent, &retried, &turn);
+            s.spawn(move || {
+                let response = auth.send_renewing(|attempt| {
+                    let token = bearer(&attempt.apply(agent.get("http://h/x"))?);
+                    if token == "Bearer tok-1" {
+                        all_sent.wait();
+                        let mut done = retried.lock().unwrap();
+                        while done.len() < i {
+                            done = turn.wait(done).unwrap();
+                        }
+                        return Ok(answer(401));
+                    }
+                    retried.lock().unwrap().push(token);
+                    turn.notify_all();
+                    Ok::<_, AuthError>(answer(200))
+                });
+                assert_eq!(response.unwrap().status(), 200);
+            });
+        }
+    });
+    let fetched = issued.load(Ordering::SeqCst) - 1;
+    assert_eq!(fetched, 1, "one revocation, {IN_FLIGHT} requests refused: {fetched} tokens fetched");
+    assert_eq!(retried.into_inner().unwrap(), vec!["Bearer tok-2"; IN_FLIGHT], "every retry carries the fresh token");
+}
+
+#[test]
+fn a_second_401_with_a_fresh_token_is_the_servers_answer() {
+    let (config, issued) = token_endpoint();
+    let agent = crate::http::agent(Duration::from_secs(5), &crate::config::Transport::plain("sink.tls"));
+    let auth = Auth::new(Some(&AuthConfig::OAuth2(config)), &agent);
+    let carried = Mutex::new(Vec::new());
+    let response = auth.send_renewing(|attempt| {
+        carried.lock().unwrap().push(bearer(&attempt.apply(agent.get("http://h/x"))?));
+        Ok::<_, AuthError>(answer(401))
+    });
+    assert_eq!(response.unwrap().status(), 401);
+    assert_eq!(carried.into_inner().unwrap(), ["Bearer tok-1", "Bearer tok-2"], "one retry, with a fresh token");
+    assert_eq!(issued.load(Ordering::SeqCst), 2);
 }

@@ -10,7 +10,7 @@ use std::collections::HashMap;
 use serde_json::Value;
 
 use super::HttpSink;
-use crate::auth::Auth;
+use crate::auth::{Attempt, Auth};
 use crate::config::{LookupConfig, LookupMethod, Presence};
 use crate::http;
 use crate::plural::plural;
@@ -108,7 +108,7 @@ impl Client<'_> {
         let url = config.batch_query.apply(&config.query.apply(&path, vars), vars);
         let shown = shorten(&url);
         let fail = |e: &dyn std::fmt::Display| format!("lookup {} {shown}: {e}", self.method());
-        let send = || {
+        let send = |attempt: &Attempt| {
             if let Some(pacer) = self.pacer {
                 pacer.wait();
             }
@@ -116,11 +116,11 @@ impl Client<'_> {
                 (LookupMethod::Post, Some(body)) => {
                     let request = self.agent.post(&url).header("Content-Type", &config.content_type);
                     let request = http::with_headers(request, self.headers);
-                    self.auth.apply(request).map_err(|e| fail(&e))?.send(body.render(vars))
+                    attempt.apply(request).map_err(|e| fail(&e))?.send(body.render(vars))
                 }
                 _ => {
                     let request = http::with_headers(self.agent.get(&url), self.headers);
-                    self.auth.apply(request).map_err(|e| fail(&e))?.call()
+                    attempt.apply(request).map_err(|e| fail(&e))?.call()
                 }
             };
             sent.map_err(|e| fail(&http::why(&e)))

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use serde_json::Value;
 
-use crate::auth::{Auth, AuthError};
+use crate::auth::{Attempt, Auth, AuthError};
 use crate::config::{BodyFormat, PageBy, SourceConfig, TimeFormat};
 use crate::frames::{Epoch, Frame};
 use crate::http;
@@ -134,15 +134,15 @@ impl HttpSource {
             BodyFormat::Json => "application/json",
             BodyFormat::Ndjson => "application/x-ndjson, application/jsonl, application/json;q=0.5",
         };
-        let send = || {
+        let send = |attempt: Option<&Attempt>| {
             self.pacer.wait();
             let mut request = self.agent.get(url).header("Accept", accept).header("Accept-Encoding", "gzip, deflate");
-            if trusted {
-                request = self.auth.apply(http::with_headers(request, &self.config.headers))?;
+            if let Some(attempt) = attempt {
+                request = attempt.apply(http::with_headers(request, &self.config.headers))?;
             }
             request.call().map_err(|e| PullError::Failed(format!("GET {shown}: {}", http::why(&e))))
         };
-        let mut response = if trusted { self.auth.send_renewing(send)? } else { send()? };
+        let mut response = if trusted { self.auth.send_renewing(|attempt| send(Some(attempt)))? } else { send(None)? };
         let status = response.status().as_u16();
         let date = http::date_header(&response);
         let retry_after = http::retry_after(&response);
