@@ -141,6 +141,12 @@ impl Handler for App {
             None => Outcome::Respond(self.dispatch(endpoint, request)),
         };
         drop((slot, ss_request));
+        let mut outcome = outcome;
+        if endpoint == Endpoint::SsEvents
+            && let Some(response) = outcome.response_mut()
+        {
+            response.set_date(self.ss_now_ms());
+        }
         let status = outcome.status();
         log::debug!("{} {} -> {status:?}", request.method, request.path);
         self.stats.request(endpoint.name(), status);
@@ -201,7 +207,7 @@ impl App {
             return refusal;
         }
         match endpoint {
-            Endpoint::SsEvents => self.ss.events(request, now_ms()),
+            Endpoint::SsEvents => self.ss.events(request, self.ss_now_ms()),
             Endpoint::RsIngest => self.ingest(request),
             Endpoint::RsLookup => self.lookup(request),
             Endpoint::RsQuery => self.query(request),
@@ -265,7 +271,8 @@ impl App {
         };
         match self.rs.uid_counts() {
             Ok(stored) => {
-                let report = control::compare(&self.generator, range, now_ms(), &stored);
+                // What the SS has served by now, by its own clock.
+                let report = control::compare(&self.generator, range, self.ss_now_ms(), &stored);
                 Response::json(200, &json!(report))
             }
             Err(e) => internal_error(e.context("reading the RS database")),
@@ -287,6 +294,11 @@ impl App {
             }
             Err(message) => Response::error(400, message),
         }
+    }
+
+    /// The SS's clock, `ss_clock_skew_secs` off the real one: what it has and what its `Date` says.
+    fn ss_now_ms(&self) -> i64 {
+        now_ms() + self.faults.settings().ss_clock_skew_secs * 1000
     }
 
     /// Sleeps the injected latency, counted per side.

@@ -428,3 +428,34 @@ fn a_capacity_of_zero_is_refused_at_run_time() {
     assert_eq!(send(addr, "POST", "/control/faults?rs_capacity=none", "").status(), 200);
     assert_eq!((app.faults.settings().rs_capacity, app.faults.settings().rs_queue), (None, Some(0)));
 }
+
+/// An SS 3 minutes behind has, and serves, only what its own clock has reached, says its time in
+/// its `Date` header, and `/control/check` expects what it has served; a skew of 0 puts it back.
+#[test]
+fn an_ss_with_a_skewed_clock_serves_and_dates_by_it_and_can_be_put_right_at_run_time() {
+    let dir = tempfile::tempdir().unwrap();
+    let settings = FaultSettings { ss_clock_skew_secs: -180, ..FaultSettings::default() };
+    let (addr, app) = start_app(&dir, 10, 1000, settings);
+    let now = now_ms() / 1000;
+    // The last two whole minutes by the real clock: not yet reached by the SS's.
+    let (from, to) = ((now / 60 - 2) * 60, (now / 60) * 60);
+    let page = format!("/ss/events?from={from}&to={to}");
+    let seen = send(addr, "GET", &page, "");
+    assert_eq!(seen.status(), 200);
+    let date = chrono::DateTime::parse_from_rfc2822(seen.header("date").unwrap()).unwrap().timestamp();
+    assert!((now - 180 - date).abs() <= 5, "the SS's Date is 3 minutes behind: {date} vs {now}");
+    let body: Value = serde_json::from_slice(seen.body()).unwrap();
+    assert_eq!(body["items"], json!([]), "nothing stamped after the SS's clock");
+    let check = |addr: SocketAddr| {
+        let (_, report) = http::get(&addr.to_string(), &format!("/control/check?from={from}&to={to}")).unwrap();
+        serde_json::from_slice::<Value>(&report).unwrap()["expected"].as_i64().unwrap()
+    };
+    assert_eq!(check(addr), 0, "the check expects what the SS has served");
+    let rs = send(addr, "POST", "/rs/ingest", r#"{"id":"a"}"#);
+    let rs_date = chrono::DateTime::parse_from_rfc2822(rs.header("date").unwrap()).unwrap().timestamp();
+    assert!((rs_date - now).abs() <= 5, "the RS's Date is the real clock's: {rs_date} vs {now}");
+    app.faults.update(|s| s.set("ss_clock_skew_secs", "0")).unwrap();
+    let body: Value = serde_json::from_slice(send(addr, "GET", &page, "").body()).unwrap();
+    assert_eq!(body["items"].as_array().unwrap().len(), 20, "two minutes of 10 records");
+    assert_eq!(check(addr), 20);
+}

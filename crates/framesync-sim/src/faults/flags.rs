@@ -38,6 +38,7 @@ impl FromArgMatches for FaultArgs {
                 Field::Rate(rate) => set(rate, matches.get_one(spec.key).copied()),
                 Field::Whole(number) => set(number, matches.get_one(spec.key).copied()),
                 Field::Override(own) => set(own, matches.get_one(spec.key).copied().map(Some)),
+                Field::Signed(number) => set(number, matches.get_one(spec.key).copied()),
                 Field::Switch(_) => unreachable!("a switch has no flag"),
             }
         }
@@ -58,6 +59,7 @@ fn flag(spec: &FaultSpec, name: &'static str, defaults: &FaultSettings) -> Arg {
         Kind::Millis | Kind::SideMillis => ("DURATION", ValueParser::new(millis)),
         Kind::Seconds => ("SECONDS", clap::value_parser!(u64).into()),
         Kind::Limit => ("N", clap::value_parser!(u64).into()),
+        Kind::SignedSeconds => ("SECONDS", clap::value_parser!(i64).into()),
         Kind::Switch => unreachable!("a switch has no flag"),
     };
     // One sentence of help, without its period, like clap's own from a doc comment.
@@ -66,7 +68,8 @@ fn flag(spec: &FaultSpec, name: &'static str, defaults: &FaultSettings) -> Arg {
         Some(default) => format!("{help} [default: {default}]"),
         None => help.to_string(),
     };
-    Arg::new(spec.key).long(name).value_name(value_name).value_parser(parser).action(ArgAction::Set).help(help)
+    let arg = Arg::new(spec.key).long(name).value_name(value_name).value_parser(parser).action(ArgAction::Set);
+    arg.allow_negative_numbers(spec.kind == Kind::SignedSeconds).help(help)
 }
 
 /// The default as the flag would be written, or `None` for a setting unset by default.
@@ -78,6 +81,7 @@ fn default_text(spec: &FaultSpec, defaults: &FaultSettings) -> Option<String> {
         (Field::Override(own), Kind::Limit) => own.map(|n| n.to_string()),
         (Field::Override(own), _) => own.map(|ms| humantime::format_duration(Duration::from_millis(ms)).to_string()),
         (Field::Switch(switch), _) => Some(switch.to_string()),
+        (Field::Signed(number), _) => Some(number.to_string()),
     }
 }
 

@@ -35,6 +35,9 @@
 //! `rs_capacity` requests in service at once, each for its whole latency, and `rs_queue` more
 //! waiting their turn; past both, a 503 with `Retry-After: 1` at once, instead of any fault drawn.
 //!
+//! `ss_clock_skew_secs` sets the SS's clock off the real one, without a roll: its `Date` header
+//! and the records it has go by that clock, as an SS whose clock is wrong would answer.
+//!
 //! Decisions are deterministic without a `rand` crate: the n-th SS request (and, counted apart,
 //! the n-th RS request) rolls splitmix64 of (seed, side, n, purpose). One roll picks at most one
 //! fault by walking the side's rates in a fixed order, so the rates add up (a side's must not
@@ -61,6 +64,8 @@ const ROLL_DETAIL: u64 = 2;
 const ROLL_JITTER: u64 = 3;
 /// Rates are decimals typed by people: 0.7 + 0.2 + 0.1 must not count as over 1.
 const RATE_SLACK: f64 = 1e-9;
+/// The most the SS's clock may be set off the real one, either way: a day.
+pub const MOST_CLOCK_SKEW_SECS: i64 = 86_400;
 
 /// What one request meets instead of a plain answer.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -194,10 +199,17 @@ impl FaultSettings {
         self.validate_rates()
     }
 
-    /// An RS that can work on no request at all would only ever queue.
+    /// An RS that can work on no request at all would only ever queue; an SS clock off by more
+    /// than a day is no skew a test needs.
     pub fn validate_limits(&self) -> Result<(), String> {
         if self.rs_capacity == Some(0) {
             return Err("`rs_capacity` (--rs-capacity) must be at least 1, or `none` for no limit".into());
+        }
+        if self.ss_clock_skew_secs.abs() > MOST_CLOCK_SKEW_SECS {
+            return Err(format!(
+                "`ss_clock_skew_secs` (--ss-clock-skew) must be within a day of the real clock (±{MOST_CLOCK_SKEW_SECS}), not {}",
+                self.ss_clock_skew_secs
+            ));
         }
         Ok(())
     }

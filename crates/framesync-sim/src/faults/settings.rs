@@ -20,6 +20,8 @@ pub enum Kind {
     Seconds,
     /// A whole number of requests; unset (`none`) is no limit.
     Limit,
+    /// Whole seconds either way of zero, both ways (key `…_secs`): `-180` is 3 minutes behind.
+    SignedSeconds,
 }
 
 /// One fault setting: its `/control/faults` key, its `serve` flag and what it does.
@@ -39,6 +41,7 @@ pub enum Field<'a> {
     Whole(&'a mut u64),
     /// A per-side value that falls back to the shared one when `None`.
     Override(&'a mut Option<u64>),
+    Signed(&'a mut i64),
 }
 
 macro_rules! value_type {
@@ -48,6 +51,7 @@ macro_rules! value_type {
     (SideMillis) => { Option<u64> };
     (Seconds) => { u64 };
     (Limit) => { Option<u64> };
+    (SignedSeconds) => { i64 };
 }
 
 /// Defines every setting from one line each: its doc (which is also its help), key, kind,
@@ -137,6 +141,8 @@ fault_settings! {
     rs_capacity: Limit = None, flag Some("rs-capacity");
     /// Requests that may wait beyond --rs-capacity; past it the RS answers 503 at once, with Retry-After: 1. Unbounded unless set.
     rs_queue: Limit = None, flag Some("rs-queue");
+    /// The SS's clock, in seconds off the real one (negative: behind, at most a day either way): its Date header, the records it has and what /control/check expects go by it.
+    ss_clock_skew_secs: SignedSeconds = 0, flag Some("ss-clock-skew");
 }
 
 impl FaultSettings {
@@ -160,6 +166,7 @@ impl FaultSettings {
             Field::Whole(number) => *number = parse_whole(key, value, "")?,
             Field::Override(own) if value == "none" => *own = None,
             Field::Override(own) => *own = Some(parse_whole(key, value, none_means(key))?),
+            Field::Signed(number) => *number = parse_signed(key, value)?,
         }
         Ok(())
     }
@@ -180,6 +187,12 @@ impl<'a> From<&'a mut f64> for Field<'a> {
 impl<'a> From<&'a mut u64> for Field<'a> {
     fn from(value: &'a mut u64) -> Field<'a> {
         Field::Whole(value)
+    }
+}
+
+impl<'a> From<&'a mut i64> for Field<'a> {
+    fn from(value: &'a mut i64) -> Field<'a> {
+        Field::Signed(value)
     }
 }
 
@@ -212,4 +225,8 @@ fn parse_rate(key: &str, value: &str) -> Result<f64, String> {
 
 fn parse_whole(key: &str, value: &str, or_none: &str) -> Result<u64, String> {
     value.parse().map_err(|_| format!("`{key}` must be a whole number{or_none}, not `{value}`"))
+}
+
+fn parse_signed(key: &str, value: &str) -> Result<i64, String> {
+    value.parse().map_err(|_| format!("`{key}` must be a whole number, negative or not, not `{value}`"))
 }

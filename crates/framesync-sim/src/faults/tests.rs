@@ -179,6 +179,7 @@ fn sample(kind: Kind) -> (&'static str, &'static str, Typed) {
         Kind::SideMillis => ("2s", "2000", Typed::Override(Some(2000))),
         Kind::Seconds => ("7", "7", Typed::Whole(7)),
         Kind::Limit => ("12", "12", Typed::Override(Some(12))),
+        Kind::SignedSeconds => ("-90", "-90", Typed::Signed(-90)),
     }
 }
 
@@ -188,6 +189,7 @@ enum Typed {
     Rate(f64),
     Whole(u64),
     Override(Option<u64>),
+    Signed(i64),
 }
 
 fn value_of(settings: &FaultSettings, key: &str) -> Typed {
@@ -196,6 +198,7 @@ fn value_of(settings: &FaultSettings, key: &str) -> Typed {
         Field::Rate(v) => Typed::Rate(*v),
         Field::Whole(v) => Typed::Whole(*v),
         Field::Override(v) => Typed::Override(*v),
+        Field::Signed(v) => Typed::Signed(*v),
     }
 }
 
@@ -225,6 +228,19 @@ fn a_capacity_of_zero_is_refused_by_flag_and_by_key_and_a_queue_of_zero_is_not()
     let bad = FaultSettings::default().set("rs_queue", "-1").unwrap_err();
     assert_eq!(bad, "`rs_queue` must be a whole number (or `none`, for no limit), not `-1`");
     assert_eq!(parse_flags(&["--rs-capacity", "4", "--rs-queue", "0"]).validate(), Ok(()));
+}
+
+#[test]
+fn the_ss_clock_skew_is_whole_seconds_either_way_within_a_day() {
+    assert_eq!(parse_flags(&["--ss-clock-skew", "-180"]).ss_clock_skew_secs, -180);
+    assert_eq!(parse_flags(&["--ss-clock-skew", "86400"]).validate(), Ok(()));
+    let far = parse_flags(&["--ss-clock-skew", "-86401"]).validate().unwrap_err();
+    assert!(far.contains("`ss_clock_skew_secs` (--ss-clock-skew) must be within a day"), "{far}");
+    let faults = Faults::new(1, FaultSettings::default());
+    assert!(faults.update(|s| s.set("ss_clock_skew_secs", "90000")).is_err());
+    let bad = FaultSettings::default().set("ss_clock_skew_secs", "1.5").unwrap_err();
+    assert_eq!(bad, "`ss_clock_skew_secs` must be a whole number, negative or not, not `1.5`");
+    assert_eq!(faults.update(|s| s.set("ss_clock_skew_secs", "-180")).unwrap().ss_clock_skew_secs, -180);
 }
 
 #[test]

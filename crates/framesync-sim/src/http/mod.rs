@@ -66,11 +66,13 @@ pub struct Response {
     pub status: u16,
     headers: Vec<(String, String)>,
     pub body: Vec<u8>,
+    /// The instant its `Date` header tells (epoch milliseconds); the real clock's when unset.
+    date_ms: Option<i64>,
 }
 
 impl Response {
     pub fn new(status: u16, content_type: &str, body: Vec<u8>) -> Response {
-        Response { status, headers: vec![("Content-Type".into(), content_type.into())], body }
+        Response { status, headers: vec![("Content-Type".into(), content_type.into())], body, date_ms: None }
     }
 
     pub fn json(status: u16, value: &Value) -> Response {
@@ -84,6 +86,11 @@ impl Response {
     pub fn with_header(mut self, name: &str, value: impl Into<String>) -> Response {
         self.headers.push((name.into(), value.into()));
         self
+    }
+
+    /// Its `Date` header tells `ms` (epoch milliseconds) rather than the real clock's time.
+    pub fn set_date(&mut self, ms: i64) {
+        self.date_ms = Some(ms);
     }
 }
 
@@ -100,6 +107,14 @@ pub enum Outcome {
 }
 
 impl Outcome {
+    /// The response its `Date` header goes with, if there is one to write.
+    pub fn response_mut(&mut self) -> Option<&mut Response> {
+        match self {
+            Outcome::Respond(r) | Outcome::Truncate(r) | Outcome::Dribble(r, _) => Some(r),
+            Outcome::Close => None,
+        }
+    }
+
     /// The status the client is sent, if any.
     pub fn status(&self) -> Option<u16> {
         match self {
@@ -417,7 +432,8 @@ fn write_response<W: Write>(writer: &mut W, response: &Response, keep_alive: boo
 /// The status line and headers, with the Content-Length of the whole body.
 fn head(response: &Response, keep_alive: bool) -> Vec<u8> {
     let status = response.status;
-    let date = chrono::Utc::now().format("%a, %d %b %Y %H:%M:%S GMT");
+    let date_ms = response.date_ms.unwrap_or_else(|| chrono::Utc::now().timestamp_millis());
+    let date = chrono::DateTime::from_timestamp_millis(date_ms).unwrap_or_default().format("%a, %d %b %Y %H:%M:%S GMT");
     let connection = if keep_alive { "keep-alive" } else { "close" };
     let mut head = format!("HTTP/1.1 {status} {}\r\nDate: {date}\r\n", reason(status));
     head += &format!("Content-Length: {}\r\nConnection: {connection}\r\n", response.body.len());

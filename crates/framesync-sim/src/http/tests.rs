@@ -121,3 +121,14 @@ fn a_response_round_trips_through_the_client_reader() {
     assert_eq!(status, 429);
     assert_eq!(body, br#"{"error":"slow down"}"#);
 }
+
+#[test]
+fn a_response_dated_by_another_clock_says_so_in_its_one_date_header() {
+    let mut bytes = Vec::new();
+    let mut response = Response::error(200, "ok");
+    response.set_date(1_793_534_400_000 - 180_000);
+    write_response(&mut bytes, &response, false).unwrap();
+    let text = String::from_utf8_lossy(&bytes);
+    assert!(text.contains("\r\nDate: Sun, 01 Nov 2026 11:57:00 GMT\r\n"), "{text}");
+    assert_eq!(text.matches("Date: ").count(), 1, "{text}");
+}

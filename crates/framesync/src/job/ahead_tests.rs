@@ -309,3 +309,146 @@ fn the_frames_read_at_once_share_one_memory_budget() {
         assert!(n * share(n) <= AHEAD_BUDGET, "{n} frames at once");
     }
 }
+
+/// An SS whose clock is `skew` seconds off ours (negative: behind), and whose records reach it
+/// only once its own clock passes their arrival: each frame has a record that arrives at its
+/// start and one that arrives 55 s after its end — within `frames.delay` (1 m), after the frame
+/// closed. A frame read before the SS's clock says it is closed lacks its late record, so a
+/// frame staged too early loses that record for good (no re-checks here). Its `Date` header is
+/// its clock; every fetch is kept, in the order they began.
+struct SkewedSource {
+    skew: i64,
+    /// Our clock, as the run's fake clock says.
+    now: std::sync::atomic::AtomicI64,
+    fetched: Mutex<Vec<Epoch>>,
+}
+
+impl SkewedSource {
+    fn new(skew: i64) -> Self {
+        SkewedSource { skew, now: std::sync::atomic::AtomicI64::new(T0), fetched: Mutex::default() }
+    }
+
+    /// The frames fetched, in time order, each once.
+    fn fetched_frames(&self) -> Vec<Epoch> {
+        let mut fetched = self.fetched.lock().unwrap().clone();
+        fetched.sort_unstable();
+        fetched.dedup();
+        fetched
+    }
+}
+
+impl Source for SkewedSource {
+    fn pages(&self, frame: Frame) -> Pages<'_> {
+        self.fetched.lock().unwrap().push(frame.start);
+        let ss_now = self.now.load(Ordering::SeqCst) + self.skew;
+        let n = (frame.start - T0) / 60;
+        let records = [(format!("on-time-{n}"), frame.start), (format!("late-{n}"), frame.end() + 55)]
+            .into_iter()
+            .filter(|(_, arrives)| *arrives <= ss_now)
+            .map(|(uid, _)| StagedRecord { body: format!(r#"{{"id":"{uid}"}}"#), uid, ts_ms: None })
+            .collect();
+        Box::new(std::iter::once(Ok(Page { records, server_date: Some(ss_now), ..Page::default() })))
+    }
+}
+
+/// A `run` at `now`: reading ahead with `source.concurrency` as configured, or (`ahead` false)
+/// pulling every frame in turn, as the reference of what a pull does.
+fn run_skewed(w: &mut World, src: &SkewedSource, sink: &TakingSink, now: Epoch, ahead: bool) -> Outcome {
+    src.now.store(now, Ordering::SeqCst);
+    let plan = crate::cmd::run::make_plan(&w.config, &w.ledger, Scope::Run, now).unwrap();
+    let clock = FakeClock(now);
+    let job = Job::new(&w.config, &mut w.ledger, src, sink, &clock);
+    let job = if ahead { job.with_read_ahead(src) } else { job };
+    job.execute(&plan, true).unwrap()
+}
+
+/// Every frame's row as a pull leaves it: start, state, the reason it waits, when it is tried next.
+fn frame_rows(w: &World) -> String {
+    w.ledger.value(
+        "SELECT group_concat(row, char(10)) FROM (SELECT start || ' ' || state || ' ' || coalesce(last_error, '-') \
+         || ' ' || coalesce(next_attempt, '-') AS row FROM frames ORDER BY start)",
+    )
+}
+
+fn records_of(frames: std::ops::Range<i64>) -> Vec<String> {
+    let mut uids: Vec<String> = frames.flat_map(|n| [format!("on-time-{n}"), format!("late-{n}")]).collect();
+    uids.sort();
+    uids
+}
+
+fn sorted(uids: &Mutex<Vec<String>>) -> Vec<String> {
+    let mut uids = uids.lock().unwrap().clone();
+    uids.sort();
+    uids
+}
+
+/// The SS's clock is 3 minutes behind ours, `frames.delay` is 1 minute: at 12:10 by ours (12:07
+/// at the SS) the frames 12:00–12:08 are due by our clock, but 12:06–12:08 are still open at the
+/// SS, their late records not there yet. Read ahead on other threads or not, they are never
+/// fetched once the SS's clock is known, never staged, and wait with the reason a pull gives;
+/// the run fails as a pull's would (a clock to fix). Once the clocks move on, they are pulled
+/// whole: every record at the RS exactly once.
+#[test]
+fn frames_the_ss_clock_says_are_open_are_neither_read_ahead_nor_staged_and_later_come_whole() {
+    let now = T0 + 600;
+    let (closed, open) = ((0..6).map(|n| T0 + 60 * n).collect::<Vec<_>>(), [T0 + 360, T0 + 420, T0 + 480]);
+    let mut in_turn = World::new(reading(1));
+    let (src, sink) = (SkewedSource::new(-180), TakingSink::default());
+    let expected = run_skewed(&mut in_turn, &src, &sink, now, false);
+    assert_eq!(src.fetched_frames(), closed, "a pull in turn asks only for frames closed at the SS");
+    assert_eq!(expected.exit_code(), 1);
+    assert!(has(&expected.failures, "180s ahead of the SS's (its Date header): 3 pulls"), "{:?}", expected.failures);
+    for concurrency in [1, 4] {
+        let mut w = World::new(reading(concurrency));
+        let (src, sink) = (SkewedSource::new(-180), TakingSink::default());
+        let outcome = run_skewed(&mut w, &src, &sink, now, true);
+        assert_eq!(outcome.failures, expected.failures, "concurrency {concurrency}: said as a pull says it");
+        assert_eq!(frame_rows(&w), frame_rows(&in_turn), "concurrency {concurrency}: recorded as a pull records it");
+        assert_eq!(src.fetched_frames(), closed, "concurrency {concurrency}: no frame open at the SS read ahead");
+        assert_eq!(src.fetched.lock().unwrap().len(), closed.len(), "concurrency {concurrency}: each once");
+        for start in open {
+            assert_eq!(w.state(start), Some(crate::model::FrameState::Missing), "{start} waits");
+        }
+        let waiting =
+            "SELECT COUNT(*) FROM frames WHERE state = 'missing' AND last_error LIKE '%too early for this frame%'";
+        assert_eq!(w.count(waiting), 3, "concurrency {concurrency}: with the SS clock's reason");
+        assert_eq!(w.count("SELECT COUNT(*) FROM staged"), 0);
+        assert_eq!(sorted(&sink.stored), records_of(0..6), "concurrency {concurrency}: the closed frames, whole");
+        // Five minutes on (12:12 at the SS): the frames that waited come whole; those now open wait.
+        let later = run_skewed(&mut w, &src, &sink, now + 300, true);
+        assert!(has(&later.failures, "180s ahead of the SS's"), "{:?}", later.failures);
+        assert_eq!(sorted(&sink.stored), records_of(0..11), "concurrency {concurrency}: each record once, none lost");
+        assert_eq!(w.count("SELECT COUNT(*) FROM delivered"), 22);
+        let open_now = "SELECT COUNT(*) FROM frames WHERE start > 1793535000 AND state <> 'missing'";
+        assert_eq!(w.count(open_now), 0, "concurrency {concurrency}: nothing open at the SS staged");
+    }
+}
+
+/// Before the run's first answer there is no SS clock to go by: with `source.concurrency` 4 the
+/// first frames are read at once, all still open at the SS. Their pages are dropped, not
+/// staged, and each frame waits as a pull in turn leaves it; a later run pulls them whole.
+#[test]
+fn frames_read_ahead_before_the_ss_clock_is_known_are_not_staged_while_it_says_they_are_open() {
+    let now = T0 + 240; // 12:01 at the SS: 12:00–12:02 are due by our clock, open at the SS
+    let mut in_turn = World::new(reading(1));
+    let (src, sink) = (SkewedSource::new(-180), TakingSink::default());
+    let expected = run_skewed(&mut in_turn, &src, &sink, now, false);
+    assert_eq!(src.fetched_frames(), [T0], "a pull in turn learns the SS's clock from one request");
+    let mut w = World::new(reading(4));
+    let (src, sink) = (SkewedSource::new(-180), TakingSink::default());
+    let outcome = run_skewed(&mut w, &src, &sink, now, true);
+    assert_eq!(src.fetched_frames(), [T0, T0 + 60, T0 + 120], "read at once, before any answer");
+    assert!(src.fetched.lock().unwrap().iter().any(|&start| start > T0), "some were read ahead");
+    assert_eq!(outcome.failures, expected.failures);
+    assert!(has(&outcome.failures, "3 pulls"), "{:?}", outcome.failures);
+    assert_eq!(frame_rows(&w), frame_rows(&in_turn), "each frame waits as a pull in turn leaves it");
+    assert_eq!(w.count("SELECT COUNT(*) FROM frames WHERE state <> 'missing'"), 0, "nothing staged");
+    assert!(sink.stored.lock().unwrap().is_empty());
+    // Six minutes on (12:07 at the SS): the three frames come whole, once each.
+    run_skewed(&mut w, &src, &sink, now + 360, true);
+    assert_eq!(sorted(&sink.stored), records_of(0..6), "the three that waited and the next three, each record once");
+}
+
+fn has(failures: &[String], text: &str) -> bool {
+    failures.iter().any(|f| f.contains(text))
+}
