@@ -75,6 +75,11 @@ enum Read {
     End,
     /// Pushing stopped while the records were prepared.
     Stopped,
+    /// Records of unknown fate come next, and the window holds requests already: they go
+    /// first, and the records are read again to start the next window. A lookup that fails
+    /// stops the pushes, and must not hold back requests already made ready: each window's
+    /// lookups are then those of one frame, at most, as if frames went one at a time.
+    Later,
 }
 
 impl Reading {
@@ -108,7 +113,7 @@ impl Job<'_> {
             while let Some(r) = reading.as_mut()
                 && records < window
             {
-                match self.read_window(r, window - records)? {
+                match self.read_window(r, window - records, units.is_empty())? {
                     Read::Units(read) => {
                         records += read.iter().map(|u| u.items.len()).sum::<usize>();
                         units.extend(read.into_iter().map(|u| (r.frame, u)));
@@ -117,7 +122,7 @@ impl Job<'_> {
                         ended.push(r.frame);
                         reading = frames.next().map(Reading::new);
                     }
-                    Read::Stopped => break,
+                    Read::Stopped | Read::Later => break,
                 }
             }
             // A frame is done when its requests were all answered before any stop: the frames
@@ -158,13 +163,16 @@ impl Job<'_> {
 
     /// Reads a frame's next pending records, up to about `room`, and makes them requests:
     /// batches completed, unknown fates looked up, the mapping applied, and every key in the
-    /// ledger before any request goes.
-    fn read_window(&mut self, r: &mut Reading, room: usize) -> Result<Read> {
+    /// ledger before any request goes. `first`: nothing is in the window yet.
+    fn read_window(&mut self, r: &mut Reading, room: usize, first: bool) -> Result<Read> {
         let frame = r.frame;
         let unit = self.sink.batch_size().max(1);
         let room = room.div_ceil(unit) * unit;
         let (mut pending, sent_through) = self.ledger.pending_after(frame.start, r.after, room as i64)?;
         let Some(last) = pending.last().map(|p| p.seq) else { return Ok(Read::End) };
+        if !first && self.sink.has_lookup() && pending.iter().any(|p| p.unknown) {
+            return Ok(Read::Later);
+        }
         r.after = last;
         pending.retain(|p| !r.taken.contains(&p.seq));
         self.complete_batches(frame, &mut pending, last, &mut r.taken)?;

@@ -100,6 +100,8 @@ enum Lookup {
     Truthful,
     /// 200 for everything (a maintenance page).
     Lying,
+    /// Truthful, but the lookup of this UID fails (a 503, a reset connection).
+    FailingFor(&'static str),
 }
 
 /// An RS answering from a script: a UID maps to what happens at its successive sends (then
@@ -288,6 +290,7 @@ impl Sink for FakeSink {
         self.looked_up.lock().unwrap().push(uid.into());
         match self.lookup {
             Some(Lookup::Lying) => Ok(true),
+            Some(Lookup::FailingFor(failing)) if uid == failing => Err("HTTP 503 (expected 200 or 404)".into()),
             _ => Ok(self.stored.lock().unwrap().iter().any(|u| u == uid)),
         }
     }
@@ -1452,4 +1455,29 @@ fn a_stop_in_a_window_across_frames_delivers_the_frames_before_it_and_leaves_the
     for uid in ["a", "b", "c", "d", "e"] {
         assert_eq!(sink.stored_count(uid), 1, "{uid} stored once");
     }
+}
+
+/// Pins a pipeline stuck for good: windows running across frames looked up the unknown records
+/// of the next frames before the requests of the first went, so one failing lookup anywhere
+/// held back every record of the window, run after run.
+#[test]
+fn a_failing_lookup_in_a_later_frame_does_not_hold_back_the_requests_of_the_frame_before() {
+    let mut w = World::new(config("ordered = true"));
+    let src = source(&[(T0, vec!["a1", "a2"]), (T0 + 60, vec!["b1", "b2"])]);
+    // a1 is stored but its answer lost, a2 fails: the pushes stop, and b1 and b2, in the same
+    // window, are of unknown fate too.
+    let sink = FakeSink::new().answer("a1", vec![Act::Lost]).answer("a2", vec![retry()]);
+    w.run(&src, &sink, T0 + 180, Scope::Pull);
+    w.run(&src, &sink, T0 + 180, Scope::Push);
+    assert_eq!(w.count("SELECT COUNT(*) FROM delivered"), 0);
+    let mut sink2 = FakeSink { lookup: Some(Lookup::FailingFor("b1")), ..FakeSink::new() };
+    sink2.stored = Mutex::new(sink.stored.lock().unwrap().clone());
+    let outcome = w.run(&src, &sink2, T0 + 600, Scope::Run);
+    assert_eq!(outcome.exit_code(), 1, "b1's lookup failed: {:?}", outcome.failures);
+    assert_eq!(sink2.sent_uids(), ["a2"], "a1 was found at the RS; a2 was not, and went before b1 was looked up");
+    assert_eq!(w.state(T0), Some(FrameState::Delivered));
+    assert_eq!(w.state(T0 + 60), Some(FrameState::Pushing), "its lookup failed: it waits");
+    let later = w.run(&src, &FakeSink { lookup: Some(Lookup::Truthful), ..FakeSink::new() }, T0 + 1200, Scope::Run);
+    assert_eq!(later.exit_code(), 0, "{:?}", later.failures);
+    assert_eq!(w.state(T0 + 60), Some(FrameState::Delivered));
 }
