@@ -6,11 +6,12 @@
 //! so the job acts on them deterministically — and may record acknowledgements in the ledger
 //! while later requests are still in flight, for no ledger transaction waits on the network.
 //!
-//! [`Threads`] sends from scoped threads, one per request in flight. The deterministic
-//! simulation passes a dispatch of its own that sends them one after another, finishing the
-//! requests in flight in a seeded order, with kill points between the sends.
+//! [`Threads`] sends from scoped threads, as many as the requests in flight, each taking one
+//! request after another. The deterministic simulation passes a dispatch of its own that sends
+//! them one after another, finishing the requests in flight in a seeded order, with kill points
+//! between the sends.
 
-use std::sync::mpsc;
+use std::sync::{Mutex, mpsc};
 use std::time::{Duration, Instant};
 
 use anyhow::Result;
@@ -60,17 +61,25 @@ pub fn send_timed(sink: &dyn Sink, request: Request) -> Sent {
     Sent { verdict, rtt: start.elapsed() }
 }
 
-/// Requests in flight from scoped threads, one each; with one in flight at a time (a limit of
-/// one, `sink.ordered`) on the calling thread. The `mid-wave` kill point passes at each answer
-/// that arrives, with the others still in flight.
+/// Requests in flight from scoped threads, one request at a time each; with one in flight at a
+/// time (a limit of one, `sink.ordered`) on the calling thread. A thread is started when the
+/// requests in flight first need it and goes on to take the requests after, so a window starts
+/// at most the limit's worth of threads, not one a request: against a fast RS, starting a
+/// thread costs more than the request. The `mid-wave` kill point passes at each answer that
+/// arrives, with the others still in flight.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Threads;
 
 impl Dispatch for Threads {
     fn send(&self, sink: &dyn Sink, requests: &[Request], limit: usize, answered: &mut Answered) -> Result<usize> {
+        let (work, queue) = mpsc::channel::<usize>();
+        let queue = Mutex::new(queue);
         std::thread::scope(|scope| {
+            // Dropped when the sending ends: the threads waiting for work then end too.
+            let work = work;
             let (done, arrivals) = mpsc::channel::<(usize, Sent)>();
             let mut pipeline = Pipeline::new(requests.len(), limit);
+            let mut threads = 0;
             loop {
                 // Each answer is acted on before the next request starts, so a stop is heeded.
                 pipeline.hand_over(answered);
@@ -79,17 +88,23 @@ impl Dispatch for Threads {
                 }
                 while let Some(i) = pipeline.next_to_start() {
                     if pipeline.in_flight == 1 && pipeline.limit == 1 {
-                        // One at a time: no thread to start and wait for.
+                        // One at a time: no thread to hand it to and wait for.
                         let sent = send_timed(sink, requests[i]);
                         crate::hooks::kill_point("mid-wave");
                         pipeline.arrived(i, sent);
                         break;
                     }
-                    let (done, request) = (done.clone(), requests[i]);
-                    scope.spawn(move || {
-                        // The receiver outlives every request: it is dropped after the scope.
-                        let _ = done.send((i, send_timed(sink, request)));
-                    });
+                    if threads < pipeline.in_flight {
+                        threads += 1;
+                        let (done, queue) = (done.clone(), &queue);
+                        scope.spawn(move || {
+                            while let Ok(i) = next_work(queue) {
+                                // The receiver outlives every request: it is dropped after the scope.
+                                let _ = done.send((i, send_timed(sink, requests[i])));
+                            }
+                        });
+                    }
+                    work.send(i).expect("the threads wait for work until the sending ends");
                 }
                 if pipeline.waiting() {
                     let (i, sent) = arrivals.recv().expect("a request in flight still holds a sender");
@@ -99,6 +114,11 @@ impl Dispatch for Threads {
             }
         })
     }
+}
+
+/// The next request for a thread of [`Threads`] to send; an error once the sending has ended.
+fn next_work(queue: &Mutex<mpsc::Receiver<usize>>) -> Result<usize, mpsc::RecvError> {
+    queue.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).recv()
 }
 
 /// The bookkeeping of a pipeline of requests, apart from how they are sent: which to start,
