@@ -6,7 +6,7 @@ use anyhow::Result;
 
 use crate::config::Config;
 use crate::frames::{first_pull_at, rfc3339};
-use crate::job::{Clock, Dispatch, Job, Outcome, SystemClock, Threads};
+use crate::job::{Clock, Dispatch, Job, Outcome, SystemClock};
 use crate::ledger::{Ledger, RunFigures};
 use crate::lock::{self, Side};
 use crate::plan::{self, Facts, Plan, Scope, Settings};
@@ -35,7 +35,7 @@ pub fn run(config: &Config, scope: Scope, dry_run: bool, out: &mut dyn Write) ->
         &mut ledger,
         scope,
         &plan,
-        &Parts { source: &source, read_ahead: Some(&source), sink: &sink, clock: &clock, dispatch: &Threads },
+        &Parts { source: &source, read_ahead: Some(&source), sink: &sink, clock: &clock, dispatch: None },
         started,
     )?;
     Ok(outcome.exit_code() as u8)
@@ -50,7 +50,8 @@ pub struct Parts<'a> {
     pub read_ahead: Option<&'a (dyn Source + Sync)>,
     pub sink: &'a dyn Sink,
     pub clock: &'a dyn Clock,
-    pub dispatch: &'a dyn Dispatch,
+    /// How the requests in flight reach the RS; none: the job's own threads.
+    pub dispatch: Option<&'a dyn Dispatch>,
 }
 
 /// A run's work once the locks are held, the ledger open and the plan made: record the
@@ -80,9 +81,11 @@ pub fn execute(
         );
     }
     recorded(config, ledger, name(scope), clock, |ledger| {
-        let mut job = Job::new(config, ledger, parts.source, parts.sink, clock)
-            .with_deadline(started + config.run.max_seconds)
-            .with_dispatch(parts.dispatch);
+        let mut job =
+            Job::new(config, ledger, parts.source, parts.sink, clock).with_deadline(started + config.run.max_seconds);
+        if let Some(dispatch) = parts.dispatch {
+            job = job.with_dispatch(dispatch);
+        }
         if let Some(ahead) = parts.read_ahead {
             job = job.with_read_ahead(ahead);
         }

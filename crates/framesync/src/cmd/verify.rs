@@ -91,7 +91,7 @@ pub fn verify(config: &Config, args: &Args, out: &mut dyn Write) -> Result<u8> {
     if !args.repair {
         return Ok(1);
     }
-    let parts = Parts { source: &source, read_ahead: None, sink: &sink, clock: &clock, dispatch: &crate::job::Threads };
+    let parts = Parts { source: &source, read_ahead: None, sink: &sink, clock: &clock, dispatch: None };
     let code = repair(config, &mut ledger, &parts, differing, rs.usable(), out)?;
     Ok(if unverified { 1 } else { code })
 }
@@ -288,7 +288,12 @@ fn repair(
     }
     let plan = Plan { steps, horizon: Epoch::MAX, deferred: 0, outside_window: false };
     let outcome = super::run::recorded(config, ledger, "verify --repair", clock, |ledger| {
-        Job::new(config, ledger, source, sink, clock).without_time_limit().with_dispatch(dispatch).execute(&plan, true)
+        let job = Job::new(config, ledger, source, sink, clock).without_time_limit();
+        match dispatch {
+            Some(dispatch) => job.with_dispatch(dispatch),
+            None => job,
+        }
+        .execute(&plan, true)
     })?;
     writeln!(
         out,

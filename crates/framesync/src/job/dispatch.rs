@@ -11,6 +11,7 @@
 //! them one after another, finishing the requests in flight in a seeded order, with kill points
 //! between the sends.
 
+use std::cell::Cell;
 use std::sync::{Mutex, mpsc};
 use std::time::{Duration, Instant};
 
@@ -61,14 +62,31 @@ pub fn send_timed(sink: &dyn Sink, request: Request) -> Sent {
     Sent { verdict, rtt: start.elapsed() }
 }
 
-/// Requests in flight from scoped threads, one request at a time each; with one in flight at a
-/// time (a limit of one, `sink.ordered`) on the calling thread. A thread is started when the
-/// requests in flight first need it and goes on to take the requests after, so a window starts
-/// at most the limit's worth of threads, not one a request: against a fast RS, starting a
-/// thread costs more than the request. The `mid-wave` kill point passes at each answer that
+/// Requests in flight from scoped threads, one request at a time each; on the calling thread
+/// when one is in flight at a time (a limit of one, `sink.ordered`) or the RS answers quicker
+/// than a request is handed to a thread ([`QUICKER_THAN_A_THREAD`]: an RS in the same process,
+/// where more in flight gains nothing). A thread is started when the requests in flight first
+/// need it and goes on to take the requests after, so a window starts at most the limit's
+/// worth of threads, not one a request. The `mid-wave` kill point passes at each answer that
 /// arrives, with the others still in flight.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct Threads;
+///
+/// One is kept for a job's pushes: it remembers whether the last answer came that quickly.
+#[derive(Debug, Default)]
+pub struct Threads {
+    quick: Cell<bool>,
+}
+
+/// A round trip under which a request goes on the calling thread. Starting a scoped thread and
+/// taking its answer costs 20 to 50 µs on a 2-core machine; no request over a socket, even on
+/// loopback, comes back in less (nginx on loopback: about 100 µs).
+pub const QUICKER_THAN_A_THREAD: Duration = Duration::from_micros(20);
+
+impl Threads {
+    /// Takes in an answer's round trip.
+    fn note(&self, sent: &Sent) {
+        self.quick.set(sent.rtt < QUICKER_THAN_A_THREAD);
+    }
+}
 
 impl Dispatch for Threads {
     fn send(&self, sink: &dyn Sink, requests: &[Request], limit: usize, answered: &mut Answered) -> Result<usize> {
@@ -87,9 +105,10 @@ impl Dispatch for Threads {
                     return pipeline.result();
                 }
                 while let Some(i) = pipeline.next_to_start() {
-                    if pipeline.in_flight == 1 && pipeline.limit == 1 {
-                        // One at a time: no thread to hand it to and wait for.
+                    if pipeline.in_flight == 1 && pipeline.limit == 1 || self.quick.get() {
+                        // One at a time, or an RS quicker than a thread: no thread to hand it to.
                         let sent = send_timed(sink, requests[i]);
+                        self.note(&sent);
                         crate::hooks::kill_point("mid-wave");
                         pipeline.arrived(i, sent);
                         break;
@@ -108,6 +127,7 @@ impl Dispatch for Threads {
                 }
                 if pipeline.waiting() {
                     let (i, sent) = arrivals.recv().expect("a request in flight still holds a sender");
+                    self.note(&sent);
                     crate::hooks::kill_point("mid-wave");
                     pipeline.arrived(i, sent);
                 }
@@ -227,5 +247,101 @@ impl Pipeline {
             Some(error) => Err(error),
             None => Ok(self.next),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::thread::ThreadId;
+
+    use super::*;
+
+    /// An RS that takes `delay` to answer, and notes how many requests it had at once and on
+    /// which threads they came.
+    struct Timed {
+        delay: Duration,
+        now: AtomicUsize,
+        most: AtomicUsize,
+        threads: Mutex<Vec<ThreadId>>,
+    }
+
+    impl Timed {
+        fn new(delay: Duration) -> Self {
+            Timed { delay, now: AtomicUsize::new(0), most: AtomicUsize::new(0), threads: Mutex::new(Vec::new()) }
+        }
+    }
+
+    impl Sink for Timed {
+        fn batch_size(&self) -> usize {
+            1
+        }
+        fn send(&self, _records: &[Outgoing], _key: &Key) -> Verdict {
+            let now = self.now.fetch_add(1, Ordering::SeqCst) + 1;
+            self.most.fetch_max(now, Ordering::SeqCst);
+            self.threads.lock().unwrap().push(std::thread::current().id());
+            std::thread::sleep(self.delay);
+            self.now.fetch_sub(1, Ordering::SeqCst);
+            Verdict::Acknowledged
+        }
+        fn has_lookup(&self) -> bool {
+            false
+        }
+        fn lookup(&self, _uid: &str) -> Result<bool, String> {
+            Ok(false)
+        }
+    }
+
+    /// Sends `n` requests through `threads` at a limit of 4; the places of the answers, in the
+    /// order they were handed over.
+    fn send(threads: &Threads, sink: &Timed, n: usize) -> Vec<usize> {
+        let records = [Outgoing { uid: "u".into(), body: "{}".into() }];
+        let requests: Vec<Request> = (0..n).map(|_| Request { records: &records, key: &Key::Own }).collect();
+        let mut order = Vec::new();
+        let sent = threads.send(sink, &requests, 4, &mut |i, _| {
+            order.push(i);
+            Ok(Flow::Go(4))
+        });
+        assert_eq!(sent.unwrap(), n);
+        order
+    }
+
+    #[test]
+    fn an_rs_slower_than_a_thread_gets_the_limit_in_flight_from_threads() {
+        let (threads, sink) = (Threads::default(), Timed::new(Duration::from_millis(2)));
+        assert_eq!(send(&threads, &sink, 40), (0..40).collect::<Vec<_>>(), "answers in the order of the requests");
+        assert_eq!(sink.most.load(Ordering::SeqCst), 4);
+        let caller = std::thread::current().id();
+        let on_threads = sink.threads.lock().unwrap().iter().filter(|id| **id != caller).count();
+        assert_eq!(on_threads, 40, "none on the calling thread");
+        let distinct: std::collections::HashSet<_> = sink.threads.lock().unwrap().iter().copied().collect();
+        assert!(distinct.len() <= 4, "a thread takes one request after another: {} threads", distinct.len());
+    }
+
+    #[test]
+    fn an_rs_quicker_than_a_thread_gets_its_requests_on_the_calling_thread() {
+        let (threads, sink) = (Threads::default(), Timed::new(Duration::ZERO));
+        assert_eq!(send(&threads, &sink, 40), (0..40).collect::<Vec<_>>());
+        let caller = std::thread::current().id();
+        let on_caller = sink.threads.lock().unwrap().iter().filter(|id| **id == caller).count();
+        // The first ones go to threads before any answer says how quick the RS is (and a
+        // request the machine preempts may send a few more there).
+        assert!(on_caller >= 30, "{on_caller} of 40 on the calling thread");
+        // And the next window starts where this one left off.
+        sink.threads.lock().unwrap().clear();
+        send(&threads, &sink, 10);
+        let on_caller = sink.threads.lock().unwrap().iter().filter(|id| **id == caller).count();
+        assert!(on_caller >= 8, "{on_caller} of 10 on the calling thread");
+    }
+
+    #[test]
+    fn an_rs_that_turns_slow_gets_threads_again() {
+        let threads = Threads::default();
+        send(&threads, &Timed::new(Duration::ZERO), 10);
+        let slow = Timed::new(Duration::from_millis(2));
+        send(&threads, &slow, 40);
+        // One request on the calling thread finds it slow; the rest go four at a time.
+        assert_eq!(slow.most.load(Ordering::SeqCst), 4);
     }
 }

@@ -78,8 +78,9 @@ pub struct Job<'a> {
     ahead: Option<&'a (dyn Source + Sync)>,
     sink: &'a dyn Sink,
     clock: &'a dyn Clock,
-    /// How the requests in flight reach the RS.
-    dispatch: &'a dyn Dispatch,
+    /// How the requests in flight reach the RS: the job's own threads, or the one given.
+    dispatch: Option<&'a dyn Dispatch>,
+    threads: Threads,
     /// How many requests may be in flight to the RS.
     limit: Box<dyn Limit + 'a>,
     /// `run.max_seconds` on the clock's `elapsed`; none for work started by hand.
@@ -109,7 +110,8 @@ impl<'a> Job<'a> {
             ahead: None,
             sink,
             clock,
-            dispatch: &Threads,
+            dispatch: None,
+            threads: Threads::default(),
             limit: limit::of(&config.sink),
             deadline: Some(clock.elapsed() + config.run.max_seconds),
             progress: None,
@@ -129,7 +131,7 @@ impl<'a> Job<'a> {
 
     /// The requests in flight go through `dispatch` (by default [`Threads`]).
     pub fn with_dispatch(mut self, dispatch: &'a dyn Dispatch) -> Self {
-        self.dispatch = dispatch;
+        self.dispatch = Some(dispatch);
         self
     }
 

@@ -185,12 +185,14 @@ impl Job<'_> {
     /// (and the Retry-After stops the pushes of this one). An overloaded RS answers the other
     /// requests in flight the same way: their quiet is the one already waited out, as they
     /// were sent before it ended — no more than `sink.concurrency` answers after a quiet can
-    /// be such — so a burst of answers costs one quiet, not one each.
+    /// be such — so a burst of answers costs one quiet, not one each, and each goes again at
+    /// once: their retries follow one another on this thread, and a pause each would cost a
+    /// burst of 64 thirteen seconds with nothing in flight.
     fn wait_in_run(&mut self, attempt: u32, retry_after: Option<Duration>) -> Option<Duration> {
         let pause = backoff::retry_pause(attempt);
         let Some(asked) = retry_after.filter(|asked| *asked > pause) else { return Some(pause) };
         if self.pushing.sent_before_quiet > 0 {
-            return Some(pause);
+            return Some(if attempt == 0 { Duration::ZERO } else { pause });
         }
         let fits = self.deadline.is_none_or(|deadline| self.clock.elapsed() + asked < deadline);
         if asked > SHORT_QUIET || !fits {

@@ -1350,8 +1350,8 @@ fn requests_in_flight_from_threads_deliver_every_record_once() {
         let src = source(&[(T0, uids.clone())]);
         let sink = if extra.contains("batch") { FakeSink::batches(3) } else { FakeSink::new() };
         let sink = sink.answer("u007", vec![Act::Lost]).answer("u042", vec![Act::Lost]);
-        w.run_with(&src, &sink, T0 + 120, Scope::Run, &Threads);
-        w.run_with(&src, &sink, T0 + 600, Scope::Run, &Threads);
+        w.run_with(&src, &sink, T0 + 120, Scope::Run, &Threads::default());
+        w.run_with(&src, &sink, T0 + 600, Scope::Run, &Threads::default());
         assert_eq!(w.state(T0), Some(FrameState::Delivered), "{extra}");
         let mut stored = sink.stored.lock().unwrap().clone();
         stored.sort();
@@ -1393,11 +1393,26 @@ fn a_short_retry_after_is_waited_out_within_the_run_and_a_burst_of_them_costs_on
         0,
         "no quiet left for later runs"
     );
-    // One quiet of 1 s for b; c and d were sent before it ended, and go again after the pause.
-    let (slept, pause) = (clock.elapsed(), super::backoff::retry_pause(0));
-    assert_eq!(slept, Duration::from_secs(1) + 2 * pause, "{slept:?}");
+    // One quiet of 1 s for b; c and d were sent before it ended, and go again at once.
+    let slept = clock.elapsed();
+    assert_eq!(slept, Duration::from_secs(1), "{slept:?}");
     // (The in-order dispatch sends a request when it finishes: each retry follows its answer.)
     assert_eq!(sink.sent_uids(), ["a", "b", "b", "c", "c", "d", "d", "e", "f", "g", "h"]);
+}
+
+#[test]
+fn a_request_of_the_burst_that_fails_again_after_the_quiet_pauses_before_its_next_try() {
+    let mut w = World::new(config("retries = 2\nconcurrency = 4\nadaptive = false"));
+    let src = source(&[(T0, vec!["a", "b", "c", "d"])]);
+    let sink = FakeSink::new().answer("b", vec![busy_for(1)]).answer("c", vec![busy_for(1), busy_for(1)]);
+    let clock = SteppingClock::new(T0 + 120);
+    let outcome = run_stepping(&mut w, &src, &sink, &clock);
+    assert_eq!(outcome.exit_code(), 0, "{:?}", outcome.failures);
+    assert_eq!(w.state(T0), Some(FrameState::Delivered));
+    // The quiet for b; c, sent before it ended, goes again at once, and after its second
+    // failure waits its second attempt's pause.
+    assert_eq!(clock.elapsed(), Duration::from_secs(1) + super::backoff::retry_pause(1));
+    assert_eq!(sink.sent_uids(), ["a", "b", "b", "c", "c", "c", "d"]);
 }
 
 #[test]

@@ -39,17 +39,23 @@ impl Job<'_> {
         let requests: Vec<Request> =
             outgoing.iter().zip(&keys).map(|(records, key)| Request { records, key }).collect();
         let mut units: Vec<Option<Unit>> = units.into_iter().map(|(_, unit)| Some(unit)).collect();
-        let (dispatch, sink, limit) = (self.dispatch, self.sink, self.limit.current());
+        let (sink, limit) = (self.sink, self.limit.current());
+        // The job's threads are taken out while they send, for the answers are acted on with
+        // the job borrowed whole; they are put back with what they learnt of the RS.
+        let threads = std::mem::take(&mut self.threads);
+        let dispatch = self.dispatch.unwrap_or(&threads);
         // The units acted on in full, in order, before pushing stopped.
         let mut done = 0;
-        dispatch.send(sink, &requests, limit, &mut |i, sent| {
+        let sent = dispatch.send(sink, &requests, limit, &mut |i, sent| {
             let unit = units[i].take().expect("each answer is handed over once");
             let flow = self.act_on(frames[i], unit, sent);
             if !self.pushing.stopped {
                 done = i + 1;
             }
             flow
-        })?;
+        });
+        self.threads = threads;
+        sent?;
         Ok(frames.get(done).copied())
     }
 

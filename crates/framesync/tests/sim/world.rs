@@ -435,7 +435,8 @@ impl Driver {
             let sink = HttpSink::with_agent(&config.sink, transport::agent(shared, config.sink.timeout));
             let clock = SimClock(shared.clone());
             let started = framesync::clock::Clock::elapsed(&clock);
-            let parts = Parts { source: &source, read_ahead: None, sink: &sink, clock: &clock, dispatch };
+            let parts =
+                Parts { source: &source, read_ahead: None, sink: &sink, clock: &clock, dispatch: Some(dispatch) };
             execute(config, ledger, scope, plan, &parts, started)
         }));
         arm(None);
