@@ -70,10 +70,13 @@ pub fn send_timed(sink: &dyn Sink, request: Request) -> Sent {
 /// worth of threads, not one a request. The `mid-wave` kill point passes at each answer that
 /// arrives, with the others still in flight.
 ///
-/// One is kept for a job's pushes: it remembers whether the last answer came that quickly.
+/// One is kept for a job's pushes: it remembers whether the last answer came that quickly. Its
+/// first request goes on the calling thread, to learn that before any thread is started: a
+/// process that has started a thread pays a lock for every allocation from then on.
 #[derive(Debug, Default)]
 pub struct Threads {
-    quick: Cell<bool>,
+    /// Whether the last answer came quicker than a thread; None before the first.
+    quick: Cell<Option<bool>>,
 }
 
 /// A round trip under which a request goes on the calling thread. Starting a scoped thread and
@@ -84,7 +87,7 @@ pub const QUICKER_THAN_A_THREAD: Duration = Duration::from_micros(20);
 impl Threads {
     /// Takes in an answer's round trip.
     fn note(&self, sent: &Sent) {
-        self.quick.set(sent.rtt < QUICKER_THAN_A_THREAD);
+        self.quick.set(Some(sent.rtt < QUICKER_THAN_A_THREAD));
     }
 }
 
@@ -105,8 +108,9 @@ impl Dispatch for Threads {
                     return pipeline.result();
                 }
                 while let Some(i) = pipeline.next_to_start() {
-                    if pipeline.in_flight == 1 && pipeline.limit == 1 || self.quick.get() {
-                        // One at a time, or an RS quicker than a thread: no thread to hand it to.
+                    if pipeline.in_flight == 1 && pipeline.limit == 1 || self.quick.get() != Some(false) {
+                        // One at a time, or an RS quicker than a thread (or not yet known to
+                        // be slower): no thread to hand it to.
                         let sent = send_timed(sink, requests[i]);
                         self.note(&sent);
                         crate::hooks::kill_point("mid-wave");
@@ -314,8 +318,9 @@ mod tests {
         assert_eq!(sink.most.load(Ordering::SeqCst), 4);
         let caller = std::thread::current().id();
         let on_threads = sink.threads.lock().unwrap().iter().filter(|id| **id != caller).count();
-        assert_eq!(on_threads, 40, "none on the calling thread");
-        let distinct: std::collections::HashSet<_> = sink.threads.lock().unwrap().iter().copied().collect();
+        assert_eq!(on_threads, 39, "the first one on the calling thread, which learns it is slow");
+        let distinct: std::collections::HashSet<_> =
+            sink.threads.lock().unwrap().iter().copied().filter(|id| *id != caller).collect();
         assert!(distinct.len() <= 4, "a thread takes one request after another: {} threads", distinct.len());
     }
 
@@ -325,8 +330,7 @@ mod tests {
         assert_eq!(send(&threads, &sink, 40), (0..40).collect::<Vec<_>>());
         let caller = std::thread::current().id();
         let on_caller = sink.threads.lock().unwrap().iter().filter(|id| **id == caller).count();
-        // The first ones go to threads before any answer says how quick the RS is (and a
-        // request the machine preempts may send a few more there).
+        // (A request the machine preempts may send a few to threads.)
         assert!(on_caller >= 30, "{on_caller} of 40 on the calling thread");
         // And the next window starts where this one left off.
         sink.threads.lock().unwrap().clear();

@@ -44,8 +44,7 @@ impl Job<'_> {
     /// allowed, then acknowledged, refused, split, or counted as failed.
     pub(super) fn answered(&mut self, frame: Frame, unit: Unit, first: Verdict, tries: u32) -> Result<()> {
         self.pushing.sent_before_quiet = self.pushing.sent_before_quiet.saturating_sub(1);
-        let outgoing: Vec<Outgoing> = unit.items.iter().map(|i| i.outgoing.clone()).collect();
-        match self.send_with_retries(&outgoing, &unit.key, first)? {
+        match self.send_with_retries(&unit, first)? {
             Verdict::Acknowledged => self.acknowledge_unit(frame, unit),
             Verdict::Rejected { status, response } if unit.items.len() == 1 => {
                 let item = unit.items.into_iter().next().expect("one item");
@@ -56,7 +55,7 @@ impl Job<'_> {
                 // record goes alone, under its own key, to find the bad one.
                 log::info!(
                     "frame {frame}: a batch of {} was refused (HTTP {status}); its records go one by one",
-                    outgoing.len()
+                    unit.items.len()
                 );
                 self.split(frame, unit.items, 1)
             }
@@ -64,7 +63,7 @@ impl Job<'_> {
                 let half = unit.items.len().div_ceil(2);
                 log::info!(
                     "frame {frame}: a batch of {} was too large (HTTP 413); sending it in halves",
-                    outgoing.len()
+                    unit.items.len()
                 );
                 self.split(frame, unit.items, half)
             }
@@ -143,7 +142,12 @@ impl Job<'_> {
 
     /// Sends, retrying a retryable failure a few times within the run with a short pause, or
     /// after the RS's Retry-After where that is short ([`Job::wait_in_run`]).
-    fn send_with_retries(&mut self, outgoing: &[Outgoing], key: &Key, first: Verdict) -> Result<Verdict> {
+    fn send_with_retries(&mut self, unit: &Unit, first: Verdict) -> Result<Verdict> {
+        if !matches!(first, Verdict::RetryLater { .. }) {
+            return Ok(first);
+        }
+        let outgoing: Vec<Outgoing> = unit.items.iter().map(|i| i.outgoing.clone()).collect();
+        let (outgoing, key) = (outgoing.as_slice(), &unit.key);
         let mut attempt = 0;
         let mut first = Some(first);
         loop {
