@@ -7,9 +7,10 @@
 //! while later requests are still in flight, for no ledger transaction waits on the network.
 //!
 //! [`Threads`] sends from scoped threads, as many as the requests in flight, each taking one
-//! request after another. The deterministic simulation passes a dispatch of its own that sends
-//! them one after another, finishing the requests in flight in a seeded order, with kill points
-//! between the sends.
+//! request after another — or on the calling thread, one at a time, for an RS that answers
+//! quicker than a thread is started. The deterministic simulation passes a dispatch of its own
+//! that sends them one after another, finishing the requests in flight in a seeded order, with
+//! kill points between the sends.
 
 use std::cell::Cell;
 use std::sync::{Mutex, mpsc};
